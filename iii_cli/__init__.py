@@ -1,0 +1,1 @@
+"""The ``iii`` command line."""

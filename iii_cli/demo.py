@@ -1,0 +1,141 @@
+"""A guided tour: a daemon, an example worker, and calls of every kind.
+
+Starts the daemon if none answers on the socket (and stops it again afterwards),
+attaches ``examples/math_worker.py`` as a separate process, calls its functions
+synchronously and fire-and-forget, and prints what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from iii_sdk import InitOptions, InvocationError, TriggerAction, register_worker
+from iii_sdk.paths import resolve_socket_path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _reachable(path: Path) -> bool:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def _wait(condition: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"iii demo: timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run(socket_path: Path) -> int:
+    started: subprocess.Popen[bytes] | None = None
+    worker_proc: subprocess.Popen[str] | None = None
+    env = dict(os.environ, III_SOCKET=str(socket_path))
+    try:
+        if _reachable(socket_path):
+            _say(f"daemon: already running on {socket_path}")
+        else:
+            started = subprocess.Popen([sys.executable, "-m", "iii_daemon",
+                                        "--socket", str(socket_path)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       env=env)
+            _wait(lambda: _reachable(socket_path), "the daemon to start")
+            _say(f"daemon: started on {socket_path} (pid {started.pid})")
+
+        script = EXAMPLES / "math_worker.py"
+        if not script.exists():
+            _say(f"iii demo: example worker not found at {script}")
+            return 1
+        worker_proc = subprocess.Popen([sys.executable, str(script)], env=env,
+                                       stdout=subprocess.PIPE, text=True)
+        assert worker_proc.stdout is not None
+        if "ready" not in worker_proc.stdout.readline():
+            _say("iii demo: the example worker did not start")
+            return 1
+        _say(f"worker: examples/math_worker.py attached (pid {worker_proc.pid})")
+
+        client = register_worker(str(socket_path), InitOptions(worker_name="iii-demo"))
+        try:
+            _tour(client)
+        finally:
+            client.shutdown()
+        return 0
+    finally:
+        if worker_proc is not None:
+            worker_proc.terminate()
+            worker_proc.wait(10)
+        if started is not None:
+            started.terminate()
+            started.wait(10)
+            _say("daemon: stopped (the demo started it)")
+
+
+def _tour(client: Any) -> None:
+    functions = client.trigger({"function_id": "engine::functions::list"})["functions"]
+    ours = [f["function_id"] for f in functions if f["worker_id"] is not None]
+    _say(f"functions served by workers: {', '.join(sorted(ours))}")
+
+    def row(kind: str, call: str, outcome: str) -> None:
+        _say(f"{kind:6} {call:34} -> {outcome}")
+
+    t0 = time.perf_counter()
+    answer = client.trigger({"function_id": "math::add", "payload": {"a": 2, "b": 3}})
+    row("sync", "math::add {a: 2, b: 3}", f"{answer}  ({(time.perf_counter() - t0) * 1e3:.2f} ms)")
+
+    t0 = time.perf_counter()
+    n = 1000
+    for i in range(n):
+        client.trigger({"function_id": "math::add", "payload": {"a": i, "b": 1}})
+    row("sync", f"math::add x{n}", f"{(time.perf_counter() - t0) / n * 1e6:.0f} µs per call")
+
+    client.trigger({"function_id": "math::echo", "payload": {"msg": "hi"},
+                    "action": TriggerAction.Void()})
+    row("void", "math::echo {msg: 'hi'}", "None (fire and forget; the worker ran it)")
+
+    failing = [
+        ("math::divide {a: 1, b: 0}", {"function_id": "math::divide",
+                                        "payload": {"a": 1, "b": 0}}),
+        ("math::sleep {seconds: 2}, 100 ms", {"function_id": "math::sleep",
+                                               "payload": {"seconds": 2}, "timeout_ms": 100}),
+        ("math::nope", {"function_id": "math::nope", "payload": {}}),
+    ]
+    for call, request in failing:
+        try:
+            client.trigger(request)
+        except InvocationError as exc:
+            row("error", call, f"{exc.code}: {exc.message}")
+
+    workers = client.trigger({"function_id": "engine::workers::list"})["workers"]
+    names = ", ".join(f"{w['name']} ({len(w['functions'])} functions)" for w in workers)
+    _say(f"workers: {names}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iii_cli.demo")
+    parser.add_argument("--socket", help="daemon socket (default: $III_SOCKET or the "
+                                         "user runtime dir)")
+    args = parser.parse_args(argv)
+    return run(resolve_socket_path(args.socket))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Calls routed to a worker and not answered yet, with their deadlines."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from dataclasses import dataclass
+
+
+@dataclass(slots=True, eq=False)
+class Invocation:
+    #: The id the daemon chose and sent to the serving worker.
+    id: str
+    function_id: str
+    #: Connection serving the call.
+    worker: int
+    #: Connection waiting for the answer, or None when nobody is (void calls).
+    caller: int | None
+    #: The caller's own invocation id, used in the answer.
+    caller_invocation_id: str | None
+    started: float
+    timeout_ms: int | None = None
+    deadline: float | None = None
+
+
+class InvocationTable:
+    """Pending invocations by daemon id, plus a deadline heap with lazy deletion."""
+
+    # Rebuild the heap when dead entries outnumber live ones by this factor, so a
+    # high call rate with long timeouts does not keep every finished call's entry.
+    _COMPACT_FACTOR = 2
+    _COMPACT_MIN = 1024
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Invocation] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        # Ids look like UUIDs (SDKs may expect that) but cost a counter increment:
+        # a random prefix per daemon run and a 48-bit sequence.
+        self._prefix = str(uuid.uuid4())[:24]
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, invocation_id: str) -> bool:
+        return invocation_id in self._pending
+
+    def new_id(self) -> str:
+        self._seq += 1
+        return f"{self._prefix}{self._seq:012x}"
+
+    def add(self, invocation: Invocation) -> None:
+        self._pending[invocation.id] = invocation
+        if invocation.deadline is not None:
+            heapq.heappush(self._deadlines, (invocation.deadline, invocation.id))
+            if len(self._deadlines) > self._COMPACT_MIN + self._COMPACT_FACTOR * len(
+                self._pending
+            ):
+                self._compact()
+
+    def get(self, invocation_id: str) -> Invocation | None:
+        return self._pending.get(invocation_id)
+
+    def pop(self, invocation_id: str) -> Invocation | None:
+        return self._pending.pop(invocation_id, None)
+
+    def pop_expired(self, now: float) -> list[Invocation]:
+        """Remove and return the invocations whose deadline is at or before ``now``."""
+        expired: list[Invocation] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, invocation_id = heapq.heappop(heap)
+            invocation = self._pending.get(invocation_id)
+            # The entry may be stale: the call was answered (gone) or is another one's.
+            if invocation is not None and invocation.deadline is not None \
+                    and invocation.deadline <= now:
+                del self._pending[invocation_id]
+                expired.append(invocation)
+        return expired
+
+    def next_deadline(self) -> float | None:
+        heap = self._deadlines
+        while heap and heap[0][1] not in self._pending:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def drain(self) -> list[Invocation]:
+        """Remove and return every pending invocation (daemon shutdown)."""
+        pending = list(self._pending.values())
+        self._pending.clear()
+        self._deadlines.clear()
+        return pending
+
+    def _compact(self) -> None:
+        self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
+        heapq.heapify(self._deadlines)

@@ -1,0 +1,408 @@
+"""The sans-I/O core: messages in, messages out.
+
+The router knows nothing of sockets, event loops or JSON text. A driver feeds it decoded
+messages with :meth:`Router.handle` (and connects, disconnects, bad frames, clock ticks)
+and writes out what each call returns: a list of ``(connection id, message)`` pairs,
+where the message may also be a :class:`Close` command for the driver. Time comes in as
+an argument; :meth:`Router.next_deadline` says when the driver must call
+:meth:`Router.expire`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from iii_daemon import engine_functions
+from iii_daemon.engine_functions import BuiltinFunction, CallError
+from iii_daemon.invocations import Invocation, InvocationTable
+from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
+from iii_sdk import protocol as p
+from iii_sdk.protocol import NULL, ErrorCode
+
+log = logging.getLogger(__name__)
+
+RESERVED_PREFIX = "engine::"
+RESERVED_ACTIONS = frozenset({"void", "enqueue"})
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Driver command: close this connection (after writing what came before)."""
+
+    reason: str
+
+
+Output = list[tuple[int, "p.Message | Close"]]
+_Handler = Callable[["Router", Connection, Any, float, Output], None]
+
+
+def _error(code: str, message: str) -> p.ErrorBody:
+    return p.ErrorBody(code=code, message=message)
+
+
+def _valid_error(error: Any) -> Any:
+    """A worker's error object as the caller gets it: unchanged when well formed."""
+    if isinstance(error, dict) and isinstance(error.get("code"), str) \
+            and isinstance(error.get("message"), str):
+        return error
+    return _error(ErrorCode.INVOCATION_FAILED, f"worker answered with a malformed error: {error!r}")
+
+
+class Router:
+    """Registry, routing and invocation tracking for every connection."""
+
+    def __init__(self, builtins: dict[str, BuiltinFunction] | None = None) -> None:
+        self.registry = Registry()
+        self.invocations = InvocationTable()
+        self.builtins: dict[str, BuiltinFunction] = dict(
+            engine_functions.BUILTINS if builtins is None else builtins
+        )
+
+    # --- connection lifecycle -----------------------------------------------------------
+
+    def connect(self, conn_id: int, transport: str, wall_time: float) -> Output:
+        """A new connection: it gets its worker id and reattach token first."""
+        conn = Connection(
+            id=conn_id,
+            worker_id=self.invocations.new_id(),
+            reattach_token=secrets.token_hex(16),
+            transport=transport,
+            connected_at=datetime.fromtimestamp(wall_time, UTC).isoformat(timespec="seconds"),
+        )
+        self.registry.add_connection(conn)
+        return [(conn_id, p.WorkerRegistered(worker_id=conn.worker_id,
+                                             reattach_token=conn.reattach_token))]
+
+    def disconnect(self, conn_id: int) -> Output:
+        """The connection is gone: drop what it owned and stop what it served."""
+        out: Output = []
+        conn = self.registry.remove_connection(conn_id)
+        if conn is None:
+            return out
+        for invocation_id in conn.serving:
+            inv = self.invocations.pop(invocation_id)
+            if inv is not None and inv.caller is not None and inv.caller != conn_id:
+                self._answer(inv, None, _error(
+                    ErrorCode.INVOCATION_STOPPED,
+                    f"the worker serving '{inv.function_id}' disconnected",
+                ), out)
+        for invocation_id in conn.calling:
+            inv = self.invocations.pop(invocation_id)
+            if inv is not None:
+                worker = self.registry.connections.get(inv.worker)
+                if worker is not None:
+                    worker.serving.discard(invocation_id)
+        return out
+
+    def shutdown(self) -> Output:
+        """The daemon stops: everyone still waiting gets ``invocation_stopped``."""
+        out: Output = []
+        for inv in self.invocations.drain():
+            if inv.caller is not None and inv.caller_invocation_id is not None:
+                out.append((inv.caller, p.InvocationResult(
+                    invocation_id=inv.caller_invocation_id,
+                    function_id=inv.function_id,
+                    error=_error(ErrorCode.INVOCATION_STOPPED, "the daemon is shutting down"),
+                )))
+        for conn in self.registry.connections.values():
+            conn.serving.clear()
+            conn.calling.clear()
+        return out
+
+    # --- input --------------------------------------------------------------------------
+
+    def handle(self, conn_id: int, message: p.Message, now: float) -> Output:
+        """Handle one decoded message from ``conn_id`` at monotonic time ``now``."""
+        out: Output = []
+        conn = self.registry.connections.get(conn_id)
+        if conn is None:
+            return out
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            out.append((conn_id, p.Error(
+                code=ErrorCode.BAD_FRAME,
+                message=f"'{message.__struct_config__.tag}' is not a message a client may send",
+            )))
+        else:
+            handler(self, conn, message, now, out)
+        return out
+
+    def bad_frame(self, conn_id: int, frame: bytes, reason: str) -> Output:
+        """A frame that did not decode. A call with an id still gets an invocationresult."""
+        obj = p.loads_object(frame)
+        if obj is not None and obj.get("type") == "invokefunction":
+            invocation_id = obj.get("invocation_id")
+            if isinstance(invocation_id, str):
+                function_id = obj.get("function_id")
+                return [(conn_id, p.InvocationResult(
+                    invocation_id=invocation_id,
+                    function_id=function_id if isinstance(function_id, str) else None,
+                    error=_error(ErrorCode.BAD_FRAME, reason),
+                ))]
+        return [(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason))]
+
+    # --- time ---------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self.invocations.next_deadline()
+
+    def expire(self, now: float) -> Output:
+        """Answer ``TIMEOUT`` to every call whose ``timeout_ms`` has run out."""
+        out: Output = []
+        for inv in self.invocations.pop_expired(now):
+            worker = self.registry.connections.get(inv.worker)
+            if worker is not None:
+                worker.serving.discard(inv.id)
+            self._answer(inv, None, _error(
+                ErrorCode.TIMEOUT,
+                f"invocation of '{inv.function_id}' timed out after {inv.timeout_ms} ms",
+            ), out)
+        return out
+
+    # --- functions ----------------------------------------------------------------------
+
+    def _on_register_function(self, conn: Connection, msg: p.RegisterFunction,
+                              now: float, out: Output) -> None:
+        function_id = msg.id
+        if not function_id:
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST,
+                                         message="function id must not be empty")))
+            return
+        owner: str | None
+        if function_id in self.builtins or function_id.startswith(RESERVED_PREFIX):
+            owner = None
+        else:
+            existing = self.registry.functions.get(function_id)
+            if existing is None or existing.owner == conn.id:
+                self.registry.add_function(FunctionEntry(
+                    id=function_id, owner=conn.id, description=msg.description,
+                    request_format=msg.request_format, response_format=msg.response_format,
+                    metadata=msg.metadata,
+                ))
+                return
+            owner = self.registry.connections[existing.owner].worker_id
+        out.append((conn.id, p.RegistrationRejected(
+            code=ErrorCode.FUNCTION_NAMESPACE_CONFLICT,
+            function_id=function_id,
+            owner_worker_id=owner,
+            message=(f"function '{function_id}' is reserved by the daemon" if owner is None
+                     else f"function '{function_id}' is already served by worker {owner}"),
+        )))
+
+    def _on_unregister_function(self, conn: Connection, msg: p.UnregisterFunction,
+                                now: float, out: Output) -> None:
+        self.registry.remove_function(conn, msg.id)
+
+    def _on_register_action_type(self, conn: Connection, msg: p.RegisterActionType,
+                                 now: float, out: Output) -> None:
+        if msg.id in RESERVED_ACTIONS or not msg.id:
+            reason = f"action type '{msg.id}' is reserved" if msg.id else "empty action type"
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=reason)))
+            return
+        existing = self.registry.actions.get(msg.id)
+        if existing is not None and existing.owner != conn.id:
+            owner = self.registry.connections[existing.owner].worker_id
+            out.append((conn.id, p.Error(
+                code=ErrorCode.BAD_REQUEST,
+                message=f"action type '{msg.id}' is already provided by worker {owner}",
+            )))
+            return
+        self.registry.add_action(ActionType(id=msg.id, owner=conn.id,
+                                            function_id=msg.function_id,
+                                            description=msg.description))
+
+    # --- calls --------------------------------------------------------------------------
+
+    def _on_invoke(self, conn: Connection, msg: p.InvokeFunction, now: float,
+                   out: Output) -> None:
+        caller_id = msg.invocation_id
+        if msg.timeout_ms is not None and msg.timeout_ms <= 0:
+            self._reject(conn, msg, ErrorCode.BAD_REQUEST,
+                         f"timeout_ms must be a positive integer, got {msg.timeout_ms}", out)
+            return
+        action = msg.action
+        void = False
+        if action is not None:
+            action_type = action.get("type")
+            if action_type == "void":
+                void = True
+            elif action_type == "enqueue":
+                self._reject(conn, msg, ErrorCode.QUEUE_ERROR,
+                             "durable queues are not available in this daemon yet", out)
+                return
+            elif not isinstance(action_type, str):
+                self._reject(conn, msg, ErrorCode.BAD_REQUEST,
+                             "action must be an object with a string 'type'", out)
+                return
+            else:
+                self._call_action(conn, msg, action_type, now, out)
+                return
+        entry = self.registry.functions.get(msg.function_id)
+        if entry is None:
+            builtin = self.builtins.get(msg.function_id)
+            if builtin is not None:
+                self._call_builtin(conn, msg, builtin, void, out)
+            elif caller_id is not None:
+                self._reject(conn, msg, ErrorCode.FUNCTION_NOT_FOUND,
+                             f"Function '{msg.function_id}' not found", out)
+            return
+        self._route(conn, msg, entry, void, now, out)
+
+    def _route(self, conn: Connection, msg: p.InvokeFunction, entry: FunctionEntry,
+               void: bool, now: float, out: Output) -> None:
+        """Hand the call to the worker serving ``entry``; track it until answered."""
+        invocations = self.invocations
+        inv_id = invocations.new_id()
+        caller_id = msg.invocation_id
+        waits = caller_id is not None and not void
+        timeout_ms = msg.timeout_ms if waits else None
+        invocations.add(Invocation(
+            id=inv_id,
+            function_id=entry.id,
+            worker=entry.owner,
+            caller=conn.id if waits else None,
+            caller_invocation_id=caller_id if waits else None,
+            started=now,
+            timeout_ms=timeout_ms,
+            deadline=None if timeout_ms is None else now + timeout_ms / 1000,
+        ))
+        self.registry.connections[entry.owner].serving.add(inv_id)
+        if waits:
+            conn.calling.add(inv_id)
+        out.append((entry.owner, p.InvokeFunction(
+            function_id=entry.id, data=msg.data, invocation_id=inv_id,
+            metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,
+        )))
+        if void and caller_id is not None:
+            out.append((conn.id, p.InvocationResult(invocation_id=caller_id,
+                                                    function_id=entry.id)))
+
+    def _call_builtin(self, conn: Connection, msg: p.InvokeFunction,
+                      builtin: BuiltinFunction, void: bool, out: Output) -> None:
+        error: p.ErrorBody | None = None
+        result: Any = None
+        try:
+            result = builtin.handler(self, conn, p.from_raw(msg.data))
+        except CallError as exc:
+            error = _error(exc.code, exc.message)
+        except Exception as exc:  # a daemon bug must not take the daemon down
+            log.exception("engine function %s failed", builtin.id)
+            error = _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+        if msg.invocation_id is None:
+            return
+        if void:
+            out.append((conn.id, p.InvocationResult(invocation_id=msg.invocation_id,
+                                                    function_id=builtin.id)))
+        else:
+            out.append((conn.id, p.InvocationResult(
+                invocation_id=msg.invocation_id, function_id=builtin.id,
+                result=NULL if error is not None else p.to_raw(result), error=error,
+            )))
+
+    def _call_action(self, conn: Connection, msg: p.InvokeFunction, action_type: str,
+                     now: float, out: Output) -> None:
+        """A worker-provided action: a synchronous call of the provider's function."""
+        provider = self.registry.actions.get(action_type)
+        if provider is None:
+            self._reject(conn, msg, ErrorCode.ACTION_NOT_FOUND,
+                         f"action type '{action_type}' is not provided by any worker", out)
+            return
+        wrapped = p.InvokeFunction(
+            function_id=provider.function_id,
+            data=p.to_raw({
+                "function_id": msg.function_id,
+                "payload": p.from_raw(msg.data),
+                "action": msg.action,
+                "caller": {"worker_id": conn.worker_id},
+            }),
+            invocation_id=msg.invocation_id,
+            timeout_ms=msg.timeout_ms,
+            metadata=msg.metadata,
+            traceparent=msg.traceparent,
+            baggage=msg.baggage,
+        )
+        self._on_invoke(conn, wrapped, now, out)
+
+    def _reject(self, conn: Connection, msg: p.InvokeFunction, code: str, message: str,
+                out: Output) -> None:
+        """Answer a call with an error, if the caller asked for an answer at all."""
+        if msg.invocation_id is not None:
+            out.append((conn.id, p.InvocationResult(
+                invocation_id=msg.invocation_id, function_id=msg.function_id,
+                error=_error(code, message),
+            )))
+
+    def _on_result(self, conn: Connection, msg: p.InvocationResult, now: float,
+                   out: Output) -> None:
+        inv = self.invocations.get(msg.invocation_id)
+        if inv is None or inv.worker != conn.id:
+            return  # late (timed out, caller gone) or not this worker's to answer
+        self.invocations.pop(msg.invocation_id)
+        conn.serving.discard(inv.id)
+        if msg.error is not None:
+            self._answer(inv, None, _valid_error(msg.error), out, msg)
+        else:
+            self._answer(inv, msg.result, None, out, msg)
+
+    def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
+                source: p.InvocationResult | None = None) -> None:
+        if inv.caller is None or inv.caller_invocation_id is None:
+            return
+        caller = self.registry.connections.get(inv.caller)
+        if caller is None:
+            return
+        caller.calling.discard(inv.id)
+        out.append((inv.caller, p.InvocationResult(
+            invocation_id=inv.caller_invocation_id,
+            function_id=inv.function_id,
+            result=NULL if result is None else result,
+            error=error,
+            traceparent=source.traceparent if source is not None else None,
+            baggage=source.baggage if source is not None else None,
+        )))
+
+    # --- session ------------------------------------------------------------------------
+
+    def _on_ping(self, conn: Connection, msg: p.Ping, now: float, out: Output) -> None:
+        out.append((conn.id, p.Pong()))
+
+    def _on_reattach(self, conn: Connection, msg: p.Reattach, now: float,
+                     out: Output) -> None:
+        """Retire the previous connection of a reconnecting worker, if the token proves it."""
+        previous = self.registry.by_worker_id.get(msg.previous_worker_id)
+        if previous is None or previous.id == conn.id or msg.reattach_token is None:
+            return
+        if not hmac.compare_digest(previous.reattach_token, msg.reattach_token):
+            return
+        out.extend(self.disconnect(previous.id))
+        out.append((previous.id, Close("replaced by a reattaching connection")))
+
+    def _not_yet(self, conn: Connection, msg: p.Message, now: float, out: Output) -> None:
+        out.append((conn.id, p.Error(
+            code=ErrorCode.BAD_REQUEST,
+            message=f"'{msg.__struct_config__.tag}' is not supported by this daemon yet",
+        )))
+
+
+_HANDLERS: dict[type, _Handler] = {
+    p.InvokeFunction: Router._on_invoke,
+    p.InvocationResult: Router._on_result,
+    p.RegisterFunction: Router._on_register_function,
+    p.UnregisterFunction: Router._on_unregister_function,
+    p.RegisterActionType: Router._on_register_action_type,
+    p.Ping: Router._on_ping,
+    p.Reattach: Router._on_reattach,
+    # Triggers and events arrive with their own issues; until then they are refused openly.
+    p.RegisterTrigger: Router._not_yet,
+    p.UnregisterTrigger: Router._not_yet,
+    p.RegisterTriggerType: Router._not_yet,
+    p.UnregisterTriggerType: Router._not_yet,
+    p.TriggerRegistrationResult: Router._not_yet,
+    p.Watch: Router._not_yet,
+}

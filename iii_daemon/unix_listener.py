@@ -1,0 +1,206 @@
+"""The Unix socket listener: a private socket, one daemon per socket, peer uid checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import IO, cast
+
+from iii_daemon.hub import Hub
+from iii_sdk.errors import FrameTooLarge
+from iii_sdk.framing import LineReader
+
+log = logging.getLogger(__name__)
+
+# sun_path is 108 bytes on Linux (104 on BSDs), including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why, in one line."""
+
+
+def pidfile_path(socket_path: Path) -> Path:
+    return socket_path.with_name(socket_path.name + ".pid")
+
+
+def acquire_pidfile(socket_path: Path) -> IO[str]:
+    """Lock ``<socket>.pid`` for this process's lifetime and write our pid into it.
+
+    The lock, not the socket file, decides who owns the socket: it dies with the
+    process, so a socket left by ``kill -9`` is detected and replaced, and two daemons
+    starting at once cannot both take it.
+
+    Raises:
+        StartupError: another live daemon holds the lock.
+    """
+    path = pidfile_path(socket_path)
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            handle.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise StartupError(
+                    f"a daemon is already running on {socket_path} (pid {pid})") from None
+            raise
+        # A stopping daemon unlinks its pidfile: if we locked that unlinked file,
+        # the lock guards nothing; open the path again.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def release_pidfile(socket_path: Path, handle: IO[str]) -> None:
+    """Remove the pidfile, then drop the lock (clean stop)."""
+    with contextlib.suppress(OSError):
+        os.unlink(pidfile_path(socket_path))
+    handle.close()
+
+
+def prepare_directory(socket_path: Path) -> None:
+    """Create the socket's directory private to the user (0700) if it does not exist."""
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
+        raise StartupError(
+            f"socket path is too long for a Unix socket ({len(str(socket_path))} bytes, "
+            f"at most {MAX_SOCKET_PATH}): {socket_path}")
+    directory = socket_path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+
+
+def bind_socket(socket_path: Path) -> socket.socket:
+    """Bind a 0600 listening socket at ``socket_path``, replacing a stale socket file.
+
+    Call only while holding the pidfile lock: then any socket file there is stale.
+    """
+    try:
+        mode = os.lstat(socket_path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise StartupError(f"{socket_path} exists and is not a socket; remove it first")
+        os.unlink(socket_path)
+        log.info("replaced a stale socket file at %s", socket_path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(os.fspath(socket_path))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot bind {socket_path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(socket_path, 0o600)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end, where the platform says (Linux)."""
+    so_peercred = getattr(socket, "SO_PEERCRED", None)
+    if so_peercred is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class UnixLink(asyncio.Protocol):
+    """One client on the Unix socket: NDJSON in, NDJSON out."""
+
+    def __init__(self, hub: Hub, max_frame_bytes: int) -> None:
+        self.hub = hub
+        self.conn_id = 0
+        self.reader = LineReader(max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            uid = peer_uid(sock)
+            if uid is not None and uid != os.getuid():
+                log.warning("refused a connection from uid %d", uid)
+                transport.abort()
+                return
+        self.transport = transport
+        self.hub.attach(self, "unix")
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        try:
+            frames = self.reader.feed(data)
+        except FrameTooLarge as exc:
+            self.hub.frame_too_large(self.conn_id, str(exc))
+            return
+        if frames:
+            self.hub.receive(self.conn_id, frames)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.transport = None
+            self.hub.detach(self.conn_id)
+
+    # Back-pressure: while a client does not read what we send, stop reading what it
+    # sends, so it cannot make us buffer without bound.
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # --- Link ---------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+async def start_unix_server(hub: Hub, sock: socket.socket,
+                            max_frame_bytes: int) -> asyncio.Server:
+    return await hub.loop.create_unix_server(lambda: UnixLink(hub, max_frame_bytes),
+                                             sock=sock)
+
+
+def remove_socket(socket_path: Path) -> None:
+    """Remove the socket file on a clean stop; call while still holding the pidfile lock."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)

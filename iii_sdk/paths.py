@@ -1,0 +1,55 @@
+"""Where things live: the socket, the data dir. Shared by the SDK, the daemon and the CLI."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+APP_NAME = "iii"
+SOCKET_NAME = "iii.sock"
+
+
+def _runtime_dir() -> Path:
+    import platformdirs
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to a private dir
+    # under /tmp; that fallback is what we want, the warning is noise for a user.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_dir(APP_NAME))
+
+
+def default_socket_path() -> Path:
+    return _runtime_dir() / SOCKET_NAME
+
+
+def resolve_socket_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--socket`` > ``III_SOCKET`` > the default in the user's runtime dir."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("III_SOCKET")
+    if from_env:
+        return Path(from_env)
+    return default_socket_path()
+
+
+def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--data-dir`` > ``III_DATA_DIR`` > the user's data dir."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("III_DATA_DIR")
+    if from_env:
+        return Path(from_env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def socket_path_from_url(address: str) -> Path | None:
+    """The socket path of a ``unix://`` URL or a plain path; None for other schemes."""
+    if address.startswith("unix://"):
+        return Path(address[len("unix://") :])
+    if "://" in address:
+        return None
+    return Path(address)

@@ -1,0 +1,262 @@
+"""The wire messages of protocol.md as typed structs, and their NDJSON encoding.
+
+Every message is a msgspec struct tagged by its ``type`` field. Payload fields
+(``data``, ``result``, ``metadata``) are kept as :class:`msgspec.Raw` so the daemon
+passes them through without decoding or re-encoding them. Unknown fields are ignored;
+anything else that does not fit raises :class:`~iii_sdk.errors.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Union
+
+import msgspec
+from msgspec import Raw, Struct
+
+from iii_sdk.errors import ProtocolError
+
+#: The JSON ``null`` as a raw payload; also the "absent" default of payload fields.
+NULL: Final = Raw(b"null")
+
+#: Largest frame either side accepts by default (protocol.md § Transports).
+DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
+
+
+class ErrorCode:
+    """Error codes the daemon itself produces (protocol.md § Messages)."""
+
+    FUNCTION_NOT_FOUND: Final = "function_not_found"
+    INVOCATION_FAILED: Final = "invocation_failed"
+    INVOCATION_STOPPED: Final = "invocation_stopped"
+    TIMEOUT: Final = "TIMEOUT"
+    ACTION_NOT_FOUND: Final = "action_not_found"
+    QUEUE_ERROR: Final = "queue_error"
+    BAD_REQUEST: Final = "bad_request"
+    BAD_FRAME: Final = "bad_frame"
+    TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
+    #: The only code ``registrationrejected`` ever carries.
+    FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
+
+
+class Message(Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    """Base of every wire message; the subclass's tag is its ``type``."""
+
+
+class ErrorBody(Struct, omit_defaults=True, kw_only=True):
+    """An error object: ``{code, message, stacktrace?}``."""
+
+    code: str
+    message: str
+    stacktrace: str | None = None
+
+
+# --- worker -> daemon -------------------------------------------------------------------
+
+
+class RegisterFunction(Message, tag="registerfunction"):
+    id: str
+    description: str | None = None
+    request_format: Any = None
+    response_format: Any = None
+    metadata: Any = None
+
+
+class UnregisterFunction(Message, tag="unregisterfunction"):
+    id: str
+
+
+class InvokeFunction(Message, tag="invokefunction"):
+    """A call. Sent by callers to the daemon and by the daemon to the serving worker."""
+
+    function_id: str
+    data: Raw = NULL
+    invocation_id: str | None = None
+    action: dict[str, Any] | None = None
+    timeout_ms: int | None = None
+    metadata: Raw = NULL
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+class InvocationResult(Message, tag="invocationresult"):
+    """The answer to a call; ``error`` wins over ``result`` when both are present."""
+
+    invocation_id: str
+    function_id: str | None = None
+    result: Raw = NULL
+    error: Any = None
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+class RegisterTrigger(Message, tag="registertrigger"):
+    id: str
+    trigger_type: str
+    function_id: str
+    config: dict[str, Any] = {}
+    metadata: Any = None
+
+
+class UnregisterTrigger(Message, tag="unregistertrigger"):
+    id: str
+    trigger_type: str | None = None
+    function_id: str | None = None
+    config: Any = None
+    metadata: Any = None
+
+
+class RegisterTriggerType(Message, tag="registertriggertype"):
+    id: str
+    description: str = ""
+    trigger_request_format: Any = None
+    call_request_format: Any = None
+
+
+class UnregisterTriggerType(Message, tag="unregistertriggertype"):
+    id: str
+
+
+class TriggerRegistrationResult(Message, tag="triggerregistrationresult"):
+    id: str
+    trigger_type: str
+    function_id: str
+    error: Any = None
+
+
+class RegisterActionType(Message, tag="registeractiontype"):
+    """(extension) This connection provides the TriggerAction ``id``."""
+
+    id: str
+    function_id: str
+    description: str | None = None
+
+
+class Watch(Message, tag="watch"):
+    """(extension) Stream daemon events to this connection."""
+
+    filter: Any = None
+
+
+class Ping(Message, tag="ping"):
+    pass
+
+
+class Reattach(Message, tag="reattach"):
+    """First frame of a reconnecting worker: retire what its previous connection owns."""
+
+    previous_worker_id: str
+    reattach_token: str | None = None
+
+
+# --- daemon -> worker -------------------------------------------------------------------
+
+
+class WorkerRegistered(Message, tag="workerregistered"):
+    worker_id: str
+    reattach_token: str
+
+
+class RegistrationRejected(Message, tag="registrationrejected"):
+    code: str
+    function_id: str
+    owner_worker_id: str | None
+    message: str
+
+
+class Event(Message, tag="event"):
+    """(extension) A daemon event sent to watchers."""
+
+    event: str
+    data: Any = None
+
+
+class Error(Message, tag="error"):
+    """(extension) A problem with a frame that is not a call; the connection stays open."""
+
+    code: str
+    message: str
+
+
+class Pong(Message, tag="pong"):
+    pass
+
+
+AnyMessage = Union[  # noqa: UP007 - msgspec needs a real Union object here
+    RegisterFunction,
+    UnregisterFunction,
+    InvokeFunction,
+    InvocationResult,
+    RegisterTrigger,
+    UnregisterTrigger,
+    RegisterTriggerType,
+    UnregisterTriggerType,
+    TriggerRegistrationResult,
+    RegisterActionType,
+    Watch,
+    Ping,
+    Reattach,
+    WorkerRegistered,
+    RegistrationRejected,
+    Event,
+    Error,
+    Pong,
+]
+
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(AnyMessage)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(frame: bytes | bytearray | memoryview) -> Message:
+    """Decode one frame (without its newline).
+
+    Raises:
+        ProtocolError: the frame is not JSON, not an object, has an unknown ``type``,
+            misses a required field or has a field of the wrong JSON type.
+    """
+    try:
+        message: Message = _decoder.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(str(exc)) from None
+    return message
+
+
+def encode(message: Message) -> bytes:
+    """One frame, newline included."""
+    buf = bytearray()
+    _encoder.encode_into(message, buf)
+    buf.append(10)
+    return bytes(buf)
+
+
+def encode_into(message: Message, buf: bytearray) -> None:
+    """Append one frame, newline included, to ``buf`` (the daemon's batched writes)."""
+    _encoder.encode_into(message, buf, -1)
+    buf.append(10)
+
+
+def to_raw(value: Any) -> Raw:
+    """A Python value as a raw JSON payload.
+
+    Raises:
+        TypeError: the value cannot be encoded as JSON.
+    """
+    if value is None:
+        return NULL
+    try:
+        return Raw(_encoder.encode(value))
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise TypeError(f"not JSON serialisable: {exc}") from None
+
+
+def from_raw(raw: Raw) -> Any:
+    """A raw JSON payload as a Python value."""
+    return msgspec.json.decode(raw)
+
+
+def loads_object(frame: bytes | bytearray | memoryview) -> dict[str, Any] | None:
+    """The frame as a plain JSON object, or None; used to salvage a bad call's id."""
+    try:
+        value = msgspec.json.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None

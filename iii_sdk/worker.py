@@ -1,0 +1,673 @@
+"""The worker API: register functions, call functions, over one daemon connection.
+
+Mirrors the official Python ``iii-sdk`` (``from iii import register_worker``) so a
+worker moves between the two by changing one import. A background thread runs the
+connection's event loop, so plain scripts work; sync handlers run in a thread pool,
+async handlers on that loop.
+
+Threading rule: everything that touches the connection or the pending-call table runs
+on the SDK loop; public methods hand work to it with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import functools
+import inspect
+import itertools
+import logging
+import os
+import platform
+import random
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from iii_sdk import protocol as p
+from iii_sdk.actions import action_to_wire
+from iii_sdk.client_link import ClientLink
+from iii_sdk.errors import ConnectionFailed, InvocationError
+from iii_sdk.paths import resolve_socket_path, socket_path_from_url
+from iii_sdk.protocol import NULL, ErrorCode
+
+log = logging.getLogger("iii_sdk")
+
+DEFAULT_INVOCATION_TIMEOUT_MS = 30_000
+SDK_VERSION = "0.1.0"
+
+Handler = Callable[..., Any]
+
+
+@dataclass(slots=True)
+class ReconnectionConfig:
+    """Backoff between connection attempts: 1 s doubling, capped at 30 s, with jitter."""
+
+    initial_delay_ms: int = 1000
+    max_delay_ms: int = 30_000
+    backoff_multiplier: float = 2.0
+    jitter_factor: float = 0.1
+    #: -1: retry forever.
+    max_retries: int = -1
+
+
+@dataclass(slots=True)
+class InitOptions:
+    """Options of :func:`register_worker`."""
+
+    #: Shown in ``iii list workers``; ``III_WORKER_NAME`` overrides it; default ``host:pid``.
+    worker_name: str | None = None
+    #: Local timeout of :meth:`III.trigger` calls that do not set ``timeout_ms``.
+    invocation_timeout_ms: int = DEFAULT_INVOCATION_TIMEOUT_MS
+    reconnection_config: ReconnectionConfig = field(default_factory=ReconnectionConfig)
+    #: How long :func:`register_worker` waits for the first connection before it
+    #: returns anyway (it keeps retrying in the background).
+    connect_timeout_s: float = 30.0
+    max_frame_bytes: int = p.DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(slots=True)
+class FunctionRef:
+    """A registered function; ``unregister()`` stops serving it."""
+
+    id: str
+    unregister: Callable[[], None]
+
+
+@dataclass(slots=True, eq=False)
+class _Function:
+    message: p.RegisterFunction
+    handler: Handler
+    is_async: bool
+    pass_metadata: str  # "no" | "positional" | "keyword"
+
+    def call(self, data: Any, metadata: Any) -> Any:
+        if self.pass_metadata == "positional":
+            return self.handler(data, metadata)
+        if self.pass_metadata == "keyword":
+            return self.handler(data, metadata=metadata)
+        return self.handler(data)
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    function_id: str
+    settle: Callable[[Any, BaseException | None], None]
+    timer: asyncio.TimerHandle | None = None
+    sent: bool = False
+
+
+def _metadata_mode(handler: Handler) -> str:
+    """How a handler wants per-call metadata: ``handler(data, metadata)`` or not at all."""
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return "no"
+    if any(prm.name == "metadata" and prm.kind is prm.KEYWORD_ONLY for prm in params):
+        return "keyword"
+    positional = [prm for prm in params
+                  if prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 or any(prm.kind is prm.VAR_POSITIONAL for prm in params):
+        return "positional"
+    return "no"
+
+
+def _error_body(exc: BaseException) -> p.ErrorBody:
+    if isinstance(exc, InvocationError):
+        return p.ErrorBody(code=exc.code, message=exc.message, stacktrace=exc.stacktrace)
+    message = str(exc) or type(exc).__name__
+    stack = "".join(traceback.format_exception(exc))
+    return p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=message, stacktrace=stack)
+
+
+def _wire_error(error: Any, function_id: str | None, invocation_id: str | None
+                ) -> InvocationError:
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message")
+        stack = error.get("stacktrace")
+        return InvocationError(
+            code if isinstance(code, str) else "UNKNOWN",
+            message if isinstance(message, str) else "<no message>",
+            function_id=function_id,
+            stacktrace=stack if isinstance(stack, str) else None,
+            invocation_id=invocation_id,
+        )
+    return InvocationError("UNKNOWN", str(error), function_id=function_id,
+                           invocation_id=invocation_id)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # optional speed-up
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class III:
+    """A connection to the daemon that serves functions and calls functions."""
+
+    def __init__(self, address: str, options: InitOptions | None = None) -> None:
+        path = socket_path_from_url(address)
+        if path is None:
+            raise ConnectionFailed(
+                f"unsupported address {address!r}: use a Unix socket path or unix:// URL "
+                "(ws:// comes with the WebSocket transport)")
+        self._address = address
+        self._socket_path = path
+        self._options = options or InitOptions()
+        self._functions: dict[str, _Function] = {}
+        self._action_types: dict[str, p.RegisterActionType] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._outbox: list[p.InvokeFunction] = []
+        self._link: ClientLink | None = None
+        self._worker_id: str | None = None
+        self._reattach_token: str | None = None
+        self._running = True
+        self._connected = threading.Event()
+        self._ever_warned = False
+        self._seq = itertools.count(1)  # next() is atomic: trigger() runs on any thread
+        self._id_prefix = f"{os.getpid():x}-{random.getrandbits(32):08x}-"
+        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="iii-handler")
+        self._loop = _new_loop()
+        self._connector: asyncio.Task[None] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._pings: collections.deque[Callable[[Any, BaseException | None], None]] = (
+            collections.deque())
+        self._thread = threading.Thread(target=self._run_loop, name="iii-sdk", daemon=True)
+        self._thread.start()
+        self._loop.call_soon_threadsafe(self._start_connector)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _start_connector(self) -> None:
+        self._connector = self._loop.create_task(self._connect_forever())
+
+    @property
+    def worker_id(self) -> str | None:
+        """The id the daemon gave this connection (None before the first connection)."""
+        return self._worker_id
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_until_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    def shutdown(self) -> None:
+        """Close the connection and stop the background thread; calls still waiting fail
+        with ``invocation_stopped``. The instance cannot be used afterwards."""
+        if not self._thread.is_alive():
+            return
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("shutdown() cannot run on the SDK loop; use shutdown_async()")
+        future = asyncio.run_coroutine_threadsafe(self.shutdown_async(), self._loop)
+        future.result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def shutdown_async(self) -> None:
+        self._running = False
+        if self._connector is not None:
+            self._connector.cancel()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._connected.clear()
+        self._fail_pending(lambda pending: True, "the worker shut down")
+        self._fail_pings("the worker shut down")
+        tasks = list(self._handler_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __enter__(self) -> III:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # --- connection ---------------------------------------------------------------------
+
+    async def _connect_forever(self) -> None:
+        config = self._options.reconnection_config
+        attempt = 0
+        while self._running:
+            lost = asyncio.Event()
+            try:
+                _, link = await self._loop.create_unix_connection(
+                    functools.partial(ClientLink, self._on_message, lost.set,
+                                      self._options.max_frame_bytes),
+                    os.fspath(self._socket_path),
+                )
+            except OSError as exc:
+                if config.max_retries != -1 and attempt >= config.max_retries:
+                    log.error("giving up on %s after %d attempts", self._socket_path, attempt)
+                    self._fail_pending(lambda pending: True, "cannot reach the daemon")
+                    return
+                if not self._ever_warned:
+                    log.warning("iii daemon not reachable at %s (%s); start it with "
+                                "`iii daemon start`; retrying", self._socket_path,
+                                exc.strerror or exc)
+                    self._ever_warned = True
+                delay = min(config.initial_delay_ms * config.backoff_multiplier ** attempt,
+                            config.max_delay_ms)
+                delay += delay * config.jitter_factor * (2 * random.random() - 1)
+                attempt += 1
+                await asyncio.sleep(max(delay, 0) / 1000)
+                continue
+            attempt = 0
+            self._on_connected(link)
+            await lost.wait()
+            self._on_lost()
+
+    def _on_connected(self, link: ClientLink) -> None:
+        self._link = link
+        # A reconnect first asks the daemon to retire our previous connection, so the
+        # replayed registrations below do not collide with what it still holds.
+        if self._worker_id is not None and self._reattach_token is not None:
+            link.send(p.Reattach(previous_worker_id=self._worker_id,
+                                 reattach_token=self._reattach_token))
+        for function in list(self._functions.values()):
+            link.send(function.message)
+        for action in list(self._action_types.values()):
+            link.send(action)
+        outbox, self._outbox = self._outbox, []
+        for message in outbox:
+            pending = self._pending.get(message.invocation_id or "")
+            if message.invocation_id is None or pending is not None:
+                link.send(message)
+                if pending is not None:
+                    pending.sent = True
+        link.send(p.InvokeFunction(function_id="engine::workers::register",
+                                   data=p.to_raw(self._metadata()),
+                                   action={"type": "void"}))
+        self._connected.set()
+
+    def _on_lost(self) -> None:
+        self._link = None
+        self._connected.clear()
+        self._fail_pings("the connection to the daemon was lost")
+        if self._running:
+            log.warning("lost the connection to %s; reconnecting", self._socket_path)
+        # Calls already sent can no longer be answered; calls not yet sent wait.
+        self._fail_pending(lambda pending: pending.sent, "the connection to the daemon was lost")
+
+    def _metadata(self) -> dict[str, Any]:
+        name = (os.environ.get("III_WORKER_NAME") or self._options.worker_name
+                or f"{socket.gethostname()}:{os.getpid()}")
+        return {
+            "runtime": "python",
+            "version": SDK_VERSION,
+            "name": name,
+            "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+            "pid": os.getpid(),
+            "sdk": "iii_sdk",
+        }
+
+    def _send(self, message: p.Message) -> bool:
+        """Write now if connected (on the loop). False when not connected."""
+        link = self._link
+        if link is None:
+            return False
+        link.send(message)
+        return True
+
+    # --- incoming -----------------------------------------------------------------------
+
+    def _on_message(self, message: p.Message) -> None:
+        if isinstance(message, p.InvocationResult):
+            self._on_result(message)
+        elif isinstance(message, p.InvokeFunction):
+            self._on_invoke(message)
+        elif isinstance(message, p.Pong):
+            if self._pings:
+                self._pings.popleft()(None, None)
+        elif isinstance(message, p.WorkerRegistered):
+            self._worker_id = message.worker_id
+            self._reattach_token = message.reattach_token
+        elif isinstance(message, p.RegistrationRejected):
+            log.error("registration of %r rejected (%s): %s", message.function_id,
+                      message.code, message.message)
+            self._functions.pop(message.function_id, None)
+        elif isinstance(message, p.Error):
+            log.warning("the daemon reported %s: %s", message.code, message.message)
+
+    def _on_result(self, message: p.InvocationResult) -> None:
+        pending = self._pending.pop(message.invocation_id, None)
+        if pending is None:
+            return  # timed out locally already
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if message.error is not None:
+            pending.settle(None, _wire_error(message.error, pending.function_id,
+                                             message.invocation_id))
+        else:
+            pending.settle(p.from_raw(message.result), None)
+
+    def _on_invoke(self, message: p.InvokeFunction) -> None:
+        function = self._functions.get(message.function_id)
+        invocation_id = message.invocation_id
+        if function is None:
+            if invocation_id is not None:
+                self._send(p.InvocationResult(
+                    invocation_id=invocation_id, function_id=message.function_id,
+                    error=p.ErrorBody(code=ErrorCode.FUNCTION_NOT_FOUND,
+                                      message=f"Function '{message.function_id}' not found")))
+            return
+        data = p.from_raw(message.data)
+        metadata = None if message.metadata is NULL else p.from_raw(message.metadata)
+        if function.is_async:
+            task = self._loop.create_task(self._run_async(function, invocation_id, data, metadata))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+        else:
+            future = self._executor.submit(function.call, data, metadata)
+            future.add_done_callback(
+                lambda f: self._loop.call_soon_threadsafe(
+                    self._finish, function.message.id, invocation_id, f))
+
+    async def _run_async(self, function: _Function, invocation_id: str | None, data: Any,
+                         metadata: Any) -> None:
+        try:
+            result = await function.call(data, metadata)
+        except Exception as exc:
+            self._reply(function.message.id, invocation_id, None, exc)
+        else:
+            self._reply(function.message.id, invocation_id, result, None)
+
+    def _finish(self, function_id: str, invocation_id: str | None,
+                future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        self._reply(function_id, invocation_id, None if exc else future.result(), exc)
+
+    def _reply(self, function_id: str, invocation_id: str | None, result: Any,
+               exc: BaseException | None) -> None:
+        if exc is not None and not isinstance(exc, InvocationError):
+            log.error("handler of %s raised %s: %s", function_id, type(exc).__name__, exc)
+        if invocation_id is None:
+            return
+        if exc is None:
+            try:
+                raw = p.to_raw(result)
+            except TypeError as err:
+                exc = InvocationError(ErrorCode.INVOCATION_FAILED,
+                                      f"the result of {function_id} is {err}")
+            else:
+                self._send(p.InvocationResult(invocation_id=invocation_id,
+                                              function_id=function_id, result=raw))
+                return
+        self._send(p.InvocationResult(invocation_id=invocation_id, function_id=function_id,
+                                      error=_error_body(exc)))
+
+    # --- registration -------------------------------------------------------------------
+
+    def register_function(
+        self,
+        function_id: str,
+        handler: Handler,
+        *,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        request_format: Any = None,
+        response_format: Any = None,
+    ) -> FunctionRef:
+        """Serve ``function_id`` with ``handler(data)`` (or ``handler(data, metadata)``).
+
+        Sync handlers run in a thread pool, async ones on the SDK loop. What the handler
+        returns is the caller's result; what it raises reaches the caller as an error
+        (``InvocationError`` keeps its code, anything else is ``invocation_failed``).
+        """
+        if not isinstance(function_id, str) or not function_id:
+            raise ValueError("function_id must be a non-empty string")
+        if not callable(handler):
+            raise TypeError("handler must be callable")
+        function = _Function(
+            message=p.RegisterFunction(id=function_id, description=description,
+                                       metadata=metadata, request_format=request_format,
+                                       response_format=response_format),
+            handler=handler,
+            is_async=inspect.iscoroutinefunction(handler)
+            or inspect.iscoroutinefunction(type(handler).__call__),
+            pass_metadata=_metadata_mode(handler),
+        )
+
+        def register() -> None:
+            self._functions[function_id] = function
+            self._send(function.message)
+
+        def unregister() -> None:
+            def drop() -> None:
+                if self._functions.get(function_id) is function:
+                    del self._functions[function_id]
+                    self._send(p.UnregisterFunction(id=function_id))
+            self._call_on_loop(drop)
+
+        self._call_on_loop(register)
+        return FunctionRef(id=function_id, unregister=unregister)
+
+    def register_action_type(self, action_id: str, handler: Handler, *,
+                             description: str | None = None) -> FunctionRef:
+        """(extension) Provide the TriggerAction ``{type: action_id, ...}``.
+
+        ``handler`` gets ``{function_id, payload, action, caller}`` for each call made
+        with this action; what it returns (or raises) is what that caller gets. It runs
+        the target itself, when it likes, with :meth:`trigger` / :meth:`trigger_async`.
+        """
+        function_id = f"action::{action_id}"
+        ref = self.register_function(function_id, handler, description=description)
+        message = p.RegisterActionType(id=action_id, function_id=function_id,
+                                       description=description)
+
+        def register() -> None:
+            self._action_types[action_id] = message
+            self._send(message)
+
+        self._call_on_loop(register)
+        return ref
+
+    def _call_on_loop(self, fn: Callable[[], None]) -> None:
+        if threading.current_thread() is self._thread:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    # --- calls --------------------------------------------------------------------------
+
+    def trigger(self, request: dict[str, Any]) -> Any:
+        """Call a function and return its result (sync), ``None`` (``Void``) or the
+        daemon's answer (``Enqueue``: ``{"messageReceiptId": ...}``).
+
+        ``request``: ``function_id``, ``payload``, and optional ``action``,
+        ``timeout_ms``, ``metadata``.
+
+        Raises:
+            InvocationError: the call failed; ``code`` says why (``function_not_found``,
+                ``TIMEOUT``, ``invocation_stopped``, the handler's own code, ...).
+            ValueError, TypeError: the request itself is malformed (nothing was sent).
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("trigger() would block the SDK loop; use "
+                               "`await worker.trigger_async(...)` in async handlers")
+        message, timeout_ms = self._prepare(request)
+        if message.invocation_id is None:
+            self._loop.call_soon_threadsafe(self._send_or_queue, message)
+            return None
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._start_call, message, timeout_ms,
+                                        _settler(result))
+        return result.result()
+
+    async def trigger_async(self, request: dict[str, Any]) -> Any:
+        """:meth:`trigger` for async code; works from any event loop."""
+        message, timeout_ms = self._prepare(request)
+        on_sdk_loop = asyncio.get_running_loop() is self._loop
+        if message.invocation_id is None:
+            if on_sdk_loop:
+                self._send_or_queue(message)
+            else:
+                self._loop.call_soon_threadsafe(self._send_or_queue, message)
+            return None
+        if on_sdk_loop:
+            future: asyncio.Future[Any] = self._loop.create_future()
+            self._start_call(message, timeout_ms, _settler(future))
+            return await future
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._start_call, message, timeout_ms,
+                                        _settler(result))
+        return await asyncio.wrap_future(result)
+
+    def _prepare(self, request: dict[str, Any]) -> tuple[p.InvokeFunction, int]:
+        """Validate and encode a request in the caller's thread (errors raise there)."""
+        if not isinstance(request, dict):
+            raise TypeError("trigger() takes a dict with 'function_id' and 'payload'")
+        function_id = request.get("function_id")
+        if not isinstance(function_id, str) or not function_id:
+            raise ValueError("function_id must be a non-empty string")
+        explicit_timeout = request.get("timeout_ms")
+        if explicit_timeout is not None and (
+                not isinstance(explicit_timeout, int) or explicit_timeout <= 0):
+            raise ValueError("timeout_ms must be a positive integer")
+        action = action_to_wire(request.get("action"))
+        metadata = request.get("metadata")
+        void = action is not None and action.get("type") == "void"
+        invocation_id = None
+        if not void:
+            invocation_id = f"{self._id_prefix}{next(self._seq)}"
+        message = p.InvokeFunction(
+            function_id=function_id,
+            data=p.to_raw(request.get("payload")),
+            invocation_id=invocation_id,
+            action=action,
+            timeout_ms=explicit_timeout,
+            metadata=NULL if metadata is None else p.to_raw(metadata),
+        )
+        return message, explicit_timeout or self._options.invocation_timeout_ms
+
+    def _send_or_queue(self, message: p.InvokeFunction) -> bool:
+        if self._send(message):
+            return True
+        if self._running:
+            self._outbox.append(message)
+        return False
+
+    def _start_call(self, message: p.InvokeFunction, timeout_ms: int,
+                    settle: Callable[[Any, BaseException | None], None]) -> None:
+        invocation_id = message.invocation_id
+        assert invocation_id is not None
+        if not self._running:
+            settle(None, InvocationError(ErrorCode.INVOCATION_STOPPED,
+                                         "the worker shut down", message.function_id))
+            return
+        pending = _Pending(function_id=message.function_id, settle=settle)
+        pending.timer = self._loop.call_later(timeout_ms / 1000, self._timed_out,
+                                              invocation_id, timeout_ms)
+        self._pending[invocation_id] = pending
+        pending.sent = self._send_or_queue(message)
+
+    def _timed_out(self, invocation_id: str, timeout_ms: int) -> None:
+        pending = self._pending.pop(invocation_id, None)
+        if pending is not None:
+            self._outbox = [m for m in self._outbox if m.invocation_id != invocation_id]
+            pending.settle(None, InvocationError(
+                ErrorCode.TIMEOUT, f"invocation timed out after {timeout_ms}ms",
+                function_id=pending.function_id, invocation_id=invocation_id))
+
+    def ping(self, timeout_s: float = 5.0) -> float:
+        """Round trip to the daemon, in seconds.
+
+        Also a barrier: the daemon handles a connection's frames in order, so when
+        ``ping`` returns, every registration made before it is in effect.
+
+        Raises:
+            InvocationError: ``TIMEOUT`` or ``invocation_stopped`` (not connected).
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("ping() would block the SDK loop")
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        started = time.perf_counter()
+
+        def send() -> None:
+            if self._send(p.Ping()):
+                self._pings.append(_settler(done))
+            else:
+                done.set_exception(InvocationError(ErrorCode.INVOCATION_STOPPED,
+                                                   "not connected to the daemon"))
+
+        self._loop.call_soon_threadsafe(send)
+        try:
+            done.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise InvocationError(ErrorCode.TIMEOUT,
+                                  f"no pong within {timeout_s} s") from None
+        return time.perf_counter() - started
+
+    def _fail_pings(self, reason: str) -> None:
+        while self._pings:
+            self._pings.popleft()(None, InvocationError(ErrorCode.INVOCATION_STOPPED, reason))
+
+    def _fail_pending(self, which: Callable[[_Pending], bool], reason: str) -> None:
+        for invocation_id, pending in list(self._pending.items()):
+            if which(pending):
+                del self._pending[invocation_id]
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                pending.settle(None, InvocationError(
+                    ErrorCode.INVOCATION_STOPPED, reason, function_id=pending.function_id,
+                    invocation_id=invocation_id))
+
+
+def _settler(future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+             ) -> Callable[[Any, BaseException | None], None]:
+    """Completes ``future`` once; later outcomes (a late result after a timeout) are moot."""
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+    return settle
+
+
+def resolve_address(address: str | None = None) -> str:
+    """The address to connect to: argument > ``III_URL`` > ``III_SOCKET`` > default socket."""
+    if address:
+        return address
+    return os.environ.get("III_URL") or str(resolve_socket_path())
+
+
+def register_worker(address: str | None = None, options: InitOptions | None = None) -> III:
+    """Connect a worker to the daemon and return it.
+
+    Waits up to ``options.connect_timeout_s`` for the first connection, then returns
+    anyway and keeps retrying in the background (registrations and calls wait for it).
+    """
+    client = III(resolve_address(address), options)
+    if not client.wait_until_connected(client._options.connect_timeout_s):
+        log.warning("not connected to %s yet; retrying in the background", client._address)
+    return client
+
+
+__all__ = [
+    "III",
+    "FunctionRef",
+    "InitOptions",
+    "ReconnectionConfig",
+    "register_worker",
+]

@@ -1,0 +1,159 @@
+"""Shared test helpers: a real daemon process, a raw wire client, polling with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
+             message: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def can_connect(path: Path) -> bool:
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def child_env(tmp: Path) -> dict[str, str]:
+    """Environment for child processes: isolated from the user's socket and dirs."""
+    env = dict(os.environ)
+    env["III_SOCKET"] = str(tmp / "iii.sock")
+    env["III_DATA_DIR"] = str(tmp / "data")
+    env.pop("III_URL", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class DaemonProcess:
+    """``python -m iii_daemon`` on a socket in ``tmp``."""
+
+    def __init__(self, tmp: Path, *extra: str, socket_path: Path | None = None) -> None:
+        self.tmp = tmp
+        self.socket_path = socket_path or tmp / "iii.sock"
+        self.data_dir = tmp / "data"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = tmp / "daemon.log"
+
+    def start(self, wait: bool = True) -> DaemonProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "iii_daemon", "--socket", str(self.socket_path),
+             "--data-dir", str(self.data_dir), "--ws-port", "0", "--http-port", "0",
+             *self.extra],
+            stdout=log, stderr=log, env=child_env(self.tmp), cwd=REPO,
+        )
+        log.close()
+        if wait:
+            wait_for(lambda: self._check_alive() and can_connect(self.socket_path),
+                     message="the daemon to listen")
+        return self
+
+    def _check_alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.log()}")
+        return True
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class RawClient:
+    """A blocking NDJSON client for wire-level tests."""
+
+    def __init__(self, path: Path, timeout: float = 5.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(os.fspath(path))
+        self.file = self.sock.makefile("rb")
+        self.hello = self.recv()
+        assert self.hello["type"] == "workerregistered", self.hello
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def recv(self) -> dict[str, Any]:
+        line = self.file.readline()
+        if not line:
+            raise EOFError("connection closed by the daemon")
+        value: dict[str, Any] = json.loads(line)
+        return value
+
+    def call(self, function_id: str, data: Any = None, **fields: Any) -> dict[str, Any]:
+        """A synchronous call; returns the invocationresult."""
+        invocation_id = fields.pop("invocation_id", f"c-{time.monotonic_ns()}")
+        self.send({"type": "invokefunction", "function_id": function_id, "data": data,
+                   "invocation_id": invocation_id, **fields})
+        while True:
+            message = self.recv()
+            if message.get("invocation_id") == invocation_id:
+                return message
+
+    def ping(self) -> None:
+        self.send({"type": "ping"})
+        while self.recv()["type"] != "pong":
+            pass
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def spawn_worker(tmp: Path, *args: str) -> subprocess.Popen[str]:
+    """Run the example worker; returns once it printed that it is ready."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "math_worker.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(tmp),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"worker did not start: {line!r} {stderr}")
+    return proc

@@ -1,0 +1,144 @@
+"""Starting, stopping and securing the daemon."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iii_sdk.testing import InProcessDaemon
+from tests.helpers import REPO, DaemonProcess, RawClient, can_connect, child_env
+
+
+def test_socket_is_0600_in_a_0700_directory(short_tmp: Path) -> None:
+    daemon = DaemonProcess(short_tmp, socket_path=short_tmp / "run" / "iii" / "iii.sock").start()
+    try:
+        assert stat.S_IMODE(os.stat(daemon.socket_path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(daemon.socket_path.parent).st_mode) == 0o700
+    finally:
+        daemon.stop()
+
+
+def test_a_stale_socket_after_kill_9_is_replaced(short_tmp: Path) -> None:
+    first = DaemonProcess(short_tmp).start()
+    first.kill()
+    assert first.socket_path.exists() and not can_connect(first.socket_path)
+    second = DaemonProcess(short_tmp).start()
+    try:
+        RawClient(second.socket_path).ping()
+        assert "address already in use" not in second.log().lower()
+    finally:
+        second.stop()
+
+
+def test_a_second_daemon_on_the_same_socket_is_refused(daemon: DaemonProcess) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "iii_daemon", "--socket", str(daemon.socket_path),
+         "--data-dir", str(daemon.data_dir)],
+        capture_output=True, text=True, env=child_env(daemon.tmp), cwd=REPO, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"iii daemon: a daemon is already running on "
+                                   f"{daemon.socket_path} (pid {daemon.proc.pid})")  # type: ignore[union-attr]
+    RawClient(daemon.socket_path).ping()  # the first one was not disturbed
+
+
+def test_a_non_socket_file_in_the_way_is_not_deleted(short_tmp: Path) -> None:
+    path = short_tmp / "iii.sock"
+    path.write_text("precious")
+    proc = subprocess.run([sys.executable, "-m", "iii_daemon", "--socket", str(path),
+                           "--data-dir", str(short_tmp / "d")],
+                          capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert proc.returncode == 1
+    assert "exists and is not a socket" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert path.read_text() == "precious"
+
+
+def test_a_too_long_socket_path_is_a_clear_error(short_tmp: Path) -> None:
+    path = short_tmp / ("x" * 120) / "iii.sock"
+    proc = subprocess.run([sys.executable, "-m", "iii_daemon", "--socket", str(path),
+                           "--data-dir", str(short_tmp / "d")],
+                          capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert proc.returncode == 1
+    assert "socket path is too long" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_environment_variables_choose_socket_and_data_dir(short_tmp: Path) -> None:
+    env = child_env(short_tmp)
+    proc = subprocess.Popen([sys.executable, "-m", "iii_daemon", "--ws-port", "0",
+                             "--http-port", "0"], env=env, cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        while "listening on" not in (line := proc.stderr.readline()):
+            assert line, "daemon exited"
+        assert str(short_tmp / "iii.sock") in line
+        assert (short_tmp / "data").is_dir()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_users_process_is_dropped_even_if_the_socket_were_open(
+        daemon: DaemonProcess) -> None:
+    # Open the file modes wide on purpose: the uid check must still turn the other user away.
+    os.chmod(daemon.socket_path.parent, 0o755)
+    os.chmod(daemon.socket_path, 0o666)
+    code = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX); s.settimeout(5)\n"
+        f"s.connect({str(daemon.socket_path)!r})\n"
+        "data = s.recv(1000)\n"
+        "sys.exit(0 if data == b'' else 1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr  # connection closed with nothing sent
+    RawClient(daemon.socket_path).ping()  # our own user still gets in
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_another_user_cannot_reach_the_socket_through_its_private_directory(
+        daemon: DaemonProcess) -> None:
+    code = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({str(daemon.socket_path)!r})\n"
+        "except PermissionError:\n"
+        "    sys.exit(0)\n"
+        "sys.exit(1)\n"
+    )
+    # The tmp dir itself must be traversable for this to test the 0700 socket dir.
+    daemon_dir = daemon.socket_path.parent
+    os.chmod(daemon_dir, 0o700)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert proc.returncode == 0
+
+
+def test_in_process_daemon_for_application_tests() -> None:
+    with InProcessDaemon() as daemon:
+        worker = daemon.worker()
+        worker.register_function("greet", lambda data: f"hello {data['name']}")
+        worker.ping()
+        assert daemon.worker().trigger({"function_id": "greet",
+                                        "payload": {"name": "ada"}}) == "hello ada"
+        path = daemon.socket_path
+        assert can_connect(path)
+    assert not path.exists()
+
+
+def test_in_process_daemon_raw_clients_too() -> None:
+    with InProcessDaemon() as daemon:
+        client = RawClient(daemon.socket_path)
+        sock = client.sock
+        assert sock.family == socket.AF_UNIX
+        assert client.call("nope")["error"]["code"] == "function_not_found"

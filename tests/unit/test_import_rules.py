@@ -1,0 +1,54 @@
+"""The import rules of architecture.md: which package may import what.
+
+Checked two ways: statically over every module (lazy imports inside functions count),
+and by importing each package in a fresh interpreter and looking at ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+FORBIDDEN = {
+    "iii_sdk": {"iii_daemon", "iii_cli", "typer", "textual"},
+    "iii_daemon": {"iii_cli", "typer", "textual"},
+}
+#: The one deliberate exception: the SDK's test helper runs a real daemon in-process.
+ALLOWED = {("iii_sdk/testing.py", "iii_daemon")}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_module_imports_a_forbidden_package(package: str) -> None:
+    offences = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        relative = path.relative_to(REPO).as_posix()
+        for root in imported_roots(path) & FORBIDDEN[package]:
+            if (relative, root) not in ALLOWED:
+                offences.append(f"{relative} imports {root}")
+    assert offences == []
+
+
+@pytest.mark.parametrize("package", ["iii_sdk", "iii_daemon", "iii_daemon.__main__"])
+def test_importing_a_package_loads_nothing_forbidden(package: str) -> None:
+    code = f"import sys, json, {package}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    loaded = {name.split(".")[0] for name in json.loads(out)}
+    assert loaded & FORBIDDEN[package.split(".")[0]] == set()
