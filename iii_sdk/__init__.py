@@ -7,25 +7,50 @@ Mirrors the official Python ``iii-sdk`` API (``from iii import register_worker``
     worker = register_worker()
     worker.register_function("math::add", lambda data: {"sum": data["a"] + data["b"]})
     worker.trigger({"function_id": "math::add", "payload": {"a": 1, "b": 2}})
+
+Names are loaded on first use, so ``import iii_sdk.protocol`` (the CLI's fast path)
+does not pay for asyncio and the worker machinery.
 """
 
-from iii_sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
-from iii_sdk.errors import (
-    ConnectionFailed,
-    FrameTooLarge,
-    IIIError,
-    InvocationError,
-    ProtocolError,
-)
-from iii_sdk.worker import (
-    III,
-    FunctionRef,
-    InitOptions,
-    ReconnectionConfig,
-    register_worker,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iii_sdk.actions import TriggerAction, TriggerActionEnqueue, TriggerActionVoid
+    from iii_sdk.errors import (
+        ConnectionFailed,
+        FrameTooLarge,
+        IIIError,
+        InvocationError,
+        ProtocolError,
+    )
+    from iii_sdk.worker import (
+        III,
+        FunctionRef,
+        InitOptions,
+        ReconnectionConfig,
+        register_worker,
+    )
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "TriggerAction": "iii_sdk.actions",
+    "TriggerActionEnqueue": "iii_sdk.actions",
+    "TriggerActionVoid": "iii_sdk.actions",
+    "ConnectionFailed": "iii_sdk.errors",
+    "FrameTooLarge": "iii_sdk.errors",
+    "IIIError": "iii_sdk.errors",
+    "InvocationError": "iii_sdk.errors",
+    "ProtocolError": "iii_sdk.errors",
+    "III": "iii_sdk.worker",
+    "FunctionRef": "iii_sdk.worker",
+    "InitOptions": "iii_sdk.worker",
+    "ReconnectionConfig": "iii_sdk.worker",
+    "register_worker": "iii_sdk.worker",
+}
 
 __all__ = [
     "III",
@@ -42,3 +67,16 @@ __all__ = [
     "TriggerActionVoid",
     "register_worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'iii_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

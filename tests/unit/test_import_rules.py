@@ -52,3 +52,19 @@ def test_importing_a_package_loads_nothing_forbidden(package: str) -> None:
                          check=True, cwd=REPO).stdout
     loaded = {name.split(".")[0] for name in json.loads(out)}
     assert loaded & FORBIDDEN[package.split(".")[0]] == set()
+
+
+def test_the_protocol_module_alone_does_not_load_asyncio() -> None:
+    """The CLI's fast path imports the protocol; asyncio costs ~30 ms it must not pay."""
+    code = "import sys, json, iii_sdk.protocol; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert "asyncio" not in json.loads(out)
+
+
+def test_every_public_name_resolves() -> None:
+    import iii_sdk
+
+    for name in iii_sdk.__all__:
+        assert getattr(iii_sdk, name) is not None
+    assert sorted(iii_sdk.__all__) == sorted(iii_sdk._WHERE)
