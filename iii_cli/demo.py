@@ -7,7 +7,6 @@ synchronously and fire-and-forget, and prints what happened.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -15,31 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from iii_cli import daemon_control as dc
 from iii_sdk import InitOptions, InvocationError, TriggerAction, register_worker
-from iii_sdk.paths import resolve_socket_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _reachable(path: Path) -> bool:
-    import socket
-
-    sock = socket.socket(socket.AF_UNIX)
-    try:
-        sock.connect(os.fspath(path))
-    except OSError:
-        return False
-    finally:
-        sock.close()
-    return True
-
-
-def _wait(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"iii demo: timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _say(text: str) -> None:
@@ -47,19 +25,19 @@ def _say(text: str) -> None:
 
 
 def run(socket_path: Path) -> int:
-    started: subprocess.Popen[bytes] | None = None
+    started = False
     worker_proc: subprocess.Popen[str] | None = None
     env = dict(os.environ, III_SOCKET=str(socket_path))
     try:
-        if _reachable(socket_path):
+        if dc.answers(socket_path):
             _say(f"daemon: already running on {socket_path}")
         else:
-            started = subprocess.Popen([sys.executable, "-m", "iii_daemon",
-                                        "--socket", str(socket_path)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                       env=env)
-            _wait(lambda: _reachable(socket_path), "the daemon to start")
-            _say(f"daemon: started on {socket_path} (pid {started.pid})")
+            try:
+                pid, started = dc.start_daemon(socket_path)
+            except dc.DaemonError as exc:
+                _say(f"iii demo: cannot start the daemon: {exc}")
+                return 1
+            _say(f"daemon: started on {socket_path} (pid {pid})")
 
         script = EXAMPLES / "math_worker.py"
         if not script.exists():
@@ -83,9 +61,8 @@ def run(socket_path: Path) -> int:
         if worker_proc is not None:
             worker_proc.terminate()
             worker_proc.wait(10)
-        if started is not None:
-            started.terminate()
-            started.wait(10)
+        if started:
+            dc.stop_daemon(socket_path)
             _say("daemon: stopped (the demo started it)")
 
 
@@ -127,15 +104,3 @@ def _tour(client: Any) -> None:
     workers = client.trigger({"function_id": "engine::workers::list"})["workers"]
     names = ", ".join(f"{w['name']} ({len(w['functions'])} functions)" for w in workers)
     _say(f"workers: {names}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iii_cli.demo")
-    parser.add_argument("--socket", help="daemon socket (default: $III_SOCKET or the "
-                                         "user runtime dir)")
-    args = parser.parse_args(argv)
-    return run(resolve_socket_path(args.socket))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

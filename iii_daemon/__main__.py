@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import sys
+from pathlib import Path
 
 from iii_daemon import __version__
 from iii_daemon.daemon import DaemonConfig, run
 from iii_daemon.unix_listener import StartupError
+from iii_sdk import config
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
-from iii_sdk.protocol import DEFAULT_MAX_FRAME_BYTES
 
 
 def _port(text: str) -> int:
@@ -34,30 +36,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                          "else iii.sock in the user runtime dir)")
     parser.add_argument("--data-dir", help="data directory (default: $III_DATA_DIR, "
                                            "else the user data dir)")
-    parser.add_argument("--ws-port", type=_port, default=49134,
+    parser.add_argument("--ws-port", type=_port,
                         help="WebSocket port, 0 for none (the listener is not built yet)")
-    parser.add_argument("--http-port", type=_port, default=3111,
+    parser.add_argument("--http-port", type=_port,
                         help="HTTP trigger port, 0 for none (the listener is not built yet)")
-    parser.add_argument("--max-frame-bytes", type=_positive, default=DEFAULT_MAX_FRAME_BYTES)
+    parser.add_argument("--max-frame-bytes", type=_positive)
+    parser.add_argument("--log-file", help="log here (rotated) instead of to stderr")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"iii daemon {__version__}")
     return parser.parse_args(argv)
 
 
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handler: logging.Handler
+    if log_file:
+        path = Path(log_file)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024,
+                                                       backupCount=3)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = DaemonConfig(
-        socket_path=resolve_socket_path(args.socket),
+    _setup_logging(args.log_level, args.log_file)
+    try:
+        settings = config.load()
+    except config.ConfigError as exc:
+        print(f"iii daemon: config error: {exc}", file=sys.stderr)
+        return 1
+    for warning in settings.warnings:
+        logging.getLogger("iii_daemon").warning("%s", warning)
+    values = settings.values
+
+    def pick(flag: int | None, key: str) -> int:
+        return flag if flag is not None else int(settings.get(key))
+
+    ws_port = pick(args.ws_port, "websocket.port") if values["websocket"]["enabled"] else 0
+    http_port = pick(args.http_port, "http.port") if values["http"]["enabled"] else 0
+    daemon_config = DaemonConfig(
+        socket_path=resolve_socket_path(args.socket, values["socket"] or ""),
         data_dir=resolve_data_dir(args.data_dir),
-        max_frame_bytes=args.max_frame_bytes,
-        ws_port=args.ws_port,
-        http_port=args.http_port,
+        max_frame_bytes=pick(args.max_frame_bytes, "max_frame_bytes"),
+        ws_port=ws_port,
+        http_port=http_port,
     )
     try:
-        run(config)
+        run(daemon_config)
     except StartupError as exc:
         print(f"iii daemon: {exc}", file=sys.stderr)
         return 1

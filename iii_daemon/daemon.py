@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from iii_daemon import unix_listener
+from iii_daemon import __version__, unix_listener
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_sdk.protocol import DEFAULT_MAX_FRAME_BYTES
@@ -45,7 +48,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     pidfile = unix_listener.acquire_pidfile(config.socket_path)
     try:
         sock = unix_listener.bind_socket(config.socket_path)
-        hub = Hub(Router(), loop, config.write_limit)
+        hub = Hub(Router(info=_info(config)), loop, config.write_limit)
         server = await unix_listener.start_unix_server(hub, sock, config.max_frame_bytes)
         log.info("listening on %s", config.socket_path)
         if ready is not None:
@@ -60,6 +63,23 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
             await _drain(hub)
     finally:
         unix_listener.release_pidfile(config.socket_path, pidfile)
+
+
+def _info(config: DaemonConfig) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "version": __version__,
+        "started_at": time.time(),
+        "socket": str(config.socket_path),
+        "data_dir": str(config.data_dir),
+        # The WebSocket and HTTP listeners are not built yet: say so, with the port asked.
+        "listeners": {
+            "websocket": {"state": "off", "port": config.ws_port,
+                          "reason": "not built yet" if config.ws_port else "port 0"},
+            "http": {"state": "off", "port": config.http_port,
+                     "reason": "not built yet" if config.http_port else "port 0"},
+        },
+    }
 
 
 async def _drain(hub: Hub, timeout: float = 2.0) -> None:

@@ -76,6 +76,19 @@ def list_workers(router: Router, conn: Connection, data: Any) -> Any:
     return {"workers": workers}
 
 
+def status(router: Router, conn: Connection, data: Any) -> Any:
+    """The daemon's facts and counts (``iii daemon status``)."""
+    registry = router.registry
+    return {
+        **router.info,
+        "connections": len(registry.connections),
+        "workers": sum(1 for c in registry.connections.values() if c.is_worker),
+        "functions": len(registry.functions),
+        "actions": len(registry.actions),
+        "pending_invocations": len(router.invocations),
+    }
+
+
 def register_worker(router: Router, conn: Connection, data: Any) -> Any:
     """Record what a worker says about itself (name, runtime, version, pid, ...)."""
     if not isinstance(data, dict):
@@ -90,6 +103,7 @@ BUILTINS: dict[str, BuiltinFunction] = {
         BuiltinFunction("engine::functions::list", "lists every registered function",
                         list_functions),
         BuiltinFunction("engine::workers::list", "lists the connected workers", list_workers),
+        BuiltinFunction("engine::status", "the daemon's pid, listeners and counts", status),
         BuiltinFunction("engine::workers::register",
                         "records a worker's name, runtime, version and pid", register_worker),
     )

@@ -57,7 +57,10 @@ def _valid_error(error: Any) -> Any:
 class Router:
     """Registry, routing and invocation tracking for every connection."""
 
-    def __init__(self, builtins: dict[str, BuiltinFunction] | None = None) -> None:
+    def __init__(self, builtins: dict[str, BuiltinFunction] | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
+        self.info: dict[str, Any] = info or {}
         self.registry = Registry()
         self.invocations = InvocationTable()
         self.builtins: dict[str, BuiltinFunction] = dict(

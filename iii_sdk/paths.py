@@ -24,14 +24,36 @@ def default_socket_path() -> Path:
     return _runtime_dir() / SOCKET_NAME
 
 
-def resolve_socket_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """``--socket`` > ``III_SOCKET`` > the default in the user's runtime dir."""
+def resolve_socket_path(explicit: str | os.PathLike[str] | None = None,
+                        configured: str | None = None) -> Path:
+    """``--socket`` > ``III_SOCKET`` > config ``socket`` > the user's runtime dir.
+
+    ``configured`` is the config file's ``socket``; without it the file is read here,
+    only when neither the flag nor the environment decides (it costs a TOML parse).
+    """
     if explicit:
         return Path(explicit)
     from_env = os.environ.get("III_SOCKET")
     if from_env:
         return Path(from_env)
+    if configured is None:
+        configured = _configured_socket()
+    if configured:
+        return Path(configured).expanduser()
     return default_socket_path()
+
+
+def _configured_socket() -> str | None:
+    from iii_sdk import config
+
+    path = config.config_path()
+    if not path.exists():
+        return None
+    try:
+        value = config.read_file(path).get("socket")
+    except config.ConfigError:
+        return None  # the commands that read the config report it; paths stay usable
+    return value if isinstance(value, str) else None
 
 
 def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -14,6 +14,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the user's real daemon, socket or directories."""
     monkeypatch.setenv("III_SOCKET", "/nonexistent/iii-tests-must-set-a-socket.sock")
     monkeypatch.setenv("III_DATA_DIR", "/nonexistent/iii-tests-must-set-a-data-dir")
+    monkeypatch.setenv("III_CONFIG", "/nonexistent/iii-tests-config.toml")
     monkeypatch.delenv("III_URL", raising=False)
 
 

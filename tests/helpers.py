@@ -45,6 +45,8 @@ def child_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["III_SOCKET"] = str(tmp / "iii.sock")
     env["III_DATA_DIR"] = str(tmp / "data")
+    env["III_CONFIG"] = str(tmp / "config.toml")
+    env["III_LOG_DIR"] = str(tmp / "log")
     env.pop("III_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -157,3 +159,13 @@ def spawn_worker(tmp: Path, *args: str) -> subprocess.Popen[str]:
         stderr = proc.stderr.read() if proc.stderr else ""
         raise AssertionError(f"worker did not start: {line!r} {stderr}")
     return proc
+
+
+IIIBIN = str(Path(sys.executable).parent / "iii")
+
+
+def run_iii(tmp: Path, *args: str, stdin: str | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed ``iii`` console script, isolated in ``tmp``."""
+    return subprocess.run([IIIBIN, *args], capture_output=True, text=True, input=stdin,
+                          env=env or child_env(tmp), timeout=timeout)

@@ -1,0 +1,418 @@
+"""Every ``iii`` command but the trigger fast path, as a typer app."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.completion import completion_init
+
+from iii_cli import daemon_control as dc
+from iii_cli import exit_codes as ec
+from iii_cli import output
+from iii_cli.wire import Connection, Unreachable, unreachable_message
+
+# Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
+# print the scripts ourselves (`iii completions`), so register them here.
+completion_init()
+
+app = typer.Typer(
+    name="iii",
+    help="A local function and trigger engine: call any function by id.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+daemon_app = typer.Typer(help="Start, stop and inspect the daemon.", no_args_is_help=True)
+config_app = typer.Typer(help="Read and change the config file.", no_args_is_help=True)
+app.add_typer(daemon_app, name="daemon")
+app.add_typer(config_app, name="config")
+
+COMPLETION_BUDGET_S = 0.3
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class ResultFormat(StrEnum):
+    json = "json"
+    pretty = "pretty"
+
+
+class StatusFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class ListKind(StrEnum):
+    functions = "functions"
+    workers = "workers"
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Function ids from a running daemon; never starts one, gives up after 300 ms."""
+    from iii_sdk.paths import resolve_socket_path
+
+    socket_arg = ctx.params.get("socket") if ctx is not None else None
+    try:
+        with Connection(resolve_socket_path(socket_arg), COMPLETION_BUDGET_S) as conn:
+            answer = conn.call("engine::functions::list", timeout_ms=250)
+        functions = answer["result"]["functions"]
+    except Exception:
+        return []
+    return [f["function_id"] for f in functions if f["function_id"].startswith(incomplete)]
+
+
+SocketOption = Annotated[Path | None, typer.Option(
+    "--socket", envvar="III_SOCKET", show_envvar=True,
+    help="Daemon socket (default: config `socket`, else the user runtime dir).")]
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No chatter on stderr.")]
+FormatOption = Annotated[ListFormat | None, typer.Option(
+    "-o", "--output",
+    help="table (default on a terminal), json (default when piped) or jsonl.")]
+
+
+def _socket(socket: Path | None) -> Path:
+    from iii_sdk.paths import resolve_socket_path
+
+    return resolve_socket_path(socket)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    prefix = "\x1b[31miii:\x1b[0m " if output.use_color(sys.stderr) else "iii: "
+    sys.stderr.write(prefix + message + "\n")
+    raise typer.Exit(code)
+
+
+def _say(message: str, quiet: bool) -> None:
+    if not quiet:
+        sys.stderr.write(message + "\n")
+
+
+def _call(socket_path: Path, function_id: str, data: Any = None) -> Any:
+    try:
+        with Connection(socket_path) as conn:
+            answer = conn.call(function_id, data)
+    except Unreachable as exc:
+        _fail(ec.UNREACHABLE, unreachable_message(exc))
+    if answer.get("error"):
+        _fail(ec.FUNCTION_ERROR, json.dumps(answer["error"]))
+    return answer.get("result")
+
+
+# --- trigger (help and completion; runs go through iii_cli.trigger_fast) -------------------
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def trigger(
+    ctx: typer.Context,
+    function_id: Annotated[str, typer.Argument(
+        metavar="FN", help="The function to call.", autocompletion=_complete_function_ids)],
+    pairs: Annotated[list[str] | None, typer.Argument(
+        metavar="[k=v ...]", help="Payload fields; values parsed as JSON, else strings.")
+    ] = None,
+    json_payload: Annotated[str | None, typer.Option(
+        "--json", help="Payload: a JSON object, @file, or - for stdin; k=v wins.")] = None,
+    void: Annotated[bool, typer.Option("--void", help="Fire and forget.")] = False,
+    enqueue: Annotated[str | None, typer.Option(
+        "--enqueue", help="Through this durable queue.")] = None,
+    action: Annotated[str | None, typer.Option(
+        "--action", help='A worker-provided action, e.g. {"type":"delay","ms":5000}.')
+    ] = None,
+    timeout_ms: Annotated[int, typer.Option("--timeout-ms", help="Give up after N ms.")
+                          ] = 30_000,
+    fmt: Annotated[ResultFormat | None, typer.Option(
+        "-o", "--output", help="pretty (default on a terminal) or compact json.")] = None,
+    socket: SocketOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Call a function and print its result.
+
+    Exit codes: 0 ok, 1 the function failed (error JSON on stderr), 2 usage or bad
+    payload, 3 daemon not running, 4 not found, 124 timed out, 130 interrupted.
+    """
+    from iii_cli.trigger_fast import main as fast
+
+    raise typer.Exit(fast(sys.argv[sys.argv.index("trigger") + 1:]))
+
+
+# --- list ---------------------------------------------------------------------------------
+
+LIST_KINDS = {
+    "functions": ("engine::functions::list", "functions",
+                  [("function_id", "FUNCTION"), ("worker", "WORKER"),
+                   ("description", "DESCRIPTION")]),
+    "workers": ("engine::workers::list", "workers",
+                [("name", "NAME"), ("id", "ID"), ("pid", "PID"), ("transport", "TRANSPORT"),
+                 ("function_count", "FUNCTIONS"), ("connected_at", "CONNECTED")]),
+}
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[ListKind, typer.Argument(help="What to list.")],
+    fmt: FormatOption = None,
+    socket: SocketOption = None,
+) -> None:
+    """List functions or workers."""
+    function_id, key, columns = LIST_KINDS[kind.value]
+    rows: list[dict[str, Any]] = _call(_socket(socket), function_id)[key]
+    if kind is ListKind.functions:
+        names = {w["id"]: w["name"] or w["id"][:8]
+                 for w in _call(_socket(socket), "engine::workers::list")["workers"]}
+        for row in rows:
+            row["worker"] = "(daemon)" if row["worker_id"] is None else \
+                names.get(row["worker_id"], row["worker_id"][:8])
+    if kind is ListKind.workers:
+        for row in rows:
+            row["function_count"] = len(row["functions"])
+    chosen = fmt.value if fmt else output.default_format()
+    if chosen != "table":
+        for row in rows:
+            row.pop("worker", None)
+            row.pop("function_count", None)
+    typer.echo(output.render(rows, columns, chosen))
+
+
+# --- daemon -------------------------------------------------------------------------------
+
+
+@daemon_app.command("start")
+def daemon_start(
+    foreground: Annotated[bool, typer.Option("--foreground", help="Stay attached; log to "
+                                                                  "stderr.")] = False,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR")
+                        ] = None,
+    ws_port: Annotated[int | None, typer.Option("--ws-port")] = None,
+    http_port: Annotated[int | None, typer.Option("--http-port")] = None,
+    socket: SocketOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Start the daemon (a no-op when it already runs)."""
+    socket_path = _socket(socket)
+    options = dc.StartOptions(data_dir=data_dir, ws_port=ws_port, http_port=http_port)
+    if foreground:
+        if dc.running_pid(socket_path) is not None and dc.answers(socket_path):
+            _say(f"iii daemon already running on {socket_path}", quiet)
+            raise typer.Exit(ec.OK)
+        command = dc.daemon_command(socket_path, options)
+        os.execv(command[0], command)
+    try:
+        pid, started = dc.start_daemon(socket_path, options)
+    except dc.DaemonError as exc:
+        _fail(ec.FUNCTION_ERROR, f"cannot start the daemon: {exc}")
+    if started:
+        _say(f"iii daemon started (pid {pid}) on {socket_path}", quiet)
+    else:
+        _say(f"iii daemon already running (pid {pid}) on {socket_path}", quiet)
+
+
+@daemon_app.command("stop")
+def daemon_stop(socket: SocketOption = None, quiet: QuietOption = False) -> None:
+    """Stop the daemon: in-flight calls end, the socket is removed."""
+    socket_path = _socket(socket)
+    try:
+        pid = dc.stop_daemon(socket_path)
+    except dc.DaemonError as exc:
+        _fail(ec.FUNCTION_ERROR, str(exc))
+    _say(f"iii daemon stopped (pid {pid})" if pid else
+         f"iii daemon not running on {socket_path}", quiet)
+
+
+@daemon_app.command("restart")
+def daemon_restart(
+    data_dir: Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR")
+                        ] = None,
+    ws_port: Annotated[int | None, typer.Option("--ws-port")] = None,
+    http_port: Annotated[int | None, typer.Option("--http-port")] = None,
+    socket: SocketOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Stop the daemon if it runs, then start it."""
+    socket_path = _socket(socket)
+    try:
+        dc.stop_daemon(socket_path)
+        pid, _ = dc.start_daemon(socket_path, dc.StartOptions(data_dir, ws_port, http_port))
+    except dc.DaemonError as exc:
+        _fail(ec.FUNCTION_ERROR, str(exc))
+    _say(f"iii daemon restarted (pid {pid}) on {socket_path}", quiet)
+
+
+@daemon_app.command("status")
+def daemon_status(
+    fmt: Annotated[StatusFormat, typer.Option("-o", "--output")] = StatusFormat.text,
+    socket: SocketOption = None,
+) -> None:
+    """Pid, uptime, socket, listeners and counts; exit 3 when not running."""
+    socket_path = _socket(socket)
+    try:
+        info = dc.daemon_status(socket_path)
+    except Unreachable as exc:
+        _fail(ec.UNREACHABLE, unreachable_message(exc))
+    if fmt is StatusFormat.json:
+        typer.echo(json.dumps(info))
+        return
+    listeners = ", ".join(
+        f"{name} {'on :' + str(v['port']) if v['state'] == 'on' else 'off (' + v['reason'] + ')'}"
+        for name, v in info.get("listeners", {}).items())
+    typer.echo(
+        f"running   pid {info['pid']}, up {_duration(info['uptime_s'])}, "
+        f"version {info['version']}\n"
+        f"socket    {info['socket']}\n"
+        f"data      {info['data_dir']}\n"
+        f"listeners {listeners}\n"
+        f"counts    {info['workers']} workers, {info['functions']} functions, "
+        f"{info['pending_invocations']} calls in flight")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@daemon_app.command("logs")
+def daemon_logs(
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+                      ] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 50,
+) -> None:
+    """Print the daemon's log (the detached daemon's; --foreground logs to stderr)."""
+    path = dc.log_file()
+    if not path.exists():
+        _fail(ec.NOT_FOUND, f"no log yet at {path}")
+    with open(path, "rb") as handle:
+        tail = handle.read().splitlines()[-lines:] if lines > 0 else []
+        for line in tail:
+            sys.stdout.buffer.write(line + b"\n")
+        sys.stdout.flush()
+        while follow:
+            chunk = handle.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@config_app.command("path")
+def config_path() -> None:
+    """Where the config file is (``III_CONFIG`` overrides)."""
+    from iii_sdk import config
+
+    typer.echo(str(config.config_path()))
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """The effective settings: defaults overlaid with the file, as TOML."""
+    import tomli_w
+
+    from iii_sdk import config
+
+    try:
+        settings = config.load()
+    except config.ConfigError as exc:
+        _fail(ec.USAGE, f"config error: {exc}")
+    for warning in settings.warnings:
+        _say(f"iii: warning: {warning}", False)
+    typer.echo(tomli_w.dumps(_without_none(settings.values)).rstrip())
+
+
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _without_none(v) if isinstance(v, dict) else v
+            for k, v in values.items() if v is not None}
+
+
+@config_app.command("set")
+def config_set(
+    key: Annotated[str, typer.Argument(help="A dotted key, e.g. websocket.port.")],
+    value: Annotated[str, typer.Argument(help="The value (numbers and true/false typed).")],
+) -> None:
+    """Set one key in the config file (created if missing)."""
+    import tomli_w
+
+    from iii_sdk import config
+
+    wanted = config.expected_type(key)
+    if wanted is None:
+        _fail(ec.USAGE, f"unknown config key '{key}'")
+    typed: Any = value
+    if wanted is bool:
+        if value.lower() not in ("true", "false"):
+            _fail(ec.USAGE, f"'{key}' takes true or false, got {value!r}")
+        typed = value.lower() == "true"
+    elif wanted is int:
+        try:
+            typed = int(value)
+        except ValueError:
+            _fail(ec.USAGE, f"'{key}' takes a whole number, got {value!r}")
+    path = config.config_path()
+    try:
+        current = config.read_file(path)
+    except config.ConfigError as exc:
+        _fail(ec.USAGE, f"config error: {exc}")
+    node = current
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = typed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomli_w.dumps(current), encoding="utf-8")
+    os.replace(tmp, path)  # never a half-written config
+
+
+# --- completions and demo -----------------------------------------------------------------
+
+def completion_script(shell: str) -> str:
+    """The script for ``shell``; it calls ``iii`` back for each completion, so function
+    ids come from the running daemon."""
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name="iii", complete_var="_III_COMPLETE", shell=shell)
+
+
+@app.command()
+def completions(
+    shell: Annotated[Shell, typer.Argument()],
+) -> None:
+    """Print the shell completion script (also shipped in completions/)."""
+    typer.echo(completion_script(shell.value), nl=False)
+
+
+@app.command()
+def demo(socket: SocketOption = None) -> None:
+    """Start the daemon if needed, attach an example worker, call its functions."""
+    from iii_cli.demo import run as run_demo
+
+    raise typer.Exit(run_demo(_socket(socket)))
+
+
+def run() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(ec.INTERRUPTED)

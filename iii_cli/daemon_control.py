@@ -1,0 +1,153 @@
+"""Starting, stopping and asking after the daemon (``iii daemon ...``)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iii_cli.wire import Connection
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 15.0
+
+
+class DaemonError(Exception):
+    """A lifecycle step failed; the message is one line for the user."""
+
+
+def log_dir() -> Path:
+    from_env = os.environ.get("III_LOG_DIR")
+    if from_env:
+        return Path(from_env)
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("iii"))
+
+
+def log_file() -> Path:
+    return log_dir() / "daemon.log"
+
+
+def pidfile(socket_path: Path) -> Path:
+    return socket_path.with_name(socket_path.name + ".pid")
+
+
+def running_pid(socket_path: Path) -> int | None:
+    """The pid of the daemon holding the socket's pidfile lock, or None.
+
+    The lock (not the file's existence, nor a pid that may have been reused) says
+    whether a daemon lives.
+    """
+    try:
+        handle = open(pidfile(socket_path))  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
+def answers(socket_path: Path, timeout_s: float = 2.0) -> bool:
+    try:
+        with Connection(socket_path, timeout_s) as conn:
+            conn.receive()  # workerregistered: the daemon is serving, not just bound
+    except Exception:
+        return False
+    return True
+
+
+def daemon_status(socket_path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
+    """``engine::status`` plus uptime.
+
+    Raises:
+        Unreachable: no daemon on the socket.
+    """
+    with Connection(socket_path, timeout_s) as conn:
+        answer = conn.call("engine::status")
+    if answer.get("error"):
+        raise DaemonError(f"engine::status failed: {answer['error']}")
+    info: dict[str, Any] = answer["result"]
+    info["uptime_s"] = round(time.time() - info.get("started_at", time.time()), 1)
+    return info
+
+
+@dataclass
+class StartOptions:
+    data_dir: str | None = None
+    ws_port: int | None = None
+    http_port: int | None = None
+
+
+def daemon_command(socket_path: Path, options: StartOptions) -> list[str]:
+    command = [sys.executable, "-m", "iii_daemon", "--socket", str(socket_path)]
+    if options.data_dir:
+        command += ["--data-dir", options.data_dir]
+    if options.ws_port is not None:
+        command += ["--ws-port", str(options.ws_port)]
+    if options.http_port is not None:
+        command += ["--http-port", str(options.http_port)]
+    return command
+
+
+def start_daemon(socket_path: Path, options: StartOptions | None = None,
+                 quiet: bool = False) -> tuple[int, bool]:
+    """Start a detached daemon unless one answers; return ``(pid, started_now)``.
+
+    Raises:
+        DaemonError: it exited or did not answer in time (with the log's last line).
+    """
+    pid = running_pid(socket_path)
+    if pid is not None and answers(socket_path):
+        return pid, False
+    options = options or StartOptions()
+    log = log_file()
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = [*daemon_command(socket_path, options), "--log-file", str(log)]
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            reason = proc.stderr.read().decode(errors="replace").strip().splitlines()
+            raise DaemonError(reason[-1] if reason else
+                              f"the daemon exited with {proc.returncode}; see {log}")
+        if answers(socket_path, 0.5):
+            if proc.stderr is not None:
+                proc.stderr.close()
+            return proc.pid, True
+        time.sleep(0.02)
+    proc.terminate()
+    raise DaemonError(f"the daemon did not answer within {START_TIMEOUT_S:.0f} s; see {log}")
+
+
+def stop_daemon(socket_path: Path) -> int | None:
+    """SIGTERM the daemon and wait until it is gone; return its pid, or None if none ran.
+
+    Raises:
+        DaemonError: it did not stop in time.
+    """
+    pid = running_pid(socket_path)
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if running_pid(socket_path) is None:
+            return pid
+        time.sleep(0.02)
+    raise DaemonError(f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT_S:.0f} s")

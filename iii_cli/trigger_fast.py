@@ -1,0 +1,259 @@
+"""``iii trigger``: call a function from a shell, as cheaply as a process can.
+
+This path is typed in loops and CI scripts, so it imports neither typer nor asyncio nor
+the daemon: it parses its own arguments, opens the socket, writes one line and reads
+one line. ``iii trigger --help`` and completion go through the typer app instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+from iii_cli import exit_codes as ec
+from iii_cli.wire import Connection, Timeout, Unreachable, unreachable_message
+
+DEFAULT_TIMEOUT_MS = 30_000
+USAGE = ("usage: iii trigger FN [k=v ...] [--json PAYLOAD] [--void | --enqueue QUEUE | "
+         "--action JSON] [--timeout-ms N] [-o json|pretty] [--socket PATH] [-q]")
+
+
+class UsageError(Exception):
+    pass
+
+
+class Args:
+    def __init__(self) -> None:
+        self.function_id: str | None = None
+        self.pairs: list[str] = []
+        self.json: str | None = None
+        self.action: dict[str, Any] | None = None
+        self.action_flags: list[str] = []
+        self.timeout_ms = DEFAULT_TIMEOUT_MS
+        self.output: str | None = None
+        self.socket: str | None = None
+        self.url: str | None = None
+        self.quiet = False
+
+
+_WITH_VALUE = {"--json", "--enqueue", "--action", "--timeout-ms", "-o", "--output",
+               "--socket", "--url"}
+
+
+def parse(argv: list[str]) -> Args:
+    """Parse ``iii trigger``'s arguments.
+
+    Raises:
+        UsageError: anything malformed; nothing is sent.
+    """
+    args = Args()
+    i = 0
+    only_positional = False
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if only_positional or not arg.startswith("-") or arg == "-":
+            if args.function_id is None:
+                args.function_id = arg
+            else:
+                args.pairs.append(arg)
+            continue
+        if arg == "--":
+            only_positional = True
+            continue
+        name, has_value, value = arg.partition("=")
+        if name in _WITH_VALUE:
+            if not has_value:
+                if i >= len(argv):
+                    raise UsageError(f"{name} needs a value")
+                value = argv[i]
+                i += 1
+            _option(args, name, value)
+        elif name in ("--void", "-q", "--quiet") and not has_value:
+            if name == "--void":
+                args.action = {"type": "void"}
+                args.action_flags.append(name)
+            else:
+                args.quiet = True
+        else:
+            raise UsageError(f"unknown option {arg}")
+    if not args.function_id:
+        raise UsageError("missing the function id")
+    if len(args.action_flags) > 1:
+        raise UsageError(f"{' and '.join(args.action_flags)} cannot be combined")
+    return args
+
+
+def _option(args: Args, name: str, value: str) -> None:
+    if name == "--json":
+        args.json = value
+    elif name == "--enqueue":
+        if not value:
+            raise UsageError("--enqueue needs a queue name")
+        args.action = {"type": "enqueue", "queue": value}
+        args.action_flags.append(name)
+    elif name == "--action":
+        action = _loads(value, "--action")
+        if not isinstance(action, dict) or not isinstance(action.get("type"), str):
+            raise UsageError('--action must be a JSON object with a "type", '
+                             'e.g. {"type":"delay","ms":5000}')
+        args.action = action
+        args.action_flags.append(name)
+    elif name == "--timeout-ms":
+        if not value.isdigit() or int(value) <= 0:
+            raise UsageError(f"--timeout-ms must be a positive integer, got {value!r}")
+        args.timeout_ms = int(value)
+    elif name in ("-o", "--output"):
+        if value not in ("json", "pretty"):
+            raise UsageError(f"-o takes json or pretty, got {value!r}")
+        args.output = value
+    elif name == "--socket":
+        args.socket = value
+    elif name == "--url":
+        args.url = value
+
+
+def _loads(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+
+
+def build_payload(args: Args) -> Any:
+    """``--json`` (object, @file or - for stdin) merged with ``k=v`` pairs (k=v wins).
+
+    Raises:
+        UsageError: unreadable file, invalid JSON, a pair without ``=``.
+    """
+    base: Any = None
+    if args.json is not None:
+        source = args.json
+        if source == "-":
+            text: str | bytes = sys.stdin.buffer.read()
+            what = "stdin"
+        elif source.startswith("@"):
+            try:
+                with open(source[1:], "rb") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise UsageError(f"cannot read {source[1:]}: {exc.strerror or exc}") from None
+            what = source[1:]
+        else:
+            text, what = source, "--json"
+        base = _loads(text, what)
+    if not args.pairs:
+        return {} if base is None else base
+    if base is None:
+        base = {}
+    elif not isinstance(base, dict):
+        raise UsageError("k=v pairs need the --json payload to be an object")
+    for pair in args.pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected k=v, got {pair!r}")
+        try:
+            base[key] = json.loads(raw)
+        except ValueError:
+            base[key] = raw  # not JSON: a string, so name=bob works unquoted
+    return base
+
+
+def _color(text: str, code: str, stream: Any) -> str:
+    if os.environ.get("NO_COLOR") or not stream.isatty():
+        return text
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+def fail(code: int, message: str, quiet: bool = False) -> NoReturn:
+    if not quiet or code in (ec.USAGE, ec.UNREACHABLE):
+        sys.stderr.write(_color("iii: ", "31", sys.stderr) + message + "\n")
+    raise SystemExit(code)
+
+
+def _print_json(value: Any, stream: Any, output: str | None) -> None:
+    pretty = output == "pretty" or (output is None and stream.isatty())
+    if pretty:
+        text = json.dumps(value, indent=2, ensure_ascii=False)
+    else:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def run(argv: list[str]) -> int:
+    try:
+        args = parse(argv)
+        payload = build_payload(args)
+    except UsageError as exc:
+        fail(ec.USAGE, f"{exc}\n{USAGE}")
+    if args.url is not None or (os.environ.get("III_URL") and args.socket is None):
+        fail(ec.USAGE, "ws:// URLs are not supported yet: the WebSocket transport is "
+                       "still to come; use --socket")
+    socket_path = args.socket or os.environ.get("III_SOCKET") or _default_socket()
+    assert args.function_id is not None
+    try:
+        with _connect(socket_path, args) as conn:
+            answer = conn.call(args.function_id, payload, timeout_ms=args.timeout_ms,
+                               action=args.action)
+    except Unreachable as exc:
+        fail(ec.UNREACHABLE, str(exc) if "closed" in str(exc) else unreachable_message(exc))
+    except Timeout:
+        fail(ec.TIMEOUT, f"no answer within {args.timeout_ms} ms", args.quiet)
+    error = answer.get("error")
+    if error is not None:
+        code = error.get("code") if isinstance(error, dict) else None
+        _print_json(error, sys.stderr, "json")
+        return ec.BY_ERROR_CODE.get(code, ec.FUNCTION_ERROR) if isinstance(code, str) \
+            else ec.FUNCTION_ERROR
+    result = answer.get("result")
+    if result is not None:
+        _print_json(result, sys.stdout, args.output)
+    return ec.OK
+
+
+def _default_socket() -> str:
+    from iii_sdk.paths import resolve_socket_path  # config file and platformdirs: slower
+
+    return str(resolve_socket_path())
+
+
+def _connect(socket_path: str, args: Args) -> Connection:
+    # The daemon answers TIMEOUT itself; our own limit only guards against a daemon
+    # that died without closing the socket.
+    timeout_s = args.timeout_ms / 1000 + 5
+    try:
+        return Connection(socket_path, timeout_s)
+    except Unreachable:
+        if args.socket is None and _autostart():
+            from pathlib import Path
+
+            from iii_cli.daemon_control import start_daemon
+
+            start_daemon(Path(socket_path), quiet=True)
+            return Connection(socket_path, timeout_s)
+        raise
+
+
+def _autostart() -> bool:
+    from iii_sdk import config
+
+    if not config.config_path().exists():
+        return False
+    try:
+        return config.load().values.get("autostart") is True
+    except config.ConfigError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        return ec.INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read our output went away (`iii trigger f | head -0`): not our failure.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ec.OK

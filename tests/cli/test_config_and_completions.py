@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import IIIBIN, REPO, DaemonProcess, child_env, run_iii
+
+
+def test_config_path_set_show(short_tmp: Path) -> None:
+    path = Path(run_iii(short_tmp, "config", "path").stdout.strip())
+    assert path == short_tmp / "config.toml"
+    assert run_iii(short_tmp, "config", "set", "websocket.port", "5000").returncode == 0
+    assert run_iii(short_tmp, "config", "set", "autostart", "true").returncode == 0
+    assert run_iii(short_tmp, "config", "set", "queues.mail.max_retries", "5").returncode == 0
+    assert tomllib.loads(path.read_text()) == {
+        "websocket": {"port": 5000}, "autostart": True, "queues": {"mail": {"max_retries": 5}}}
+    shown = tomllib.loads(run_iii(short_tmp, "config", "show").stdout)
+    assert shown["websocket"] == {"enabled": True, "host": "127.0.0.1", "port": 5000}
+    assert shown["http"]["port"] == 3111
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nonsense", "1"], "unknown config key 'nonsense'"),
+    (["websocket.port", "many"], "whole number"),
+    (["autostart", "maybe"], "true or false"),
+])
+def test_config_set_refuses_bad_input(short_tmp: Path, args: list[str], fragment: str) -> None:
+    proc = run_iii(short_tmp, "config", "set", *args)
+    assert proc.returncode == 2 and fragment in proc.stderr
+    assert not (short_tmp / "config.toml").exists()
+
+
+def test_a_broken_config_file_names_the_file_and_line(short_tmp: Path) -> None:
+    (short_tmp / "config.toml").write_text('socket = "/tmp/x"\n[websocket\nport = 1\n')
+    proc = run_iii(short_tmp, "config", "show")
+    assert proc.returncode == 2
+    assert str(short_tmp / "config.toml") in proc.stderr and "line 2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_keys_are_warned_about_not_fatal(short_tmp: Path) -> None:
+    (short_tmp / "config.toml").write_text('colour = "blue"\n[http]\nprot = 1\n')
+    proc = run_iii(short_tmp, "config", "show")
+    assert proc.returncode == 0
+    assert "unknown config key 'colour'" in proc.stderr
+    assert "unknown config key 'http.prot'" in proc.stderr
+
+
+def test_socket_precedence_flag_env_file_default(daemon: DaemonProcess, math_worker: Any,
+                                                  short_tmp: Path) -> None:
+    env = child_env(daemon.tmp)
+    del env["III_SOCKET"]
+    config = daemon.tmp / "config.toml"
+    config.write_text(f'socket = "{daemon.socket_path}"\n')
+
+    def trigger(*extra: str, environ: dict[str, str]) -> int:
+        return subprocess.run([IIIBIN, "trigger", "math::add", "a=1", "b=1", *extra],
+                              capture_output=True, env=environ).returncode
+
+    assert trigger(environ=env) == 0                          # file
+    env_bad = dict(env, III_SOCKET="/nonexistent/a.sock")
+    assert trigger(environ=env_bad) == 3                      # env beats file
+    assert trigger("--socket", str(daemon.socket_path), environ=env_bad) == 0  # flag wins
+    config.unlink()
+    env_default = dict(env, XDG_RUNTIME_DIR=str(short_tmp))
+    assert trigger(environ=env_default) == 3                  # default: nothing there
+
+
+def test_the_daemon_reads_the_config_file(short_tmp: Path) -> None:
+    (short_tmp / "config.toml").write_text(f'socket = "{short_tmp / "from-config.sock"}"\n')
+    env = child_env(short_tmp)
+    del env["III_SOCKET"]
+    proc = subprocess.run([IIIBIN, "daemon", "start"], capture_output=True, text=True, env=env)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert (short_tmp / "from-config.sock").exists()
+    finally:
+        subprocess.run([IIIBIN, "daemon", "stop"], env=env, capture_output=True)
+
+
+@pytest.mark.parametrize("shell, filename", [("bash", "iii.bash"), ("zsh", "_iii"),
+                                             ("fish", "iii.fish")])
+def test_checked_in_completions_match_the_cli(short_tmp: Path, shell: str,
+                                              filename: str) -> None:
+    generated = run_iii(short_tmp, "completions", shell).stdout
+    assert generated == (REPO / "completions" / filename).read_text(), (
+        f"completions/{filename} drifted: regenerate with `iii completions {shell} > "
+        f"completions/{filename}`")
+
+
+def complete(tmp: Path, words: str) -> list[str]:
+    env = dict(child_env(tmp), _III_COMPLETE="complete_bash", COMP_WORDS=words,
+               COMP_CWORD=str(len(words.split()) - 1))
+    proc = subprocess.run([IIIBIN], capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 0 and proc.stderr == ""
+    return proc.stdout.split()
+
+
+def test_function_ids_complete_from_the_running_daemon(daemon: DaemonProcess,
+                                                       math_worker: Any) -> None:
+    assert complete(daemon.tmp, "iii trigger math::d") == ["math::divide"]
+    assert set(complete(daemon.tmp, "iii trigger math::")) == {
+        "math::add", "math::divide", "math::sleep", "math::echo"}
+    assert "list" in complete(daemon.tmp, "iii li")
+
+
+def test_no_daemon_no_suggestions_no_error(short_tmp: Path) -> None:
+    assert complete(short_tmp, "iii trigger ma") == []
+    assert not (short_tmp / "iii.sock").exists()  # completion never starts a daemon
+
+
+def test_bash_really_completes_with_the_shipped_script(daemon: DaemonProcess,
+                                                       math_worker: Any) -> None:
+    script = (
+        f"source {REPO / 'completions' / 'iii.bash'}\n"
+        "COMP_WORDS=(iii trigger math::a); COMP_CWORD=2\n"
+        "_iii_completion iii\n"
+        'echo "${COMPREPLY[@]}"\n'
+    )
+    env = child_env(daemon.tmp)
+    env["PATH"] = f"{Path(IIIBIN).parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert proc.stdout.split() == ["math::add"], proc.stderr
+    assert json.dumps(proc.returncode) == "0"

@@ -1,0 +1,90 @@
+"""``iii daemon start|stop|status|restart|logs`` and ``iii list``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import DaemonProcess, can_connect, run_iii, wait_for
+
+
+def test_lifecycle(short_tmp: Path) -> None:
+    socket_path = short_tmp / "iii.sock"
+    try:
+        status = run_iii(short_tmp, "daemon", "status")
+        assert status.returncode == 3 and "iii daemon start" in status.stderr
+
+        first = run_iii(short_tmp, "daemon", "start")
+        assert first.returncode == 0 and "started" in first.stderr
+        assert can_connect(socket_path)
+        pid = int((short_tmp / "iii.sock.pid").read_text())
+
+        again = run_iii(short_tmp, "daemon", "start")
+        assert again.returncode == 0 and "already running" in again.stderr
+        assert f"pid {pid}" in again.stderr
+
+        quiet = run_iii(short_tmp, "daemon", "start", "-q")
+        assert (quiet.returncode, quiet.stderr) == (0, "")
+
+        info = json.loads(run_iii(short_tmp, "daemon", "status", "-o", "json").stdout)
+        assert info["pid"] == pid and info["socket"] == str(socket_path)
+        assert info["uptime_s"] >= 0 and info["workers"] == 0 and info["functions"] == 0
+        text = run_iii(short_tmp, "daemon", "status").stdout
+        assert f"pid {pid}" in text and "websocket off" in text
+
+        logs = run_iii(short_tmp, "daemon", "logs")
+        assert logs.returncode == 0 and "listening on" in logs.stdout
+
+        restarted = run_iii(short_tmp, "daemon", "restart")
+        assert restarted.returncode == 0
+        new_pid = int((short_tmp / "iii.sock.pid").read_text())
+        assert new_pid != pid
+
+        # kill -9 leaves the socket file behind; start must replace it.
+        os.kill(new_pid, signal.SIGKILL)
+        wait_for(lambda: not can_connect(socket_path), message="the daemon to die")
+        assert socket_path.exists()
+        after_kill = run_iii(short_tmp, "daemon", "start")
+        assert after_kill.returncode == 0 and "started" in after_kill.stderr
+
+        stop = run_iii(short_tmp, "daemon", "stop")
+        assert stop.returncode == 0 and "stopped" in stop.stderr
+        assert not socket_path.exists()
+        assert run_iii(short_tmp, "daemon", "status").returncode == 3
+        again_stop = run_iii(short_tmp, "daemon", "stop")
+        assert again_stop.returncode == 0 and "not running" in again_stop.stderr
+    finally:
+        run_iii(short_tmp, "daemon", "stop")
+
+
+def test_start_reports_why_the_daemon_could_not_start(short_tmp: Path) -> None:
+    (short_tmp / "iii.sock").write_text("not a socket")
+    proc = run_iii(short_tmp, "daemon", "start")
+    assert proc.returncode == 1
+    assert "exists and is not a socket" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_list_functions_and_workers(daemon: DaemonProcess, math_worker: Any) -> None:
+    rows = json.loads(run_iii(daemon.tmp, "list", "functions", "-o", "json").stdout)
+    ids = {row["function_id"] for row in rows}
+    assert {"math::add", "engine::functions::list"} <= ids
+    lines = run_iii(daemon.tmp, "list", "functions", "-o", "jsonl").stdout.splitlines()
+    assert len(lines) == len(rows) and json.loads(lines[0]) == rows[0]
+    table = run_iii(daemon.tmp, "list", "functions", "-o", "table").stdout.splitlines()
+    assert table[0].split() == ["FUNCTION", "WORKER", "DESCRIPTION"]
+    assert any(line.startswith("math::add") and "math-worker" in line for line in table)
+    assert all(len(line) <= 80 for line in table)
+    workers = json.loads(run_iii(daemon.tmp, "list", "workers").stdout)  # piped: json
+    assert [w["name"] for w in workers] == ["math-worker"]
+
+
+def test_list_without_a_daemon_exits_3(short_tmp: Path) -> None:
+    proc = run_iii(short_tmp, "list", "functions")
+    assert proc.returncode == 3 and len(proc.stderr.splitlines()) == 1
+
+
+def test_unknown_list_kind_is_a_usage_error(short_tmp: Path) -> None:
+    assert run_iii(short_tmp, "list", "gizmos").returncode == 2
