@@ -277,8 +277,13 @@ def daemon_status(
         f"socket    {info['socket']}\n"
         f"data      {info['data_dir']}\n"
         f"listeners {listeners}\n"
-        f"counts    {info['workers']} workers, {info['functions']} functions, "
-        f"{info['pending_invocations']} calls in flight")
+        f"counts    {_count(info['workers'], 'worker')}, "
+        f"{_count(info['functions'], 'function')}, "
+        f"{_count(info['pending_invocations'], 'call')} in flight")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _duration(seconds: float) -> str:
