@@ -88,3 +88,23 @@ def test_list_without_a_daemon_exits_3(short_tmp: Path) -> None:
 
 def test_unknown_list_kind_is_a_usage_error(short_tmp: Path) -> None:
     assert run_iii(short_tmp, "list", "gizmos").returncode == 2
+
+
+def test_foreground_stays_attached_and_logs_to_stderr(short_tmp: Path) -> None:
+    import subprocess
+
+    from tests.helpers import IIIBIN, child_env
+
+    proc = subprocess.Popen([IIIBIN, "daemon", "start", "--foreground"],
+                            stderr=subprocess.PIPE, text=True, env=child_env(short_tmp))
+    try:
+        assert proc.stderr is not None
+        while "listening on" not in (line := proc.stderr.readline()):
+            assert line, "the foreground daemon exited"
+        assert can_connect(short_tmp / "iii.sock")
+        again = run_iii(short_tmp, "daemon", "start", "--foreground")
+        assert again.returncode == 0 and "already running" in again.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert not (short_tmp / "iii.sock").exists()
