@@ -189,10 +189,12 @@ def run(argv: list[str]) -> int:
         payload = build_payload(args)
     except UsageError as exc:
         fail(ec.USAGE, f"{exc}\n{USAGE}")
-    if args.url is not None or (os.environ.get("III_URL") and args.socket is None):
-        fail(ec.USAGE, "ws:// URLs are not supported yet: the WebSocket transport is "
-                       "still to come; use --socket")
-    socket_path = args.socket or os.environ.get("III_SOCKET") or _default_socket()
+    url = args.url or (None if args.socket else os.environ.get("III_URL"))
+    if url is not None and not url.startswith("unix://"):
+        fail(ec.USAGE, f"unsupported URL {url!r}: ws:// needs the WebSocket transport, "
+                       "which is still to come; use --socket or a unix:// URL")
+    socket_path = (url[len("unix://"):] if url else None) or args.socket \
+        or os.environ.get("III_SOCKET") or _default_socket()
     assert args.function_id is not None
     try:
         with _connect(socket_path, args) as conn:

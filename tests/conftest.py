@@ -15,6 +15,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("III_SOCKET", "/nonexistent/iii-tests-must-set-a-socket.sock")
     monkeypatch.setenv("III_DATA_DIR", "/nonexistent/iii-tests-must-set-a-data-dir")
     monkeypatch.setenv("III_CONFIG", "/nonexistent/iii-tests-config.toml")
+    monkeypatch.setenv("III_LOG_DIR", "/nonexistent/iii-tests-log")
     monkeypatch.delenv("III_URL", raising=False)
 
 

@@ -166,3 +166,14 @@ def test_the_trigger_path_imports_no_typer_asyncio_or_daemon(daemon: DaemonProce
 def test_help_goes_through_typer(short_tmp: Path) -> None:
     proc = run_iii(short_tmp, "trigger", "--help")
     assert proc.returncode == 0 and "--void" in proc.stdout and "124" in proc.stdout
+
+
+def test_unix_urls_work_and_ws_urls_are_refused_for_now(daemon: DaemonProcess,
+                                                        math_worker: Any) -> None:
+    ok = run_iii(daemon.tmp, "trigger", "math::add", "a=1", "b=1", "--url",
+                 f"unix://{daemon.socket_path}")
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"sum": 2}
+    env = dict(child_env(daemon.tmp), III_URL="ws://127.0.0.1:49134")
+    refused = subprocess.run([IIIBIN, "trigger", "math::add"], capture_output=True, text=True,
+                             env=env)
+    assert refused.returncode == 2 and "ws://" in refused.stderr
