@@ -57,6 +57,7 @@ class StatusFormat(StrEnum):
 class ListKind(StrEnum):
     functions = "functions"
     workers = "workers"
+    actions = "actions"
 
 
 class Shell(StrEnum):
@@ -161,6 +162,9 @@ LIST_KINDS = {
     "workers": ("engine::workers::list", "workers",
                 [("name", "NAME"), ("id", "ID"), ("pid", "PID"), ("transport", "TRANSPORT"),
                  ("function_count", "FUNCTIONS"), ("connected_at", "CONNECTED")]),
+    "actions": ("engine::actions::list", "actions",
+                [("id", "ACTION"), ("function_id", "FUNCTION"), ("worker", "WORKER"),
+                 ("description", "DESCRIPTION")]),
 }
 
 
@@ -170,24 +174,28 @@ def list_(
     fmt: FormatOption = None,
     socket: SocketOption = None,
 ) -> None:
-    """List functions or workers."""
+    """List functions, workers or worker-provided actions."""
+    socket_path = _socket(socket)
     function_id, key, columns = LIST_KINDS[kind.value]
-    rows: list[dict[str, Any]] = _call(_socket(socket), function_id)[key]
-    if kind is ListKind.functions:
-        names = {w["id"]: w["name"] or w["id"][:8]
-                 for w in _call(_socket(socket), "engine::workers::list")["workers"]}
-        for row in rows:
-            row["worker"] = "(daemon)" if row["worker_id"] is None else \
-                names.get(row["worker_id"], row["worker_id"][:8])
+    rows: list[dict[str, Any]] = _call(socket_path, function_id)[key]
+    chosen = fmt.value if fmt else output.default_format()
+    if chosen == "table":
+        _add_display_columns(kind, rows, socket_path)
+    typer.echo(output.render(rows, columns, chosen))
+
+
+def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]],
+                         socket_path: Path) -> None:
+    """Table-only columns: worker names instead of ids, function counts."""
     if kind is ListKind.workers:
         for row in rows:
             row["function_count"] = len(row["functions"])
-    chosen = fmt.value if fmt else output.default_format()
-    if chosen != "table":
-        for row in rows:
-            row.pop("worker", None)
-            row.pop("function_count", None)
-    typer.echo(output.render(rows, columns, chosen))
+        return
+    workers = _call(socket_path, "engine::workers::list")["workers"]
+    names = {w["id"]: w["name"] or w["id"][:8] for w in workers}
+    for row in rows:
+        owner = row["worker_id"]
+        row["worker"] = "(daemon)" if owner is None else names.get(owner, owner[:8])
 
 
 # --- daemon -------------------------------------------------------------------------------

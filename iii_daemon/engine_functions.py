@@ -76,6 +76,16 @@ def list_workers(router: Router, conn: Connection, data: Any) -> Any:
     return {"workers": workers}
 
 
+def list_actions(router: Router, conn: Connection, data: Any) -> Any:
+    """Worker-provided TriggerActions (``void`` and ``enqueue`` are the daemon's own)."""
+    connections = router.registry.connections
+    return {"actions": sorted(
+        ({"id": a.id, "function_id": a.function_id, "description": a.description,
+          "worker_id": connections[a.owner].worker_id}
+         for a in router.registry.actions.values()),
+        key=lambda a: a["id"])}
+
+
 def status(router: Router, conn: Connection, data: Any) -> Any:
     """The daemon's facts and counts (``iii daemon status``)."""
     registry = router.registry
@@ -103,6 +113,8 @@ BUILTINS: dict[str, BuiltinFunction] = {
         BuiltinFunction("engine::functions::list", "lists every registered function",
                         list_functions),
         BuiltinFunction("engine::workers::list", "lists the connected workers", list_workers),
+        BuiltinFunction("engine::actions::list", "lists the worker-provided actions",
+                        list_actions),
         BuiltinFunction("engine::status", "the daemon's pid, listeners and counts", status),
         BuiltinFunction("engine::workers::register",
                         "records a worker's name, runtime, version and pid", register_worker),

@@ -108,3 +108,20 @@ def test_foreground_stays_attached_and_logs_to_stderr(short_tmp: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     assert not (short_tmp / "iii.sock").exists()
+
+
+def test_list_actions(daemon: DaemonProcess) -> None:
+    from iii_sdk import InitOptions, register_worker
+
+    worker = register_worker(str(daemon.socket_path), InitOptions(worker_name="delayer"))
+    try:
+        worker.register_action_type("delay", lambda data: {"scheduled": True},
+                                    description="runs the call later")
+        worker.ping()
+        [row] = json.loads(run_iii(daemon.tmp, "list", "actions", "-o", "json").stdout)
+        assert row == {"id": "delay", "function_id": "action::delay",
+                       "description": "runs the call later", "worker_id": worker.worker_id}
+        table = run_iii(daemon.tmp, "list", "actions", "-o", "table").stdout.splitlines()
+        assert table[1].split()[:3] == ["delay", "action::delay", "delayer"]
+    finally:
+        worker.shutdown()

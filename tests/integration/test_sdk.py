@@ -271,3 +271,33 @@ def test_example_worker_script_runs_from_the_command_line(daemon: DaemonProcess)
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_a_worker_provided_delay_action_end_to_end(daemon: DaemonProcess,
+                                                    caller: III) -> None:
+    provider = register_worker(str(daemon.socket_path))
+    target = register_worker(str(daemon.socket_path))
+    ran: list[Any] = []
+    try:
+        async def delay(call: dict[str, Any]) -> dict[str, Any]:
+            async def later() -> None:
+                await asyncio.sleep(call["action"]["ms"] / 1000)
+                await provider.trigger_async({"function_id": call["function_id"],
+                                              "payload": call["payload"],
+                                              "action": TriggerAction.Void()})
+            asyncio.get_running_loop().create_task(later())
+            return {"scheduled_in_ms": call["action"]["ms"],
+                    "caller": call["caller"]["worker_id"]}
+
+        provider.register_action_type("delay", delay)
+        target.register_function("mail::send", ran.append)
+        provider.ping()
+        target.ping()
+        answer = caller.trigger({"function_id": "mail::send", "payload": {"to": "ada"},
+                                 "action": {"type": "delay", "ms": 100}})
+        assert answer == {"scheduled_in_ms": 100, "caller": caller.worker_id}
+        assert ran == []  # not yet: the provider decides when
+        wait_for(lambda: ran == [{"to": "ada"}], message="the delayed call to run")
+    finally:
+        provider.shutdown()
+        target.shutdown()

@@ -472,3 +472,12 @@ def test_trigger_messages_are_refused_openly_for_now(core: Core) -> None:
     [(_, error)] = core.send(1, {"type": "registertrigger", "id": "t", "trigger_type": "cron",
                                  "function_id": "f", "config": {}})
     assert error["type"] == "error" and "not supported" in error["message"]
+
+
+def test_actions_list(core: Core) -> None:
+    core.send(1, {"type": "registeractiontype", "id": "delay", "function_id": "d::run",
+                  "description": "later"})
+    [(_, answer)] = core.call(2, "engine::actions::list", invocation_id="a")
+    assert answer["result"] == {"actions": [{"id": "delay", "function_id": "d::run",
+                                             "description": "later",
+                                             "worker_id": core.hello[1]["worker_id"]}]}
