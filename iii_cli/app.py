@@ -84,6 +84,10 @@ SocketOption = Annotated[Path | None, typer.Option(
     "--socket", envvar="III_SOCKET", show_envvar=True,
     help="Daemon socket (default: config `socket`, else the user runtime dir).")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No chatter on stderr.")]
+DataDirOption = Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR",
+                                                   help="Daemon data directory.")]
+WsPortOption = Annotated[int | None, typer.Option("--ws-port", help="WebSocket port, 0: off.")]
+HttpPortOption = Annotated[int | None, typer.Option("--http-port", help="HTTP port, 0: off.")]
 FormatOption = Annotated[ListFormat | None, typer.Option(
     "-o", "--output",
     help="table (default on a terminal), json (default when piped) or jsonl.")]
@@ -205,10 +209,9 @@ def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]],
 def daemon_start(
     foreground: Annotated[bool, typer.Option("--foreground", help="Stay attached; log to "
                                                                   "stderr.")] = False,
-    data_dir: Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR")
-                        ] = None,
-    ws_port: Annotated[int | None, typer.Option("--ws-port")] = None,
-    http_port: Annotated[int | None, typer.Option("--http-port")] = None,
+    data_dir: DataDirOption = None,
+    ws_port: WsPortOption = None,
+    http_port: HttpPortOption = None,
     socket: SocketOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -245,10 +248,9 @@ def daemon_stop(socket: SocketOption = None, quiet: QuietOption = False) -> None
 
 @daemon_app.command("restart")
 def daemon_restart(
-    data_dir: Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR")
-                        ] = None,
-    ws_port: Annotated[int | None, typer.Option("--ws-port")] = None,
-    http_port: Annotated[int | None, typer.Option("--http-port")] = None,
+    data_dir: DataDirOption = None,
+    ws_port: WsPortOption = None,
+    http_port: HttpPortOption = None,
     socket: SocketOption = None,
     quiet: QuietOption = False,
 ) -> None:
