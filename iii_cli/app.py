@@ -16,6 +16,7 @@ from typer.completion import completion_init
 from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
 from iii_cli import output
+from iii_cli.style import error_prefix
 from iii_cli.wire import Connection, Unreachable, unreachable_message
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
@@ -100,8 +101,7 @@ def _socket(socket: Path | None) -> Path:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    prefix = "\x1b[31miii:\x1b[0m " if output.use_color(sys.stderr) else "iii: "
-    sys.stderr.write(prefix + message + "\n")
+    sys.stderr.write(error_prefix(sys.stderr) + message + "\n")
     raise typer.Exit(code)
 
 

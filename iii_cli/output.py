@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-FORMATS = ("table", "json", "jsonl")
-
 
 def default_format(stream: TextIO = sys.stdout) -> str:
     return "table" if stream.isatty() else "json"
-
-
-def use_color(stream: TextIO) -> bool:
-    return stream.isatty() and not os.environ.get("NO_COLOR")
 
 
 def _cell(value: Any) -> str:

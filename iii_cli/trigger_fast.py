@@ -13,6 +13,7 @@ import sys
 from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
+from iii_cli.style import error_prefix
 from iii_cli.wire import Connection, Timeout, Unreachable, unreachable_message
 
 DEFAULT_TIMEOUT_MS = 30_000
@@ -161,15 +162,9 @@ def build_payload(args: Args) -> Any:
     return base
 
 
-def _color(text: str, code: str, stream: Any) -> str:
-    if os.environ.get("NO_COLOR") or not stream.isatty():
-        return text
-    return f"\x1b[{code}m{text}\x1b[0m"
-
-
 def fail(code: int, message: str, quiet: bool = False) -> NoReturn:
     if not quiet or code in (ec.USAGE, ec.UNREACHABLE):
-        sys.stderr.write(_color("iii: ", "31", sys.stderr) + message + "\n")
+        sys.stderr.write(error_prefix(sys.stderr) + message + "\n")
     raise SystemExit(code)
 
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from iii_sdk import __version__
 from iii_sdk import protocol as p
 from iii_sdk.actions import action_to_wire
 from iii_sdk.client_link import ClientLink
@@ -39,7 +40,6 @@ from iii_sdk.protocol import NULL, ErrorCode
 log = logging.getLogger("iii_sdk")
 
 DEFAULT_INVOCATION_TIMEOUT_MS = 30_000
-SDK_VERSION = "0.1.0"
 
 Handler = Callable[..., Any]
 
@@ -311,7 +311,7 @@ class III:
                 or f"{socket.gethostname()}:{os.getpid()}")
         return {
             "runtime": "python",
-            "version": SDK_VERSION,
+            "version": __version__,
             "name": name,
             "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
             "pid": os.getpid(),
