@@ -15,6 +15,7 @@ from typing import Any
 from iii_daemon import __version__, unix_listener
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
+from iii_daemon.store import Store, StoreError
 from iii_sdk.protocol import DEFAULT_MAX_FRAME_BYTES
 
 log = logging.getLogger("iii_daemon")
@@ -47,8 +48,15 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     pidfile = unix_listener.acquire_pidfile(config.socket_path)
     try:
+        try:
+            store = Store(config.data_dir / "iii.db")
+        except StoreError as exc:
+            raise unix_listener.StartupError(str(exc)) from None
         sock = unix_listener.bind_socket(config.socket_path)
-        hub = Hub(Router(info=_info(config)), loop, config.write_limit)
+        router = Router(info=_info(config), store=store)
+        hub = Hub(router, loop, config.write_limit)
+        hub.deliver(router.start(loop.time(), time.time()))
+        hub.flush()
         server = await unix_listener.start_unix_server(hub, sock, config.max_frame_bytes)
         log.info("listening on %s", config.socket_path)
         if ready is not None:
@@ -61,6 +69,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
             hub.shutdown()
             unix_listener.remove_socket(config.socket_path)
             await _drain(hub)
+            store.close()
     finally:
         unix_listener.release_pidfile(config.socket_path, pidfile)
 

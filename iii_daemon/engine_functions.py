@@ -1,4 +1,4 @@
-"""Functions the daemon itself provides (``engine::*``).
+"""Functions the daemon itself provides (``engine::*``), and the table of all of them.
 
 Each is a plain function of the router's state; the router calls it like a worker
 function for every action, so it must not block.
@@ -6,37 +6,20 @@ function for every action, so it must not block.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
 from typing import TYPE_CHECKING, Any
 
+from iii_daemon import state_functions
+from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
+from iii_daemon.store import StoreError
+from iii_daemon.triggers.manager import TriggerError
 from iii_sdk.protocol import ErrorCode
 
 if TYPE_CHECKING:
-    from iii_daemon.registry import Connection
     from iii_daemon.router import Router
 
 
-class CallError(Exception):
-    """Raised by an engine function to answer the caller with ``code`` and ``message``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-Handler = Callable[["Router", "Connection", Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltinFunction:
-    id: str
-    description: str
-    handler: Handler
-
-
-def list_functions(router: Router, conn: Connection, data: Any) -> Any:
+def list_functions(router: Router, ctx: CallContext) -> Any:
     functions: list[dict[str, Any]] = [
         {"function_id": b.id, "description": b.description, "request_format": None,
          "response_format": None, "metadata": None, "worker_id": None}
@@ -56,7 +39,7 @@ def list_functions(router: Router, conn: Connection, data: Any) -> Any:
     return {"functions": functions}
 
 
-def list_workers(router: Router, conn: Connection, data: Any) -> Any:
+def list_workers(router: Router, ctx: CallContext) -> Any:
     workers = []
     for worker in router.registry.connections.values():
         if not worker.is_worker:
@@ -76,7 +59,7 @@ def list_workers(router: Router, conn: Connection, data: Any) -> Any:
     return {"workers": workers}
 
 
-def list_actions(router: Router, conn: Connection, data: Any) -> Any:
+def list_actions(router: Router, ctx: CallContext) -> Any:
     """Worker-provided TriggerActions (``void`` and ``enqueue`` are the daemon's own)."""
     connections = router.registry.connections
     return {"actions": sorted(
@@ -86,7 +69,7 @@ def list_actions(router: Router, conn: Connection, data: Any) -> Any:
         key=lambda a: a["id"])}
 
 
-def status(router: Router, conn: Connection, data: Any) -> Any:
+def status(router: Router, ctx: CallContext) -> Any:
     """The daemon's facts and counts (``iii daemon status``)."""
     registry = router.registry
     return {
@@ -95,28 +78,97 @@ def status(router: Router, conn: Connection, data: Any) -> Any:
         "workers": sum(1 for c in registry.connections.values() if c.is_worker),
         "functions": len(registry.functions),
         "actions": len(registry.actions),
+        "triggers": len(router.triggers.bindings),
         "pending_invocations": len(router.invocations),
     }
 
 
-def register_worker(router: Router, conn: Connection, data: Any) -> Any:
+def register_worker(router: Router, ctx: CallContext) -> Any:
     """Record what a worker says about itself (name, runtime, version, pid, ...)."""
-    if not isinstance(data, dict):
+    if not isinstance(ctx.data, dict):
         raise CallError(ErrorCode.BAD_REQUEST, "worker metadata must be an object")
-    conn.info = data
+    if ctx.conn is None:
+        raise CallError(ErrorCode.BAD_REQUEST, "only a worker can introduce itself")
+    ctx.conn.info = ctx.data
     return None
 
 
+def register_trigger(router: Router, ctx: CallContext) -> Any:
+    """A daemon-owned trigger: stored, it survives the caller and daemon restarts."""
+    data = ctx.data
+    trigger_type = field(data, "trigger_type", str, optional=True) or field(data, "type", str)
+    function_id = field(data, "function_id", str)
+    trigger_id = field(data, "id", str, optional=True) or f"trg-{uuid.uuid4().hex[:12]}"
+    config = data.get("config") or {}
+    try:
+        binding = router.triggers.register(None, trigger_id, trigger_type, function_id,
+                                           config, data.get("metadata"), ctx.clock, ctx.out)
+    except TriggerError as exc:
+        raise CallError(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)) from None
+    except StoreError as exc:
+        raise CallError(ErrorCode.INVOCATION_FAILED, str(exc)) from None
+    return {"id": binding.id, "status": binding.status}
+
+
+def unregister_trigger(router: Router, ctx: CallContext) -> Any:
+    trigger_id = field(ctx.data, "id", str)
+    owner = router.triggers.owned_by(trigger_id)
+    if isinstance(owner, int):
+        raise CallError(ErrorCode.BAD_REQUEST,
+                        f"trigger '{trigger_id}' belongs to worker {router.worker_id(owner)} "
+                        "and goes when that worker unregisters it or disconnects")
+    try:
+        return {"removed": router.triggers.unregister(trigger_id, None, ctx.out)}
+    except StoreError as exc:
+        raise CallError(ErrorCode.INVOCATION_FAILED, str(exc)) from None
+
+
+def list_trigger_types(router: Router, ctx: CallContext) -> Any:
+    triggers = router.triggers
+    types = [triggers.describe_type(t) for t in triggers.types.values()]
+    types += [{"id": t, "description": None, "provider": None,
+               "triggers": sum(1 for b in triggers.bindings.values() if b.trigger_type == t)}
+              for t in triggers.pending_types()]
+    return {"trigger_types": sorted(types, key=lambda t: t["id"])}
+
+
+def list_registered_triggers(router: Router, ctx: CallContext) -> Any:
+    triggers = router.triggers
+    return {"triggers": [triggers.describe(b)
+                         for b in sorted(triggers.bindings.values(), key=lambda b: b.id)]}
+
+
+def list_events(router: Router, ctx: CallContext) -> Any:
+    """Recent events, oldest first: ``{limit?, event?, after?}`` filter them."""
+    data = ctx.data if isinstance(ctx.data, dict) else {}
+    limit = field(data, "limit", int, optional=True) or 100
+    kind = field(data, "event", str, optional=True)
+    after = field(data, "after", int, optional=True) or 0
+    events = [e for e in router.events if e["seq"] > after and kind in (None, e["event"])]
+    return {"events": events[-limit:]}
+
+
+_ENGINE = (
+    BuiltinFunction("engine::functions::list", "lists every registered function",
+                    list_functions),
+    BuiltinFunction("engine::workers::list", "lists the connected workers", list_workers),
+    BuiltinFunction("engine::actions::list", "lists the worker-provided actions",
+                    list_actions),
+    BuiltinFunction("engine::status", "the daemon's pid, listeners and counts", status),
+    BuiltinFunction("engine::workers::register",
+                    "records a worker's name, runtime, version and pid", register_worker),
+    BuiltinFunction("engine::register_trigger",
+                    "adds a daemon-owned trigger {id?, trigger_type, function_id, config}",
+                    register_trigger),
+    BuiltinFunction("engine::unregister_trigger", "removes a daemon-owned trigger {id}",
+                    unregister_trigger),
+    BuiltinFunction("engine::triggers::list", "lists the trigger types", list_trigger_types),
+    BuiltinFunction("engine::registered-triggers::list",
+                    "lists every trigger with its owner and status", list_registered_triggers),
+    BuiltinFunction("engine::events::list", "recent trigger events {limit?, event?, after?}",
+                    list_events),
+)
+
 BUILTINS: dict[str, BuiltinFunction] = {
-    b.id: b
-    for b in (
-        BuiltinFunction("engine::functions::list", "lists every registered function",
-                        list_functions),
-        BuiltinFunction("engine::workers::list", "lists the connected workers", list_workers),
-        BuiltinFunction("engine::actions::list", "lists the worker-provided actions",
-                        list_actions),
-        BuiltinFunction("engine::status", "the daemon's pid, listeners and counts", status),
-        BuiltinFunction("engine::workers::register",
-                        "records a worker's name, runtime, version and pid", register_worker),
-    )
+    b.id: b for b in (*_ENGINE, *state_functions.FUNCTIONS)
 }

@@ -136,7 +136,9 @@ class Hub:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.deliver(self.router.expire(self.loop.time()))
+        now = self.loop.time()
+        self.router.tick_clock(now, time.time())  # cron follows the wall clock
+        self.deliver(self.router.expire(now))
         self.flush()
 
     # --- shutdown -----------------------------------------------------------------------

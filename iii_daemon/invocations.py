@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import heapq
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+#: What the daemon does with the answer to a call it made itself: ``(result, error, out)``.
+Continuation = Callable[[Any, Any, Any], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -21,6 +26,8 @@ class Invocation:
     started: float
     timeout_ms: int | None = None
     deadline: float | None = None
+    #: For the daemon's own calls (trigger targets, conditions): what to do with the answer.
+    then: Continuation | None = None
 
 
 class InvocationTable:

@@ -10,6 +10,7 @@ an argument; :meth:`Router.next_deadline` says when the driver must call
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
 import secrets
@@ -18,10 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from msgspec import Raw
+
 from iii_daemon import engine_functions
-from iii_daemon.engine_functions import BuiltinFunction, CallError
-from iii_daemon.invocations import Invocation, InvocationTable
+from iii_daemon.builtin import BuiltinFunction, CallContext, CallError
+from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
+from iii_daemon.store import Store
+from iii_daemon.triggers.base import Clock
+from iii_daemon.triggers.manager import TriggerError, TriggerManager
 from iii_sdk import protocol as p
 from iii_sdk.protocol import NULL, ErrorCode
 
@@ -58,7 +64,8 @@ class Router:
     """Registry, routing and invocation tracking for every connection."""
 
     def __init__(self, builtins: dict[str, BuiltinFunction] | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, store: Store | None = None,
+                 history: int = 10_000) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -66,6 +73,39 @@ class Router:
         self.builtins: dict[str, BuiltinFunction] = dict(
             engine_functions.BUILTINS if builtins is None else builtins
         )
+        self.store = store if store is not None else Store(None)
+        self.triggers = TriggerManager(self, self.store)
+        #: Recent events (trigger fired / skipped, outcomes of trigger calls), newest last.
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        self._event_seq = 0
+        #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
+        self._wall_offset = 0.0
+        self.clock = Clock(0.0, 0.0)
+
+    def start(self, now: float, wall: float) -> Output:
+        """Set the clock and bind the daemon-owned triggers kept in the store."""
+        out: Output = []
+        self.tick_clock(now, wall)
+        self.triggers.load(self.clock, out)
+        return out
+
+    def tick_clock(self, now: float, wall: float) -> None:
+        self._wall_offset = wall - now
+        self.clock = Clock(now, wall)
+
+    def _at(self, now: float) -> Clock:
+        self.clock = Clock(now, now + self._wall_offset)
+        return self.clock
+
+    def worker_id(self, conn_id: int | None) -> str | None:
+        conn = self.registry.connections.get(conn_id) if conn_id is not None else None
+        return conn.worker_id if conn is not None else None
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """Keep an event in the history ring (``engine::events::list``, later ``watch``)."""
+        self._event_seq += 1
+        self.events.append({"seq": self._event_seq, "event": kind,
+                            "time": round(self.clock.wall, 3), **fields})
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -90,7 +130,7 @@ class Router:
             return out
         for invocation_id in conn.serving:
             inv = self.invocations.pop(invocation_id)
-            if inv is not None and inv.caller is not None and inv.caller != conn_id:
+            if inv is not None and inv.caller != conn_id:
                 self._answer(inv, None, _error(
                     ErrorCode.INVOCATION_STOPPED,
                     f"the worker serving '{inv.function_id}' disconnected",
@@ -101,6 +141,7 @@ class Router:
                 worker = self.registry.connections.get(inv.worker)
                 if worker is not None:
                     worker.serving.discard(invocation_id)
+        self.triggers.connection_closed(conn_id, out)
         return out
 
     def shutdown(self) -> Output:
@@ -126,6 +167,7 @@ class Router:
         conn = self.registry.connections.get(conn_id)
         if conn is None:
             return out
+        self._at(now)
         handler = _HANDLERS.get(type(message))
         if handler is None:
             out.append((conn_id, p.Error(
@@ -153,11 +195,16 @@ class Router:
     # --- time ---------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return self.invocations.next_deadline()
+        deadlines = [d for d in (self.invocations.next_deadline(), self.triggers.cron.next_due())
+                     if d is not None]
+        return min(deadlines) if deadlines else None
 
     def expire(self, now: float) -> Output:
-        """Answer ``TIMEOUT`` to every call whose ``timeout_ms`` has run out."""
+        """Answer ``TIMEOUT`` to every call whose ``timeout_ms`` has run out, and fire the
+        cron triggers that are due."""
         out: Output = []
+        clock = self._at(now)
+        self.triggers.fire_due(clock, out)
         for inv in self.invocations.pop_expired(now):
             worker = self.registry.connections.get(inv.worker)
             if worker is not None:
@@ -257,46 +304,50 @@ class Router:
             return
         self._route(conn, msg, entry, void, now, out)
 
-    def _route(self, conn: Connection, msg: p.InvokeFunction, entry: FunctionEntry,
-               void: bool, now: float, out: Output) -> None:
+    def _route(self, conn: Connection | None, msg: p.InvokeFunction, entry: FunctionEntry,
+               void: bool, now: float, out: Output, then: Continuation | None = None) -> None:
         """Hand the call to the worker serving ``entry``; track it until answered."""
         invocations = self.invocations
         inv_id = invocations.new_id()
         caller_id = msg.invocation_id
-        waits = caller_id is not None and not void
-        timeout_ms = msg.timeout_ms if waits else None
+        waits = conn is not None and caller_id is not None and not void
+        timeout_ms = msg.timeout_ms if waits or then is not None else None
         invocations.add(Invocation(
             id=inv_id,
             function_id=entry.id,
             worker=entry.owner,
-            caller=conn.id if waits else None,
+            caller=conn.id if waits and conn is not None else None,
             caller_invocation_id=caller_id if waits else None,
             started=now,
             timeout_ms=timeout_ms,
             deadline=None if timeout_ms is None else now + timeout_ms / 1000,
+            then=then,
         ))
         self.registry.connections[entry.owner].serving.add(inv_id)
-        if waits:
+        if waits and conn is not None:
             conn.calling.add(inv_id)
         out.append((entry.owner, p.InvokeFunction(
             function_id=entry.id, data=msg.data, invocation_id=inv_id,
             metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,
         )))
-        if void and caller_id is not None:
+        if void and caller_id is not None and conn is not None:
             out.append((conn.id, p.InvocationResult(invocation_id=caller_id,
                                                     function_id=entry.id)))
 
-    def _call_builtin(self, conn: Connection, msg: p.InvokeFunction,
-                      builtin: BuiltinFunction, void: bool, out: Output) -> None:
-        error: p.ErrorBody | None = None
-        result: Any = None
+    def _run_builtin(self, conn: Connection | None, builtin: BuiltinFunction, data: Raw,
+                     out: Output) -> tuple[Any, p.ErrorBody | None]:
         try:
-            result = builtin.handler(self, conn, p.from_raw(msg.data))
+            return builtin.handler(self, CallContext(conn, p.from_raw(data), out,
+                                                     self.clock)), None
         except CallError as exc:
-            error = _error(exc.code, exc.message)
+            return None, _error(exc.code, exc.message)
         except Exception as exc:  # a daemon bug must not take the daemon down
             log.exception("engine function %s failed", builtin.id)
-            error = _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+            return None, _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _call_builtin(self, conn: Connection, msg: p.InvokeFunction,
+                      builtin: BuiltinFunction, void: bool, out: Output) -> None:
+        result, error = self._run_builtin(conn, builtin, msg.data, out)
         if msg.invocation_id is None:
             return
         if void:
@@ -307,6 +358,27 @@ class Router:
                 invocation_id=msg.invocation_id, function_id=builtin.id,
                 result=NULL if error is not None else p.to_raw(result), error=error,
             )))
+
+    def call_internal(self, function_id: str, data: Raw, then: Continuation, clock: Clock,
+                      out: Output, timeout_ms: int | None = None) -> None:
+        """A call the daemon makes itself (trigger targets, conditions); ``then`` gets
+        ``(result, error, out)`` once, whatever happens: answer, error, timeout, the
+        worker leaving, or no such function."""
+        entry = self.registry.functions.get(function_id)
+        if entry is not None:
+            message = p.InvokeFunction(function_id=function_id, data=data,
+                                       timeout_ms=timeout_ms)
+            self._route(None, message, entry, False, clock.now, out, then)
+            return
+        builtin = self.builtins.get(function_id)
+        if builtin is not None:
+            result, error = self._run_builtin(None, builtin, data, out)
+            then(None if error else p.to_raw(result),
+                 None if error is None else {"code": error.code, "message": error.message},
+                 out)
+            return
+        then(None, {"code": ErrorCode.FUNCTION_NOT_FOUND,
+                    "message": f"Function '{function_id}' not found"}, out)
 
     def _call_action(self, conn: Connection, msg: p.InvokeFunction, action_type: str,
                      now: float, out: Output) -> None:
@@ -348,6 +420,8 @@ class Router:
             return  # late (timed out, caller gone) or not this worker's to answer
         self.invocations.pop(msg.invocation_id)
         conn.serving.discard(inv.id)
+        if inv.caller is None and inv.then is None:
+            return
         if msg.error is not None:
             self._answer(inv, None, _valid_error(msg.error), out, msg)
         else:
@@ -355,6 +429,9 @@ class Router:
 
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:
+        if inv.then is not None:
+            inv.then(result, error, out)
+            return
         if inv.caller is None or inv.caller_invocation_id is None:
             return
         caller = self.registry.connections.get(inv.caller)
@@ -386,6 +463,43 @@ class Router:
         out.extend(self.disconnect(previous.id))
         out.append((previous.id, Close("replaced by a reattaching connection")))
 
+    # --- triggers -----------------------------------------------------------------------
+
+    def _on_register_trigger(self, conn: Connection, msg: p.RegisterTrigger, now: float,
+                             out: Output) -> None:
+        try:
+            binding = self.triggers.register(conn.id, msg.id, msg.trigger_type,
+                                             msg.function_id, msg.config, msg.metadata,
+                                             self.clock, out)
+        except TriggerError as exc:
+            out.append((conn.id, p.TriggerRegistrationResult(
+                id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id,
+                error=_error(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)))))
+            return
+        kind = self.triggers.types.get(binding.trigger_type)
+        if kind is not None and kind.owner is None:  # built-in: bound already
+            out.append((conn.id, p.TriggerRegistrationResult(
+                id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id)))
+
+    def _on_unregister_trigger(self, conn: Connection, msg: p.UnregisterTrigger, now: float,
+                               out: Output) -> None:
+        self.triggers.unregister(msg.id, conn.id, out)
+
+    def _on_register_trigger_type(self, conn: Connection, msg: p.RegisterTriggerType,
+                                  now: float, out: Output) -> None:
+        try:
+            self.triggers.add_type(conn.id, msg, self.clock, out)
+        except TriggerError as exc:
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=str(exc))))
+
+    def _on_unregister_trigger_type(self, conn: Connection, msg: p.UnregisterTriggerType,
+                                    now: float, out: Output) -> None:
+        self.triggers.remove_type(conn.id, msg.id)
+
+    def _on_trigger_result(self, conn: Connection, msg: p.TriggerRegistrationResult,
+                           now: float, out: Output) -> None:
+        self.triggers.provider_answered(conn.id, msg, out)
+
     def _not_yet(self, conn: Connection, msg: p.Message, now: float, out: Output) -> None:
         out.append((conn.id, p.Error(
             code=ErrorCode.BAD_REQUEST,
@@ -401,11 +515,11 @@ _HANDLERS: dict[type, _Handler] = {
     p.RegisterActionType: Router._on_register_action_type,
     p.Ping: Router._on_ping,
     p.Reattach: Router._on_reattach,
-    # Triggers and events arrive with their own issues; until then they are refused openly.
-    p.RegisterTrigger: Router._not_yet,
-    p.UnregisterTrigger: Router._not_yet,
-    p.RegisterTriggerType: Router._not_yet,
-    p.UnregisterTriggerType: Router._not_yet,
-    p.TriggerRegistrationResult: Router._not_yet,
+    p.RegisterTrigger: Router._on_register_trigger,
+    p.UnregisterTrigger: Router._on_unregister_trigger,
+    p.RegisterTriggerType: Router._on_register_trigger_type,
+    p.UnregisterTriggerType: Router._on_unregister_trigger_type,
+    p.TriggerRegistrationResult: Router._on_trigger_result,
+    # Streaming events to watchers arrives with its own issue; until then it is refused.
     p.Watch: Router._not_yet,
 }

@@ -465,12 +465,11 @@ def test_action_types_belong_to_one_worker_and_leave_with_it(core: Core) -> None
                          "function_id": "y"}) == []
 
 
-# --- not yet built ----------------------------------------------------------------------
+# --- not yet built ---------------------------------------------------------------------
 
 
-def test_trigger_messages_are_refused_openly_for_now(core: Core) -> None:
-    [(_, error)] = core.send(1, {"type": "registertrigger", "id": "t", "trigger_type": "cron",
-                                 "function_id": "f", "config": {}})
+def test_watch_is_refused_openly_for_now(core: Core) -> None:
+    [(_, error)] = core.send(1, {"type": "watch"})
     assert error["type"] == "error" and "not supported" in error["message"]
 
 

@@ -1,0 +1,57 @@
+"""What a function the daemon provides looks like."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iii_daemon.registry import Connection
+    from iii_daemon.router import Output, Router
+    from iii_daemon.triggers.base import Clock
+
+
+class CallError(Exception):
+    """Raised by a daemon function to answer the caller with ``code`` and ``message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    #: Who called: None when the daemon called it itself (e.g. as a trigger condition).
+    conn: Connection | None
+    data: Any
+    #: Messages the function causes (triggers it fires) go here.
+    out: Output
+    clock: Clock
+
+
+Handler = Callable[["Router", CallContext], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinFunction:
+    id: str
+    description: str
+    handler: Handler
+
+
+def field(data: Any, name: str, kind: type, optional: bool = False) -> Any:
+    """``data[name]`` checked for type; raises ``bad_request`` naming what is wrong."""
+    from iii_sdk.protocol import ErrorCode
+
+    if not isinstance(data, dict):
+        raise CallError(ErrorCode.BAD_REQUEST, "the payload must be an object")
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (kind is str and not value):
+        raise CallError(ErrorCode.BAD_REQUEST,
+                        f"'{name}' must be a{'' if kind is int else ' non-empty'} "
+                        f"{kind.__name__}")
+    return value

@@ -1,0 +1,68 @@
+"""``state::get|set|delete|list`` (values kept in the store) and ``publish``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
+from iii_daemon.store import MISSING, StoreError
+from iii_sdk.protocol import ErrorCode
+
+if TYPE_CHECKING:
+    from iii_daemon.router import Router
+
+
+def _stored(action: Any) -> Any:
+    try:
+        return action()
+    except StoreError as exc:
+        raise CallError(ErrorCode.INVOCATION_FAILED, str(exc)) from None
+
+
+def state_get(router: Router, ctx: CallContext) -> Any:
+    value = router.store.get_state(field(ctx.data, "scope", str), field(ctx.data, "key", str))
+    return None if value is MISSING else value
+
+
+def state_set(router: Router, ctx: CallContext) -> Any:
+    scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
+    value = ctx.data.get("value")
+    old = router.store.get_state(scope, key)
+    _stored(lambda: router.store.set_state(scope, key, value))
+    event = "state:created" if old is MISSING else "state:updated"
+    old_value = None if old is MISSING else old
+    router.triggers.state_changed(scope, key, event, old_value, value, ctx.clock, ctx.out)
+    return {"old_value": old_value, "new_value": value}
+
+
+def state_delete(router: Router, ctx: CallContext) -> Any:
+    scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
+    old = router.store.get_state(scope, key)
+    if old is MISSING:
+        return {"removed": False, "old_value": None}
+    _stored(lambda: router.store.delete_state(scope, key))
+    router.triggers.state_changed(scope, key, "state:deleted", old, None, ctx.clock, ctx.out)
+    return {"removed": True, "old_value": old}
+
+
+def state_list(router: Router, ctx: CallContext) -> Any:
+    scope = field(ctx.data, "scope", str)
+    return {"items": [{"key": k, "value": v} for k, v in router.store.list_state(scope)]}
+
+
+def publish(router: Router, ctx: CallContext) -> Any:
+    topic = field(ctx.data, "topic", str)
+    count = router.triggers.published(topic, ctx.data.get("data"), ctx.clock, ctx.out)
+    return {"subscribers": count}
+
+
+FUNCTIONS = (
+    BuiltinFunction("state::get", "the value at {scope, key}, or null", state_get),
+    BuiltinFunction("state::set", "sets {scope, key} to value; fires state triggers",
+                    state_set),
+    BuiltinFunction("state::delete", "removes {scope, key}; fires state triggers",
+                    state_delete),
+    BuiltinFunction("state::list", "every {key, value} in a scope", state_list),
+    BuiltinFunction("publish", "sends {topic, data} to every subscribe trigger on topic",
+                    publish),
+)

@@ -1,0 +1,97 @@
+"""The daemon's one store: SQLite in WAL mode (stdlib sqlite3).
+
+Holds what must survive a restart: daemon-owned triggers and state values. Each write
+commits before the caller is answered; WAL with ``synchronous=NORMAL`` keeps committed
+data through a killed daemon (power loss may lose the last moments; queues, which
+promise more, will use ``FULL`` for their own writes).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+#: What :meth:`Store.get_state` returns for a key that is not set (``None`` is a value).
+MISSING: Final = object()
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS triggers (
+    id TEXT PRIMARY KEY,
+    trigger_type TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    metadata TEXT
+);
+CREATE TABLE IF NOT EXISTS state (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (disk full, permissions, corruption)."""
+
+
+class Store:
+    def __init__(self, path: Path | None = None) -> None:
+        """Open (creating) the database at ``path``; ``None`` keeps it in memory (tests)."""
+        try:
+            self._db = sqlite3.connect(":memory:" if path is None else str(path),
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write failed: {exc}") from None
+
+    # --- daemon-owned triggers ----------------------------------------------------------
+
+    def save_trigger(self, trigger_id: str, trigger_type: str, function_id: str,
+                     config: dict[str, Any], metadata: Any) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO triggers VALUES (?, ?, ?, ?, ?)",
+            (trigger_id, trigger_type, function_id, json.dumps(config),
+             None if metadata is None else json.dumps(metadata)))
+
+    def delete_trigger(self, trigger_id: str) -> None:
+        self._write("DELETE FROM triggers WHERE id = ?", (trigger_id,))
+
+    def load_triggers(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, trigger_type, function_id, config, metadata FROM triggers ORDER BY id")
+        return [{"id": r[0], "trigger_type": r[1], "function_id": r[2],
+                 "config": json.loads(r[3]),
+                 "metadata": None if r[4] is None else json.loads(r[4])} for r in rows]
+
+    # --- state --------------------------------------------------------------------------
+
+    def get_state(self, scope: str, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM state WHERE scope = ? AND key = ?",
+                               (scope, key)).fetchone()
+        return MISSING if row is None else json.loads(row[0])
+
+    def set_state(self, scope: str, key: str, value: Any) -> None:
+        self._write("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                    (scope, key, json.dumps(value)))
+
+    def delete_state(self, scope: str, key: str) -> None:
+        self._write("DELETE FROM state WHERE scope = ? AND key = ?", (scope, key))
+
+    def list_state(self, scope: str) -> list[tuple[str, Any]]:
+        rows = self._db.execute("SELECT key, value FROM state WHERE scope = ? ORDER BY key",
+                                (scope,))
+        return [(r[0], json.loads(r[1])) for r in rows]

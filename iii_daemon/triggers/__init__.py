@@ -1,0 +1,1 @@
+"""Trigger types: each binds triggers of its kind and reports when they fire."""

@@ -1,0 +1,65 @@
+"""What every trigger type shares: the binding record and the plug-in interface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from iii_daemon.router import Output
+
+#: Binding states shown by ``engine::registered-triggers::list``.
+ACTIVE = "active"      # bound: it fires
+PENDING = "pending"    # its type has no provider (yet, or any more)
+BINDING = "binding"    # forwarded to the provider, no answer yet (it may never answer)
+ERROR = "error"        # the provider refused it
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The router's time: monotonic ``now`` for deadlines, ``wall`` (UTC epoch) for cron."""
+
+    now: float
+    wall: float
+
+
+@dataclass(slots=True, eq=False)
+class Binding:
+    id: str
+    trigger_type: str
+    function_id: str
+    config: dict[str, Any]
+    metadata: Any
+    #: The owning connection, or None: the daemon owns it (stored, survives restarts).
+    owner: int | None
+    status: str = PENDING
+    error: str | None = None
+
+
+class TriggerType(Protocol):
+    """A kind of trigger. Built-ins fire through the manager; worker-provided types are
+    forwarded to their provider, which fires them with ordinary calls."""
+
+    id: str
+    description: str
+    #: The connection providing it; None for the daemon's built-ins.
+    owner: int | None
+
+    def validate(self, config: dict[str, Any]) -> str | None:
+        """What is wrong with ``config``, or None (worker types leave that to the worker)."""
+
+    def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
+        """Start watching for ``binding``; return its new status."""
+
+    def unbind(self, binding: Binding, out: Output) -> None:
+        """Stop watching for ``binding``."""
+
+
+def require_string(config: dict[str, Any], key: str, optional: bool = False) -> str | None:
+    """An error message unless ``config[key]`` is a non-empty string."""
+    value = config.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        return f"config.{key} must be a non-empty string"
+    return None

@@ -1,0 +1,32 @@
+"""``subscribe``: fire with the published data when something is published on ``topic``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from iii_daemon.triggers.base import ACTIVE, Binding, Clock, require_string
+
+if TYPE_CHECKING:
+    from iii_daemon.router import Output
+
+
+class SubscribeType:
+    id: str = "subscribe"
+    description: str = "fires with the data of each `publish` on a topic"
+    owner: int | None = None
+
+    def __init__(self) -> None:
+        self._by_topic: dict[str, dict[str, Binding]] = {}
+
+    def validate(self, config: dict[str, Any]) -> str | None:
+        return require_string(config, "topic")
+
+    def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
+        self._by_topic.setdefault(binding.config["topic"], {})[binding.id] = binding
+        return ACTIVE
+
+    def unbind(self, binding: Binding, out: Output) -> None:
+        self._by_topic.get(binding.config["topic"], {}).pop(binding.id, None)
+
+    def subscribers(self, topic: str) -> list[Binding]:
+        return list(self._by_topic.get(topic, {}).values())
