@@ -59,6 +59,8 @@ class ListKind(StrEnum):
     functions = "functions"
     workers = "workers"
     actions = "actions"
+    triggers = "triggers"
+    trigger_types = "trigger-types"
 
 
 class Shell(StrEnum):
@@ -116,8 +118,12 @@ def _call(socket_path: Path, function_id: str, data: Any = None) -> Any:
             answer = conn.call(function_id, data)
     except Unreachable as exc:
         _fail(ec.UNREACHABLE, unreachable_message(exc))
-    if answer.get("error"):
-        _fail(ec.FUNCTION_ERROR, json.dumps(answer["error"]))
+    error = answer.get("error")
+    if error:
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        _fail(ec.BY_ERROR_CODE.get(code, ec.FUNCTION_ERROR) if isinstance(code, str)
+              else ec.FUNCTION_ERROR, f"{function_id}: {message}")
     return answer.get("result")
 
 
@@ -169,6 +175,12 @@ LIST_KINDS = {
     "actions": ("engine::actions::list", "actions",
                 [("id", "ACTION"), ("function_id", "FUNCTION"), ("worker", "WORKER"),
                  ("description", "DESCRIPTION")]),
+    "triggers": ("engine::registered-triggers::list", "triggers",
+                 [("id", "ID"), ("trigger_type", "TYPE"), ("function_id", "FUNCTION"),
+                  ("status", "STATUS"), ("owner_name", "OWNER"), ("config", "CONFIG")]),
+    "trigger-types": ("engine::triggers::list", "trigger_types",
+                      [("id", "TYPE"), ("provider_name", "PROVIDER"),
+                       ("triggers", "TRIGGERS"), ("description", "DESCRIPTION")]),
 }
 
 
@@ -178,7 +190,7 @@ def list_(
     fmt: FormatOption = None,
     socket: SocketOption = None,
 ) -> None:
-    """List functions, workers or worker-provided actions."""
+    """List functions, workers, actions, triggers or trigger types."""
     socket_path = _socket(socket)
     function_id, key, columns = LIST_KINDS[kind.value]
     rows: list[dict[str, Any]] = _call(socket_path, function_id)[key]
@@ -197,9 +209,77 @@ def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]],
         return
     workers = _call(socket_path, "engine::workers::list")["workers"]
     names = {w["id"]: w["name"] or w["id"][:8] for w in workers}
+
+    def name(worker_id: str | None) -> str:
+        if worker_id in (None, "daemon"):
+            return "(daemon)"
+        return names.get(worker_id, worker_id[:8])
+
     for row in rows:
-        owner = row["worker_id"]
-        row["worker"] = "(daemon)" if owner is None else names.get(owner, owner[:8])
+        if kind is ListKind.triggers:
+            row["owner_name"] = name(row["owner"])
+        elif kind is ListKind.trigger_types:
+            row["provider_name"] = "(nobody)" if row["provider"] is None \
+                else name(row["provider"])
+        else:
+            row["worker"] = name(row["worker_id"])
+
+
+# --- triggers -----------------------------------------------------------------------------
+
+
+@app.command("register-trigger")
+def register_trigger(
+    trigger_type: Annotated[str, typer.Option("--type", help="cron, state, subscribe, or a "
+                                                             "worker-provided type.")],
+    function_id: Annotated[str, typer.Option(
+        "--function", help="The function to run.", autocompletion=_complete_function_ids)],
+    config: Annotated[str | None, typer.Option(
+        "--config", help='The type\'s config as JSON, e.g. {"expression":"*/5 * * * * *"}.')
+    ] = None,
+    condition: Annotated[str | None, typer.Option(
+        "--condition", help="Run only when this function returns something truthy.")
+    ] = None,
+    trigger_id: Annotated[str | None, typer.Option("--id", help="Choose the id.")] = None,
+    socket: SocketOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Add a daemon-owned trigger (kept across restarts); prints its id."""
+    try:
+        parsed = json.loads(config) if config is not None else {}
+    except ValueError as exc:
+        _fail(ec.USAGE, f"--config is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        _fail(ec.USAGE, "--config must be a JSON object")
+    if condition:
+        parsed["condition_function_id"] = condition
+    socket_path = _socket(socket)
+    request: dict[str, Any] = {"trigger_type": trigger_type, "function_id": function_id,
+                               "config": parsed}
+    if trigger_id:
+        request["id"] = trigger_id
+    result = _call(socket_path, "engine::register_trigger", request)
+    functions = {f["function_id"]
+                 for f in _call(socket_path, "engine::functions::list")["functions"]}
+    for needed in (function_id, condition):
+        if needed and needed not in functions:
+            _say(f"iii: warning: function '{needed}' is not registered yet; the trigger "
+                 "records function_not_found until a worker serves it", quiet)
+    if result["status"] == "pending":
+        _say(f"iii: warning: nobody provides trigger type '{trigger_type}' yet; the "
+             "trigger is pending", quiet)
+    typer.echo(result["id"])
+
+
+@app.command()
+def unregister(
+    trigger_id: Annotated[str, typer.Argument(metavar="ID", help="The trigger's id.")],
+    socket: SocketOption = None,
+) -> None:
+    """Remove a daemon-owned trigger; exit 4 when there is none with that id."""
+    result = _call(_socket(socket), "engine::unregister_trigger", {"id": trigger_id})
+    if not result["removed"]:
+        _fail(ec.NOT_FOUND, f"no trigger '{trigger_id}'")
 
 
 # --- daemon -------------------------------------------------------------------------------

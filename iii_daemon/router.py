@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from msgspec import Raw
 
 from iii_daemon import engine_functions
@@ -50,6 +51,13 @@ _Handler = Callable[["Router", Connection, Any, float, Output], None]
 
 def _error(code: str, message: str) -> p.ErrorBody:
     return p.ErrorBody(code=code, message=message)
+
+
+def _as_dict(error: Any) -> dict[str, Any] | None:
+    """An error as continuations see it: a plain ``{code, message, ...}`` dict."""
+    if isinstance(error, p.ErrorBody):
+        return msgspec.structs.asdict(error)
+    return error  # type: ignore[no-any-return]
 
 
 def _valid_error(error: Any) -> Any:
@@ -373,9 +381,7 @@ class Router:
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             result, error = self._run_builtin(None, builtin, data, out)
-            then(None if error else p.to_raw(result),
-                 None if error is None else {"code": error.code, "message": error.message},
-                 out)
+            then(None if error else p.to_raw(result), _as_dict(error), out)
             return
         then(None, {"code": ErrorCode.FUNCTION_NOT_FOUND,
                     "message": f"Function '{function_id}' not found"}, out)
@@ -430,7 +436,7 @@ class Router:
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:
         if inv.then is not None:
-            inv.then(result, error, out)
+            inv.then(result, _as_dict(error), out)
             return
         if inv.caller is None or inv.caller_invocation_id is None:
             return

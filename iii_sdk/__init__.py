@@ -31,6 +31,9 @@ if TYPE_CHECKING:
         FunctionRef,
         InitOptions,
         ReconnectionConfig,
+        Trigger,
+        TriggerConfig,
+        TriggerTypeRef,
         register_worker,
     )
 
@@ -49,6 +52,9 @@ _WHERE = {
     "FunctionRef": "iii_sdk.worker",
     "InitOptions": "iii_sdk.worker",
     "ReconnectionConfig": "iii_sdk.worker",
+    "Trigger": "iii_sdk.worker",
+    "TriggerConfig": "iii_sdk.worker",
+    "TriggerTypeRef": "iii_sdk.worker",
     "register_worker": "iii_sdk.worker",
 }
 
@@ -62,9 +68,12 @@ __all__ = [
     "InvocationError",
     "ProtocolError",
     "ReconnectionConfig",
+    "Trigger",
     "TriggerAction",
     "TriggerActionEnqueue",
     "TriggerActionVoid",
+    "TriggerConfig",
+    "TriggerTypeRef",
     "register_worker",
 ]
 

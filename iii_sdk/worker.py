@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,38 @@ class InitOptions:
     #: returns anyway (it keeps retrying in the background).
     connect_timeout_s: float = 30.0
     max_frame_bytes: int = p.DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(slots=True)
+class TriggerConfig:
+    """What a trigger-type provider is told about a binding to start or stop."""
+
+    id: str
+    function_id: str
+    config: Any
+    metadata: Any = None
+
+
+@dataclass(slots=True)
+class Trigger:
+    """A registered trigger; ``unregister()`` removes it."""
+
+    id: str
+    unregister: Callable[[], None]
+
+
+@dataclass(slots=True)
+class TriggerTypeRef:
+    """A provided trigger type; ``unregister()`` stops providing it."""
+
+    id: str
+    unregister: Callable[[], None]
+
+
+@dataclass(slots=True, eq=False)
+class _TriggerType:
+    message: p.RegisterTriggerType
+    provider: Any
 
 
 @dataclass(slots=True)
@@ -165,6 +198,8 @@ class III:
         self._options = options or InitOptions()
         self._functions: dict[str, _Function] = {}
         self._action_types: dict[str, p.RegisterActionType] = {}
+        self._trigger_types: dict[str, _TriggerType] = {}
+        self._triggers: dict[str, p.RegisterTrigger] = {}
         self._pending: dict[str, _Pending] = {}
         self._outbox: list[p.InvokeFunction] = []
         self._link: ClientLink | None = None
@@ -281,10 +316,14 @@ class III:
         if self._worker_id is not None and self._reattach_token is not None:
             link.send(p.Reattach(previous_worker_id=self._worker_id,
                                  reattach_token=self._reattach_token))
+        for trigger_type in list(self._trigger_types.values()):
+            link.send(trigger_type.message)
         for function in list(self._functions.values()):
             link.send(function.message)
         for action in list(self._action_types.values()):
             link.send(action)
+        for trigger in list(self._triggers.values()):
+            link.send(trigger)
         outbox, self._outbox = self._outbox, []
         for message in outbox:
             pending = self._pending.get(message.invocation_id or "")
@@ -343,6 +382,15 @@ class III:
             log.error("registration of %r rejected (%s): %s", message.function_id,
                       message.code, message.message)
             self._functions.pop(message.function_id, None)
+        elif isinstance(message, p.RegisterTrigger):
+            self._provide(message, "register_trigger")
+        elif isinstance(message, p.UnregisterTrigger):
+            self._provide(message, "unregister_trigger")
+        elif isinstance(message, p.TriggerRegistrationResult):
+            if message.error is not None:
+                log.error("trigger %r (%s) was refused: %s", message.id, message.trigger_type,
+                          message.error.get("message") if isinstance(message.error, dict)
+                          else message.error)
         elif isinstance(message, p.Error):
             log.warning("the daemon reported %s: %s", message.code, message.message)
 
@@ -379,6 +427,43 @@ class III:
             future.add_done_callback(
                 lambda f: self._loop.call_soon_threadsafe(
                     self._finish, function.message.id, invocation_id, f))
+
+    def _provide(self, message: p.RegisterTrigger | p.UnregisterTrigger, method: str) -> None:
+        """Hand a binding of a type we provide to its provider; answer registrations."""
+        provided = self._trigger_types.get(message.trigger_type or "")
+        if provided is None:
+            return  # as the official SDK: silence for a type we do not provide
+        config = TriggerConfig(id=message.id, function_id=message.function_id or "",
+                               config=message.config, metadata=message.metadata)
+        callback = getattr(provided.provider, method)
+        answer = isinstance(message, p.RegisterTrigger)
+
+        def done(exc: BaseException | None) -> None:
+            if exc is not None:
+                log.error("%s.%s(%s) raised %s", type(provided.provider).__name__, method,
+                          message.id, exc)
+            if answer:
+                self._send(p.TriggerRegistrationResult(
+                    id=message.id, trigger_type=message.trigger_type or "",
+                    function_id=message.function_id or "",
+                    error=None if exc is None else {
+                        "code": ErrorCode.TRIGGER_REGISTRATION_FAILED, "message": str(exc)}))
+
+        if inspect.iscoroutinefunction(callback):
+            async def run() -> None:
+                try:
+                    await callback(config)
+                except Exception as exc:
+                    done(exc)
+                else:
+                    done(None)
+            task = self._loop.create_task(run())
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+        else:
+            future = self._executor.submit(callback, config)
+            future.add_done_callback(lambda f: self._loop.call_soon_threadsafe(
+                done, None if f.cancelled() else f.exception()))
 
     async def _run_async(self, function: _Function, invocation_id: str | None, data: Any,
                          metadata: Any) -> None:
@@ -480,6 +565,69 @@ class III:
 
         self._call_on_loop(register)
         return ref
+
+    def register_trigger(self, trigger: dict[str, Any]) -> Trigger:
+        """Bind a trigger: ``{"type", "function_id", "config"?, "metadata"?, "id"?}``.
+
+        Sent fire-and-forget (the daemon answers a refusal with a logged error), replayed
+        with the same id after a reconnect, and removed by the daemon when this worker
+        disconnects.
+        """
+        if not isinstance(trigger, dict):
+            raise TypeError("register_trigger() takes a dict with 'type' and 'function_id'")
+        trigger_type = trigger.get("type") or trigger.get("trigger_type")
+        function_id = trigger.get("function_id")
+        if not isinstance(trigger_type, str) or not trigger_type:
+            raise ValueError("the trigger needs a 'type'")
+        if not isinstance(function_id, str) or not function_id:
+            raise ValueError("the trigger needs a 'function_id'")
+        config = trigger.get("config") or {}
+        if not isinstance(config, dict):
+            raise TypeError("config must be a dict")
+        trigger_id = trigger.get("id") or str(uuid.uuid4())
+        message = p.RegisterTrigger(id=trigger_id, trigger_type=trigger_type,
+                                    function_id=function_id, config=config,
+                                    metadata=trigger.get("metadata"))
+
+        def register() -> None:
+            self._triggers[trigger_id] = message
+            self._send(message)
+
+        def unregister() -> None:
+            def drop() -> None:
+                if self._triggers.pop(trigger_id, None) is not None:
+                    self._send(p.UnregisterTrigger(id=trigger_id, trigger_type=trigger_type))
+            self._call_on_loop(drop)
+
+        self._call_on_loop(register)
+        return Trigger(id=trigger_id, unregister=unregister)
+
+    def register_trigger_type(self, type_id: str, description: str, provider: Any
+                              ) -> TriggerTypeRef:
+        """Provide the trigger type ``type_id``.
+
+        ``provider.register_trigger(cfg)`` / ``provider.unregister_trigger(cfg)`` (sync or
+        async; ``cfg`` is a :class:`TriggerConfig`) are called for each binding of this
+        type; raising in ``register_trigger`` refuses the binding. The provider fires a
+        binding by calling ``cfg.function_id`` with :meth:`trigger`.
+        """
+        for method in ("register_trigger", "unregister_trigger"):
+            if not callable(getattr(provider, method, None)):
+                raise TypeError(f"the provider needs a {method}(config) method")
+        message = p.RegisterTriggerType(id=type_id, description=description)
+
+        def register() -> None:
+            self._trigger_types[type_id] = _TriggerType(message, provider)
+            self._send(message)
+
+        def unregister() -> None:
+            def drop() -> None:
+                if self._trigger_types.pop(type_id, None) is not None:
+                    self._send(p.UnregisterTriggerType(id=type_id))
+            self._call_on_loop(drop)
+
+        self._call_on_loop(register)
+        return TriggerTypeRef(id=type_id, unregister=unregister)
 
     def _call_on_loop(self, fn: Callable[[], None]) -> None:
         if threading.current_thread() is self._thread:
@@ -669,5 +817,8 @@ __all__ = [
     "FunctionRef",
     "InitOptions",
     "ReconnectionConfig",
+    "Trigger",
+    "TriggerConfig",
+    "TriggerTypeRef",
     "register_worker",
 ]
