@@ -39,6 +39,11 @@ def echo(data: Any, metadata: Any = None) -> dict[str, Any]:
     return {"data": data, "metadata": metadata}
 
 
+def is_positive(data: Any) -> bool:
+    """A trigger condition: run the target only for payloads with n > 0."""
+    return isinstance(data, dict) and isinstance(data.get("n"), int | float) and data["n"] > 0
+
+
 def main() -> None:
     address = sys.argv[1] if len(sys.argv) > 1 else None
     worker = register_worker(address, InitOptions(worker_name="math-worker"))
@@ -46,6 +51,8 @@ def main() -> None:
     worker.register_function("math::divide", divide, description="divides a by b")
     worker.register_function("math::sleep", sleep, description="sleeps, then answers")
     worker.register_function("math::echo", echo, description="returns data and metadata")
+    worker.register_function("math::is_positive", is_positive,
+                             description="true when data.n > 0 (a trigger condition)")
     worker.ping()  # every registration is in effect once the daemon answered
     print("math-worker ready", flush=True)
 

@@ -136,6 +136,10 @@ class RawClient:
             if message.get("invocation_id") == invocation_id:
                 return message
 
+    def in_flight(self) -> int:
+        """Calls the daemon is waiting on (engine::status)."""
+        return int(self.call("engine::status")["result"]["pending_invocations"])
+
     def ping(self) -> None:
         self.send({"type": "ping"})
         while self.recv()["type"] != "pong":

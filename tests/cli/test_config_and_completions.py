@@ -106,7 +106,7 @@ def test_function_ids_complete_from_the_running_daemon(daemon: DaemonProcess,
                                                        math_worker: Any) -> None:
     assert complete(daemon.tmp, "iii trigger math::d") == ["math::divide"]
     assert set(complete(daemon.tmp, "iii trigger math::")) == {
-        "math::add", "math::divide", "math::sleep", "math::echo"}
+        "math::add", "math::divide", "math::sleep", "math::echo", "math::is_positive"}
     assert "list" in complete(daemon.tmp, "iii li")
 
 

@@ -166,7 +166,8 @@ def test_kill_9_of_a_worker_mid_call(daemon: DaemonProcess, caller: III) -> None
     import threading
     thread = threading.Thread(target=call)
     thread.start()
-    time.sleep(0.3)  # let the call reach the worker; what we measure starts at the kill
+    probe = RawClient(daemon.socket_path)
+    wait_for(lambda: probe.in_flight() == 1, message="the call to reach the worker")
     killed_at = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -185,15 +186,32 @@ def test_kill_9_of_a_worker_mid_call(daemon: DaemonProcess, caller: III) -> None
 
 
 def test_caller_disconnect_mid_call_leaves_the_daemon_and_worker_fine(
-        math_worker: Any, daemon: DaemonProcess) -> None:
-    raw = RawClient(daemon.socket_path)
-    raw.send({"type": "invokefunction", "function_id": "math::sleep",
-              "data": {"seconds": 0.3}, "invocation_id": "gone"})
-    raw.close()
-    time.sleep(0.5)  # let the worker answer into the void
-    assert daemon.alive
-    other = RawClient(daemon.socket_path)
-    assert other.call("math::add", {"a": 1, "b": 1})["result"] == {"sum": 2}
+        daemon: DaemonProcess) -> None:
+    import threading
+
+    release, finished = threading.Event(), threading.Event()
+    worker = register_worker(str(daemon.socket_path))
+    try:
+        def held(data: Any) -> str:
+            release.wait(10)
+            finished.set()
+            return "late"
+
+        worker.register_function("held", held)
+        worker.ping()
+        raw = RawClient(daemon.socket_path)
+        raw.send({"type": "invokefunction", "function_id": "held", "invocation_id": "gone"})
+        other = RawClient(daemon.socket_path)
+        wait_for(lambda: other.in_flight() == 1, message="the call to be in flight")
+        raw.close()
+        wait_for(lambda: other.in_flight() == 0, message="the daemon to forget the call")
+        release.set()
+        finished.wait(10)
+        worker.ping()  # ordered after the late result on the same connection
+        assert daemon.alive
+        assert other.call("engine::workers::list")["result"]["workers"]
+    finally:
+        worker.shutdown()
 
 
 def test_workers_list_shows_the_workers_metadata(math_worker: Any, caller: III) -> None:
@@ -202,7 +220,7 @@ def test_workers_list_shows_the_workers_metadata(math_worker: Any, caller: III) 
     assert math["runtime"] == "python" and math["pid"] == math_worker.pid
     assert math["transport"] == "unix"
     assert set(math["functions"]) == {"math::add", "math::divide", "math::sleep",
-                                      "math::echo"}
+                                      "math::echo", "math::is_positive"}
 
 
 def test_worker_reconnects_and_replays_after_a_daemon_restart(short_tmp: Path) -> None:
@@ -239,7 +257,7 @@ def test_calls_made_while_disconnected_wait_for_the_daemon(short_tmp: Path) -> N
         thread = threading.Thread(target=lambda: answers.append(
             caller.trigger({"function_id": "engine::workers::list", "timeout_ms": 10_000})))
         thread.start()
-        time.sleep(0.2)
+        wait_for(lambda: len(caller._outbox) == 1, message="the call to wait in the outbox")
         daemon.start()
         thread.join(10)
         assert answers and "workers" in answers[0]
@@ -253,7 +271,8 @@ def test_sigterm_stops_waiting_calls_and_removes_the_socket(
     raw = RawClient(daemon.socket_path)
     raw.send({"type": "invokefunction", "function_id": "math::sleep",
               "data": {"seconds": 30}, "invocation_id": "w"})
-    time.sleep(0.2)
+    probe = RawClient(daemon.socket_path)
+    wait_for(lambda: probe.in_flight() == 1, message="the call to be in flight")
     assert daemon.stop() == 0
     assert raw.recv()["error"]["code"] == "invocation_stopped"
     assert not daemon.socket_path.exists()

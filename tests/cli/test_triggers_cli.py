@@ -1,0 +1,107 @@
+"""Triggers from the command line alone (issue: cron, state, publish, condition, restart)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import DaemonProcess, run_iii, spawn_worker, wait_for
+
+
+def iii(tmp: Path, *args: str) -> Any:
+    proc = run_iii(tmp, *args)
+    assert proc.returncode == 0, (args, proc.stderr)
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def finished(tmp: Path, trigger_id: str) -> list[dict[str, Any]]:
+    events = iii(tmp, "trigger", "engine::events::list", "event=invocation.finished",
+                 "limit=1000")["events"]
+    return [e for e in events if e["trigger_id"] == trigger_id]
+
+
+def test_from_the_cli_alone(short_tmp: Path) -> None:
+    tmp = short_tmp
+    try:
+        assert run_iii(tmp, "daemon", "start").returncode == 0
+        worker = spawn_worker(tmp)
+
+        cron = run_iii(tmp, "register-trigger", "--type", "cron", "--function", "math::echo",
+                       "--config", '{"expression": "* * * * * *"}')
+        assert cron.returncode == 0 and cron.stderr == ""
+        cron_id = cron.stdout.strip()
+        assert cron_id and "\n" not in cron_id  # only the id: id=$(iii register-trigger ...)
+
+        state = run_iii(tmp, "register-trigger", "--type", "state", "--function",
+                        "math::echo", "--config", '{"scope": "orders"}', "--id", "on-order")
+        assert state.stdout == "on-order\n"
+        news = run_iii(tmp, "register-trigger", "--type", "subscribe", "--function",
+                       "math::echo", "--config", '{"topic": "news"}', "--condition",
+                       "math::is_positive", "--id", "news")
+        assert news.stdout == "news\n"
+
+        wait_for(lambda: finished(tmp, cron_id), timeout=5, message="the cron trigger")
+        iii(tmp, "trigger", "state::set", "scope=orders", "key=o1", "value=3")
+        wait_for(lambda: finished(tmp, "on-order"), message="the state trigger")
+        assert iii(tmp, "trigger", "publish", "topic=news", 'data={"n": 1}') == {
+            "subscribers": 1}
+        iii(tmp, "trigger", "publish", "topic=news", 'data={"n": 0}')
+        wait_for(lambda: len(finished(tmp, "news")) == 1, message="the gated trigger")
+        wait_for(lambda: iii(tmp, "trigger", "engine::events::list",
+                             "event=trigger.skipped")["events"], message="the skip")
+        skipped = iii(tmp, "trigger", "engine::events::list", "event=trigger.skipped")
+        assert skipped["events"][0]["trigger_id"] == "news"
+        assert "returned false" in skipped["events"][0]["reason"]
+
+        listed = {t["id"]: t for t in iii(tmp, "list", "triggers", "-o", "json")}
+        assert set(listed) == {cron_id, "on-order", "news"}
+        assert all(t["owner"] == "daemon" and t["status"] == "active"
+                   for t in listed.values())
+        assert listed["news"]["config"]["condition_function_id"] == "math::is_positive"
+
+        worker.terminate()
+        worker.wait(10)
+        assert run_iii(tmp, "daemon", "restart").returncode == 0
+        again = {t["id"] for t in iii(tmp, "list", "triggers", "-o", "json")}
+        assert again == {cron_id, "on-order", "news"}
+        assert iii(tmp, "trigger", "state::get", "scope=orders", "key=o1") == 3
+
+        assert run_iii(tmp, "unregister", "on-order").returncode == 0
+        gone = run_iii(tmp, "unregister", "on-order")
+        assert gone.returncode == 4 and "no trigger 'on-order'" in gone.stderr
+    finally:
+        run_iii(tmp, "daemon", "stop")
+
+
+def test_register_trigger_warns_about_what_is_missing(daemon: DaemonProcess) -> None:
+    proc = run_iii(daemon.tmp, "register-trigger", "--type", "subscribe", "--function",
+                   "not::yet", "--config", '{"topic": "t"}')
+    assert proc.returncode == 0 and proc.stdout.strip().startswith("trg-")
+    assert "function 'not::yet' is not registered yet" in proc.stderr
+    pending = run_iii(daemon.tmp, "register-trigger", "--type", "webhook", "--function",
+                      "not::yet", "-q")
+    assert pending.returncode == 0 and pending.stderr == ""
+
+
+def test_register_trigger_errors(daemon: DaemonProcess) -> None:
+    bad_cron = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
+                       "--config", '{"expression": "every now and then"}')
+    assert bad_cron.returncode == 1
+    assert bad_cron.stderr.startswith("iii: engine::register_trigger: invalid cron expression")
+    bad_json = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
+                       "--config", "{nope")
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+    missing = run_iii(daemon.tmp, "register-trigger", "--function", "f")
+    assert missing.returncode == 2
+
+
+def test_list_trigger_types(daemon: DaemonProcess) -> None:
+    assert run_iii(daemon.tmp, "register-trigger", "--type", "webhook", "--function", "f",
+                   "-q").returncode == 0
+    rows = {t["id"]: t for t in iii(daemon.tmp, "list", "trigger-types", "-o", "json")}
+    assert {"cron", "state", "subscribe", "webhook"} <= set(rows)
+    assert rows["cron"]["provider"] == "daemon"
+    assert rows["webhook"]["provider"] is None and rows["webhook"]["triggers"] == 1
+    table = run_iii(daemon.tmp, "list", "trigger-types", "-o", "table").stdout
+    assert "(nobody)" in table and "(daemon)" in table
