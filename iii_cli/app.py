@@ -369,6 +369,7 @@ def daemon_status(
         f"listeners {listeners}\n"
         f"counts    {_count(info['workers'], 'worker')}, "
         f"{_count(info['functions'], 'function')}, "
+        f"{_count(info['triggers'], 'trigger')}, "
         f"{_count(info['pending_invocations'], 'call')} in flight")
 
 

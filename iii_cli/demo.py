@@ -66,27 +66,70 @@ def run(socket_path: Path) -> int:
             _say("daemon: stopped (the demo started it)")
 
 
+def _events(client: Any, trigger_ids: set[str], kind: str) -> list[dict[str, Any]]:
+    events = client.trigger({"function_id": "engine::events::list",
+                             "payload": {"event": kind, "limit": 1000}})["events"]
+    return [e for e in events if e.get("trigger_id") in trigger_ids]
+
+
+def _row(kind: str, call: str, outcome: str) -> None:
+    _say(f"{kind:9} {call:35} -> {outcome}")
+
+
+def _triggers(client: Any) -> None:
+    """Worker-owned triggers: they vanish with the demo's connection."""
+    tick = client.register_trigger({"type": "cron", "function_id": "math::echo",
+                                    "config": {"expression": "* * * * * *"}})
+    on_order = client.register_trigger({"type": "state", "function_id": "math::echo",
+                                        "config": {"scope": "orders"}})
+    news = client.register_trigger({"type": "subscribe", "function_id": "math::echo",
+                                    "config": {"topic": "news",
+                                               "condition_function_id": "math::is_positive"}})
+    client.ping()
+    ids = {tick.id, on_order.id, news.id}
+    client.trigger({"function_id": "state::set",
+                    "payload": {"scope": "orders", "key": "o1", "value": {"total": 3}}})
+    client.trigger({"function_id": "publish", "payload": {"topic": "news", "data": {"n": 1}}})
+    client.trigger({"function_id": "publish", "payload": {"topic": "news", "data": {"n": 0}}})
+    deadline = time.monotonic() + 5  # leaves as soon as it has seen enough
+    while time.monotonic() < deadline:  # until cron ticked twice and the rest finished
+        finished = _events(client, ids, "invocation.finished")
+        ticks = sum(1 for e in finished if e["trigger_id"] == tick.id)
+        if ticks >= 2 and len(finished) - ticks >= 2:
+            break
+        time.sleep(0.05)
+    finished = _events(client, ids, "invocation.finished")
+    skipped = _events(client, {news.id}, "trigger.skipped")
+    _row("cron", "* * * * * * -> math::echo",
+        f"ran {sum(1 for e in finished if e['trigger_id'] == tick.id)} times")
+    _row("state", "state::set orders/o1 -> math::echo",
+        f"ran {sum(1 for e in finished if e['trigger_id'] == on_order.id)} time")
+    _row("subscribe", "publish news {n: 1}, then {n: 0}",
+        f"ran {sum(1 for e in finished if e['trigger_id'] == news.id)}, skipped "
+        f"{len(skipped)} (condition math::is_positive)")
+    for trigger in (tick, on_order, news):
+        trigger.unregister()
+
+
 def _tour(client: Any) -> None:
     functions = client.trigger({"function_id": "engine::functions::list"})["functions"]
     ours = [f["function_id"] for f in functions if f["worker_id"] is not None]
     _say(f"functions served by workers: {', '.join(sorted(ours))}")
 
-    def row(kind: str, call: str, outcome: str) -> None:
-        _say(f"{kind:6} {call:34} -> {outcome}")
-
     t0 = time.perf_counter()
     answer = client.trigger({"function_id": "math::add", "payload": {"a": 2, "b": 3}})
-    row("sync", "math::add {a: 2, b: 3}", f"{answer}  ({(time.perf_counter() - t0) * 1e3:.2f} ms)")
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    _row("sync", "math::add {a: 2, b: 3}", f"{answer}  ({elapsed_ms:.2f} ms)")
 
     t0 = time.perf_counter()
     n = 1000
     for i in range(n):
         client.trigger({"function_id": "math::add", "payload": {"a": i, "b": 1}})
-    row("sync", f"math::add x{n}", f"{(time.perf_counter() - t0) / n * 1e6:.0f} µs per call")
+    _row("sync", f"math::add x{n}", f"{(time.perf_counter() - t0) / n * 1e6:.0f} µs per call")
 
     client.trigger({"function_id": "math::echo", "payload": {"msg": "hi"},
                     "action": TriggerAction.Void()})
-    row("void", "math::echo {msg: 'hi'}", "None (fire and forget; the worker ran it)")
+    _row("void", "math::echo {msg: 'hi'}", "None (fire and forget; the worker ran it)")
 
     failing = [
         ("math::divide {a: 1, b: 0}", {"function_id": "math::divide",
@@ -99,7 +142,9 @@ def _tour(client: Any) -> None:
         try:
             client.trigger(request)
         except InvocationError as exc:
-            row("error", call, f"{exc.code}: {exc.message}")
+            _row("error", call, f"{exc.code}: {exc.message}")
+
+    _triggers(client)
 
     workers = client.trigger({"function_id": "engine::workers::list"})["workers"]
     names = ", ".join(f"{w['name']} ({len(w['functions'])} functions)" for w in workers)
