@@ -83,33 +83,33 @@ class TriggerConfig:
 
 
 @dataclass(slots=True)
-class Trigger:
+class _Handle:
+    id: str
+    unregister: Callable[[], None]
+
+
+class Trigger(_Handle):
     """A registered trigger; ``unregister()`` removes it."""
 
-    id: str
-    unregister: Callable[[], None]
+    __slots__ = ()
 
 
-@dataclass(slots=True)
-class TriggerTypeRef:
+class TriggerTypeRef(_Handle):
     """A provided trigger type; ``unregister()`` stops providing it."""
 
-    id: str
-    unregister: Callable[[], None]
+    __slots__ = ()
+
+
+class FunctionRef(_Handle):
+    """A registered function; ``unregister()`` stops serving it."""
+
+    __slots__ = ()
 
 
 @dataclass(slots=True, eq=False)
 class _TriggerType:
     message: p.RegisterTriggerType
     provider: Any
-
-
-@dataclass(slots=True)
-class FunctionRef:
-    """A registered function; ``unregister()`` stops serving it."""
-
-    id: str
-    unregister: Callable[[], None]
 
 
 @dataclass(slots=True, eq=False)
