@@ -88,7 +88,7 @@ class Router:
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
-        self.clock = Clock(0.0, 0.0)
+        self._now = 0.0
 
     def start(self, now: float, wall: float) -> Output:
         """Set the clock and bind the daemon-owned triggers kept in the store."""
@@ -99,11 +99,13 @@ class Router:
 
     def tick_clock(self, now: float, wall: float) -> None:
         self._wall_offset = wall - now
-        self.clock = Clock(now, wall)
+        self._now = now
 
-    def _at(self, now: float) -> Clock:
-        self.clock = Clock(now, now + self._wall_offset)
-        return self.clock
+    @property
+    def clock(self) -> Clock:
+        """The time of the message or tick being handled (built only when needed:
+        routing a call never asks)."""
+        return Clock(self._now, self._now + self._wall_offset)
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None
@@ -175,7 +177,7 @@ class Router:
         conn = self.registry.connections.get(conn_id)
         if conn is None:
             return out
-        self._at(now)
+        self._now = now
         handler = _HANDLERS.get(type(message))
         if handler is None:
             out.append((conn_id, p.Error(
@@ -203,16 +205,18 @@ class Router:
     # --- time ---------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.invocations.next_deadline(), self.triggers.cron.next_due())
-                     if d is not None]
-        return min(deadlines) if deadlines else None
+        calls = self.invocations.next_deadline()
+        cron = self.triggers.cron.next_due()
+        if calls is None or cron is None:
+            return cron if calls is None else calls
+        return min(calls, cron)
 
     def expire(self, now: float) -> Output:
         """Answer ``TIMEOUT`` to every call whose ``timeout_ms`` has run out, and fire the
         cron triggers that are due."""
         out: Output = []
-        clock = self._at(now)
-        self.triggers.fire_due(clock, out)
+        self._now = now
+        self.triggers.fire_due(self.clock, out)
         for inv in self.invocations.pop_expired(now):
             worker = self.registry.connections.get(inv.worker)
             if worker is not None:
