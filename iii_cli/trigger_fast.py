@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
 from iii_cli.style import error_prefix
-from iii_cli.wire import Connection, Timeout, Unreachable, unreachable_message
+from iii_cli.wire import Calls, Timeout, Unreachable, connect, unreachable_message
 
 DEFAULT_TIMEOUT_MS = 30_000
 USAGE = ("usage: iii trigger FN [k=v ...] [--json PAYLOAD] [--void | --enqueue QUEUE | "
@@ -185,14 +185,14 @@ def run(argv: list[str]) -> int:
     except UsageError as exc:
         fail(ec.USAGE, f"{exc}\n{USAGE}")
     url = args.url or (None if args.socket else os.environ.get("III_URL"))
-    if url is not None and not url.startswith("unix://"):
-        fail(ec.USAGE, f"unsupported URL {url!r}: ws:// needs the WebSocket transport, "
-                       "which is still to come; use --socket or a unix:// URL")
-    socket_path = (url[len("unix://"):] if url else None) or args.socket \
-        or os.environ.get("III_SOCKET") or _default_socket()
+    if url is not None and not url.startswith(("unix://", "ws://", "wss://")):
+        fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
+    if url is not None and url.startswith("unix://"):
+        url = url[len("unix://"):]
+    target = url or args.socket or os.environ.get("III_SOCKET") or _default_socket()
     assert args.function_id is not None
     try:
-        with _connect(socket_path, args) as conn:
+        with _connect(target, args) as conn:
             answer = conn.call(args.function_id, payload, timeout_ms=args.timeout_ms,
                                action=args.action)
     except Unreachable as exc:
@@ -217,20 +217,20 @@ def _default_socket() -> str:
     return str(resolve_socket_path())
 
 
-def _connect(socket_path: str, args: Args) -> Connection:
+def _connect(target: str, args: Args) -> Calls:
     # The daemon answers TIMEOUT itself; our own limit only guards against a daemon
     # that died without closing the socket.
     timeout_s = args.timeout_ms / 1000 + 5
     try:
-        return Connection(socket_path, timeout_s)
+        return connect(target, timeout_s)
     except Unreachable:
-        if args.socket is None and _autostart():
+        if args.socket is None and "://" not in target and _autostart():
             from pathlib import Path
 
             from iii_cli.daemon_control import start_daemon
 
-            start_daemon(Path(socket_path), quiet=True)
-            return Connection(socket_path, timeout_s)
+            start_daemon(Path(target), quiet=True)
+            return connect(target, timeout_s)
         raise
 
 

@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=resolve_data_dir(args.data_dir),
         max_frame_bytes=pick(args.max_frame_bytes, "max_frame_bytes"),
         ws_port=ws_port,
+        ws_host=str(settings.get("websocket.host")),
+        ws_token=settings.get("websocket.token"),
         http_port=http_port,
     )
     try:

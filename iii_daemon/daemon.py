@@ -10,13 +10,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iii_daemon import __version__, unix_listener
+from iii_daemon import __version__, unix_listener, ws_listener
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_daemon.store import Store, StoreError
 from iii_sdk.protocol import DEFAULT_MAX_FRAME_BYTES
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import Server as WsServer
 
 log = logging.getLogger("iii_daemon")
 
@@ -26,8 +29,12 @@ class DaemonConfig:
     socket_path: Path
     data_dir: Path
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    #: Listener ports; 0 turns a listener off. Accepted now, served by later listeners.
+    #: Listener ports; 0 turns a listener off.
     ws_port: int = 49134
+    ws_host: str = "127.0.0.1"
+    #: Required as ``Authorization: Bearer TOKEN``; needed to bind a non-loopback host.
+    ws_token: str | None = None
+    #: Accepted now; the HTTP trigger listener comes with its own issue.
     http_port: int = 3111
 
     @property
@@ -59,6 +66,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         hub.flush()
         server = await unix_listener.start_unix_server(hub, sock, config.max_frame_bytes)
         log.info("listening on %s", config.socket_path)
+        ws_server = await _start_ws(hub, config, router.info["listeners"])
         if ready is not None:
             ready()
         try:
@@ -66,12 +74,34 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         finally:
             log.info("stopping")
             server.close()
-            hub.shutdown()
+            hub.shutdown()  # every waiting caller, on any transport, gets its answer first
             unix_listener.remove_socket(config.socket_path)
             await _drain(hub)
+            if ws_server is not None:
+                ws_server.close()
+                await ws_server.wait_closed()
             store.close()
     finally:
         unix_listener.release_pidfile(config.socket_path, pidfile)
+
+
+async def _start_ws(hub: Hub, config: DaemonConfig,
+                    listeners: dict[str, Any]) -> WsServer | None:
+    """The WebSocket listener, if configured; when it cannot run, the daemon still serves
+    its Unix socket and ``status`` says why."""
+    if not config.ws_port:
+        return None
+    try:
+        ws = await ws_listener.start_ws_server(hub, config.ws_host, config.ws_port,
+                                               config.ws_token, config.max_frame_bytes)
+    except ws_listener.ListenerOff as exc:
+        log.warning("WebSocket listener off: %s", exc)
+        listeners["websocket"] = {"state": "off", "port": config.ws_port, "reason": str(exc)}
+        return None
+    log.info("listening on ws://%s:%d", config.ws_host, config.ws_port)
+    listeners["websocket"] = {"state": "on", "host": config.ws_host, "port": config.ws_port,
+                              "token": bool(config.ws_token)}
+    return ws
 
 
 def _info(config: DaemonConfig) -> dict[str, Any]:
@@ -81,12 +111,11 @@ def _info(config: DaemonConfig) -> dict[str, Any]:
         "started_at": time.time(),
         "socket": str(config.socket_path),
         "data_dir": str(config.data_dir),
-        # The WebSocket and HTTP listeners are not built yet: say so, with the port asked.
+        # Filled in as listeners start; the HTTP listener is not built yet.
         "listeners": {
-            "websocket": {"state": "off", "port": config.ws_port,
-                          "reason": "not built yet" if config.ws_port else "port 0"},
+            "websocket": {"state": "off", "port": config.ws_port, "reason": "disabled"},
             "http": {"state": "off", "port": config.http_port,
-                     "reason": "not built yet" if config.http_port else "port 0"},
+                     "reason": "not built yet" if config.http_port else "disabled"},
         },
     }
 

@@ -83,6 +83,11 @@ class Hub:
                 self.deliver(out)
         self.flush()
 
+    def frame_error(self, conn_id: int, reason: str) -> None:
+        """A frame the transport itself refused; the connection stays open."""
+        self.deliver([(conn_id, p.Error(code=p.ErrorCode.BAD_FRAME, message=reason))])
+        self.flush()
+
     def frame_too_large(self, conn_id: int, reason: str) -> None:
         self.deliver([(conn_id, p.Error(code=p.ErrorCode.BAD_FRAME, message=reason)),
                       (conn_id, Close(reason))])

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
+
+from websockets.exceptions import ConnectionClosed
 
 from iii_sdk import protocol as p
 from iii_sdk.errors import FrameTooLarge, ProtocolError
 from iii_sdk.framing import LineReader
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 log = logging.getLogger("iii_sdk")
 
@@ -53,3 +59,75 @@ class ClientLink(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class WsClientLink:
+    """The same interface over WebSocket: one JSON message per text frame, sent in order
+    by a writer task, received by a reader task."""
+
+    def __init__(self, ws: ClientConnection, on_message: Callable[[p.Message], None],
+                 on_lost: Callable[[], None]) -> None:
+        self._ws = ws
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._queue: collections.deque[str] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    def send(self, message: p.Message) -> None:
+        self._queue.append(p.encode(message)[:-1].decode())
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    await self._ws.send(self._queue.popleft())
+                if self._closing:
+                    await self._ws.close()
+                    return
+        except ConnectionClosed:
+            return
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._ws:
+                data = frame.encode() if isinstance(frame, str) else frame
+                try:
+                    message = p.decode(data)
+                except ProtocolError as exc:
+                    log.warning("ignoring a frame the SDK does not understand: %s", exc)
+                    continue
+                self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._writer.cancel()
+            self._on_lost()
+
+
+async def open_ws_link(url: str, on_message: Callable[[p.Message], None],
+                       on_lost: Callable[[], None], max_frame_bytes: int,
+                       headers: dict[str, str] | None = None) -> WsClientLink:
+    """Connect to a ``ws://`` / ``wss://`` URL (our daemon or an iii engine).
+
+    Raises:
+        OSError: the engine cannot be reached or refused the handshake.
+    """
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake, InvalidURI
+
+    try:
+        ws = await connect(url, additional_headers=headers, compression=None,
+                           max_size=max_frame_bytes, open_timeout=10)
+    except (InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        raise OSError(str(exc)) from None
+    return WsClientLink(ws, on_message, on_lost)

@@ -33,7 +33,7 @@ from typing import Any
 from iii_sdk import __version__
 from iii_sdk import protocol as p
 from iii_sdk.actions import action_to_wire
-from iii_sdk.client_link import ClientLink
+from iii_sdk.client_link import ClientLink, WsClientLink, open_ws_link
 from iii_sdk.errors import ConnectionFailed, InvocationError
 from iii_sdk.paths import resolve_socket_path, socket_path_from_url
 from iii_sdk.protocol import NULL, ErrorCode
@@ -70,6 +70,9 @@ class InitOptions:
     #: returns anyway (it keeps retrying in the background).
     connect_timeout_s: float = 30.0
     max_frame_bytes: int = p.DEFAULT_MAX_FRAME_BYTES
+    #: Extra WebSocket handshake headers; ``Authorization: Bearer $III_TOKEN`` is added
+    #: unless given here (as the official SDK does).
+    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -188,11 +191,12 @@ class III:
     """A connection to the daemon that serves functions and calls functions."""
 
     def __init__(self, address: str, options: InitOptions | None = None) -> None:
+        self._ws_url = address if address.startswith(("ws://", "wss://")) else None
         path = socket_path_from_url(address)
-        if path is None:
+        if path is None and self._ws_url is None:
             raise ConnectionFailed(
-                f"unsupported address {address!r}: use a Unix socket path or unix:// URL "
-                "(ws:// comes with the WebSocket transport)")
+                f"unsupported address {address!r}: use a Unix socket path, a unix:// URL "
+                "or a ws:// URL")
         self._address = address
         self._socket_path = path
         self._options = options or InitOptions()
@@ -202,14 +206,15 @@ class III:
         self._triggers: dict[str, p.RegisterTrigger] = {}
         self._pending: dict[str, _Pending] = {}
         self._outbox: list[p.InvokeFunction] = []
-        self._link: ClientLink | None = None
+        self._link: ClientLink | WsClientLink | None = None
         self._worker_id: str | None = None
         self._reattach_token: str | None = None
         self._running = True
         self._connected = threading.Event()
         self._ever_warned = False
         self._seq = itertools.count(1)  # next() is atomic: trigger() runs on any thread
-        self._id_prefix = f"{os.getpid():x}-{random.getrandbits(32):08x}-"
+        # UUID-shaped ids (engines may parse them) for the price of a counter.
+        self._id_prefix = str(uuid.uuid4())[:24]
         self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="iii-handler")
         self._loop = _new_loop()
         self._connector: asyncio.Task[None] | None = None
@@ -283,19 +288,15 @@ class III:
         while self._running:
             lost = asyncio.Event()
             try:
-                _, link = await self._loop.create_unix_connection(
-                    functools.partial(ClientLink, self._on_message, lost.set,
-                                      self._options.max_frame_bytes),
-                    os.fspath(self._socket_path),
-                )
+                link = await self._open_link(lost.set)
             except OSError as exc:
                 if config.max_retries != -1 and attempt >= config.max_retries:
-                    log.error("giving up on %s after %d attempts", self._socket_path, attempt)
+                    log.error("giving up on %s after %d attempts", self._address, attempt)
                     self._fail_pending(lambda pending: True, "cannot reach the daemon")
                     return
                 if not self._ever_warned:
                     log.warning("iii daemon not reachable at %s (%s); start it with "
-                                "`iii daemon start`; retrying", self._socket_path,
+                                "`iii daemon start`; retrying", self._address,
                                 exc.strerror or exc)
                     self._ever_warned = True
                 delay = min(config.initial_delay_ms * config.backoff_multiplier ** attempt,
@@ -309,7 +310,28 @@ class III:
             await lost.wait()
             self._on_lost()
 
-    def _on_connected(self, link: ClientLink) -> None:
+    async def _open_link(self, on_lost: Callable[[], None]) -> ClientLink | WsClientLink:
+        """Connect over the address's transport.
+
+        Raises:
+            OSError: not reachable (the connect loop retries).
+        """
+        if self._ws_url is not None:
+            headers = dict(self._options.headers or {})
+            token = os.environ.get("III_TOKEN")
+            if token and "Authorization" not in headers:
+                headers["Authorization"] = f"Bearer {token}"
+            return await open_ws_link(self._ws_url, self._on_message, on_lost,
+                                      self._options.max_frame_bytes, headers)
+        assert self._socket_path is not None
+        _, link = await self._loop.create_unix_connection(
+            functools.partial(ClientLink, self._on_message, on_lost,
+                              self._options.max_frame_bytes),
+            os.fspath(self._socket_path),
+        )
+        return link
+
+    def _on_connected(self, link: ClientLink | WsClientLink) -> None:
         self._link = link
         # A reconnect first asks the daemon to retire our previous connection, so the
         # replayed registrations below do not collide with what it still holds.
@@ -341,7 +363,7 @@ class III:
         self._connected.clear()
         self._fail_pings("the connection to the daemon was lost")
         if self._running:
-            log.warning("lost the connection to %s; reconnecting", self._socket_path)
+            log.warning("lost the connection to %s; reconnecting", self._address)
         # Calls already sent can no longer be answered; calls not yet sent wait.
         self._fail_pending(lambda pending: pending.sent, "the connection to the daemon was lost")
 
@@ -696,7 +718,7 @@ class III:
         void = action is not None and action.get("type") == "void"
         invocation_id = None
         if not void:
-            invocation_id = f"{self._id_prefix}{next(self._seq)}"
+            invocation_id = f"{self._id_prefix}{next(self._seq):012x}"
         message = p.InvokeFunction(
             function_id=function_id,
             data=p.to_raw(request.get("payload")),

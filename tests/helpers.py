@@ -29,6 +29,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a test daemon's WebSocket listener)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def can_connect(path: Path) -> bool:
     sock = socket.socket(socket.AF_UNIX)
     try:
@@ -65,10 +73,10 @@ class DaemonProcess:
 
     def start(self, wait: bool = True) -> DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        ws = [] if "--ws-port" in self.extra else ["--ws-port", "0"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iii_daemon", "--socket", str(self.socket_path),
-             "--data-dir", str(self.data_dir), "--ws-port", "0", "--http-port", "0",
-             *self.extra],
+             "--data-dir", str(self.data_dir), *ws, "--http-port", "0", *self.extra],
             stdout=log, stderr=log, env=child_env(self.tmp), cwd=REPO,
         )
         log.close()

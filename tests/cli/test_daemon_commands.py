@@ -33,7 +33,7 @@ def test_lifecycle(short_tmp: Path) -> None:
         assert info["pid"] == pid and info["socket"] == str(socket_path)
         assert info["uptime_s"] >= 0 and info["workers"] == 0 and info["functions"] == 0
         text = run_iii(short_tmp, "daemon", "status").stdout
-        assert f"pid {pid}" in text and "websocket off" in text
+        assert f"pid {pid}" in text and "listeners websocket " in text
 
         logs = run_iii(short_tmp, "daemon", "logs")
         assert logs.returncode == 0 and "listening on" in logs.stdout

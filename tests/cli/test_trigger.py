@@ -168,12 +168,13 @@ def test_help_goes_through_typer(short_tmp: Path) -> None:
     assert proc.returncode == 0 and "--void" in proc.stdout and "124" in proc.stdout
 
 
-def test_unix_urls_work_and_ws_urls_are_refused_for_now(daemon: DaemonProcess,
-                                                        math_worker: Any) -> None:
+def test_url_forms(daemon: DaemonProcess, math_worker: Any) -> None:
     ok = run_iii(daemon.tmp, "trigger", "math::add", "a=1", "b=1", "--url",
                  f"unix://{daemon.socket_path}")
     assert ok.returncode == 0 and json.loads(ok.stdout) == {"sum": 2}
-    env = dict(child_env(daemon.tmp), III_URL="ws://127.0.0.1:49134")
+    nobody = run_iii(daemon.tmp, "trigger", "math::add", "--url", "ws://127.0.0.1:1")
+    assert nobody.returncode == 3 and "ws://127.0.0.1:1" in nobody.stderr
+    env = dict(child_env(daemon.tmp), III_URL="http://example")
     refused = subprocess.run([IIIBIN, "trigger", "math::add"], capture_output=True, text=True,
                              env=env)
-    assert refused.returncode == 2 and "ws://" in refused.stderr
+    assert refused.returncode == 2 and "unsupported URL" in refused.stderr
