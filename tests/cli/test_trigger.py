@@ -160,7 +160,8 @@ def test_the_trigger_path_imports_no_typer_asyncio_or_daemon(daemon: DaemonProce
                           env=child_env(daemon.tmp), cwd=REPO)
     assert proc.returncode == 0 and json.loads(proc.stdout) == {"sum": 3}
     loaded = {name.split(".")[0] for name in json.loads(proc.stderr)}
-    assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "msgspec"}
+    assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "msgspec",
+                          "websockets"}
 
 
 def test_help_goes_through_typer(short_tmp: Path) -> None:
