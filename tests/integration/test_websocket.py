@@ -336,3 +336,36 @@ def test_official_sdk_with_its_telemetry_socket_on(ws_daemon: DaemonProcess,
         worker.shutdown()
     ours_unix.ping()
     assert "ERROR" not in ws_daemon.log() and "Traceback" not in ws_daemon.log()
+
+
+def test_official_sdk_replays_after_a_daemon_restart(short_tmp: Path) -> None:
+    port = free_port()
+    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    seen: list[Any] = []
+    worker = iii.register_worker(f"ws://127.0.0.1:{port}", OFFICIAL)
+    caller = register_worker(str(daemon.socket_path))
+    try:
+        worker.register_function("off::collect", seen.append)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            worker.register_trigger({"type": "subscribe", "function_id": "off::collect",
+                                     "config": {"topic": "t"}})
+
+        def trigger_ids() -> list[str]:
+            listed = caller.trigger({"function_id": "engine::registered-triggers::list"})
+            return [t["id"] for t in listed["triggers"]]
+
+        wait_for(lambda: "off::collect" in functions(caller) and trigger_ids(),
+                 message="registration")
+        before = trigger_ids()
+        daemon.stop()
+        daemon.start()
+        wait_for(lambda: caller.connected and "off::collect" in functions(caller),
+                 timeout=20, message="the official SDK to reconnect and replay")
+        wait_for(lambda: trigger_ids() == before, message="the trigger replayed, same id")
+        caller.trigger({"function_id": "publish", "payload": {"topic": "t", "data": 7}})
+        wait_for(lambda: seen == [7], message="the replayed trigger to fire")
+    finally:
+        worker.shutdown()
+        caller.shutdown()
+        daemon.stop()
