@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("iii_sdk")
 
 
+def _deliver(frame: bytes, on_message: Callable[[p.Message], None]) -> None:
+    """Decode one frame and hand it on; a frame we do not understand is skipped, not fatal."""
+    try:
+        message = p.decode(frame)
+    except ProtocolError as exc:
+        log.warning("ignoring a frame the SDK does not understand: %s", exc)
+        return
+    on_message(message)
+
+
 class ClientLink(asyncio.Protocol):
     """Decodes incoming frames into messages for ``on_message``; ``send`` writes one."""
 
@@ -41,12 +51,7 @@ class ClientLink(asyncio.Protocol):
             self.close()
             return
         for frame in frames:
-            try:
-                message = p.decode(frame)
-            except ProtocolError as exc:
-                log.warning("ignoring a frame the SDK does not understand: %s", exc)
-                continue
-            self._on_message(message)
+            _deliver(frame, self._on_message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -100,13 +105,7 @@ class WsClientLink:
     async def _read(self) -> None:
         try:
             async for frame in self._ws:
-                data = frame.encode() if isinstance(frame, str) else frame
-                try:
-                    message = p.decode(data)
-                except ProtocolError as exc:
-                    log.warning("ignoring a frame the SDK does not understand: %s", exc)
-                    continue
-                self._on_message(message)
+                _deliver(frame.encode() if isinstance(frame, str) else frame, self._on_message)
         except ConnectionClosed:
             pass
         finally:
