@@ -65,6 +65,9 @@ class ClientLink(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    async def aclose(self) -> None:
+        self.close()
+
 
 class WsClientLink:
     """The same interface over WebSocket: one JSON message per text frame, sent in order
@@ -88,6 +91,14 @@ class WsClientLink:
     def close(self) -> None:
         self._closing = True
         self._wakeup.set()
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Close, and wait for the closing handshake so no task is left behind."""
+        self.close()
+        _, pending = await asyncio.wait({self._reader, self._writer}, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await self._ws.close()
 
     async def _write(self) -> None:
         try:

@@ -263,9 +263,11 @@ class III:
         self._running = False
         if self._connector is not None:
             self._connector.cancel()
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+        link, self._link = self._link, None
+        if link is not None:
+            await link.aclose()
+        if self._connector is not None:
+            await asyncio.gather(self._connector, return_exceptions=True)
         self._connected.clear()
         self._fail_pending(lambda pending: True, "the worker shut down")
         self._fail_pings("the worker shut down")

@@ -369,3 +369,21 @@ def test_official_sdk_replays_after_a_daemon_restart(short_tmp: Path) -> None:
         worker.shutdown()
         caller.shutdown()
         daemon.stop()
+
+
+def test_our_ws_worker_shuts_down_cleanly(ws_daemon: DaemonProcess) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from iii_sdk import register_worker\n"
+        f"w = register_worker({ws_url(ws_daemon)!r})\n"
+        "w.register_function('x', lambda d: d)\n"
+        "w.ping()\n"
+        "assert w.trigger({'function_id': 'x', 'payload': 5}) == 5\n"
+        "w.shutdown()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no "Task was destroyed but it is pending!"
