@@ -59,14 +59,21 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
             store = Store(config.data_dir / "iii.db")
         except StoreError as exc:
             raise unix_listener.StartupError(str(exc)) from None
-        sock = unix_listener.bind_socket(config.socket_path)
         router = Router(info=_info(config), store=store)
         hub = Hub(router, loop, config.write_limit)
         hub.deliver(router.start(loop.time(), time.time()))
         hub.flush()
-        server = await unix_listener.start_unix_server(hub, sock, config.max_frame_bytes)
-        log.info("listening on %s", config.socket_path)
+        # The Unix socket comes up last: once it answers, every listener is ready (the
+        # CLI and tests take an answering socket to mean a ready daemon).
         ws_server = await _start_ws(hub, config, router.info["listeners"])
+        try:
+            sock = unix_listener.bind_socket(config.socket_path)
+            server = await unix_listener.start_unix_server(hub, sock, config.max_frame_bytes)
+        except BaseException:
+            if ws_server is not None:
+                ws_server.close()
+            raise
+        log.info("listening on %s", config.socket_path)
         if ready is not None:
             ready()
         try:
