@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         ws_host=str(settings.get("websocket.host")),
         ws_token=settings.get("websocket.token"),
         http_port=http_port,
+        history_events=int(settings.get("history.events")),
     )
     try:
         run(daemon_config)

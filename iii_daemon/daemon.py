@@ -36,6 +36,8 @@ class DaemonConfig:
     ws_token: str | None = None
     #: Accepted now; the HTTP trigger listener comes with its own issue.
     http_port: int = 3111
+    #: Events kept for engine::events::list (config [history] events).
+    history_events: int = 10_000
 
     @property
     def write_limit(self) -> int:
@@ -59,7 +61,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
             store = Store(config.data_dir / "iii.db")
         except StoreError as exc:
             raise unix_listener.StartupError(str(exc)) from None
-        router = Router(info=_info(config), store=store)
+        router = Router(info=_info(config), store=store, history=config.history_events)
         hub = Hub(router, loop, config.write_limit)
         hub.deliver(router.start(loop.time(), time.time()))
         hub.flush()

@@ -99,13 +99,18 @@ class TriggerManager:
         binding.status = PENDING if kind is None else kind.bind(binding, clock, out)
 
     def unregister(self, trigger_id: str, owner: int | None, out: Output) -> bool:
-        """Remove a binding of ``owner``'s; False if there is none."""
+        """Remove a binding of ``owner``'s; False if there is none.
+
+        Raises:
+            StoreError: the store refused the deletion; the binding is kept, so memory
+                and disk never disagree.
+        """
         binding = self.bindings.get(trigger_id)
         if binding is None or binding.owner != owner:
             return False
-        self._remove(binding, out)
         if owner is None:
             self.store.delete_trigger(trigger_id)
+        self._remove(binding, out)
         return True
 
     def _remove(self, binding: Binding, out: Output) -> None:

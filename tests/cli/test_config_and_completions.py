@@ -128,3 +128,21 @@ def test_bash_really_completes_with_the_shipped_script(daemon: DaemonProcess,
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
     assert proc.stdout.split() == ["math::add"], proc.stderr
     assert json.dumps(proc.returncode) == "0"
+
+
+def test_the_daemon_keeps_as_many_events_as_configured(short_tmp: Path) -> None:
+    from tests.helpers import DaemonProcess, RawClient
+
+    (short_tmp / "config.toml").write_text("[history]\nevents = 3\n")
+    daemon = DaemonProcess(short_tmp).start()
+    try:
+        client = RawClient(daemon.socket_path)
+        client.call("engine::register_trigger", {"id": "t", "type": "subscribe",
+                                                 "function_id": "nobody",
+                                                 "config": {"topic": "x"}})
+        for _ in range(5):
+            client.call("publish", {"topic": "x"})
+        events = client.call("engine::events::list", {"limit": 100})["result"]["events"]
+        assert len(events) == 3
+    finally:
+        daemon.stop()

@@ -390,3 +390,19 @@ def test_daemon_owned_triggers_and_state_survive_a_restart(tmp_path: Path) -> No
     assert len(invocations(second.advance(1))) == 1
     [(_, value)] = second.call(1, "state::get", {"scope": "s", "key": "k"}, invocation_id="g")
     assert value["result"] == 7
+
+
+def test_a_failed_store_write_keeps_memory_and_disk_in_step(core: Core) -> None:
+    from iii_daemon.store import StoreError
+
+    reg(core, id="keep", type="subscribe", function_id="job", config={"topic": "x"})
+
+    def broken(trigger_id: str) -> None:
+        raise StoreError("store write failed: database or disk is full")
+
+    core.router.store.delete_trigger = broken  # type: ignore[method-assign]
+    [(_, answer)] = core.call(2, "engine::unregister_trigger", {"id": "keep"},
+                              invocation_id="u")
+    assert answer["error"] == {"code": "invocation_failed",
+                               "message": "store write failed: database or disk is full"}
+    assert "keep" in core.router.triggers.bindings
