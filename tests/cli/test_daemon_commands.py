@@ -99,7 +99,8 @@ def test_foreground_stays_attached_and_logs_to_stderr(short_tmp: Path) -> None:
                             stderr=subprocess.PIPE, text=True, env=child_env(short_tmp))
     try:
         assert proc.stderr is not None
-        while "listening on" not in (line := proc.stderr.readline()):
+        ready = f"listening on {short_tmp / 'iii.sock'}"  # the Unix socket comes up last
+        while ready not in (line := proc.stderr.readline()):
             assert line, "the foreground daemon exited"
         assert can_connect(short_tmp / "iii.sock")
         again = run_iii(short_tmp, "daemon", "start", "--foreground")
