@@ -124,12 +124,7 @@ def unregister_trigger(router: Router, ctx: CallContext) -> Any:
 
 
 def list_trigger_types(router: Router, ctx: CallContext) -> Any:
-    triggers = router.triggers
-    types = [triggers.describe_type(t) for t in triggers.types.values()]
-    types += [{"id": t, "description": None, "provider": None,
-               "triggers": sum(1 for b in triggers.bindings.values() if b.trigger_type == t)}
-              for t in triggers.pending_types()]
-    return {"trigger_types": sorted(types, key=lambda t: t["id"])}
+    return {"trigger_types": router.triggers.describe_types()}
 
 
 def list_registered_triggers(router: Router, ctx: CallContext) -> Any:

@@ -6,6 +6,7 @@ calls through the router; it never touches a socket or a clock of its own.
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.store import Store
@@ -259,14 +260,14 @@ class TriggerManager:
                 else self.router.worker_id(binding.owner),
                 "status": binding.status, "error": binding.error}
 
-    def describe_type(self, kind: TriggerType) -> dict[str, Any]:
-        return {"id": kind.id, "description": kind.description,
-                "provider": "daemon" if kind.owner is None
-                else self.router.worker_id(kind.owner),
-                "triggers": sum(1 for b in self.bindings.values()
-                                if b.trigger_type == kind.id)}
-
-    def pending_types(self) -> list[str]:
-        """Types that bindings wait for but nobody provides."""
-        return sorted({b.trigger_type for b in self.bindings.values()
-                       if b.trigger_type not in self.types})
+    def describe_types(self) -> list[dict[str, Any]]:
+        """Every provided type, and every type bindings wait for that nobody provides
+        (provider None), with how many bindings each has; sorted by id."""
+        counts = collections.Counter(b.trigger_type for b in self.bindings.values())
+        rows = [{"id": kind.id, "description": kind.description,
+                 "provider": "daemon" if kind.owner is None
+                 else self.router.worker_id(kind.owner),
+                 "triggers": counts[kind.id]} for kind in self.types.values()]
+        rows += [{"id": type_id, "description": None, "provider": None, "triggers": count}
+                 for type_id, count in counts.items() if type_id not in self.types]
+        return sorted(rows, key=lambda row: row["id"])
