@@ -442,15 +442,36 @@ class III:
             return
         data = p.from_raw(message.data)
         metadata = None if message.metadata is NULL else p.from_raw(message.metadata)
-        if function.is_async:
-            task = self._loop.create_task(self._run_async(function, invocation_id, data, metadata))
+        function_id = function.message.id
+        self._run_user_code(function.call, (data, metadata), function.is_async,
+                            lambda result, exc: self._reply(function_id, invocation_id,
+                                                            result, exc))
+
+    def _run_user_code(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool,
+                       done: Callable[[Any, BaseException | None], None]) -> None:
+        """Run a handler or provider callback off the loop's back: async ones as tracked
+        tasks on the loop, sync ones in the thread pool; ``done(result, exc)`` is then
+        called on the loop (not at all if shutdown cancelled it first)."""
+        if is_async:
+            async def run() -> None:
+                try:
+                    result = await fn(*args)
+                except Exception as exc:
+                    done(None, exc)
+                else:
+                    done(result, None)
+            task = self._loop.create_task(run())
             self._handler_tasks.add(task)
             task.add_done_callback(self._handler_tasks.discard)
-        else:
-            future = self._executor.submit(function.call, data, metadata)
-            future.add_done_callback(
-                lambda f: self._loop.call_soon_threadsafe(
-                    self._finish, function.message.id, invocation_id, f))
+            return
+
+        def finished(future: concurrent.futures.Future[Any]) -> None:
+            if not future.cancelled():
+                exc = future.exception()
+                done(None if exc else future.result(), exc)
+
+        self._executor.submit(fn, *args).add_done_callback(
+            lambda future: self._loop.call_soon_threadsafe(finished, future))
 
     def _provide(self, message: p.RegisterTrigger | p.UnregisterTrigger, method: str) -> None:
         """Hand a binding of a type we provide to its provider; answer registrations."""
@@ -462,7 +483,7 @@ class III:
         callback = getattr(provided.provider, method)
         answer = isinstance(message, p.RegisterTrigger)
 
-        def done(exc: BaseException | None) -> None:
+        def done(_result: Any, exc: BaseException | None) -> None:
             if exc is not None:
                 log.error("%s.%s(%s) raised %s", type(provided.provider).__name__, method,
                           message.id, exc)
@@ -473,37 +494,7 @@ class III:
                     error=None if exc is None else {
                         "code": ErrorCode.TRIGGER_REGISTRATION_FAILED, "message": str(exc)}))
 
-        if inspect.iscoroutinefunction(callback):
-            async def run() -> None:
-                try:
-                    await callback(config)
-                except Exception as exc:
-                    done(exc)
-                else:
-                    done(None)
-            task = self._loop.create_task(run())
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
-        else:
-            future = self._executor.submit(callback, config)
-            future.add_done_callback(lambda f: self._loop.call_soon_threadsafe(
-                done, None if f.cancelled() else f.exception()))
-
-    async def _run_async(self, function: _Function, invocation_id: str | None, data: Any,
-                         metadata: Any) -> None:
-        try:
-            result = await function.call(data, metadata)
-        except Exception as exc:
-            self._reply(function.message.id, invocation_id, None, exc)
-        else:
-            self._reply(function.message.id, invocation_id, result, None)
-
-    def _finish(self, function_id: str, invocation_id: str | None,
-                future: concurrent.futures.Future[Any]) -> None:
-        if future.cancelled():
-            return
-        exc = future.exception()
-        self._reply(function_id, invocation_id, None if exc else future.result(), exc)
+        self._run_user_code(callback, (config,), inspect.iscoroutinefunction(callback), done)
 
     def _reply(self, function_id: str, invocation_id: str | None, result: Any,
                exc: BaseException | None) -> None:
