@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-from collections import deque
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -24,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from iii_daemon.hub import Hub
+from iii_sdk.ws_sender import OrderedSender
 
 log = logging.getLogger(__name__)
 # The library logs every connection at INFO; keep its warnings and errors only.
@@ -53,50 +53,24 @@ class WsLink:
         self.conn = conn
         self.conn_id = 0
         self.max_frame_bytes = max_frame_bytes
-        self._queue: deque[str] = deque()
-        self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._closing = False
+        self.sender = OrderedSender(conn)
 
     # --- Link ---------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray) -> None:
-        text = bytes(data).decode()
-        for line in text.split("\n"):
+        for line in bytes(data).decode().split("\n"):
             if line:
-                self._queue.append(line)
-                self._queued_bytes += len(line)
-        self._wakeup.set()
+                self.sender.push(line)
 
     def write_buffer_size(self) -> int:
         transport = self.conn.transport
-        return self._queued_bytes + (transport.get_write_buffer_size() if transport else 0)
+        return self.sender.queued + (transport.get_write_buffer_size() if transport else 0)
 
     def close(self) -> None:
-        self._closing = True
-        self._wakeup.set()
+        self.sender.close()
 
     def abort(self) -> None:
-        self._closing = True
         self.conn.transport.abort()
-
-    # --- tasks --------------------------------------------------------------------------
-
-    async def writer(self) -> None:
-        conn = self.conn
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            try:
-                while self._queue:
-                    line = self._queue.popleft()
-                    self._queued_bytes -= len(line)
-                    await conn.send(line)
-                if self._closing:
-                    await conn.close()
-                    return
-            except ConnectionClosed:
-                return  # the reader sees it too and detaches the link
 
     async def reader(self) -> None:
         async for message in self.conn:
@@ -146,7 +120,7 @@ async def start_ws_server(hub: Hub, host: str, port: int, token: str | None,
             return
         link = WsLink(hub, conn, max_frame_bytes)
         hub.attach(link, "ws")
-        writer = asyncio.create_task(link.writer())
+        writer = asyncio.create_task(link.sender.run())
         try:
             await link.reader()
         except ConnectionClosed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -13,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from iii_sdk import protocol as p
 from iii_sdk.errors import FrameTooLarge, ProtocolError
 from iii_sdk.framing import LineReader
+from iii_sdk.ws_sender import OrderedSender
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -78,19 +78,15 @@ class WsClientLink:
         self._ws = ws
         self._on_message = on_message
         self._on_lost = on_lost
-        self._queue: collections.deque[str] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._closing = False
+        self._sender = OrderedSender(ws)
         self._reader = asyncio.get_running_loop().create_task(self._read())
-        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._writer = asyncio.get_running_loop().create_task(self._sender.run())
 
     def send(self, message: p.Message) -> None:
-        self._queue.append(p.encode(message)[:-1].decode())
-        self._wakeup.set()
+        self._sender.push(p.encode(message)[:-1].decode())
 
     def close(self) -> None:
-        self._closing = True
-        self._wakeup.set()
+        self._sender.close()
 
     async def aclose(self, timeout: float = 2.0) -> None:
         """Close, and wait for the closing handshake so no task is left behind."""
@@ -99,19 +95,6 @@ class WsClientLink:
         for task in pending:
             task.cancel()
         await self._ws.close()
-
-    async def _write(self) -> None:
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue:
-                    await self._ws.send(self._queue.popleft())
-                if self._closing:
-                    await self._ws.close()
-                    return
-        except ConnectionClosed:
-            return
 
     async def _read(self) -> None:
         try:

@@ -1,0 +1,46 @@
+"""Ordered WebSocket sending from synchronous code (the daemon's hub, the SDK's loop
+callbacks): ``push`` queues a text frame, one task sends them in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+
+
+class OrderedSender:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: deque[str] = deque()
+        #: Characters queued and not yet handed to the connection (back-pressure checks).
+        self.queued = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+
+    def push(self, text: str) -> None:
+        self._queue.append(text)
+        self.queued += len(text)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Close the connection once everything queued so far is sent."""
+        self._closing = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Send until closed; returns quietly when the peer is gone (the reader sees it)."""
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue:
+                    text = self._queue.popleft()
+                    self.queued -= len(text)
+                    await self._conn.send(text)
+                if self._closing:
+                    await self._conn.close()
+                    return
+        except ConnectionClosed:
+            return
