@@ -120,10 +120,8 @@ def _call(socket_path: Path, function_id: str, data: Any = None) -> Any:
         _fail(ec.UNREACHABLE, unreachable_message(exc))
     error = answer.get("error")
     if error:
-        code = error.get("code") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else str(error)
-        _fail(ec.BY_ERROR_CODE.get(code, ec.FUNCTION_ERROR) if isinstance(code, str)
-              else ec.FUNCTION_ERROR, f"{function_id}: {message}")
+        _fail(ec.for_error(error), f"{function_id}: {message}")
     return answer.get("result")
 
 

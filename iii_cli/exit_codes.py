@@ -8,6 +8,12 @@ NOT_FOUND = 4
 TIMEOUT = 124
 INTERRUPTED = 130
 
+def for_error(error: object) -> int:
+    """The exit code for an error object from the daemon (1 unless its code says more)."""
+    code = error.get("code") if isinstance(error, dict) else None
+    return BY_ERROR_CODE.get(code, FUNCTION_ERROR) if isinstance(code, str) else FUNCTION_ERROR
+
+
 #: How an error code in a daemon's answer maps to an exit code.
 BY_ERROR_CODE = {
     "function_not_found": NOT_FOUND,

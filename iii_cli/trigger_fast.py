@@ -201,10 +201,8 @@ def run(argv: list[str]) -> int:
         fail(ec.TIMEOUT, f"no answer within {args.timeout_ms} ms", args.quiet)
     error = answer.get("error")
     if error is not None:
-        code = error.get("code") if isinstance(error, dict) else None
         _print_json(error, sys.stderr, "json")
-        return ec.BY_ERROR_CODE.get(code, ec.FUNCTION_ERROR) if isinstance(code, str) \
-            else ec.FUNCTION_ERROR
+        return ec.for_error(error)
     result = answer.get("result")
     if result is not None:
         _print_json(result, sys.stdout, args.output)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from iii_daemon import state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
-from iii_daemon.store import StoreError
 from iii_daemon.triggers.manager import TriggerError
 from iii_sdk.protocol import ErrorCode
 
@@ -105,8 +104,6 @@ def register_trigger(router: Router, ctx: CallContext) -> Any:
                                            config, data.get("metadata"), ctx.clock, ctx.out)
     except TriggerError as exc:
         raise CallError(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)) from None
-    except StoreError as exc:
-        raise CallError(ErrorCode.INVOCATION_FAILED, str(exc)) from None
     return {"id": binding.id, "status": binding.status}
 
 
@@ -117,10 +114,7 @@ def unregister_trigger(router: Router, ctx: CallContext) -> Any:
         raise CallError(ErrorCode.BAD_REQUEST,
                         f"trigger '{trigger_id}' belongs to worker {router.worker_id(owner)} "
                         "and goes when that worker unregisters it or disconnects")
-    try:
-        return {"removed": router.triggers.unregister(trigger_id, None, ctx.out)}
-    except StoreError as exc:
-        raise CallError(ErrorCode.INVOCATION_FAILED, str(exc)) from None
+    return {"removed": router.triggers.unregister(trigger_id, None, ctx.out)}
 
 
 def list_trigger_types(router: Router, ctx: CallContext) -> Any:

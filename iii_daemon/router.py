@@ -26,7 +26,7 @@ from iii_daemon import engine_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
-from iii_daemon.store import Store
+from iii_daemon.store import Store, StoreError
 from iii_daemon.triggers.base import Clock
 from iii_daemon.triggers.manager import TriggerError, TriggerManager
 from iii_sdk import protocol as p
@@ -353,6 +353,8 @@ class Router:
                                                      self.clock)), None
         except CallError as exc:
             return None, _error(exc.code, exc.message)
+        except StoreError as exc:  # disk full, permissions: the caller hears why
+            return None, _error(ErrorCode.INVOCATION_FAILED, str(exc))
         except Exception as exc:  # a daemon bug must not take the daemon down
             log.exception("engine function %s failed", builtin.id)
             return None, _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")

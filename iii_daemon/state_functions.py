@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
-from iii_daemon.store import MISSING, StoreError
-from iii_sdk.protocol import ErrorCode
+from iii_daemon.builtin import BuiltinFunction, CallContext, field
+from iii_daemon.store import MISSING
 
 if TYPE_CHECKING:
     from iii_daemon.router import Router
-
-
-def _stored(action: Any) -> Any:
-    try:
-        return action()
-    except StoreError as exc:
-        raise CallError(ErrorCode.INVOCATION_FAILED, str(exc)) from None
 
 
 def state_get(router: Router, ctx: CallContext) -> Any:
@@ -28,7 +20,7 @@ def state_set(router: Router, ctx: CallContext) -> Any:
     scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
     value = ctx.data.get("value")
     old = router.store.get_state(scope, key)
-    _stored(lambda: router.store.set_state(scope, key, value))
+    router.store.set_state(scope, key, value)
     event = "state:created" if old is MISSING else "state:updated"
     old_value = None if old is MISSING else old
     router.triggers.state_changed(scope, key, event, old_value, value, ctx.clock, ctx.out)
@@ -40,7 +32,7 @@ def state_delete(router: Router, ctx: CallContext) -> Any:
     old = router.store.get_state(scope, key)
     if old is MISSING:
         return {"removed": False, "old_value": None}
-    _stored(lambda: router.store.delete_state(scope, key))
+    router.store.delete_state(scope, key)
     router.triggers.state_changed(scope, key, "state:deleted", old, None, ctx.clock, ctx.out)
     return {"removed": True, "old_value": old}
 

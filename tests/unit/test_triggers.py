@@ -406,3 +406,18 @@ def test_a_failed_store_write_keeps_memory_and_disk_in_step(core: Core) -> None:
     assert answer["error"] == {"code": "invocation_failed",
                                "message": "store write failed: database or disk is full"}
     assert "keep" in core.router.triggers.bindings
+
+
+def test_a_failed_state_write_is_reported_and_fires_nothing(core: Core) -> None:
+    from iii_daemon.store import StoreError
+
+    reg(core, id="s", type="state", function_id="job", config={"scope": "orders"})
+
+    def full(scope: str, key: str, value: Any) -> None:
+        raise StoreError("store write failed: database or disk is full")
+
+    core.router.store.set_state = full  # type: ignore[method-assign]
+    [(conn, answer)] = core.call(2, "state::set", {"scope": "orders", "key": "k", "value": 1},
+                                 invocation_id="s")
+    assert conn == 2 and answer["error"] == {
+        "code": "invocation_failed", "message": "store write failed: database or disk is full"}
