@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from iii_cli.wire import Connection
+from iii_sdk.paths import pidfile_path
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
@@ -36,10 +37,6 @@ def log_file() -> Path:
     return log_dir() / "daemon.log"
 
 
-def pidfile(socket_path: Path) -> Path:
-    return socket_path.with_name(socket_path.name + ".pid")
-
-
 def running_pid(socket_path: Path) -> int | None:
     """The pid of the daemon holding the socket's pidfile lock, or None.
 
@@ -47,7 +44,7 @@ def running_pid(socket_path: Path) -> int | None:
     whether a daemon lives.
     """
     try:
-        handle = open(pidfile(socket_path))  # noqa: SIM115 - closed below
+        handle = open(pidfile_path(socket_path))  # noqa: SIM115 - closed below
     except OSError:
         return None
     with handle:

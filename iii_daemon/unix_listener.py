@@ -17,6 +17,7 @@ from typing import IO, cast
 from iii_daemon.hub import Hub
 from iii_sdk.errors import FrameTooLarge
 from iii_sdk.framing import LineReader
+from iii_sdk.paths import pidfile_path
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,6 @@ MAX_SOCKET_PATH = 107
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why, in one line."""
-
-
-def pidfile_path(socket_path: Path) -> Path:
-    return socket_path.with_name(socket_path.name + ".pid")
 
 
 def acquire_pidfile(socket_path: Path) -> IO[str]:

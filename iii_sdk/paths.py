@@ -56,6 +56,11 @@ def _configured_socket() -> str | None:
     return value if isinstance(value, str) else None
 
 
+def pidfile_path(socket_path: Path) -> Path:
+    """``<socket>.pid``: the daemon holds it locked for its lifetime (liveness = the lock)."""
+    return socket_path.with_name(socket_path.name + ".pid")
+
+
 def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """``--data-dir`` > ``III_DATA_DIR`` > the user's data dir."""
     if explicit:
