@@ -463,6 +463,8 @@ def config_set(
             typed = int(value)
         except ValueError:
             _fail(ec.USAGE, f"'{key}' takes a whole number, got {value!r}")
+    elif wanted is list:
+        typed = [item.strip() for item in value.split(",") if item.strip()]
     path = config.config_path()
     try:
         current = config.read_file(path)

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="data directory (default: $III_DATA_DIR, "
                                            "else the user data dir)")
     parser.add_argument("--ws-port", type=_port,
-                        help="WebSocket port, 0 for none (the listener is not built yet)")
+                        help="WebSocket port, 0 for none")
     parser.add_argument("--http-port", type=_port,
                         help="HTTP trigger port, 0 for none (the listener is not built yet)")
     parser.add_argument("--max-frame-bytes", type=_positive)
@@ -85,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         ws_port=ws_port,
         ws_host=str(settings.get("websocket.host")),
         ws_token=settings.get("websocket.token"),
+        ws_allowed_origins=tuple(settings.get("websocket.allowed_origins")),
+        ws_allowed_hosts=tuple(settings.get("websocket.allowed_hosts")),
         http_port=http_port,
         history_events=int(settings.get("history.events")),
+        call_timeout_ms=int(settings.get("call_timeout_ms")),
     )
     try:
         run(daemon_config)

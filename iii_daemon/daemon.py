@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon import __version__, unix_listener, ws_listener
+from iii_daemon.access import AccessPolicy
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_daemon.store import Store, StoreError
@@ -34,15 +35,27 @@ class DaemonConfig:
     ws_host: str = "127.0.0.1"
     #: Required as ``Authorization: Bearer TOKEN``; needed to bind a non-loopback host.
     ws_token: str | None = None
+    #: Browser origins allowed to open a WebSocket (none by default: SDKs send no Origin).
+    ws_allowed_origins: tuple[str, ...] = ()
+    #: Host names accepted besides loopback names and the listening address.
+    ws_allowed_hosts: tuple[str, ...] = ()
     #: Accepted now; the HTTP trigger listener comes with its own issue.
     http_port: int = 3111
     #: Events kept for engine::events::list (config [history] events).
     history_events: int = 10_000
+    #: How long the daemon tracks a call that set no timeout_ms (void calls, trigger
+    #: firings, calls of SDKs that only time out locally).
+    call_timeout_ms: int = 300_000
 
     @property
     def write_limit(self) -> int:
         # One largest frame plus slack may sit unsent; more means the peer is not reading.
         return self.max_frame_bytes + 16 * 1024 * 1024
+
+    @property
+    def parked_limit(self) -> int:
+        """Bytes all connections together may hold in frames still arriving."""
+        return max(256 * 1024 * 1024, 2 * self.max_frame_bytes)
 
 
 async def serve(config: DaemonConfig, stop: asyncio.Event,
@@ -53,16 +66,19 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         unix_listener.StartupError: the socket cannot be taken (another daemon, bad path).
     """
     loop = asyncio.get_running_loop()
+    # Everything the daemon creates (store, pidfile, logs) is private to the user.
+    os.umask(0o077)
     unix_listener.prepare_directory(config.socket_path)
-    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    unix_listener.prepare_private_directory(config.data_dir, "data directory")
     pidfile = unix_listener.acquire_pidfile(config.socket_path)
     try:
         try:
             store = Store(config.data_dir / "iii.db")
         except StoreError as exc:
             raise unix_listener.StartupError(str(exc)) from None
-        router = Router(info=_info(config), store=store, history=config.history_events)
-        hub = Hub(router, loop, config.write_limit)
+        router = Router(info=_info(config), store=store, history=config.history_events,
+                        call_timeout_ms=config.call_timeout_ms)
+        hub = Hub(router, loop, config.write_limit, config.parked_limit)
         hub.deliver(router.start(loop.time(), time.time()))
         hub.flush()
         # The Unix socket comes up last: once it answers, every listener is ready (the
@@ -100,9 +116,11 @@ async def _start_ws(hub: Hub, config: DaemonConfig,
     its Unix socket and ``status`` says why."""
     if not config.ws_port:
         return None
+    policy = AccessPolicy.build("websocket", config.ws_host, config.ws_token,
+                                config.ws_allowed_origins, config.ws_allowed_hosts)
     try:
-        ws = await ws_listener.start_ws_server(hub, config.ws_host, config.ws_port,
-                                               config.ws_token, config.max_frame_bytes)
+        ws = await ws_listener.start_ws_server(hub, policy, config.ws_port,
+                                               config.max_frame_bytes)
     except ws_listener.ListenerOff as exc:
         log.warning("WebSocket listener off: %s", exc)
         listeners["websocket"] = {"state": "off", "port": config.ws_port, "reason": str(exc)}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from iii_daemon import state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
-from iii_daemon.triggers.manager import TriggerError
+from iii_daemon.triggers.manager import TriggerConfigError, TriggerError
 from iii_sdk.protocol import ErrorCode
 
 if TYPE_CHECKING:
@@ -102,6 +102,8 @@ def register_trigger(router: Router, ctx: CallContext) -> Any:
     try:
         binding = router.triggers.register(None, trigger_id, trigger_type, function_id,
                                            config, data.get("metadata"), ctx.clock, ctx.out)
+    except TriggerConfigError as exc:  # a malformed request: nothing was stored
+        raise CallError(ErrorCode.BAD_REQUEST, str(exc)) from None
     except TriggerError as exc:
         raise CallError(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)) from None
     return {"id": binding.id, "status": binding.status}

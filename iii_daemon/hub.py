@@ -1,16 +1,32 @@
 """The thin asyncio driver between transports and the router.
 
-Every transport (Unix socket, later WebSocket) hands the hub decoded messages; the hub
-runs the router and delivers what it returns. Writes are collected per connection and
-flushed once per batch of input, so a pipelined caller costs one syscall per read, not
-one per message.
+Every transport (Unix socket, WebSocket) hands the hub the frames it read; the hub
+decodes them, runs the router and delivers what it returns. Writes are collected per
+connection and flushed once per batch of input, so a pipelined caller costs one syscall
+per read, not one per message.
+
+Bounds, so that no client can make the daemon hold unbounded memory or stall others:
+
+- *Output budget*: while handling a connection's frames, the hub stops once they have
+  produced ``output_budget`` bytes of output; the rest wait (the connection is not read)
+  until its own unsent output drains. A few bytes of pipelined ``engine::functions::list``
+  calls cannot make gigabytes of answers.
+- *Write limit*: a connection whose unsent output still grows past ``write_limit`` is
+  not reading at all and is cut off.
+- *Parked bytes*: bytes held for incomplete frames (unfinished lines, WebSocket messages
+  still arriving) are counted across every connection; past ``parked_limit`` the
+  connection holding the most is cut off.
+- *Containment*: an exception while handling or delivering one message is logged with
+  its traceback and answered as an error to that message; it never closes a connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from iii_daemon.router import Close, Output, Router
@@ -18,6 +34,11 @@ from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
 
 log = logging.getLogger(__name__)
+
+#: Output one batch of a connection's frames may produce before the hub stops reading it.
+OUTPUT_BUDGET = 4 * 1024 * 1024
+#: The longest the hub's timer sleeps; far deadlines are re-armed (loops reject huge delays).
+MAX_TIMER_S = 3600.0
 
 
 class Link(Protocol):
@@ -29,23 +50,37 @@ class Link(Protocol):
 
     def write_buffer_size(self) -> int: ...
 
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
 
 
 class Hub:
-    def __init__(self, router: Router, loop: asyncio.AbstractEventLoop,
-                 write_limit: int) -> None:
+    def __init__(self, router: Router, loop: asyncio.AbstractEventLoop, write_limit: int,
+                 parked_limit: int = 256 * 1024 * 1024,
+                 output_budget: int = OUTPUT_BUDGET) -> None:
         self.router = router
         self.loop = loop
         #: A connection whose unsent output grows past this is cut off (it is not reading).
         self.write_limit = write_limit
+        self.parked_limit = parked_limit
+        self.output_budget = output_budget
         self.links: dict[int, Link] = {}
         self._next_id = 0
         self._out: dict[int, bytearray] = {}
+        #: Frames read from a paused connection and not handled yet, in order.
+        self._backlog: dict[int, collections.deque[bytes]] = {}
+        #: Bytes each connection holds in incomplete frames; their sum.
+        self._parked: dict[int, int] = {}
+        self.parked_total = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        #: After a failing timer callback, wait at least this long before the next one.
+        self._timer_floor = 0.0
 
     # --- links --------------------------------------------------------------------------
 
@@ -62,26 +97,106 @@ class Hub:
         if self.links.pop(conn_id, None) is None:
             return
         self._out.pop(conn_id, None)
-        self.deliver(self.router.disconnect(conn_id))
+        self._backlog.pop(conn_id, None)
+        self.parked_total -= self._parked.pop(conn_id, 0)
+        try:
+            self.deliver(self.router.disconnect(conn_id))
+        except Exception:
+            log.exception("error while removing connection %d", conn_id)
         self.flush()
 
     # --- input --------------------------------------------------------------------------
 
-    def receive(self, conn_id: int, frames: list[bytes]) -> None:
-        """Decode and handle a batch of frames from one connection, then write once."""
+    def receive(self, conn_id: int, frames: Sequence[bytes]) -> None:
+        """Handle a batch of frames from one connection, then write once.
+
+        A connection over its output budget keeps the frames it could not handle yet
+        and is not read until its output drains (see :meth:`drained`).
+        """
+        backlog = self._backlog.get(conn_id)
+        if backlog is not None:  # still paused: keep the order
+            backlog.extend(frames)
+            return
+        rest = self._handle(conn_id, frames)
+        self.flush()
+        if rest:
+            self._pause(conn_id, rest)
+
+    def _handle(self, conn_id: int, frames: Sequence[bytes]) -> Sequence[bytes]:
+        """Handle frames until they produced ``output_budget`` bytes; return the rest."""
         router = self.router
         now = self.loop.time()
         decode = p.decode
-        for frame in frames:
+        produced = 0
+        budget = self.output_budget
+        for index, frame in enumerate(frames):
             try:
-                message = decode(frame)
-            except ProtocolError as exc:
-                out = router.bad_frame(conn_id, frame, str(exc))
-            else:
-                out = router.handle(conn_id, message, now)
+                try:
+                    message = decode(frame)
+                except ProtocolError as exc:
+                    out = router.bad_frame(conn_id, frame, str(exc))
+                else:
+                    out = router.handle(conn_id, message, now)
+            except Exception:
+                # A daemon bug must cost this one message, never the connection.
+                log.exception("error while handling a frame from connection %d", conn_id)
+                out = router.bad_frame(conn_id, frame, "internal error while handling "
+                                                       "this frame (see the daemon log)")
             if out:
-                self.deliver(out)
+                produced += self.deliver(out)
+                if produced > budget and conn_id in self.links:
+                    return frames[index + 1:]
+        return ()
+
+    def _pause(self, conn_id: int, rest: Sequence[bytes]) -> None:
+        link = self.links.get(conn_id)
+        if link is None:
+            return
+        self._backlog[conn_id] = collections.deque(rest)
+        link.pause_reading()
+        if link.write_buffer_size() <= self.output_budget:
+            # Its own output is small (the budget went to others): let other
+            # connections have a turn, then go on.
+            self.loop.call_soon(self.drained, conn_id)
+
+    def drained(self, conn_id: int) -> None:
+        """The link's unsent output went down: handle what waited, then read again."""
+        backlog = self._backlog.get(conn_id)
+        link = self.links.get(conn_id)
+        if link is None:
+            return
+        if backlog is None:
+            link.resume_reading()
+            return
+        if link.write_buffer_size() > self.output_budget:
+            return  # not yet; the transport tells us again when it drains
+        del self._backlog[conn_id]
+        rest = self._handle(conn_id, list(backlog))
         self.flush()
+        if rest:
+            self._pause(conn_id, rest)
+        elif conn_id in self.links:
+            link.resume_reading()
+
+    def parked(self, conn_id: int, size: int) -> bool:
+        """The link now holds ``size`` bytes of incomplete frames. False when the daemon
+        is over its global limit and this connection was the largest holder (cut off)."""
+        self.parked_total += size - self._parked.get(conn_id, 0)
+        if size:
+            self._parked[conn_id] = size
+        else:
+            self._parked.pop(conn_id, None)
+        if self.parked_total <= self.parked_limit:
+            return True
+        hog = max(self._parked, key=self._parked.__getitem__)
+        log.warning("connection %d holds %d bytes of unfinished frames while the daemon "
+                    "holds %d in all (limit %d); closing it", hog, self._parked[hog],
+                    self.parked_total, self.parked_limit)
+        self.parked_total -= self._parked.pop(hog)
+        link = self.links.get(hog)
+        if link is not None:
+            link.abort()
+        return hog != conn_id
 
     def frame_error(self, conn_id: int, reason: str) -> None:
         """A frame the transport itself refused; the connection stays open."""
@@ -95,8 +210,10 @@ class Hub:
 
     # --- output -------------------------------------------------------------------------
 
-    def deliver(self, out: Output) -> None:
+    def deliver(self, out: Output) -> int:
+        """Encode messages into their connections' pending output; return bytes added."""
         pending = self._out
+        added = 0
         for conn_id, message in out:
             if conn_id not in self.links:
                 continue  # gone already; whatever was meant for it is moot
@@ -109,7 +226,16 @@ class Hub:
             buf = pending.get(conn_id)
             if buf is None:
                 buf = pending[conn_id] = bytearray()
-            p.encode_into(message, buf)
+            size = len(buf)
+            try:
+                p.encode_into(message, buf)
+            except Exception:
+                del buf[size:]
+                log.exception("cannot encode a %s for connection %d; dropped",
+                              type(message).__name__, conn_id)
+                continue
+            added += len(buf) - size
+        return added
 
     def flush(self) -> None:
         if self._out:
@@ -122,7 +248,12 @@ class Hub:
         link = self.links.get(conn_id)
         if buf is None or link is None:
             return
-        link.write(buf)
+        try:
+            link.write(buf)
+        except Exception:
+            log.exception("writing to connection %d failed; closing it", conn_id)
+            link.abort()
+            return
         if link.write_buffer_size() > self.write_limit:
             log.warning("connection %d is not reading its messages; closing it", conn_id)
             link.abort()
@@ -135,15 +266,22 @@ class Hub:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        now = self.loop.time()
+        self._timer_at = min(max(deadline, self._timer_floor), now + MAX_TIMER_S)
+        self._timer = self.loop.call_at(self._timer_at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         now = self.loop.time()
-        self.router.tick_clock(now, time.time())  # cron follows the wall clock
-        self.deliver(self.router.expire(now))
+        try:
+            self.router.tick_clock(now, time.time())  # cron follows the wall clock
+            self.deliver(self.router.expire(now))
+        except Exception:
+            # Never let one bad deadline stop the timer: timeouts and crons depend on it.
+            # A floor keeps a deadline that fails every time from spinning the loop.
+            log.exception("error while handling deadlines; the timer goes on")
+            self._timer_floor = now + 0.1
         self.flush()
 
     # --- shutdown -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import heapq
 import uuid
 from collections.abc import Callable
@@ -31,7 +32,12 @@ class Invocation:
 
 
 class InvocationTable:
-    """Pending invocations by daemon id, plus a deadline heap with lazy deletion."""
+    """Pending invocations by daemon id, with their deadlines.
+
+    Explicit deadlines (``timeout_ms``) sit in a heap; deadlines from the daemon's default
+    call timeout all lie the same distance ahead of the call, so they arrive in order
+    and a FIFO holds them for the price of an append. Both delete lazily.
+    """
 
     # Rebuild the heap when dead entries outnumber live ones by this factor, so a
     # high call rate with long timeouts does not keep every finished call's entry.
@@ -41,6 +47,7 @@ class InvocationTable:
     def __init__(self) -> None:
         self._pending: dict[str, Invocation] = {}
         self._deadlines: list[tuple[float, str]] = []
+        self._in_order: collections.deque[tuple[float, str]] = collections.deque()
         # Ids look like UUIDs (SDKs may expect that) but cost a counter increment:
         # a random prefix per daemon run and a 48-bit sequence.
         self._prefix = str(uuid.uuid4())[:24]
@@ -56,14 +63,22 @@ class InvocationTable:
         self._seq += 1
         return f"{self._prefix}{self._seq:012x}"
 
-    def add(self, invocation: Invocation) -> None:
+    def add(self, invocation: Invocation, in_order: bool = False) -> None:
+        """Track ``invocation``; ``in_order``: its deadline is not before any deadline
+        added in order so far (the default call timeout)."""
         self._pending[invocation.id] = invocation
-        if invocation.deadline is not None:
-            heapq.heappush(self._deadlines, (invocation.deadline, invocation.id))
-            if len(self._deadlines) > self._COMPACT_MIN + self._COMPACT_FACTOR * len(
-                self._pending
-            ):
-                self._compact()
+        if invocation.deadline is None:
+            return
+        limit = self._COMPACT_MIN + self._COMPACT_FACTOR * len(self._pending)
+        if in_order:
+            self._in_order.append((invocation.deadline, invocation.id))
+            if len(self._in_order) > limit:
+                self._in_order = collections.deque(
+                    d for d in self._in_order if d[1] in self._pending)
+            return
+        heapq.heappush(self._deadlines, (invocation.deadline, invocation.id))
+        if len(self._deadlines) > limit:
+            self._compact()
 
     def get(self, invocation_id: str) -> Invocation | None:
         return self._pending.get(invocation_id)
@@ -76,26 +91,38 @@ class InvocationTable:
         expired: list[Invocation] = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
-            _, invocation_id = heapq.heappop(heap)
-            invocation = self._pending.get(invocation_id)
-            # The entry may be stale: the call was answered (gone) or is another one's.
-            if invocation is not None and invocation.deadline is not None \
-                    and invocation.deadline <= now:
-                del self._pending[invocation_id]
-                expired.append(invocation)
+            self._expire(heapq.heappop(heap)[1], now, expired)
+        in_order = self._in_order
+        while in_order and in_order[0][0] <= now:
+            self._expire(in_order.popleft()[1], now, expired)
         return expired
+
+    def _expire(self, invocation_id: str, now: float, expired: list[Invocation]) -> None:
+        invocation = self._pending.get(invocation_id)
+        # The entry may be stale: the call was answered (gone) or is another one's.
+        if invocation is not None and invocation.deadline is not None \
+                and invocation.deadline <= now:
+            del self._pending[invocation_id]
+            expired.append(invocation)
 
     def next_deadline(self) -> float | None:
         heap = self._deadlines
-        while heap and heap[0][1] not in self._pending:
+        pending = self._pending
+        while heap and heap[0][1] not in pending:
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        in_order = self._in_order
+        while in_order and in_order[0][1] not in pending:
+            in_order.popleft()
+        if not in_order:
+            return heap[0][0] if heap else None
+        return min(heap[0][0], in_order[0][0]) if heap else in_order[0][0]
 
     def drain(self) -> list[Invocation]:
         """Remove and return every pending invocation (daemon shutdown)."""
         pending = list(self._pending.values())
         self._pending.clear()
         self._deadlines.clear()
+        self._in_order.clear()
         return pending
 
     def _compact(self) -> None:

@@ -25,6 +25,7 @@ from msgspec import Raw
 from iii_daemon import engine_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
+from iii_daemon.names import id_problem
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.store import Store, StoreError
 from iii_daemon.triggers.base import Clock
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "engine::"
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
+#: The longest timeout_ms a call may ask for (about 24.8 days, as JavaScript's timers).
+MAX_TIMEOUT_MS = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,13 @@ class Router:
 
     def __init__(self, builtins: dict[str, BuiltinFunction] | None = None,
                  info: dict[str, Any] | None = None, store: Store | None = None,
-                 history: int = 10_000) -> None:
+                 history: int = 10_000, call_timeout_ms: int = 300_000) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
         self.invocations = InvocationTable()
+        #: The deadline of calls that set no timeout_ms: nothing is tracked forever.
+        self.call_timeout_ms = call_timeout_ms
         self.builtins: dict[str, BuiltinFunction] = dict(
             engine_functions.BUILTINS if builtins is None else builtins
         )
@@ -232,9 +237,11 @@ class Router:
     def _on_register_function(self, conn: Connection, msg: p.RegisterFunction,
                               now: float, out: Output) -> None:
         function_id = msg.id
-        if not function_id:
-            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST,
-                                         message="function id must not be empty")))
+        problem = id_problem("function id", function_id)
+        if problem:
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=problem,
+                                         request_type="registerfunction",
+                                         request_id=function_id)))
             return
         owner: str | None
         if function_id in self.builtins or function_id.startswith(RESERVED_PREFIX):
@@ -263,17 +270,18 @@ class Router:
 
     def _on_register_action_type(self, conn: Connection, msg: p.RegisterActionType,
                                  now: float, out: Output) -> None:
-        if msg.id in RESERVED_ACTIONS or not msg.id:
-            reason = f"action type '{msg.id}' is reserved" if msg.id else "empty action type"
-            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=reason)))
-            return
+        reason = id_problem("action type", msg.id) or id_problem("function id",
+                                                                  msg.function_id)
+        if msg.id in RESERVED_ACTIONS:
+            reason = f"action type '{msg.id}' is reserved"
         existing = self.registry.actions.get(msg.id)
-        if existing is not None and existing.owner != conn.id:
+        if not reason and existing is not None and existing.owner != conn.id:
             owner = self.registry.connections[existing.owner].worker_id
-            out.append((conn.id, p.Error(
-                code=ErrorCode.BAD_REQUEST,
-                message=f"action type '{msg.id}' is already provided by worker {owner}",
-            )))
+            reason = f"action type '{msg.id}' is already provided by worker {owner}"
+        if reason:
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=reason,
+                                         request_type="registeractiontype",
+                                         request_id=msg.id)))
             return
         self.registry.add_action(ActionType(id=msg.id, owner=conn.id,
                                             function_id=msg.function_id,
@@ -284,9 +292,10 @@ class Router:
     def _on_invoke(self, conn: Connection, msg: p.InvokeFunction, now: float,
                    out: Output) -> None:
         caller_id = msg.invocation_id
-        if msg.timeout_ms is not None and msg.timeout_ms <= 0:
+        if msg.timeout_ms is not None and not 0 < msg.timeout_ms <= MAX_TIMEOUT_MS:
             self._reject(conn, msg, ErrorCode.BAD_REQUEST,
-                         f"timeout_ms must be a positive integer, got {msg.timeout_ms}", out)
+                         f"timeout_ms must be a whole number from 1 to {MAX_TIMEOUT_MS}, "
+                         f"got {msg.timeout_ms}", out)
             return
         action = msg.action
         void = False
@@ -323,7 +332,9 @@ class Router:
         inv_id = invocations.new_id()
         caller_id = msg.invocation_id
         waits = conn is not None and caller_id is not None and not void
-        timeout_ms = msg.timeout_ms if waits or then is not None else None
+        # Every tracked call ends: its own timeout_ms, else the daemon's default.
+        default = msg.timeout_ms is None
+        timeout_ms = self.call_timeout_ms if msg.timeout_ms is None else msg.timeout_ms
         invocations.add(Invocation(
             id=inv_id,
             function_id=entry.id,
@@ -332,9 +343,9 @@ class Router:
             caller_invocation_id=caller_id if waits else None,
             started=now,
             timeout_ms=timeout_ms,
-            deadline=None if timeout_ms is None else now + timeout_ms / 1000,
+            deadline=now + timeout_ms / 1000,
             then=then,
-        ))
+        ), in_order=default)
         self.registry.connections[entry.owner].serving.add(inv_id)
         if waits and conn is not None:
             conn.calling.add(inv_id)
@@ -502,7 +513,9 @@ class Router:
         try:
             self.triggers.add_type(conn.id, msg, self.clock, out)
         except TriggerError as exc:
-            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=str(exc))))
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=str(exc),
+                                         request_type="registertriggertype",
+                                         request_id=msg.id)))
 
     def _on_unregister_trigger_type(self, conn: Connection, msg: p.UnregisterTriggerType,
                                     now: float, out: Output) -> None:

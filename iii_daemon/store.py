@@ -8,8 +8,11 @@ promise more, will use ``FULL`` for their own writes).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,9 +40,43 @@ class StoreError(Exception):
     """The store cannot be opened or written (disk full, permissions, corruption)."""
 
 
+@dataclass(slots=True)
+class StoredTrigger:
+    id: str
+    trigger_type: str
+    function_id: str
+    config: Any
+    metadata: Any
+    #: Why the row cannot be used as it is, or None.
+    problem: str | None = None
+
+
+def _stored_trigger(row: tuple[Any, ...]) -> StoredTrigger:
+    trigger_id, trigger_type, function_id = (v if isinstance(v, str) else str(v)
+                                             for v in row[:3])
+    trigger = StoredTrigger(trigger_id, trigger_type, function_id, config=None, metadata=None)
+    for name, text in (("config", row[3]), ("metadata", row[4])):
+        if text is None and name == "metadata":
+            continue
+        try:
+            setattr(trigger, name, json.loads(text))
+        except (TypeError, ValueError, RecursionError) as exc:
+            trigger.problem = f"stored {name} is not valid JSON ({exc}): {str(text)[:80]!r}"
+    return trigger
+
+
+def _make_private(path: Path) -> None:
+    """Files an older daemon created with the default umask become 0600."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):  # missing, or a link we leave alone
+            os.chmod(path.with_name(path.name + suffix), 0o600, follow_symlinks=False)
+
+
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         """Open (creating) the database at ``path``; ``None`` keeps it in memory (tests)."""
+        if path is not None:
+            _make_private(path)
         try:
             self._db = sqlite3.connect(":memory:" if path is None else str(path),
                                        isolation_level=None, check_same_thread=False)
@@ -70,12 +107,11 @@ class Store:
     def delete_trigger(self, trigger_id: str) -> None:
         self._write("DELETE FROM triggers WHERE id = ?", (trigger_id,))
 
-    def load_triggers(self) -> list[dict[str, Any]]:
+    def load_triggers(self) -> list[StoredTrigger]:
+        """Every stored trigger; a row that cannot be read says why in ``problem``."""
         rows = self._db.execute(
             "SELECT id, trigger_type, function_id, config, metadata FROM triggers ORDER BY id")
-        return [{"id": r[0], "trigger_type": r[1], "function_id": r[2],
-                 "config": json.loads(r[3]),
-                 "metadata": None if r[4] is None else json.loads(r[4])} for r in rows]
+        return [_stored_trigger(row) for row in rows]
 
     # --- state --------------------------------------------------------------------------
 

@@ -41,7 +41,14 @@ def acquire_pidfile(socket_path: Path) -> IO[str]:
     """
     path = pidfile_path(socket_path)
     while True:
-        handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
+        try:
+            # Never through a symlink: another user's link would make us write their file.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StartupError(f"cannot open the pidfile {path}: "
+                               f"{'it is a symlink' if exc.errno == errno.ELOOP else exc.strerror}"
+                               ) from None
+        handle = open(fd, "r+")  # noqa: SIM115 - held open until the process exits
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -73,14 +80,37 @@ def release_pidfile(socket_path: Path, handle: IO[str]) -> None:
 
 
 def prepare_directory(socket_path: Path) -> None:
-    """Create the socket's directory private to the user (0700) if it does not exist."""
+    """Create the socket's directory private to the user (0700), or check that an
+    existing one is: another user who can write there could replace our socket."""
     if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH:
         raise StartupError(
             f"socket path is too long for a Unix socket ({len(str(socket_path))} bytes, "
             f"at most {MAX_SOCKET_PATH}): {socket_path}")
-    directory = socket_path.parent
-    if not directory.exists():
+    prepare_private_directory(socket_path.parent, "socket directory")
+
+
+def prepare_private_directory(directory: Path, what: str) -> None:
+    """Create ``directory`` 0700, or refuse one owned by another user or writable by others.
+
+    Raises:
+        StartupError: the directory is not private to us (one line saying why).
+    """
+    try:
         directory.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StartupError(f"cannot create the {what} {directory}: {exc.strerror}") from None
+    info = os.stat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise StartupError(f"the {what} {directory} is not a directory")
+    if info.st_uid != os.getuid():
+        raise StartupError(f"the {what} {directory} belongs to uid {info.st_uid}, not to "
+                           f"you (uid {os.getuid()}); use a directory of your own")
+    if info.st_mode & 0o022:
+        raise StartupError(f"the {what} {directory} is writable by other users "
+                           f"(mode {info.st_mode & 0o777:o}); use a private directory "
+                           f"(chmod 700) so nobody can replace the daemon's files")
 
 
 def bind_socket(socket_path: Path) -> socket.socket:
@@ -130,6 +160,7 @@ class UnixLink(asyncio.Protocol):
         self.conn_id = 0
         self.reader = LineReader(max_frame_bytes)
         self.transport: asyncio.Transport | None = None
+        self._parked = 0  # bytes of an unfinished line, as last told to the hub
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -151,8 +182,15 @@ class UnixLink(asyncio.Protocol):
         except FrameTooLarge as exc:
             self.hub.frame_too_large(self.conn_id, str(exc))
             return
+        buffered = self.reader.buffered
+        if (buffered or self._parked) and not self._park(buffered):
+            return
         if frames:
             self.hub.receive(self.conn_id, frames)
+
+    def _park(self, buffered: int) -> bool:
+        self._parked = buffered
+        return self.hub.parked(self.conn_id, buffered)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -163,16 +201,23 @@ class UnixLink(asyncio.Protocol):
             self.hub.detach(self.conn_id)
 
     # Back-pressure: while a client does not read what we send, stop reading what it
-    # sends, so it cannot make us buffer without bound.
+    # sends, so it cannot make us buffer without bound. The hub decides when to read
+    # again (it may hold frames of ours it has not handled yet).
     def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.hub.drained(self.conn_id)
 
     # --- Link ---------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def write(self, data: bytes | bytearray) -> None:
         if self.transport is not None:

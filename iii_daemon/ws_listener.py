@@ -5,16 +5,13 @@ What the official SDK does, and what we answer (protocol.md § Transports):
 - any path, no subprotocol, no compression; WebSocket pings are answered by the library;
 - a second socket at ``<path>/otel`` carries binary telemetry: read and dropped, and
   nothing is ever sent on it (its keepalive breaks if we do);
-- ``Authorization: Bearer TOKEN`` when a token is configured; without a token the
-  listener only binds to loopback addresses (the Unix socket's uid check has no
-  equivalent on TCP, so the token stands in for it).
+- who may connect is decided by :mod:`iii_daemon.access` (Origin, Host, peer uid, token);
+  without a token the listener only binds to loopback addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import logging
 from http import HTTPStatus
 
@@ -22,6 +19,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from iii_daemon.access import AccessPolicy, can_check_peer_uid, is_loopback
 from iii_daemon.hub import Hub
 from iii_sdk.ws_sender import OrderedSender
 
@@ -30,41 +28,71 @@ log = logging.getLogger(__name__)
 _protocol_log = logging.getLogger("iii_daemon.ws_listener.protocol")
 _protocol_log.setLevel(logging.WARNING)
 
+#: Bytes of WebSocket framing per message we do not see as message text (an upper bound).
+_FRAME_OVERHEAD = 14
+
 
 class ListenerOff(Exception):
     """The listener cannot run; the message says why (shown by ``iii daemon status``)."""
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class CountingConnection(ServerConnection):
+    """Counts the bytes received and not yet handed to us as messages, so the hub can
+    cap what all connections hold in WebSocket messages still arriving."""
+
+    link: WsLink | None = None
+    unconsumed = 0
+
+    def data_received(self, data: bytes) -> None:
+        link = self.link
+        if link is not None:
+            self.unconsumed += len(data)
+            if not link.hub.parked(link.conn_id, self.unconsumed):
+                return  # cut off: over the daemon's limit
+        super().data_received(data)
+
+    def consumed(self, size: int) -> None:
+        link = self.link
+        before = self.unconsumed
+        self.unconsumed = max(0, before - size - _FRAME_OVERHEAD)
+        if link is not None and before:
+            link.hub.parked(link.conn_id, self.unconsumed)
 
 
 class WsLink:
     """One WebSocket client, as the hub sees it. Writes are queued and sent in order by
     a writer task; the hub's batched NDJSON output is split into one frame per message."""
 
-    def __init__(self, hub: Hub, conn: ServerConnection, max_frame_bytes: int) -> None:
+    def __init__(self, hub: Hub, conn: CountingConnection, max_frame_bytes: int) -> None:
         self.hub = hub
         self.conn = conn
         self.conn_id = 0
         self.max_frame_bytes = max_frame_bytes
-        self.sender = OrderedSender(conn)
+        self.sender = OrderedSender(conn, self._drained)
+        self._readable = asyncio.Event()
+        self._readable.set()
+
+    def _drained(self) -> None:
+        self.hub.drained(self.conn_id)
 
     # --- Link ---------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray) -> None:
-        for line in bytes(data).decode().split("\n"):
+        # Frames were checked for UTF-8 where they entered; "replace" is a last guard so
+        # a bug can never raise here, in the middle of another connection's delivery.
+        for line in bytes(data).decode(errors="replace").split("\n"):
             if line:
                 self.sender.push(line)
 
     def write_buffer_size(self) -> int:
         transport = self.conn.transport
         return self.sender.queued + (transport.get_write_buffer_size() if transport else 0)
+
+    def pause_reading(self) -> None:
+        self._readable.clear()
+
+    def resume_reading(self) -> None:
+        self._readable.set()
 
     def close(self) -> None:
         self.sender.close()
@@ -73,12 +101,16 @@ class WsLink:
         self.conn.transport.abort()
 
     async def reader(self) -> None:
-        async for message in self.conn:
+        while True:
+            await self._readable.wait()
+            message = await self.conn.recv()
             if isinstance(message, bytes):
+                self.conn.consumed(len(message))
                 self.hub.frame_error(self.conn_id, "binary frames are not accepted; send "
                                                    "JSON text frames")
                 continue
             frame = message.encode()
+            self.conn.consumed(len(frame))
             if len(frame) > self.max_frame_bytes:
                 self.hub.frame_too_large(self.conn_id,
                                          f"frame larger than {self.max_frame_bytes} bytes")
@@ -95,31 +127,35 @@ async def _discard(conn: ServerConnection) -> None:
         pass  # the SDK closes it with 1011 when it shuts down: that is its normal end
 
 
-async def start_ws_server(hub: Hub, host: str, port: int, token: str | None,
+async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
                           max_frame_bytes: int) -> Server:
-    """Start listening.
+    """Start listening on ``policy.host``.
 
     Raises:
         ListenerOff: a non-loopback host without a token, or the port cannot be bound.
     """
-    if not is_loopback(host) and not token:
+    host = policy.host
+    if not is_loopback(host) and not policy.token:
         raise ListenerOff(f"refusing to listen on {host} without a token "
                           "(set [websocket] token, or use 127.0.0.1)")
+    if not policy.token and not can_check_peer_uid():
+        log.warning("cannot tell which user a TCP client runs as on this platform; set "
+                    "[websocket] token to keep other local users out")
 
-    def check_token(conn: ServerConnection, request: Request) -> Response | None:
-        if token is None:
+    def check(conn: ServerConnection, request: Request) -> Response | None:
+        refusal = policy.check(request.headers.get, conn.remote_address, conn.local_address)
+        if refusal is None:
             return None
-        given = request.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return None
-        return conn.respond(HTTPStatus.UNAUTHORIZED, "a valid bearer token is required\n")
+        return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
 
     async def handler(conn: ServerConnection) -> None:
+        assert isinstance(conn, CountingConnection)
         if conn.request is not None and conn.request.path.rstrip("/").endswith("/otel"):
             await _discard(conn)
             return
         link = WsLink(hub, conn, max_frame_bytes)
         hub.attach(link, "ws")
+        conn.link = link
         writer = asyncio.create_task(link.sender.run())
         try:
             await link.reader()
@@ -136,9 +172,8 @@ async def start_ws_server(hub: Hub, host: str, port: int, token: str | None,
 
     try:
         return await serve(handler, host, port, compression=None,
-                           max_size=2 * max_frame_bytes, max_queue=64,
-                           process_request=check_token, logger=_protocol_log,
-                           server_header=None)
+                           max_size=2 * max_frame_bytes, max_queue=16,
+                           process_request=check, logger=_protocol_log,
+                           server_header=None, create_connection=CountingConnection)
     except OSError as exc:
         raise ListenerOff(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-

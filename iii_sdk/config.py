@@ -21,11 +21,16 @@ DEFAULTS: dict[str, Any] = {
     "socket": None,
     "autostart": False,
     "max_frame_bytes": 64 * MIB,
-    "websocket": {"enabled": True, "host": "127.0.0.1", "port": 49134, "token": None},
+    "call_timeout_ms": 300_000,
+    "websocket": {"enabled": True, "host": "127.0.0.1", "port": 49134, "token": None,
+                  "allowed_origins": [], "allowed_hosts": []},
     "http": {"enabled": True, "host": "127.0.0.1", "port": 3111},
     "history": {"events": 10_000},
     "queues": {},
 }
+
+#: Whole-number keys that must be above zero.
+POSITIVE_KEYS = frozenset({"max_frame_bytes", "call_timeout_ms", "history.events"})
 
 #: Settings of one ``[queues.NAME]`` table.
 QUEUE_KEYS: dict[str, type] = {
@@ -97,6 +102,10 @@ def _check(table: dict[str, Any], prefix: str, path: Path, warnings: list[str]) 
         elif not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
             raise ConfigError(f"{path}: '{dotted}' must be {wanted.__name__}, "
                               f"got {type(value).__name__} {value!r}")
+        elif isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{path}: '{dotted}' must be a list of strings, got {value!r}")
+        elif isinstance(value, int) and dotted in POSITIVE_KEYS and value <= 0:
+            raise ConfigError(f"{path}: '{dotted}' must be positive, got {value}")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:

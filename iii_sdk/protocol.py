@@ -171,10 +171,15 @@ class Event(Message, tag="event"):
 
 
 class Error(Message, tag="error"):
-    """(extension) A problem with a frame that is not a call; the connection stays open."""
+    """(extension) A problem with a frame that is not a call; the connection stays open.
+
+    ``request_type`` / ``request_id`` name the registration it refuses, when it does
+    (so an SDK can mark that handle as refused)."""
 
     code: str
     message: str
+    request_type: str | None = None
+    request_id: str | None = None
 
 
 class Pong(Message, tag="pong"):
@@ -210,13 +215,23 @@ def decode(frame: bytes | bytearray | memoryview) -> Message:
     """Decode one frame (without its newline).
 
     Raises:
-        ProtocolError: the frame is not JSON, not an object, has an unknown ``type``,
-            misses a required field or has a field of the wrong JSON type.
+        ProtocolError: the frame is not UTF-8 JSON, not an object, nested too deeply,
+            has an unknown ``type``, misses a required field or has a field of the wrong
+            JSON type.
     """
+    # Payloads pass through undecoded (Raw), so msgspec would not look at their bytes:
+    # check UTF-8 here, where the frame enters, before it can reach a WebSocket peer.
+    if not (frame.isascii() if not isinstance(frame, memoryview) else bytes(frame).isascii()):
+        try:
+            bytes(frame).decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"frame is not valid UTF-8 (byte {exc.start})") from None
     try:
         message: Message = _decoder.decode(frame)
     except msgspec.DecodeError as exc:
         raise ProtocolError(str(exc)) from None
+    except RecursionError:  # msgspec bounds nesting by the interpreter's recursion limit
+        raise ProtocolError("frame is nested too deeply") from None
     return message
 
 
@@ -257,6 +272,6 @@ def loads_object(frame: bytes | bytearray | memoryview) -> dict[str, Any] | None
     """The frame as a plain JSON object, or None; used to salvage a bad call's id."""
     try:
         value = msgspec.json.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

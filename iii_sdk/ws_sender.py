@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 
 class OrderedSender:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection,
+                 on_drained: Callable[[], None] | None = None) -> None:
         self._conn = conn
+        #: Called each time everything queued has been handed to the connection.
+        self._on_drained = on_drained
         self._queue: deque[str] = deque()
         #: Characters queued and not yet handed to the connection (back-pressure checks).
         self.queued = 0
@@ -39,6 +43,8 @@ class OrderedSender:
                     text = self._queue.popleft()
                     self.queued -= len(text)
                     await self._conn.send(text)
+                if self._on_drained is not None:
+                    self._on_drained()
                 if self._closing:
                     await self._conn.close()
                     return

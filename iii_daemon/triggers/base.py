@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 ACTIVE = "active"      # bound: it fires
 PENDING = "pending"    # its type has no provider (yet, or any more)
 BINDING = "binding"    # forwarded to the provider, no answer yet (it may never answer)
-ERROR = "error"        # the provider refused it
+ERROR = "error"        # the provider refused it, or a stored row could not be loaded
+ENDED = "ended"        # its schedule has no more times (a cron with a last year)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,10 @@ class Binding:
     owner: int | None
     status: str = PENDING
     error: str | None = None
+    #: Firings started and not finished (condition or target still running).
+    running: int = 0
+    #: Its type was asked to watch for it (and must be told to stop).
+    bound: bool = False
 
 
 class TriggerType(Protocol):
@@ -44,8 +49,10 @@ class TriggerType(Protocol):
     description: str
     #: The connection providing it; None for the daemon's built-ins.
     owner: int | None
+    #: Firings of one binding that may run at once; one more is skipped as still_running.
+    max_running: int
 
-    def validate(self, config: dict[str, Any]) -> str | None:
+    def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
         """What is wrong with ``config``, or None (worker types leave that to the worker)."""
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:

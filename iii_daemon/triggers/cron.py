@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
-from croniter.croniter import CroniterError
+from croniter.croniter import CroniterBadDateError
 
-from iii_daemon.triggers.base import ACTIVE, Binding, Clock, require_string
+from iii_daemon.triggers.base import ACTIVE, ENDED, ERROR, Binding, Clock, require_string
 
 if TYPE_CHECKING:
     from iii_daemon.router import Output
@@ -26,10 +26,25 @@ def rfc3339(wall: float) -> str:
         "+00:00", "Z")
 
 
+class ScheduleEnded(Exception):
+    """The expression has no time after the one asked about (a past or last year, or a
+    date that never exists such as 30 February)."""
+
+
 def next_after(expression: str, wall: float) -> float:
-    """The first scheduled time strictly after ``wall``."""
-    itr = croniter(expression, datetime.fromtimestamp(wall, UTC), second_at_beginning=True)
-    due: datetime = itr.get_next(datetime)
+    """The first scheduled time strictly after ``wall``.
+
+    Raises:
+        ScheduleEnded: there is none.
+        ValueError: the expression is not one croniter reads (CroniterError is one).
+    """
+    try:
+        itr = croniter(expression, datetime.fromtimestamp(wall, UTC), second_at_beginning=True)
+        due: datetime = itr.get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleEnded(expression) from None
+    except Exception as exc:  # croniter raises more kinds than it documents
+        raise ValueError(str(exc) or type(exc).__name__) from None
     return due.timestamp()
 
 
@@ -37,6 +52,8 @@ class CronType:
     id: str = "cron"
     description: str = "fires on a cron schedule (UTC, seconds first)"
     owner: int | None = None
+    #: A tick that finds the previous firing still running is skipped, not piled up.
+    max_running: int = 1
 
     def __init__(self) -> None:
         #: (due monotonic, sequence, binding id, scheduled wall time)
@@ -44,29 +61,44 @@ class CronType:
         self._bound: dict[str, Binding] = {}
         self._seq = 0
 
-    def validate(self, config: dict[str, Any]) -> str | None:
+    def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
+        """Refuse what croniter cannot read *and* what it reads but can never schedule:
+        the first fire time is computed here, so nothing unschedulable is ever stored."""
         problem = require_string(config, "expression")
         if problem:
             return problem
+        expression = config["expression"]
         try:
-            croniter(config["expression"], second_at_beginning=True)
-        except (CroniterError, ValueError, KeyError) as exc:
-            return f"invalid cron expression {config['expression']!r}: {exc}"
+            next_after(expression, clock.wall)
+        except ScheduleEnded:
+            return f"cron expression {expression!r} never fires after now"
+        except ValueError as exc:
+            return f"invalid cron expression {expression!r}: {exc}"
         return None
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
         self._bound[binding.id] = binding
-        self._schedule(binding, clock, clock.wall)
-        return ACTIVE
+        return ACTIVE if self._schedule(binding, clock, clock.wall) else binding.status
 
     def unbind(self, binding: Binding, out: Output) -> None:
         self._bound.pop(binding.id, None)  # its heap entries are skipped when they surface
 
-    def _schedule(self, binding: Binding, clock: Clock, after_wall: float) -> None:
-        due_wall = next_after(binding.config["expression"], after_wall)
+    def _schedule(self, binding: Binding, clock: Clock, after_wall: float) -> bool:
+        """Queue the next firing; False (binding marked) when there is none."""
+        try:
+            due_wall = next_after(binding.config["expression"], after_wall)
+        except ScheduleEnded:
+            binding.status, binding.error = ENDED, "the schedule has no more times"
+            self._bound.pop(binding.id, None)
+            return False
+        except ValueError as exc:  # validated before, so only a stored row gets here
+            binding.status, binding.error = ERROR, f"invalid cron expression: {exc}"
+            self._bound.pop(binding.id, None)
+            return False
         self._seq += 1
         heapq.heappush(self._heap, (clock.now + (due_wall - clock.wall), self._seq,
                                     binding.id, due_wall))
+        return True
 
     def next_due(self) -> float | None:
         heap = self._heap

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, Any
 
+from iii_daemon.names import id_problem
 from iii_daemon.store import Store
 from iii_daemon.triggers.base import ACTIVE, ERROR, PENDING, Binding, Clock, TriggerType
 from iii_daemon.triggers.cron import CronType
@@ -32,6 +33,10 @@ class TriggerError(Exception):
     """A registration the daemon refuses; the message says why."""
 
 
+class TriggerConfigError(TriggerError):
+    """The registration itself is malformed (ids, config): a bad request, not a conflict."""
+
+
 def is_truthy(value: Any) -> bool:
     """protocol.md: false, null, 0 and "" are falsy; anything else (even [] or {}) runs."""
     return not (value is None or value is False or value == "" or
@@ -53,11 +58,48 @@ class TriggerManager:
     # --- registration -------------------------------------------------------------------
 
     def load(self, clock: Clock, out: Output) -> None:
-        """Bind the daemon-owned triggers kept in the store (at startup)."""
+        """Bind the daemon-owned triggers kept in the store (at startup).
+
+        A row that cannot be used (bad JSON, wrong shape, a config that no longer
+        validates) is kept in the store and listed with status ``error`` and the reason;
+        it never stops the daemon from starting.
+        """
         for row in self.store.load_triggers():
-            self._add(Binding(id=row["id"], trigger_type=row["trigger_type"],
-                              function_id=row["function_id"], config=row["config"],
-                              metadata=row["metadata"], owner=None), clock, out)
+            binding = Binding(id=row.id, trigger_type=row.trigger_type,
+                              function_id=row.function_id,
+                              config=row.config if isinstance(row.config, dict) else {},
+                              metadata=row.metadata, owner=None)
+            problem = row.problem or self._problem(binding.id, binding.trigger_type,
+                                                   binding.function_id, row.config, clock)
+            if problem:
+                binding.status, binding.error = ERROR, f"cannot load the stored trigger: " \
+                                                       f"{problem}"
+                self.bindings[binding.id] = binding
+                continue
+            try:
+                self._add(binding, clock, out)
+            except Exception as exc:  # a bug in a type must not stop the daemon either
+                binding.status, binding.error = ERROR, f"cannot bind: {exc}"
+                self.bindings[binding.id] = binding
+
+    def _problem(self, trigger_id: str, trigger_type: str, function_id: str, config: Any,
+                 clock: Clock) -> str | None:
+        """What is wrong with a registration's ids and config, or None."""
+        problem = id_problem("trigger id", trigger_id) or \
+            id_problem("trigger type", trigger_type) or id_problem("function_id", function_id)
+        if problem:
+            return problem
+        if not isinstance(config, dict):
+            return "config must be an object"
+        condition = config.get("condition_function_id")
+        if condition is not None:
+            if not isinstance(condition, str):
+                return "config.condition_function_id must be a non-empty string"
+            problem = id_problem("config.condition_function_id", condition)
+            if problem:
+                return problem
+        kind = self.types.get(trigger_type)
+        return kind.validate(config, clock) if kind is not None else None
 
     def register(self, owner: int | None, trigger_id: str, trigger_type: str,
                  function_id: str, config: Any, metadata: Any, clock: Clock,
@@ -65,22 +107,12 @@ class TriggerManager:
         """Add (or replace, same owner) a binding.
 
         Raises:
-            TriggerError: bad id, config or condition, or the id belongs to someone else.
+            TriggerConfigError: bad id, config or condition.
+            TriggerError: the id belongs to someone else.
         """
-        if not trigger_id:
-            raise TriggerError("trigger id must not be empty")
-        if not function_id:
-            raise TriggerError("function_id must not be empty")
-        if not isinstance(config, dict):
-            raise TriggerError("config must be an object")
-        condition = config.get("condition_function_id")
-        if condition is not None and (not isinstance(condition, str) or not condition):
-            raise TriggerError("config.condition_function_id must be a non-empty string")
-        kind = self.types.get(trigger_type)
-        if kind is not None:
-            problem = kind.validate(config)
-            if problem:
-                raise TriggerError(problem)
+        problem = self._problem(trigger_id, trigger_type, function_id, config, clock)
+        if problem:
+            raise TriggerConfigError(problem)
         existing = self.bindings.get(trigger_id)
         if existing is not None:
             if existing.owner != owner:
@@ -97,6 +129,8 @@ class TriggerManager:
     def _add(self, binding: Binding, clock: Clock, out: Output) -> None:
         self.bindings[binding.id] = binding
         kind = self.types.get(binding.trigger_type)
+        if kind is not None:
+            binding.bound = True
         binding.status = PENDING if kind is None else kind.bind(binding, clock, out)
 
     def unregister(self, trigger_id: str, owner: int | None, out: Output) -> bool:
@@ -117,7 +151,7 @@ class TriggerManager:
     def _remove(self, binding: Binding, out: Output) -> None:
         del self.bindings[binding.id]
         kind = self.types.get(binding.trigger_type)
-        if kind is not None and binding.status != PENDING:
+        if kind is not None and binding.bound:
             kind.unbind(binding, out)
 
     def owned_by(self, trigger_id: str) -> int | str | None:
@@ -131,7 +165,7 @@ class TriggerManager:
         for binding in [b for b in self.bindings.values() if b.owner == conn_id]:
             kind = self.types.get(binding.trigger_type)
             if kind is not None and kind.owner == conn_id:
-                binding.status = PENDING  # no one left to tell
+                binding.status, binding.bound = PENDING, False  # no one left to tell
             self._remove(binding, out)
         for type_id in [t.id for t in self.types.values() if t.owner == conn_id]:
             self._drop_type(type_id)
@@ -143,7 +177,10 @@ class TriggerManager:
         Raises:
             TriggerError: the id is reserved or another worker provides it.
         """
-        if not message.id or message.id in RESERVED_TYPES:
+        problem = id_problem("trigger type", message.id)
+        if problem:
+            raise TriggerConfigError(problem)
+        if message.id in RESERVED_TYPES:
             raise TriggerError(f"trigger type '{message.id}' is reserved by the daemon")
         existing = self.types.get(message.id)
         if existing is not None and existing.owner != conn_id:
@@ -154,6 +191,7 @@ class TriggerManager:
         for binding in self.bindings.values():
             if binding.trigger_type == message.id and binding.status == PENDING:
                 binding.error = None
+                binding.bound = True
                 binding.status = kind.bind(binding, clock, out)
 
     def remove_type(self, conn_id: int, type_id: str) -> None:
@@ -165,7 +203,7 @@ class TriggerManager:
         del self.types[type_id]
         for binding in self.bindings.values():
             if binding.trigger_type == type_id:
-                binding.status = PENDING
+                binding.status, binding.bound = PENDING, False
 
     def provider_answered(self, conn_id: int, message: p.TriggerRegistrationResult,
                           out: Output) -> None:
@@ -190,7 +228,16 @@ class TriggerManager:
     # --- firing -------------------------------------------------------------------------
 
     def fire(self, binding: Binding, payload: Any, clock: Clock, out: Output) -> None:
-        """Run the binding's function like a void call, after its condition if it has one."""
+        """Run the binding's function like a void call, after its condition if it has one.
+
+        A binding whose earlier firings still run (as many as its type allows) skips
+        with reason ``still_running``: a silent target never piles up calls.
+        """
+        kind = self.types.get(binding.trigger_type)
+        if kind is not None and binding.running >= kind.max_running:
+            self._skip(binding, "still_running")
+            return
+        binding.running += 1
         data = p.to_raw(payload)
         condition = binding.config.get("condition_function_id")
         if condition is None:
@@ -199,9 +246,11 @@ class TriggerManager:
 
         def decide(result: Raw | None, error: Any, out: Output) -> None:
             if error is not None:
+                binding.running -= 1
                 self._skip(binding, f"condition '{condition}' failed: "
                                     f"{error.get('code')}: {error.get('message')}")
             elif not is_truthy(p.from_raw(result or p.NULL)):
+                binding.running -= 1
                 self._skip(binding, f"condition '{condition}' returned "
                                     f"{bytes(result or p.NULL).decode()}")
             else:
@@ -216,6 +265,7 @@ class TriggerManager:
                            trigger_type=binding.trigger_type, function_id=binding.function_id)
 
         def finished(result: Raw | None, error: Any, out: Output) -> None:
+            binding.running -= 1
             self.router.record(
                 "invocation.finished", function_id=binding.function_id,
                 source=f"trigger:{binding.trigger_type}", trigger_id=binding.id,

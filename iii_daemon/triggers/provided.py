@@ -17,10 +17,11 @@ class ProvidedType:
         self.id = message.id
         self.description = message.description
         self.owner: int | None = owner
+        self.max_running = 0  # the provider fires with ordinary calls; none are tracked
         self.trigger_request_format = message.trigger_request_format
         self.call_request_format = message.call_request_format
 
-    def validate(self, config: dict[str, Any]) -> str | None:
+    def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
         return None  # the provider answers with its own verdict
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:

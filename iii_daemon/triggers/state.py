@@ -14,11 +14,13 @@ class StateType:
     id: str = "state"
     description: str = "fires when a state value in a scope (or one key) changes"
     owner: int | None = None
+    # Each change carries its own payload: many may run, but not without bound.
+    max_running: int = 1000
 
     def __init__(self) -> None:
         self._by_scope: dict[str, dict[str, Binding]] = {}
 
-    def validate(self, config: dict[str, Any]) -> str | None:
+    def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
         return require_string(config, "scope") or require_string(config, "key", optional=True)
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:

@@ -14,11 +14,13 @@ class SubscribeType:
     id: str = "subscribe"
     description: str = "fires with the data of each `publish` on a topic"
     owner: int | None = None
+    # Each message carries its own payload: many may run, but not without bound.
+    max_running: int = 1000
 
     def __init__(self) -> None:
         self._by_topic: dict[str, dict[str, Binding]] = {}
 
-    def validate(self, config: dict[str, Any]) -> str | None:
+    def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
         return require_string(config, "topic")
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:

@@ -21,7 +21,8 @@ def test_config_path_set_show(short_tmp: Path) -> None:
     assert tomllib.loads(path.read_text()) == {
         "websocket": {"port": 5000}, "autostart": True, "queues": {"mail": {"max_retries": 5}}}
     shown = tomllib.loads(run_iii(short_tmp, "config", "show").stdout)
-    assert shown["websocket"] == {"enabled": True, "host": "127.0.0.1", "port": 5000}
+    assert shown["websocket"] == {"enabled": True, "host": "127.0.0.1", "port": 5000,
+                                  "allowed_origins": [], "allowed_hosts": []}
     assert shown["http"]["port"] == 3111
 
 

@@ -87,8 +87,12 @@ def test_register_trigger_warns_about_what_is_missing(daemon: DaemonProcess) -> 
 def test_register_trigger_errors(daemon: DaemonProcess) -> None:
     bad_cron = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
                        "--config", '{"expression": "every now and then"}')
-    assert bad_cron.returncode == 1
+    assert bad_cron.returncode == 2  # a bad request: nothing was stored
     assert bad_cron.stderr.startswith("iii: engine::register_trigger: invalid cron expression")
+    never = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
+                    "--config", '{"expression": "0 0 0 30 2 *"}')
+    assert never.returncode == 2
+    assert "'0 0 0 30 2 *' never fires" in never.stderr
     bad_json = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
                        "--config", "{nope")
     assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr

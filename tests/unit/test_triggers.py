@@ -52,13 +52,18 @@ def test_cron_accepts_6_7_and_5_fields(core: Core, expression: str) -> None:
     ({"expression": "61 * * * * *"}, "out of range"),
     ({"expression": "* *"}, "5, 6 or 7"),
     ({}, "config.expression must be a non-empty string"),
+    # Read by croniter, but never scheduled: 30 February, 31 April, a past year.
+    ({"expression": "0 0 0 30 2 *"}, "'0 0 0 30 2 *' never fires"),
+    ({"expression": "0 0 31 4 *"}, "'0 0 31 4 *' never fires"),
+    ({"expression": "0 0 0 1 1 * 2020"}, "never fires"),
 ])
 def test_bad_cron_config_is_refused_with_what_is_wrong(core: Core, config: dict[str, Any],
                                                         fragment: str) -> None:
     answer = reg(core, type="cron", function_id="job", config=config)
-    assert answer["error"]["code"] == "trigger_registration_failed"
+    assert answer["error"]["code"] == "bad_request"  # a malformed request: CLI exit 2
     assert fragment in answer["error"]["message"]
     assert core.router.triggers.bindings == {}
+    assert core.router.store.load_triggers() == []  # nothing stored
 
 
 def test_cron_fires_on_schedule_with_its_payload_and_does_not_bunch(core: Core) -> None:

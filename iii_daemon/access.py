@@ -1,0 +1,182 @@
+"""Who may connect to a TCP listener: one check for every one of them (WebSocket now,
+HTTP and channels next).
+
+Anything on TCP, even on 127.0.0.1, is reachable by web pages the user visits (browsers
+send ``Origin`` and do not block cross-origin WebSockets), by DNS-rebinding pages (a
+foreign ``Host``) and by every other local user. The Unix socket has ``SO_PEERCRED``;
+here the same question is answered from the kernel's socket table (``/proc/net/tcp``).
+
+Rules, in order (protocol.md § Transports):
+
+1. A request with an ``Origin`` header is refused unless the origin is configured.
+2. With a token configured, ``Authorization: Bearer TOKEN`` is required, and proves the
+   client is no browser page (a page cannot set that header on a WebSocket); the Host
+   and uid rules below then do not apply, so remote workers and other users the token
+   was given to get in.
+3. ``Host`` must name the listening address, a loopback name, or a configured host.
+4. A loopback peer must belong to the daemon's own user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_PROC_TCP = {socket.AF_INET: Path("/proc/net/tcp"), socket.AF_INET6: Path("/proc/net/tcp6")}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name part of a ``Host`` header: ``[::1]:80`` -> ``::1``, ``a.b:80`` -> ``a.b``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    if header.count(":") == 1:
+        return header.partition(":")[0]
+    return header
+
+
+def _proc_address(host: str, port: int, family: int) -> str:
+    """An address as ``/proc/net/tcp{,6}`` prints it (32-bit words in host order)."""
+    packed = socket.inet_pton(family, host)
+    words = struct.unpack(f"={len(packed) // 4}I", packed)
+    return "".join(f"{word:08X}" for word in words) + f":{port:04X}"
+
+
+def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
+    """The uid owning the other end of a loopback TCP connection, or None when the kernel
+    table does not show it (gone already, or no ``/proc`` on this platform)."""
+    family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
+    try:
+        wanted_local = _proc_address(peer[0], peer[1], family)
+        wanted_remote = _proc_address(local[0], local[1], family)
+    except OSError:
+        return None
+    try:
+        with open(_PROC_TCP[family]) as table:
+            next(table)  # header
+            for line in table:
+                fields = line.split()
+                if fields[1] == wanted_local and fields[2] == wanted_remote:
+                    return int(fields[7])
+    except OSError:
+        return None
+    return None
+
+
+def can_check_peer_uid() -> bool:
+    return _PROC_TCP[socket.AF_INET].exists()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    #: Sent to the client and logged.
+    reason: str
+    #: Groups refusals for the log (one line per kind, then a count).
+    kind: str
+
+
+@dataclass
+class AccessPolicy:
+    """The access check of one listener (``[websocket]``, ``[http]``)."""
+
+    listener: str
+    host: str
+    token: str | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    allowed_hosts: frozenset[str] = frozenset()
+    #: Looks up the uid behind a loopback peer; replaceable in tests.
+    peer_uid: Callable[[tuple[str, int], tuple[str, int]], int | None] = tcp_peer_uid
+    _log: RefusalLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._log = RefusalLog(self.listener)
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in self.allowed_origins)
+        self.allowed_hosts = frozenset(host_name(h) for h in self.allowed_hosts)
+
+    @classmethod
+    def build(cls, listener: str, host: str, token: str | None,
+              allowed_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = ()
+              ) -> AccessPolicy:
+        return cls(listener, host, token, frozenset(allowed_origins), frozenset(allowed_hosts))
+
+    def check(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
+              local: tuple[str, int] | None) -> Refusal | None:
+        """None when the request may go on, else why not (logged here)."""
+        refusal = self._refusal(header, peer, local)
+        if refusal is not None:
+            self._log.refused(refusal, peer)
+        return refusal
+
+    def _refusal(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
+                 local: tuple[str, int] | None) -> Refusal | None:
+        origin = header("Origin")
+        if origin is not None and origin.rstrip("/").lower() not in self.allowed_origins:
+            return Refusal(403, f"origin {origin!r} is not allowed (add it to "
+                                f"[{self.listener}] allowed_origins to let a browser in)",
+                           "origin")
+        if self.token is not None:
+            import hmac
+
+            given = header("Authorization") or ""
+            if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return None
+            return Refusal(401, "a valid bearer token is required", "token")
+        name = host_name(header("Host") or "")
+        if name not in LOOPBACK_NAMES and name != self.host.lower() \
+                and name not in self.allowed_hosts:
+            return Refusal(403, f"host {name!r} is not this daemon's address (add it to "
+                                f"[{self.listener}] allowed_hosts)", "host")
+        if peer is None or local is None or not is_loopback(peer[0]):
+            return Refusal(403, "only loopback clients may connect without a token", "remote")
+        if not can_check_peer_uid():
+            return None  # no kernel table to ask; the daemon warned at start
+        uid = self.peer_uid(peer, local)
+        if uid != os.getuid():
+            who = "an unknown user" if uid is None else f"uid {uid}"
+            return Refusal(403, f"connections from other users are refused ({who})", "uid")
+        return None
+
+
+class RefusalLog:
+    """One log line per kind of refusal, then at most one a minute with a count, so a
+    hostile page retrying in a loop cannot flood the log."""
+
+    INTERVAL_S = 60.0
+
+    def __init__(self, listener: str) -> None:
+        self.listener = listener
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def refused(self, refusal: Refusal, peer: tuple[str, int] | None) -> None:
+        now = time.monotonic()
+        last = self._last.get(refusal.kind)
+        if last is not None and now - last < self.INTERVAL_S:
+            self._suppressed[refusal.kind] = self._suppressed.get(refusal.kind, 0) + 1
+            return
+        self._last[refusal.kind] = now
+        more = self._suppressed.pop(refusal.kind, 0)
+        log.warning("%s listener refused %s: %s%s", self.listener,
+                    f"{peer[0]}:{peer[1]}" if peer else "a client", refusal.reason,
+                    f" ({more} more refusals of this kind since the last line)" if more
+                    else "")
