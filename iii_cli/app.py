@@ -16,8 +16,8 @@ from typer.completion import completion_init
 from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
 from iii_cli import output
-from iii_cli.style import error_prefix
-from iii_cli.wire import Connection, Unreachable, unreachable_message
+from iii_cli.style import error_prefix, printable
+from iii_cli.wire import Connection, Refused, Timeout, Unreachable, unreachable_message
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
 # print the scripts ourselves (`iii completions`), so register them here.
@@ -37,6 +37,8 @@ app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
 
 COMPLETION_BUDGET_S = 0.3
+#: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
+CALL_DEADLINE_S = 5.0
 
 
 class ListFormat(StrEnum):
@@ -103,21 +105,28 @@ def _socket(socket: Path | None) -> Path:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    sys.stderr.write(error_prefix(sys.stderr) + message + "\n")
+    sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
     raise typer.Exit(code)
 
 
 def _say(message: str, quiet: bool) -> None:
     if not quiet:
-        sys.stderr.write(message + "\n")
+        sys.stderr.write(printable(message) + "\n")
 
 
 def _call(socket_path: Path, function_id: str, data: Any = None) -> Any:
+    """One call of a daemon function, all of it within ``CALL_DEADLINE_S``; every
+    failure ends the command with one line and its exit code."""
     try:
-        with Connection(socket_path) as conn:
+        with Connection(socket_path, CALL_DEADLINE_S) as conn:
             answer = conn.call(function_id, data)
     except Unreachable as exc:
         _fail(ec.UNREACHABLE, unreachable_message(exc))
+    except Refused as exc:
+        _fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
+    except Timeout:
+        _fail(ec.TIMEOUT, f"{function_id}: no answer from the daemon within "
+                          f"{CALL_DEADLINE_S:.0f} s")
     error = answer.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else str(error)
@@ -266,7 +275,7 @@ def register_trigger(
     if result["status"] == "pending":
         _say(f"iii: warning: nobody provides trigger type '{trigger_type}' yet; the "
              "trigger is pending", quiet)
-    typer.echo(result["id"])
+    typer.echo(printable(result["id"]))
 
 
 @app.command()
@@ -350,20 +359,36 @@ def daemon_status(
     """Pid, uptime, socket, listeners and counts; exit 3 when not running."""
     socket_path = _socket(socket)
     try:
-        info = dc.daemon_status(socket_path)
+        info = dc.daemon_status(socket_path, CALL_DEADLINE_S)
     except Unreachable as exc:
         _fail(ec.UNREACHABLE, unreachable_message(exc))
+    except Timeout:
+        _fail(ec.UNREACHABLE, f"the daemon on {socket_path} did not answer within "
+                              f"{CALL_DEADLINE_S:.0f} s")
+    except (Refused, dc.DaemonError) as exc:
+        _fail(ec.UNREACHABLE, f"the daemon on {socket_path} did not report its status: {exc}")
     if fmt is StatusFormat.json:
         typer.echo(json.dumps(info))
         return
-    listeners = ", ".join(
-        f"{name} {'on :' + str(v['port']) if v['state'] == 'on' else 'off (' + v['reason'] + ')'}"
-        for name, v in info.get("listeners", {}).items())
-    typer.echo(
+    try:
+        text = _status_text(info)
+    except (KeyError, TypeError, ValueError) as exc:
+        _fail(ec.UNREACHABLE, f"the daemon on {socket_path} sent a status without {exc}")
+    typer.echo(text)
+
+
+def _status_text(info: dict[str, Any]) -> str:
+    """The status as lines; every value the daemon sent is escaped for the terminal."""
+    def listener(name: str, v: dict[str, Any]) -> str:
+        state = f"on :{v['port']}" if v["state"] == "on" else f"off ({v['reason']})"
+        return printable(f"{name} {state}")
+
+    listeners = ", ".join(listener(name, v) for name, v in info.get("listeners", {}).items())
+    return (
         f"running   pid {info['pid']}, up {_duration(info['uptime_s'])}, "
-        f"version {info['version']}\n"
-        f"socket    {info['socket']}\n"
-        f"data      {info['data_dir']}\n"
+        f"version {printable(str(info['version']))}\n"
+        f"socket    {printable(str(info['socket']))}\n"
+        f"data      {printable(str(info['data_dir']))}\n"
         f"listeners {listeners}\n"
         f"counts    {_count(info['workers'], 'worker')}, "
         f"{_count(info['functions'], 'function')}, "
@@ -396,16 +421,23 @@ def daemon_logs(
         _fail(ec.NOT_FOUND, f"no log yet at {path}")
     with open(path, "rb") as handle:
         tail = handle.read().splitlines()[-lines:] if lines > 0 else []
-        for line in tail:
-            sys.stdout.buffer.write(line + b"\n")
-        sys.stdout.flush()
+        _show_log(b"".join(line + b"\n" for line in tail))
         while follow:
             chunk = handle.read()
             if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
+                _show_log(chunk)
             else:
                 time.sleep(0.2)
+
+
+def _show_log(data: bytes) -> None:
+    """Log text as it is for a pipe; on a terminal, with control characters escaped
+    (log lines can quote what clients sent)."""
+    if sys.stdout.isatty():
+        text = data.decode(errors="replace")
+        data = "\n".join(printable(line) for line in text.split("\n")).encode()
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
 
 
 # --- config -------------------------------------------------------------------------------

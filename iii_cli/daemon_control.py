@@ -44,14 +44,15 @@ def running_pid(socket_path: Path) -> int | None:
     whether a daemon lives.
     """
     try:
-        handle = open(pidfile_path(socket_path))  # noqa: SIM115 - closed below
+        # Not through a symlink: the daemon never makes one, so it is someone else's.
+        fd = os.open(pidfile_path(socket_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
-    with handle:
+    with open(fd) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            text = handle.read().strip()
+            text = handle.read(32).strip()
             return int(text) if text.isdigit() else None
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None
@@ -70,14 +71,18 @@ def daemon_status(socket_path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
     """``engine::status`` plus uptime.
 
     Raises:
-        Unreachable: no daemon on the socket.
+        Unreachable: no daemon on the socket (Broken: something that is not one).
+        Timeout: no answer within ``timeout_s``.
+        Refused, DaemonError: it answered, but not with a status.
     """
     with Connection(socket_path, timeout_s) as conn:
         answer = conn.call("engine::status")
-    if answer.get("error"):
-        raise DaemonError(f"engine::status failed: {answer['error']}")
-    info: dict[str, Any] = answer["result"]
-    info["uptime_s"] = round(time.time() - info.get("started_at", time.time()), 1)
+    info = answer.get("result")
+    if answer.get("error") or not isinstance(info, dict):
+        raise DaemonError(f"engine::status failed: {answer.get('error')}")
+    started = info.get("started_at")
+    info["uptime_s"] = round(time.time() - started, 1) if isinstance(started, int | float) \
+        else 0.0
     return info
 
 

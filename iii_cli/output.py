@@ -8,19 +8,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from iii_cli.style import printable
+
 
 def default_format(stream: TextIO = sys.stdout) -> str:
     return "table" if stream.isatty() else "json"
 
 
 def _cell(value: Any) -> str:
+    """A value as a table cell; control characters from the daemon shown as escapes."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
+        return printable(",".join(str(v) for v in value)) or "-"
     if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+        return json.dumps(value, separators=(",", ":"))  # ASCII only: escapes everything
+    return printable(str(value))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],

@@ -1,12 +1,37 @@
-"""Colour only for a terminal that wants it (cli.md: NO_COLOR and non-TTY mean none).
+"""What reaches a terminal: colour only where wanted (cli.md: NO_COLOR and non-TTY mean
+none), and never a control character that came from the daemon.
 
-Imports nothing but ``os``: the trigger fast path uses it too.
+Imports nothing but ``os`` and ``re``: the trigger fast path uses it too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import TextIO
+
+#: C0 and C1 controls, DEL, line/paragraph separators, bidi overrides and isolates:
+#: anything that can move the cursor, clear the screen, set the clipboard (OSC 52) or
+#: reorder what the user reads.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: The same, minus what JSON text already escapes (C0): for escaping inside JSON strings.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``)."""
+    return _CONTROL.sub(_visible, text)
+
+
+def json_printable(text: str) -> str:
+    """JSON text (C0 already escaped by the encoder) with the remaining control
+    characters as ``\\uXXXX``: the same JSON value, safe on a terminal."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def use_color(stream: TextIO) -> bool:

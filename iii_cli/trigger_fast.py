@@ -13,10 +13,23 @@ import sys
 from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
-from iii_cli.style import error_prefix
-from iii_cli.wire import Calls, Timeout, Unreachable, connect, unreachable_message
+from iii_cli.style import error_prefix, json_printable, printable
+from iii_cli.wire import (
+    Calls,
+    Refused,
+    Timeout,
+    Unreachable,
+    connect,
+    unreachable_message,
+)
 
 DEFAULT_TIMEOUT_MS = 30_000
+#: The daemon refuses larger timeouts (about 24.8 days).
+MAX_TIMEOUT_MS = 2**31 - 1
+#: Our own deadline is the call's timeout plus this, so the daemon's TIMEOUT answer wins.
+MARGIN_S = 5.0
+#: The daemon's default frame limit; a payload file is read up to the configured one.
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 USAGE = ("usage: iii trigger FN [k=v ...] [--json PAYLOAD] [--void | --enqueue QUEUE | "
          "--action JSON] [--timeout-ms N] [-o json|pretty] [--socket PATH] [-q]")
 
@@ -103,8 +116,9 @@ def _option(args: Args, name: str, value: str) -> None:
         args.action = action
         args.action_flags.append(name)
     elif name == "--timeout-ms":
-        if not value.isdigit() or int(value) <= 0:
-            raise UsageError(f"--timeout-ms must be a positive integer, got {value!r}")
+        if not value.isdigit() or not 0 < int(value) <= MAX_TIMEOUT_MS:
+            raise UsageError(f"--timeout-ms must be a whole number from 1 to "
+                             f"{MAX_TIMEOUT_MS}, got {value!r}")
         args.timeout_ms = int(value)
     elif name in ("-o", "--output"):
         if value not in ("json", "pretty"):
@@ -133,12 +147,12 @@ def build_payload(args: Args) -> Any:
     if args.json is not None:
         source = args.json
         if source == "-":
-            text: str | bytes = sys.stdin.buffer.read()
+            text: str | bytes = _read_capped(sys.stdin.buffer, "stdin")
             what = "stdin"
         elif source.startswith("@"):
             try:
                 with open(source[1:], "rb") as handle:
-                    text = handle.read()
+                    text = _read_capped(handle, source[1:])
             except OSError as exc:
                 raise UsageError(f"cannot read {source[1:]}: {exc.strerror or exc}") from None
             what = source[1:]
@@ -162,9 +176,32 @@ def build_payload(args: Args) -> Any:
     return base
 
 
+def _read_capped(stream: Any, what: str) -> bytes:
+    """All of ``stream``, refusing more than the daemon would take in one frame
+    (``--json @/dev/zero`` must not read forever)."""
+    data: bytes = stream.read(DEFAULT_MAX_FRAME + 1)
+    if len(data) <= DEFAULT_MAX_FRAME:
+        return data
+    limit = _max_frame_bytes()
+    data += stream.read(limit + 1 - len(data)) if limit > len(data) else b""
+    if len(data) > limit:
+        raise UsageError(f"{what} is larger than the daemon's frame limit of {limit} bytes "
+                         "(config max_frame_bytes)")
+    return data
+
+
+def _max_frame_bytes() -> int:
+    from iii_sdk import config
+
+    try:
+        return int(config.load().values["max_frame_bytes"])
+    except config.ConfigError:
+        return DEFAULT_MAX_FRAME
+
+
 def fail(code: int, message: str, quiet: bool = False) -> NoReturn:
     if not quiet or code in (ec.USAGE, ec.UNREACHABLE):
-        sys.stderr.write(error_prefix(sys.stderr) + message + "\n")
+        sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
     raise SystemExit(code)
 
 
@@ -174,7 +211,7 @@ def _print_json(value: Any, stream: Any, output: str | None) -> None:
         text = json.dumps(value, indent=2, ensure_ascii=False)
     else:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    stream.write(text + "\n")
+    stream.write(json_printable(text) + "\n")
     stream.flush()
 
 
@@ -196,7 +233,9 @@ def run(argv: list[str]) -> int:
             answer = conn.call(args.function_id, payload, timeout_ms=args.timeout_ms,
                                action=args.action)
     except Unreachable as exc:
-        fail(ec.UNREACHABLE, str(exc) if "closed" in str(exc) else unreachable_message(exc))
+        fail(ec.UNREACHABLE, unreachable_message(exc))
+    except Refused as exc:
+        fail(ec.USAGE, f"the daemon refused the request: {exc}")
     except Timeout:
         fail(ec.TIMEOUT, f"no answer within {args.timeout_ms} ms", args.quiet)
     error = answer.get("error")
@@ -216,11 +255,11 @@ def _default_socket() -> str:
 
 
 def _connect(target: str, args: Args) -> Calls:
-    # The daemon answers TIMEOUT itself; our own limit only guards against a daemon
-    # that died without closing the socket.
-    timeout_s = args.timeout_ms / 1000 + 5
+    # The daemon answers TIMEOUT itself; our own deadline, for the whole exchange, only
+    # guards against a daemon that died, hangs or trickles bytes.
+    timeout_s = args.timeout_ms / 1000 + MARGIN_S
     try:
-        return connect(target, timeout_s)
+        return connect(target, timeout_s, _max_frame_bytes)
     except Unreachable:
         if args.socket is None and "://" not in target and _autostart():
             from pathlib import Path
@@ -228,7 +267,7 @@ def _connect(target: str, args: Args) -> Calls:
             from iii_cli.daemon_control import start_daemon
 
             start_daemon(Path(target), quiet=True)
-            return connect(target, timeout_s)
+            return connect(target, timeout_s, _max_frame_bytes)
         raise
 
 

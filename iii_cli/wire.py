@@ -14,6 +14,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -25,13 +26,28 @@ class Unreachable(Exception):
     """No daemon answers on the socket; the message says why."""
 
 
+class Broken(Unreachable):
+    """Something answers but does not behave like a daemon (malformed or oversized
+    replies, a closed connection); the message says what happened."""
+
+
+class Refused(Exception):
+    """The daemon refused what we sent before answering it (a frame over its limit)."""
+
+
 def unreachable_message(exc: Unreachable) -> str:
     """The one line every command prints when no daemon answers."""
+    if isinstance(exc, Broken):
+        return str(exc)
     return f"daemon not running: {exc}; start it with `iii daemon start`"
 
 
 class Timeout(Exception):
     """No answer in time."""
+
+
+#: Largest reply read by default; ``max_frame_bytes`` from the config raises it.
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024 + 1024
 
 
 def _why(exc: OSError, path: str | Path) -> str:
@@ -80,9 +96,11 @@ class Calls:
         self.send(message)
         while True:
             frame = self.receive()
-            if frame.get("type") == "invocationresult" and \
-                    frame.get("invocation_id") == invocation_id:
+            kind = frame.get("type")
+            if kind == "invocationresult" and frame.get("invocation_id") == invocation_id:
                 return frame
+            if kind == "error":  # our one frame was refused (too large, malformed)
+                raise Refused(str(frame.get("message")))
 
     def __enter__(self) -> Calls:
         return self
@@ -92,10 +110,20 @@ class Calls:
 
 
 class Connection(Calls):
-    """The daemon's Unix socket."""
+    """The daemon's Unix socket. ``timeout_s`` bounds the whole exchange, connect
+    included: a daemon that trickles bytes cannot keep us past it."""
 
-    def __init__(self, path: str | Path, timeout_s: float | None = 10.0) -> None:
+    def __init__(self, path: str | Path, timeout_s: float | None = 10.0,
+                 max_reply: int = DEFAULT_MAX_REPLY,
+                 configured_limit: Callable[[], int] | None = None) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.deadline = None if timeout_s is None else self._clock() + timeout_s
         self.path = path
+        self.max_reply = max_reply
+        #: Asked once, only when a reply outgrows ``max_reply`` (reading the config costs).
+        self._configured_limit = configured_limit
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout_s)
         try:
@@ -104,42 +132,99 @@ class Connection(Calls):
             sock.close()
             raise Unreachable(_why(exc, path)) from None
         self.sock = sock
-        self._buf = b""
+        self._chunks: list[bytes] = []
+        self._size = 0
 
     def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(_encode(message) + b"\n")
+        """Raises:
+            Refused: the daemon closed the connection with an error (frame too large).
+            Broken: it closed the connection without saying why.
+        """
+        try:
+            self.sock.sendall(_encode(message) + b"\n")
+        except OSError as exc:
+            raise self._refusal(exc) from None
+
+    def _refusal(self, exc: OSError) -> Exception:
+        """The daemon hung up while we were writing: read what it said first, if anything."""
+        try:
+            self.sock.settimeout(1.0)
+            frame = self.receive()
+        except (Unreachable, Timeout):
+            return Broken(f"the daemon on {self.path} closed the connection ({exc.strerror})")
+        if frame.get("type") == "error":
+            return Refused(str(frame.get("message")))
+        return Broken(f"the daemon on {self.path} closed the connection ({exc.strerror})")
 
     def receive(self) -> dict[str, Any]:
-        """The next frame as a dict.
+        """The next frame as a dict, read in linear time.
 
         Raises:
-            Unreachable: the daemon closed the connection.
-            Timeout: nothing came within the socket's timeout.
+            Broken: the daemon closed the connection, or sent a malformed or oversized frame.
+            Timeout: the exchange's deadline passed.
         """
-        while b"\n" not in self._buf:
+        while True:
+            line = self._next_line()
+            if line is not None:
+                break
+            if self.deadline is not None:
+                left = self.deadline - self._clock()
+                if left <= 0:
+                    raise Timeout()
+                self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 20)
             except TimeoutError:
                 raise Timeout() from None
             except OSError as exc:
-                raise Unreachable(f"the daemon on {self.path} closed the connection: {exc}"
-                                  ) from None
+                raise Broken(f"the daemon on {self.path} closed the connection: {exc}"
+                             ) from None
             if not chunk:
-                raise Unreachable(f"the daemon on {self.path} closed the connection")
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        value: dict[str, Any] = json.loads(line)
-        return value
+                raise Broken(f"the daemon on {self.path} closed the connection")
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            if self._size > self.max_reply and b"\n" not in chunk:
+                if self._configured_limit is not None:
+                    self.max_reply = max(self.max_reply, self._configured_limit() + 1024)
+                    self._configured_limit = None
+                if self._size > self.max_reply:
+                    raise Broken(f"the daemon on {self.path} sent a frame over "
+                                 f"{self.max_reply} bytes")
+        return _decode(line, self.path)
+
+    def _next_line(self) -> bytes | None:
+        """A complete line from what was read, or None. Only the newest chunk can hold a
+        newline we have not seen, so a large reply costs one join, not one per read."""
+        if not self._chunks or b"\n" not in self._chunks[-1]:
+            return None
+        data = b"".join(self._chunks)
+        line, _, rest = data.partition(b"\n")
+        self._chunks = [rest] if rest else []
+        self._size = len(rest)
+        return line
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _decode(frame: bytes | str, source: object) -> dict[str, Any]:
+    try:
+        value = json.loads(frame)
+    except (ValueError, RecursionError):
+        raise Broken(f"{source} sent a malformed frame") from None
+    if not isinstance(value, dict):
+        raise Broken(f"{source} sent a frame that is not a JSON object")
+    return value
 
 
 class WsConnection(Calls):
     """A WebSocket URL: our daemon's listener or an iii engine. Imports websockets (only
     on this path)."""
 
-    def __init__(self, url: str, timeout_s: float | None = 10.0) -> None:
+    def __init__(self, url: str, timeout_s: float | None = 10.0,
+                 max_reply: int = DEFAULT_MAX_REPLY) -> None:
+        import time
+
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
@@ -148,9 +233,11 @@ class WsConnection(Calls):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url
-        self.timeout_s = timeout_s
+        self._clock = time.monotonic
+        self.deadline = None if timeout_s is None else self._clock() + timeout_s
         try:
-            self.ws = connect(url, open_timeout=timeout_s, compression=None, max_size=None,
+            self.ws = connect(url, open_timeout=timeout_s, compression=None,
+                              max_size=max_reply,
                               additional_headers=headers).__enter__()  # closed by close()
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise Unreachable(f"no iii engine at {url} ({exc})") from None
@@ -160,27 +247,35 @@ class WsConnection(Calls):
 
         try:
             self.ws.send(_encode(message).decode())
-        except ConnectionClosed:
-            raise Unreachable(f"{self.url} closed the connection") from None
+        except ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            if reason:
+                raise Refused(reason) from None
+            raise Broken(f"{self.url} closed the connection") from None
 
     def receive(self) -> dict[str, Any]:
         from websockets.exceptions import ConnectionClosed
 
+        left = None if self.deadline is None else self.deadline - self._clock()
+        if left is not None and left <= 0:
+            raise Timeout()
         try:
-            frame = self.ws.recv(timeout=self.timeout_s)
+            frame = self.ws.recv(timeout=left)
         except TimeoutError:
             raise Timeout() from None
-        except ConnectionClosed:
-            raise Unreachable(f"{self.url} closed the connection") from None
-        value: dict[str, Any] = json.loads(frame)
-        return value
+        except ConnectionClosed as exc:
+            raise Broken(f"{self.url} closed the connection ({exc})") from None
+        return _decode(frame, self.url)
 
     def close(self) -> None:
         self.ws.close()
 
 
-def connect(target: str, timeout_s: float | None = 10.0) -> Calls:
-    """A Unix socket path, or a ws:// / wss:// URL."""
+def connect(target: str, timeout_s: float | None = 10.0,
+            configured_limit: Callable[[], int] | None = None) -> Calls:
+    """A Unix socket path, or a ws:// / wss:// URL; ``timeout_s`` bounds the whole
+    exchange; replies may be as large as ``configured_limit()`` says, else 64 MiB."""
     if target.startswith(("ws://", "wss://")):
-        return WsConnection(target, timeout_s)
-    return Connection(target, timeout_s)
+        limit = configured_limit() + 1024 if configured_limit else DEFAULT_MAX_REPLY
+        return WsConnection(target, timeout_s, max(limit, DEFAULT_MAX_REPLY))
+    return Connection(target, timeout_s, DEFAULT_MAX_REPLY, configured_limit)

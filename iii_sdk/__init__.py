@@ -25,15 +25,14 @@ if TYPE_CHECKING:
         IIIError,
         InvocationError,
         ProtocolError,
+        RegistrationRefused,
     )
+    from iii_sdk.registration import FunctionRef, Trigger, TriggerTypeRef
     from iii_sdk.worker import (
         III,
-        FunctionRef,
         InitOptions,
         ReconnectionConfig,
-        Trigger,
         TriggerConfig,
-        TriggerTypeRef,
         register_worker,
     )
 
@@ -48,13 +47,14 @@ _WHERE = {
     "IIIError": "iii_sdk.errors",
     "InvocationError": "iii_sdk.errors",
     "ProtocolError": "iii_sdk.errors",
+    "RegistrationRefused": "iii_sdk.errors",
     "III": "iii_sdk.worker",
-    "FunctionRef": "iii_sdk.worker",
+    "FunctionRef": "iii_sdk.registration",
     "InitOptions": "iii_sdk.worker",
     "ReconnectionConfig": "iii_sdk.worker",
-    "Trigger": "iii_sdk.worker",
+    "Trigger": "iii_sdk.registration",
     "TriggerConfig": "iii_sdk.worker",
-    "TriggerTypeRef": "iii_sdk.worker",
+    "TriggerTypeRef": "iii_sdk.registration",
     "register_worker": "iii_sdk.worker",
 }
 
@@ -68,6 +68,7 @@ __all__ = [
     "InvocationError",
     "ProtocolError",
     "ReconnectionConfig",
+    "RegistrationRefused",
     "Trigger",
     "TriggerAction",
     "TriggerActionEnqueue",

@@ -6,6 +6,7 @@ Tree::
     ├── ProtocolError        a frame that does not fit the protocol (bad JSON, unknown type, ...)
     │   └── FrameTooLarge    a frame over the size limit
     ├── InvocationError      a call failed: carries the wire error's code, message, stacktrace
+    ├── RegistrationRefused  the daemon refused a function, trigger or type registration
     └── ConnectionFailed     the daemon could not be reached
 """
 
@@ -50,3 +51,15 @@ class InvocationError(IIIError):
         self.function_id = function_id
         self.stacktrace = stacktrace
         self.invocation_id = invocation_id
+
+
+class RegistrationRefused(IIIError):
+    """The daemon refused a registration (a trigger's config, a reserved or taken id).
+
+    Raised by ``ready()`` of the handle that ``register_*`` returned."""
+
+    def __init__(self, code: str, message: str, registration_id: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.registration_id = registration_id

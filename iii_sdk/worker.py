@@ -34,13 +34,16 @@ from iii_sdk import __version__
 from iii_sdk import protocol as p
 from iii_sdk.actions import action_to_wire
 from iii_sdk.client_link import ClientLink, WsClientLink, open_ws_link
-from iii_sdk.errors import ConnectionFailed, InvocationError
+from iii_sdk.errors import ConnectionFailed, InvocationError, RegistrationRefused
 from iii_sdk.paths import resolve_socket_path, socket_path_from_url
 from iii_sdk.protocol import NULL, ErrorCode
+from iii_sdk.registration import FunctionRef, Handle, Trigger, TriggerTypeRef
 
 log = logging.getLogger("iii_sdk")
 
 DEFAULT_INVOCATION_TIMEOUT_MS = 30_000
+#: A connection that lasted this long resets the reconnect backoff.
+STABLE_CONNECTION_S = 5.0
 
 Handler = Callable[..., Any]
 
@@ -85,34 +88,11 @@ class TriggerConfig:
     metadata: Any = None
 
 
-@dataclass(slots=True)
-class _Handle:
-    id: str
-    unregister: Callable[[], None]
-
-
-class Trigger(_Handle):
-    """A registered trigger; ``unregister()`` removes it."""
-
-    __slots__ = ()
-
-
-class TriggerTypeRef(_Handle):
-    """A provided trigger type; ``unregister()`` stops providing it."""
-
-    __slots__ = ()
-
-
-class FunctionRef(_Handle):
-    """A registered function; ``unregister()`` stops serving it."""
-
-    __slots__ = ()
-
-
 @dataclass(slots=True, eq=False)
 class _TriggerType:
     message: p.RegisterTriggerType
     provider: Any
+    handle: TriggerTypeRef
 
 
 @dataclass(slots=True, eq=False)
@@ -121,6 +101,7 @@ class _Function:
     handler: Handler
     is_async: bool
     pass_metadata: str  # "no" | "positional" | "keyword"
+    handle: FunctionRef
 
     def call(self, data: Any, metadata: Any) -> Any:
         if self.pass_metadata == "positional":
@@ -178,6 +159,14 @@ def _wire_error(error: Any, function_id: str | None, invocation_id: str | None
                            invocation_id=invocation_id)
 
 
+def _backoff_s(config: ReconnectionConfig, attempt: int) -> float:
+    """Seconds before connection attempt ``attempt + 1``: doubling, capped, jittered."""
+    delay = min(config.initial_delay_ms * config.backoff_multiplier ** attempt,
+                config.max_delay_ms)
+    delay += delay * config.jitter_factor * (2 * random.random() - 1)
+    return max(delay, 0) / 1000
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -201,9 +190,12 @@ class III:
         self._socket_path = path
         self._options = options or InitOptions()
         self._functions: dict[str, _Function] = {}
-        self._action_types: dict[str, p.RegisterActionType] = {}
+        self._action_types: dict[str, tuple[p.RegisterActionType, FunctionRef]] = {}
         self._trigger_types: dict[str, _TriggerType] = {}
-        self._triggers: dict[str, p.RegisterTrigger] = {}
+        self._triggers: dict[str, tuple[p.RegisterTrigger, Trigger]] = {}
+        #: Registrations sent and not refused yet; the next pong confirms them.
+        self._unconfirmed: list[Handle] = []
+        self._barrier_due = False
         self._pending: dict[str, _Pending] = {}
         self._outbox: list[p.InvokeFunction] = []
         self._link: ClientLink | WsClientLink | None = None
@@ -301,16 +293,20 @@ class III:
                                 "`iii daemon start`; retrying", self._address,
                                 exc.strerror or exc)
                     self._ever_warned = True
-                delay = min(config.initial_delay_ms * config.backoff_multiplier ** attempt,
-                            config.max_delay_ms)
-                delay += delay * config.jitter_factor * (2 * random.random() - 1)
+                await asyncio.sleep(_backoff_s(config, attempt))
                 attempt += 1
-                await asyncio.sleep(max(delay, 0) / 1000)
                 continue
-            attempt = 0
+            opened = self._loop.time()
             self._on_connected(link)
             await lost.wait()
             self._on_lost()
+            # Only a connection that stayed up earns a fresh start: one the other end
+            # closes at once must not turn into a tight reconnect loop.
+            if self._loop.time() - opened >= STABLE_CONNECTION_S:
+                attempt = 0
+            elif self._running:
+                await asyncio.sleep(_backoff_s(config, attempt))
+                attempt += 1
 
     async def _open_link(self, on_lost: Callable[[], None]) -> ClientLink | WsClientLink:
         """Connect over the address's transport.
@@ -341,13 +337,13 @@ class III:
             link.send(p.Reattach(previous_worker_id=self._worker_id,
                                  reattach_token=self._reattach_token))
         for trigger_type in list(self._trigger_types.values()):
-            link.send(trigger_type.message)
+            self._send_registration(trigger_type.message, trigger_type.handle, replay=True)
         for function in list(self._functions.values()):
-            link.send(function.message)
-        for action in list(self._action_types.values()):
-            link.send(action)
-        for trigger in list(self._triggers.values()):
-            link.send(trigger)
+            self._send_registration(function.message, function.handle, replay=True)
+        for action, handle in list(self._action_types.values()):
+            self._send_registration(action, handle, replay=True)
+        for trigger, trigger_handle in list(self._triggers.values()):
+            self._send_registration(trigger, trigger_handle, replay=True)
         outbox, self._outbox = self._outbox, []
         for message in outbox:
             pending = self._pending.get(message.invocation_id or "")
@@ -403,20 +399,84 @@ class III:
             self._worker_id = message.worker_id
             self._reattach_token = message.reattach_token
         elif isinstance(message, p.RegistrationRejected):
-            log.error("registration of %r rejected (%s): %s", message.function_id,
-                      message.code, message.message)
-            self._functions.pop(message.function_id, None)
+            self._refused("registerfunction", message.function_id, message.code,
+                          message.message)
         elif isinstance(message, p.RegisterTrigger):
             self._provide(message, "register_trigger")
         elif isinstance(message, p.UnregisterTrigger):
             self._provide(message, "unregister_trigger")
         elif isinstance(message, p.TriggerRegistrationResult):
-            if message.error is not None:
-                log.error("trigger %r (%s) was refused: %s", message.id, message.trigger_type,
-                          message.error.get("message") if isinstance(message.error, dict)
-                          else message.error)
+            self._trigger_verdict(message)
         elif isinstance(message, p.Error):
-            log.warning("the daemon reported %s: %s", message.code, message.message)
+            if message.request_type is not None and message.request_id is not None:
+                self._refused(message.request_type, message.request_id, message.code,
+                              message.message)
+            else:
+                log.warning("the daemon reported %s: %s", message.code, message.message)
+
+    # --- registration verdicts ------------------------------------------------------------
+
+    def _send_registration(self, message: p.Message, handle: Handle,
+                           replay: bool = False) -> None:
+        """Send a registration; functions and types are confirmed by the next pong (the
+        daemon refuses at once, in order), triggers by their triggerregistrationresult."""
+        if replay:
+            handle._resend()
+        if not self._send(message):
+            return
+        if isinstance(message, p.RegisterTrigger):
+            return
+        self._unconfirmed.append(handle)
+        if not self._barrier_due:
+            self._barrier_due = True
+            self._loop.call_soon(self._send_barrier)
+
+    def _send_barrier(self) -> None:
+        self._barrier_due = False
+        batch, self._unconfirmed = self._unconfirmed, []
+        if not batch or not self._send(p.Ping()):
+            return
+
+        def confirm(_result: Any, exc: BaseException | None) -> None:
+            if exc is None:  # else the link dropped: the replay asks again
+                for handle in batch:
+                    handle._confirm()
+
+        self._pings.append(confirm)
+
+    def _refused(self, request_type: str, registration_id: str, code: str,
+                 message: str) -> None:
+        """The daemon refused a registration: mark its handle, stop replaying it."""
+        handle: Handle | None = None
+        if request_type == "registerfunction":
+            function = self._functions.pop(registration_id, None)
+            handle = function.handle if function is not None else None
+        elif request_type == "registertriggertype":
+            provided = self._trigger_types.pop(registration_id, None)
+            handle = provided.handle if provided is not None else None
+        elif request_type == "registeractiontype":
+            action = self._action_types.pop(registration_id, None)
+            handle = action[1] if action is not None else None
+        log.error("the daemon refused %s %r (%s): %s", request_type.removeprefix("register"),
+                  registration_id, code, message)
+        if handle is not None:
+            handle._settle(RegistrationRefused(code, message, registration_id))
+
+    def _trigger_verdict(self, message: p.TriggerRegistrationResult) -> None:
+        registered = self._triggers.get(message.id)
+        error = message.error
+        if error is None:
+            if registered is not None:
+                registered[1]._settle(None)
+            return
+        code = error.get("code") if isinstance(error, dict) else None
+        text = error.get("message") if isinstance(error, dict) else None
+        code = code if isinstance(code, str) else ErrorCode.TRIGGER_REGISTRATION_FAILED
+        text = text if isinstance(text, str) else str(error)
+        log.error("trigger %r (%s) was refused: %s", message.id, message.trigger_type, text)
+        if registered is not None:
+            del self._triggers[message.id]  # not replayed after a reconnect
+            registered[1]._settle(RegistrationRefused(code, text, message.id))
 
     def _on_result(self, message: p.InvocationResult) -> None:
         pending = self._pending.pop(message.invocation_id, None)
@@ -537,6 +597,7 @@ class III:
             raise ValueError("function_id must be a non-empty string")
         if not callable(handler):
             raise TypeError("handler must be callable")
+        handle = FunctionRef(function_id, lambda: None, self._on_sdk_thread)
         function = _Function(
             message=p.RegisterFunction(id=function_id, description=description,
                                        metadata=metadata, request_format=request_format,
@@ -545,21 +606,11 @@ class III:
             is_async=inspect.iscoroutinefunction(handler)
             or inspect.iscoroutinefunction(type(handler).__call__),
             pass_metadata=_metadata_mode(handler),
+            handle=handle,
         )
-
-        def register() -> None:
-            self._functions[function_id] = function
-            self._send(function.message)
-
-        def unregister() -> None:
-            def drop() -> None:
-                if self._functions.get(function_id) is function:
-                    del self._functions[function_id]
-                    self._send(p.UnregisterFunction(id=function_id))
-            self._call_on_loop(drop)
-
-        self._call_on_loop(register)
-        return FunctionRef(id=function_id, unregister=unregister)
+        self._register(handle, self._functions, function, function.message,
+                       p.UnregisterFunction(id=function_id))
+        return handle
 
     def register_action_type(self, action_id: str, handler: Handler, *,
                              description: str | None = None) -> FunctionRef:
@@ -568,25 +619,22 @@ class III:
         ``handler`` gets ``{function_id, payload, action, caller}`` for each call made
         with this action; what it returns (or raises) is what that caller gets. It runs
         the target itself, when it likes, with :meth:`trigger` / :meth:`trigger_async`.
+        The handle follows the action type's registration.
         """
         function_id = f"action::{action_id}"
-        ref = self.register_function(function_id, handler, description=description)
+        self.register_function(function_id, handler, description=description)
         message = p.RegisterActionType(id=action_id, function_id=function_id,
                                        description=description)
-
-        def register() -> None:
-            self._action_types[action_id] = message
-            self._send(message)
-
-        self._call_on_loop(register)
-        return ref
+        handle = FunctionRef(action_id, lambda: None, self._on_sdk_thread)
+        self._register(handle, self._action_types, (message, handle), message, None)
+        return handle
 
     def register_trigger(self, trigger: dict[str, Any]) -> Trigger:
         """Bind a trigger: ``{"type", "function_id", "config"?, "metadata"?, "id"?}``.
 
-        Sent fire-and-forget (the daemon answers a refusal with a logged error), replayed
-        with the same id after a reconnect, and removed by the daemon when this worker
-        disconnects.
+        Sent without waiting; the returned handle's ``state`` / ``ready()`` tell the
+        daemon's verdict. Replayed with the same id after a reconnect (unless refused),
+        and removed by the daemon when this worker disconnects.
         """
         if not isinstance(trigger, dict):
             raise TypeError("register_trigger() takes a dict with 'type' and 'function_id'")
@@ -603,19 +651,10 @@ class III:
         message = p.RegisterTrigger(id=trigger_id, trigger_type=trigger_type,
                                     function_id=function_id, config=config,
                                     metadata=trigger.get("metadata"))
-
-        def register() -> None:
-            self._triggers[trigger_id] = message
-            self._send(message)
-
-        def unregister() -> None:
-            def drop() -> None:
-                if self._triggers.pop(trigger_id, None) is not None:
-                    self._send(p.UnregisterTrigger(id=trigger_id, trigger_type=trigger_type))
-            self._call_on_loop(drop)
-
-        self._call_on_loop(register)
-        return Trigger(id=trigger_id, unregister=unregister)
+        handle = Trigger(trigger_id, lambda: None, self._on_sdk_thread)
+        self._register(handle, self._triggers, (message, handle), message,
+                       p.UnregisterTrigger(id=trigger_id, trigger_type=trigger_type))
+        return handle
 
     def register_trigger_type(self, type_id: str, description: str, provider: Any
                               ) -> TriggerTypeRef:
@@ -630,19 +669,30 @@ class III:
             if not callable(getattr(provider, method, None)):
                 raise TypeError(f"the provider needs a {method}(config) method")
         message = p.RegisterTriggerType(id=type_id, description=description)
+        handle = TriggerTypeRef(type_id, lambda: None, self._on_sdk_thread)
+        self._register(handle, self._trigger_types, _TriggerType(message, provider, handle),
+                       message, p.UnregisterTriggerType(id=type_id))
+        return handle
 
+    def _register(self, handle: Handle, table: dict[str, Any], entry: Any,
+                  message: p.Message, unregister: p.Message | None) -> None:
+        """Keep ``entry`` in ``table`` (replayed on reconnect) and send ``message``;
+        ``handle.unregister()`` removes it and sends ``unregister``."""
         def register() -> None:
-            self._trigger_types[type_id] = _TriggerType(message, provider)
-            self._send(message)
+            table[handle.id] = entry
+            self._send_registration(message, handle)
 
-        def unregister() -> None:
-            def drop() -> None:
-                if self._trigger_types.pop(type_id, None) is not None:
-                    self._send(p.UnregisterTriggerType(id=type_id))
-            self._call_on_loop(drop)
+        def drop() -> None:
+            if table.get(handle.id) is entry:
+                del table[handle.id]
+                if unregister is not None:
+                    self._send(unregister)
 
+        handle._unregister = lambda: self._call_on_loop(drop)
         self._call_on_loop(register)
-        return TriggerTypeRef(id=type_id, unregister=unregister)
+
+    def _on_sdk_thread(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def _call_on_loop(self, fn: Callable[[], None]) -> None:
         if threading.current_thread() is self._thread:
