@@ -147,14 +147,14 @@ class Connection(Calls):
 
     def _refusal(self, exc: OSError) -> Exception:
         """The daemon hung up while we were writing: read what it said first, if anything."""
+        self.deadline = self._clock() + 1.0
         try:
-            self.sock.settimeout(1.0)
-            frame = self.receive()
+            while True:
+                frame = self.receive()  # workerregistered comes first
+                if frame.get("type") == "error":
+                    return Refused(str(frame.get("message")))
         except (Unreachable, Timeout):
             return Broken(f"the daemon on {self.path} closed the connection ({exc.strerror})")
-        if frame.get("type") == "error":
-            return Refused(str(frame.get("message")))
-        return Broken(f"the daemon on {self.path} closed the connection ({exc.strerror})")
 
     def receive(self) -> dict[str, Any]:
         """The next frame as a dict, read in linear time.

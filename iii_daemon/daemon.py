@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -102,9 +103,12 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
             hub.shutdown()  # every waiting caller, on any transport, gets its answer first
             unix_listener.remove_socket(config.socket_path)
             await _drain(hub)
+            for link in list(hub.links.values()):
+                link.abort()  # still not drained: a client that does not read
             if ws_server is not None:
                 ws_server.close()
-                await ws_server.wait_closed()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws_server.wait_closed(), 5)
             store.close()
     finally:
         unix_listener.release_pidfile(config.socket_path, pidfile)

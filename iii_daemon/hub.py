@@ -117,17 +117,23 @@ class Hub:
         if backlog is not None:  # still paused: keep the order
             backlog.extend(frames)
             return
+        if conn_id not in self.links:
+            return  # cut off; its transport has not noticed yet
         rest = self._handle(conn_id, frames)
         self.flush()
-        if rest:
+        if rest is not None:
             self._pause(conn_id, rest)
 
-    def _handle(self, conn_id: int, frames: Sequence[bytes]) -> Sequence[bytes]:
-        """Handle frames until they produced ``output_budget`` bytes; return the rest."""
+    def _handle(self, conn_id: int, frames: Sequence[bytes]) -> Sequence[bytes] | None:
+        """Handle frames until they produced ``output_budget`` bytes; then return the
+        frames not handled yet (maybe none): the connection must wait. None: all done
+        within the budget."""
         router = self.router
         now = self.loop.time()
         decode = p.decode
-        produced = 0
+        # What the connection has not sent yet counts against the budget too: one
+        # message per batch (WebSocket) must not add up without end.
+        produced = self.links[conn_id].write_buffer_size()
         budget = self.output_budget
         for index, frame in enumerate(frames):
             try:
@@ -140,13 +146,19 @@ class Hub:
             except Exception:
                 # A daemon bug must cost this one message, never the connection.
                 log.exception("error while handling a frame from connection %d", conn_id)
-                out = router.bad_frame(conn_id, frame, "internal error while handling "
-                                                       "this frame (see the daemon log)")
+                out = self._internal_error(conn_id, frame)
             if out:
                 produced += self.deliver(out)
                 if produced > budget and conn_id in self.links:
                     return frames[index + 1:]
-        return ()
+        return None
+
+    def _internal_error(self, conn_id: int, frame: bytes) -> Output:
+        reason = "internal error while handling this frame (see the daemon log)"
+        try:
+            return self.router.bad_frame(conn_id, frame, reason)
+        except Exception:  # not even the frame's id could be read back
+            return [(conn_id, p.Error(code=p.ErrorCode.BAD_FRAME, message=reason))]
 
     def _pause(self, conn_id: int, rest: Sequence[bytes]) -> None:
         link = self.links.get(conn_id)
@@ -173,7 +185,7 @@ class Hub:
         del self._backlog[conn_id]
         rest = self._handle(conn_id, list(backlog))
         self.flush()
-        if rest:
+        if rest is not None:
             self._pause(conn_id, rest)
         elif conn_id in self.links:
             link.resume_reading()
@@ -189,14 +201,19 @@ class Hub:
         if self.parked_total <= self.parked_limit:
             return True
         hog = max(self._parked, key=self._parked.__getitem__)
-        log.warning("connection %d holds %d bytes of unfinished frames while the daemon "
-                    "holds %d in all (limit %d); closing it", hog, self._parked[hog],
-                    self.parked_total, self.parked_limit)
-        self.parked_total -= self._parked.pop(hog)
-        link = self.links.get(hog)
-        if link is not None:
-            link.abort()
+        self._cut_off(hog, f"it holds {self._parked[hog]} bytes of unfinished frames while "
+                           f"the daemon holds {self.parked_total} in all (limit "
+                           f"{self.parked_limit})")
         return hog != conn_id
+
+    def _cut_off(self, conn_id: int, why: str) -> None:
+        """Abort a connection and forget it now (its transport notices later)."""
+        link = self.links.get(conn_id)
+        if link is None:
+            return
+        log.warning("closing connection %d: %s", conn_id, why)
+        link.abort()
+        self.detach(conn_id)
 
     def frame_error(self, conn_id: int, reason: str) -> None:
         """A frame the transport itself refused; the connection stays open."""
@@ -251,12 +268,11 @@ class Hub:
         try:
             link.write(buf)
         except Exception:
-            log.exception("writing to connection %d failed; closing it", conn_id)
-            link.abort()
+            log.exception("writing to connection %d failed", conn_id)
+            self._cut_off(conn_id, "writing to it failed")
             return
         if link.write_buffer_size() > self.write_limit:
-            log.warning("connection %d is not reading its messages; closing it", conn_id)
-            link.abort()
+            self._cut_off(conn_id, "it is not reading its messages")
 
     # --- time ---------------------------------------------------------------------------
 

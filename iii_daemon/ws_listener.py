@@ -96,8 +96,11 @@ class WsLink:
 
     def close(self) -> None:
         self.sender.close()
+        self._readable.set()  # a paused reader must see the end too
 
     def abort(self) -> None:
+        self.sender.discard()
+        self._readable.set()
         self.conn.transport.abort()
 
     async def reader(self) -> None:

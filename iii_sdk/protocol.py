@@ -8,6 +8,7 @@ anything else that does not fit raises :class:`~iii_sdk.errors.ProtocolError`.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, Union
 
 import msgspec
@@ -270,8 +271,18 @@ def from_raw(raw: Raw) -> Any:
 
 def loads_object(frame: bytes | bytearray | memoryview) -> dict[str, Any] | None:
     """The frame as a plain JSON object, or None; used to salvage a bad call's id."""
+    text = bytes(frame).decode(errors="replace")  # invalid UTF-8 may be why it is here
     try:
-        value = msgspec.json.decode(frame)
-    except (msgspec.DecodeError, RecursionError):
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
         return None
+    except RecursionError:
+        # Too deep to parse: find the routing fields by their text (best effort; they
+        # are the sender's own ids either way), so a call still gets its answer.
+        found = {key: match.group(1) for key in _SALVAGED
+                 if (match := re.search(f'"{key}"\\s*:\\s*"([^"\\\\]*)"', text))}
+        return found or None
     return value if isinstance(value, dict) else None
+
+
+_SALVAGED = ("type", "invocation_id", "function_id")

@@ -28,6 +28,11 @@ class OrderedSender:
         self.queued += len(text)
         self._wakeup.set()
 
+    def discard(self) -> None:
+        """Drop everything queued (the connection is being aborted)."""
+        self._queue.clear()
+        self.queued = 0
+
     def close(self) -> None:
         """Close the connection once everything queued so far is sent."""
         self._closing = True
