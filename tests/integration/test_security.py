@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DaemonProcess, RawClient, free_port, run_iii, wait_for
+from tests.helpers import (
+    IIIBIN,
+    DaemonProcess,
+    RawClient,
+    child_env,
+    free_port,
+    run_iii,
+    wait_for,
+)
 
 ROOT = os.geteuid() == 0
 NOBODY = 65534
@@ -472,13 +480,20 @@ def test_a_trickling_daemon_cannot_hold_the_cli(short_tmp: Path,
                                                 fake_daemon: tuple[Path, list[bytes]]) -> None:
     path, script = fake_daemon
     script[:] = [b" "]  # a byte every 0.1 s, never a whole line
-    proc = run_iii(short_tmp, "list", "functions", "--socket", str(path), timeout=20)
-    assert proc.returncode == 124 and "within 5 s" in one_line(proc)
-    proc = run_iii(short_tmp, "trigger", "f", "--timeout-ms", "300", "--socket", str(path),
-                   timeout=20)
-    assert proc.returncode == 124 and "no answer within 300 ms" in one_line(proc)
-    proc = run_iii(short_tmp, "daemon", "status", "--socket", str(path), timeout=20)
-    assert proc.returncode == 3 and "did not answer within 5 s" in one_line(proc)
+    commands = {"list": ["list", "functions"],
+                "trigger": ["trigger", "f", "--timeout-ms", "300"],
+                "status": ["daemon", "status"]}
+    env = dict(child_env(short_tmp), III_SOCKET=str(path))
+    running = {name: subprocess.Popen([IIIBIN, *args], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for name, args in commands.items()}  # side by side: each waits ~5 s
+    done = {name: subprocess.CompletedProcess(proc.args, proc.wait(20), *proc.communicate())
+            for name, proc in running.items()}
+    assert done["list"].returncode == 124 and "within 5 s" in one_line(done["list"])
+    assert done["trigger"].returncode == 124
+    assert "no answer within 300 ms" in one_line(done["trigger"])
+    assert done["status"].returncode == 3
+    assert "did not answer within 5 s" in one_line(done["status"])
 
 
 def test_a_daemon_sending_garbage_gets_one_line(short_tmp: Path,
@@ -496,8 +511,6 @@ def test_completion_gives_up_within_its_budget(short_tmp: Path,
     script[:] = [b" "]
     env = dict(os.environ, _III_COMPLETE="complete_bash", COMP_WORDS="iii trigger ",
                COMP_CWORD="2", III_SOCKET=str(path))
-    from tests.helpers import IIIBIN
-
     started = time.monotonic()
     proc = subprocess.run([IIIBIN], env=env, capture_output=True, text=True, timeout=20)
     took = time.monotonic() - started

@@ -1,0 +1,158 @@
+"""The hub's bounds, with fake links on an event loop that is never run: output budget,
+parked bytes, errors contained to their message, a timer that survives its callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from iii_daemon.hub import Hub
+from iii_daemon.router import Router
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.conn_id = 0
+        self.written = bytearray()
+        self.unsent = 0  # what the transport would still hold
+        self.paused = False
+        self.closed = self.aborted = False
+
+    def write(self, data: bytes | bytearray) -> None:
+        self.written += data
+        self.unsent += len(data)
+
+    def write_buffer_size(self) -> int:
+        return self.unsent
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in bytes(self.written).splitlines()]
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def run_pending(loop: asyncio.AbstractEventLoop) -> None:
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+def call(invocation_id: str, function_id: str = "engine::functions::list") -> bytes:
+    return json.dumps({"type": "invokefunction", "function_id": function_id,
+                       "invocation_id": invocation_id}).encode()
+
+
+def test_a_connection_over_its_output_budget_is_not_read_until_it_drains(
+        loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(Router(), loop, write_limit=10**9, output_budget=10_000)
+    link = FakeLink()
+    hub.attach(link, "unix")
+    hub.receive(link.conn_id, [call(f"c{i}") for i in range(100)])
+    answered = [m for m in link.messages() if m["type"] == "invocationresult"]
+    answer_size = len(link.written) // max(len(answered), 1)
+    assert 0 < len(answered) < 100 and len(link.written) <= 10_000 + 2 * answer_size
+    assert link.paused
+    more = call("late")
+    hub.receive(link.conn_id, [more])  # a paused link's frames wait their turn
+    hub.drained(link.conn_id)  # still over the budget: nothing happens
+    assert len([m for m in link.messages() if m["type"] == "invocationresult"]) == \
+        len(answered)
+    while link.paused:
+        link.unsent = 0  # the peer read everything
+        hub.drained(link.conn_id)
+    ids = [m["invocation_id"] for m in link.messages() if m["type"] == "invocationresult"]
+    assert ids == [f"c{i}" for i in range(100)] + ["late"]  # all of them, in order
+
+
+def test_output_to_others_only_yields_a_turn(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(Router(), loop, write_limit=10**9, output_budget=2_000)
+    worker, caller = FakeLink(), FakeLink()
+    hub.attach(worker, "unix")
+    hub.attach(caller, "unix")
+    hub.receive(worker.conn_id, [b'{"type":"registerfunction","id":"f"}'])
+    hub.receive(caller.conn_id, [call(f"c{i}", "f") for i in range(100)])
+    assert caller.paused and len(worker.messages()) < 100
+    for _ in range(100):
+        run_pending(loop)  # the caller's own output is small: it goes on by itself
+    assert not caller.paused
+    assert len([m for m in worker.messages() if m["type"] == "invokefunction"]) == 100
+
+
+def test_an_exception_costs_one_message_not_the_connection(
+        loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    router = Router()
+    hub = Hub(router, loop, write_limit=10**9)
+    link = FakeLink()
+    hub.attach(link, "unix")
+    original = router.handle
+
+    def flaky(conn_id: int, message: Any, now: float) -> Any:
+        if getattr(message, "invocation_id", None) == "boom":
+            raise RuntimeError("a daemon bug")
+        return original(conn_id, message, now)
+
+    monkeypatch.setattr(router, "handle", flaky)
+    hub.receive(link.conn_id, [call("before"), call("boom"), call("after"),
+                               b'{"type":"ping"}'])
+    out = link.messages()[1:]
+    assert [m.get("invocation_id") for m in out[:3]] == ["before", "boom", "after"]
+    assert out[1]["error"]["code"] == "bad_frame" and "internal error" in \
+        out[1]["error"]["message"]
+    assert out[3] == {"type": "pong"}
+    assert not (link.closed or link.aborted) and link.conn_id in hub.links
+
+
+def test_the_timer_survives_a_failing_callback(loop: asyncio.AbstractEventLoop,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    router = Router()
+    hub = Hub(router, loop, write_limit=10**9)
+    monkeypatch.setattr(router, "next_deadline", lambda: loop.time() - 1)
+    monkeypatch.setattr(router, "expire", lambda now: 1 / 0)
+    hub.flush()
+    assert hub._timer is not None
+    hub._on_timer()  # raises inside; logged, not propagated
+    assert hub._timer is not None  # armed again...
+    assert hub._timer_at is not None and hub._timer_at >= loop.time() + 0.05  # ...not hot
+
+
+def test_parked_bytes_are_capped_by_cutting_off_the_largest_holder(
+        loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(Router(), loop, write_limit=10**9, parked_limit=1_000)
+    small, large = FakeLink(), FakeLink()
+    hub.attach(small, "unix")
+    hub.attach(large, "unix")
+    assert hub.parked(large.conn_id, 700)
+    assert hub.parked(small.conn_id, 200)
+    assert hub.parked(small.conn_id, 400)  # 1 100 in all: the larger one goes
+    assert large.aborted and large.conn_id not in hub.links and not small.aborted
+    assert hub.parked_total == 400
+    assert not hub.parked(small.conn_id, 1_200)  # over the limit alone: itself
+    assert small.aborted and hub.parked_total == 0
+
+
+def test_a_link_that_is_not_reading_is_cut_off(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(Router(), loop, write_limit=5_000)
+    link = FakeLink()
+    hub.attach(link, "unix")
+    link.unsent = 6_000
+    hub.receive(link.conn_id, [b'{"type":"ping"}'])
+    assert link.aborted and link.conn_id not in hub.links

@@ -1,0 +1,199 @@
+"""Bounds of the core, without sockets: ids, timeouts, deadlines, schedules that end,
+firings that would pile up, stored rows that cannot load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii_daemon.invocations import Invocation, InvocationTable
+from iii_daemon.router import MAX_TIMEOUT_MS, Router
+from iii_daemon.store import Store
+from iii_sdk import protocol as p
+from tests.unit.test_router import Core, result, routed
+from tests.unit.test_triggers import WALL, events, invocations, reg
+
+
+@pytest.fixture
+def core() -> Core:
+    c = Core()
+    c.router = Router(call_timeout_ms=60_000)
+    c.router.start(c.now, WALL)
+    c.connect(1)  # worker
+    c.connect(2)  # caller
+    c.register(1, "job")
+    return c
+
+
+# --- ids ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["esc\x1b[2J", "bell\x07", "del\x7f", "csi\x9b", "rtl\u202e",
+                                 "line\u2028", ""])
+def test_ids_with_control_characters_are_refused_everywhere(core: Core, bad: str) -> None:
+    [(_, refused)] = core.register(2, bad)
+    assert refused["type"] == "error" and refused["code"] == "bad_request"
+    assert refused["request_type"] == "registerfunction" and refused["request_id"] == bad
+    assert bad not in core.router.registry.functions
+    [(_, refused)] = core.send(2, {"type": "registeractiontype", "id": bad,
+                                   "function_id": "job"})
+    assert refused["request_type"] == "registeractiontype"
+    [(_, refused)] = core.send(2, {"type": "registertriggertype", "id": bad})
+    assert refused["request_type"] == "registertriggertype"
+    for field in ("id", "function_id"):
+        request = {"id": "t", "type": "subscribe", "function_id": "job",
+                   "config": {"topic": "x"}, field: bad}
+        assert reg(core, **request)["error"]["code"] == "bad_request"
+    condition = {"topic": "x", "condition_function_id": bad}
+    assert reg(core, type="subscribe", function_id="job", config=condition)["error"]["code"] \
+        == "bad_request"
+    assert core.router.triggers.bindings == {}
+
+
+def test_printable_unicode_ids_are_fine(core: Core) -> None:
+    assert core.register(2, "größe::λ") == []
+    assert "größe::λ" in core.router.registry.functions
+
+
+# --- timeouts and deadlines -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout_ms", [0, -1, MAX_TIMEOUT_MS + 1, 10**18])
+def test_timeout_ms_out_of_range_is_a_bad_request(core: Core, timeout_ms: int) -> None:
+    [(_, answer)] = core.call(2, "job", invocation_id="c", timeout_ms=timeout_ms)
+    assert answer["error"]["code"] == "bad_request"
+    assert len(core.router.invocations) == 0
+
+
+def test_the_longest_timeout_is_accepted(core: Core) -> None:
+    routed(core.call(2, "job", invocation_id="c", timeout_ms=MAX_TIMEOUT_MS))
+    assert core.router.next_deadline() == pytest.approx(core.now + MAX_TIMEOUT_MS / 1000)
+
+
+def test_void_calls_to_a_silent_worker_end_at_the_default_deadline(core: Core) -> None:
+    for _ in range(100):
+        routed(core.call(2, "job", action={"type": "void"}))
+    core.advance(30)
+    routed(core.call(2, "job", action={"type": "void"}))
+    assert len(core.router.invocations) == 101
+    assert core.router.next_deadline() == pytest.approx(core.now - 30 + 60)
+    assert core.advance(30.001) == []  # nobody to tell
+    assert len(core.router.invocations) == 1
+    assert core.router.registry.connections[1].serving != set()
+    core.advance(30)
+    assert len(core.router.invocations) == 0
+    assert core.router.registry.connections[1].serving == set()
+    assert core.router.next_deadline() is None
+
+
+def test_a_sync_call_without_timeout_gets_timeout_at_the_default_deadline(core: Core) -> None:
+    routed(core.call(2, "job", invocation_id="c"))
+    [(caller, answer)] = core.advance(60.001)
+    assert caller == 2 and answer["error"]["code"] == "TIMEOUT"
+    assert "60000 ms" in answer["error"]["message"]
+
+
+def test_default_deadlines_do_not_keep_answered_calls() -> None:
+    table = InvocationTable()
+    for i in range(10_000):
+        table.add(Invocation(id=str(i), function_id="f", worker=1, caller=None,
+                             caller_invocation_id=None, started=i, deadline=i + 300.0),
+                  in_order=True)
+        table.pop(str(i))
+    assert len(table._in_order) <= InvocationTable._COMPACT_MIN + 2
+    assert table.next_deadline() is None
+
+
+def test_both_kinds_of_deadline_expire_in_time_order() -> None:
+    table = InvocationTable()
+
+    def add(name: str, deadline: float, in_order: bool) -> None:
+        table.add(Invocation(id=name, function_id="f", worker=1, caller=None,
+                             caller_invocation_id=None, started=0.0, deadline=deadline),
+                  in_order=in_order)
+
+    add("default-1", 5.0, True)
+    add("explicit", 3.0, False)
+    add("default-2", 6.0, True)
+    assert table.next_deadline() == 3.0
+    assert [i.id for i in table.pop_expired(5.5)] == ["explicit", "default-1"]
+    assert table.next_deadline() == 6.0
+
+
+# --- triggers ---------------------------------------------------------------------------------
+
+
+def test_a_cron_whose_schedule_ends_stops_and_the_timer_goes_on(core: Core) -> None:
+    # WALL is 2027-01-15T08:00:00Z: every second of that minute, in 2027 only... until
+    # the minute is over, then next year's (none): ends after the last tick of 2027.
+    core.router.tick_clock(core.now, 1_830_297_598.0)  # 2027-12-31T23:59:58Z
+    reg(core, id="last", type="cron", function_id="job",
+        config={"expression": "* * * * * * 2027"})
+    routed(core.call(2, "job", invocation_id="sync", timeout_ms=10_000))
+    fired = []
+    for _ in range(4):
+        fired += invocations(core.advance(1.0))
+    assert len([m for m in fired if m["function_id"] == "job"]) == 1  # 23:59:59 only
+    binding = core.router.triggers.bindings["last"]
+    assert binding.status == "ended" and "no more times" in (binding.error or "")
+    # The sync call's timeout is still enforced: the timer did not die with the schedule.
+    timed_out = core.advance(10.0)
+    assert any(m.get("invocation_id") == "sync" and m["error"]["code"] == "TIMEOUT"
+               for _, m in timed_out)
+
+
+def test_a_cron_tick_skips_while_its_last_firing_runs(core: Core) -> None:
+    reg(core, id="tick", type="cron", function_id="job",
+        config={"expression": "* * * * * *"})
+    [first] = invocations(core.advance(1.0))
+    assert invocations(core.advance(1.0)) == []
+    assert invocations(core.advance(1.0)) == []
+    skipped = events(core, "trigger.skipped")
+    assert [e["reason"] for e in skipped] == ["still_running", "still_running"]
+    core.send(1, result(first["invocation_id"], result=None))
+    assert len(invocations(core.advance(1.0))) == 1  # back to firing
+
+
+def test_a_skipped_condition_frees_the_slot(core: Core) -> None:
+    core.register(1, "gate")
+    reg(core, id="tick", type="cron", function_id="job",
+        config={"expression": "* * * * * *", "condition_function_id": "gate"})
+    [ask] = invocations(core.advance(1.0))
+    assert ask["function_id"] == "gate"
+    core.send(1, result(ask["invocation_id"], result=False))
+    [again] = invocations(core.advance(1.0))
+    assert again["function_id"] == "gate"
+
+
+def test_state_triggers_fire_for_each_change_up_to_a_bound(core: Core) -> None:
+    reg(core, id="s", type="state", function_id="job", config={"scope": "o"})
+    fired = 0
+    for i in range(1_005):
+        out = core.call(2, "state::set", {"scope": "o", "key": "k", "value": i},
+                        invocation_id=f"c{i}")
+        fired += len(invocations(out))
+    assert fired == 1_000  # a silent target: at most 1 000 wait, the rest skip
+    assert len(events(core, "trigger.skipped")) == 5
+
+
+def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -> None:
+    store = Store(tmp_path / "iii.db")
+    store.save_trigger("ok", "subscribe", "job", {"topic": "t"}, None)
+    store.save_trigger("past", "cron", "job", {"expression": "0 0 0 1 1 * 2020"}, None)
+    store._db.execute("INSERT INTO triggers VALUES ('bad', 'cron', 'job', '{', NULL)")
+    store._db.execute("INSERT INTO triggers VALUES (7, 'state', 'job', '[]', '{}')")
+    router = Router(store=store)
+    router.start(100.0, WALL)
+    rows: dict[str, Any] = {b.id: b for b in router.triggers.bindings.values()}
+    assert rows["ok"].status == "active"
+    assert rows["past"].status == "error" and "never fires" in rows["past"].error
+    assert rows["bad"].status == "error" and "not valid JSON" in rows["bad"].error
+    assert rows["7"].status == "error" and "must be an object" in rows["7"].error
+    assert len(store.load_triggers()) == 4  # nothing is deleted behind the user's back
+    router.connect(1, "unix", WALL)
+    [(_, answer)] = router.handle(1, p.decode(
+        b'{"type":"invokefunction","function_id":"engine::unregister_trigger",'
+        b'"invocation_id":"u","data":{"id":"bad"}}'), 100.0)
+    assert answer.error is None and len(store.load_triggers()) == 3
