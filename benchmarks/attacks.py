@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -152,16 +151,19 @@ def attack_ws_access(repo: Path, tmp: Path) -> dict[str, Any]:
                 port, {"Host": f"evil.example:{port}"}),
             "plain SDK handshake status": ws_handshake(port, {}),
         }
-        if os.geteuid() == 0 and shutil.which("runuser"):
-            code = ("import socket,sys\n"
+        if os.geteuid() == 0:
+            # As uid 65534: the interpreter is loaded first (it may live where nobody
+            # can read), then privileges are dropped, as `runuser -u nobody` would.
+            code = ("import encodings.idna, os, socket\n"
+                    "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
                     f"s=socket.create_connection(('127.0.0.1',{port}),timeout=5)\n"
                     f"s.sendall(b'GET / HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\n"
                     "Upgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n"
                     "Sec-WebSocket-Version: 13\\r\\n\\r\\n')\n"
                     "print(s.recv(4096).split(b'\\r\\n',1)[0].split()[1].decode())\n")
-            proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", code],
-                                  capture_output=True, text=True, timeout=30)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                  text=True, timeout=30)
             figures["other uid handshake status"] = proc.stdout.strip() or proc.stderr[-200:]
         return figures
     finally:
