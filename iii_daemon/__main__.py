@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
@@ -37,9 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="data directory (default: $III_DATA_DIR, "
                                            "else the user data dir)")
     parser.add_argument("--ws-port", type=_port,
-                        help="WebSocket port, 0 for none")
+                        help="WebSocket port, 0 for none (default: $III_WS_PORT, "
+                             "else config [websocket] port)")
     parser.add_argument("--http-port", type=_port,
-                        help="HTTP trigger port, 0 for none (the listener is not built yet)")
+                        help="HTTP trigger port, 0 for none (default: $III_HTTP_PORT, else "
+                             "config [http] port; the listener is not built yet)")
     parser.add_argument("--max-frame-bytes", type=_positive)
     parser.add_argument("--log-file", help="log here (rotated) instead of to stderr")
     parser.add_argument("--log-level", default="INFO",
@@ -73,11 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("iii_daemon").warning("%s", warning)
     values = settings.values
 
-    def pick(flag: int | None, key: str) -> int:
-        return flag if flag is not None else int(settings.get(key))
+    def pick(flag: int | None, key: str, env: str | None = None) -> int:
+        """Flag > environment > config file > default."""
+        if flag is not None:
+            return flag
+        if env and os.environ.get(env):
+            return _port(os.environ[env])
+        return int(settings.get(key))
 
-    ws_port = pick(args.ws_port, "websocket.port") if values["websocket"]["enabled"] else 0
-    http_port = pick(args.http_port, "http.port") if values["http"]["enabled"] else 0
+    try:
+        ws_port = pick(args.ws_port, "websocket.port", "III_WS_PORT") \
+            if values["websocket"]["enabled"] else 0
+        http_port = pick(args.http_port, "http.port", "III_HTTP_PORT") \
+            if values["http"]["enabled"] else 0
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        print(f"iii daemon: III_WS_PORT / III_HTTP_PORT: {exc}", file=sys.stderr)
+        return 1
     daemon_config = DaemonConfig(
         socket_path=resolve_socket_path(args.socket, values["socket"] or ""),
         data_dir=resolve_data_dir(args.data_dir),

@@ -16,6 +16,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("III_DATA_DIR", "/nonexistent/iii-tests-must-set-a-data-dir")
     monkeypatch.setenv("III_CONFIG", "/nonexistent/iii-tests-config.toml")
     monkeypatch.setenv("III_LOG_DIR", "/nonexistent/iii-tests-log")
+    monkeypatch.setenv("III_WS_PORT", "0")  # and never the user's real ports
+    monkeypatch.setenv("III_HTTP_PORT", "0")
     monkeypatch.delenv("III_URL", raising=False)
 
 

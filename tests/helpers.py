@@ -55,6 +55,10 @@ def child_env(tmp: Path) -> dict[str, str]:
     env["III_DATA_DIR"] = str(tmp / "data")
     env["III_CONFIG"] = str(tmp / "config.toml")
     env["III_LOG_DIR"] = str(tmp / "log")
+    # No test daemon binds the user's real ports; a test that wants a listener says so
+    # with --ws-port (a flag beats the environment).
+    env["III_WS_PORT"] = "0"
+    env["III_HTTP_PORT"] = "0"
     env.pop("III_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -73,10 +77,9 @@ class DaemonProcess:
 
     def start(self, wait: bool = True) -> DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        ws = [] if "--ws-port" in self.extra else ["--ws-port", "0"]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iii_daemon", "--socket", str(self.socket_path),
-             "--data-dir", str(self.data_dir), *ws, "--http-port", "0", *self.extra],
+             "--data-dir", str(self.data_dir), *self.extra],
             stdout=log, stderr=log, env=child_env(self.tmp), cwd=REPO,
         )
         log.close()

@@ -142,3 +142,20 @@ def test_in_process_daemon_raw_clients_too() -> None:
         sock = client.sock
         assert sock.family == socket.AF_UNIX
         assert client.call("nope")["error"]["code"] == "function_not_found"
+
+
+def test_test_daemons_never_bind_default_ports(short_tmp: Path) -> None:
+    """child_env sets III_WS_PORT / III_HTTP_PORT to 0, so a daemon started by any test
+    (directly, by `iii daemon start` or by `iii demo`) listens on its socket only; a test
+    that wants a listener passes --ws-port, which beats the environment."""
+    daemon = DaemonProcess(short_tmp).start()
+    try:
+        listeners = RawClient(daemon.socket_path).call("engine::status")["result"]["listeners"]
+        assert listeners["websocket"] == {"state": "off", "port": 0, "reason": "disabled"}
+        assert listeners["http"]["port"] == 0
+    finally:
+        daemon.stop()
+    env = dict(child_env(short_tmp), III_WS_PORT="70000")
+    proc = subprocess.run([sys.executable, "-m", "iii_daemon"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "III_WS_PORT" in proc.stderr and "65535" in proc.stderr
