@@ -106,22 +106,27 @@ def test_another_users_process_is_dropped_even_if_the_socket_were_open(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_another_user_cannot_reach_the_socket_through_its_private_directory(
-        daemon: DaemonProcess) -> None:
-    code = (
-        "import os, socket, sys\n"
-        "os.setgid(65534); os.setuid(65534)\n"
-        "s = socket.socket(socket.AF_UNIX)\n"
-        "try:\n"
-        f"    s.connect({str(daemon.socket_path)!r})\n"
-        "except PermissionError:\n"
-        "    sys.exit(0)\n"
-        "sys.exit(1)\n"
-    )
-    # The tmp dir itself must be traversable for this to test the 0700 socket dir.
-    daemon_dir = daemon.socket_path.parent
-    os.chmod(daemon_dir, 0o700)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
-    assert proc.returncode == 0
+        short_tmp: Path) -> None:
+    # The daemon creates the socket's directory; everything above it is open to others
+    # and the socket itself is opened wide: only the directory's 0700 can stop them.
+    os.chmod(short_tmp, 0o711)
+    daemon = DaemonProcess(short_tmp, socket_path=short_tmp / "run" / "iii.sock").start()
+    try:
+        os.chmod(daemon.socket_path, 0o666)
+        code = (
+            "import os, socket, sys\n"
+            "os.setgid(65534); os.setuid(65534)\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "try:\n"
+            f"    s.connect({str(daemon.socket_path)!r})\n"
+            "except PermissionError:\n"
+            "    sys.exit(0)\n"
+            "sys.exit(1)\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+        assert proc.returncode == 0
+    finally:
+        daemon.stop()
 
 
 def test_in_process_daemon_for_application_tests() -> None:
