@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -15,9 +16,16 @@ from typer.completion import completion_init
 
 from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
-from iii_cli import output
+from iii_cli import output, trigger_options
 from iii_cli.style import error_prefix, printable
-from iii_cli.wire import Connection, Refused, Timeout, Unreachable, unreachable_message
+from iii_cli.wire import (
+    Connection,
+    Refused,
+    Timeout,
+    Unreachable,
+    connect,
+    unreachable_message,
+)
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
 # print the scripts ourselves (`iii completions`), so register them here.
@@ -98,6 +106,48 @@ FormatOption = Annotated[ListFormat | None, typer.Option(
     help="table (default on a terminal), json (default when piped) or jsonl.")]
 
 
+UrlOption = Annotated[str | None, typer.Option(
+    "--url", envvar="III_URL", show_envvar=True,
+    help="ws://HOST:PORT (this daemon's listener or an iii engine) or unix://PATH; "
+         "beats --socket.")]
+
+
+def _version(value: bool) -> None:
+    """``iii --version``: the CLI's version, and the daemon's when one answers quickly."""
+    if not value:
+        return
+    from iii_sdk import __version__
+
+    line = f"iii {__version__}"
+    try:
+        with Connection(_socket(None), COMPLETION_BUDGET_S) as conn:
+            answer = conn.call("engine::status")
+        line += f" (daemon {printable(str(answer['result']['version']))})"
+    except Exception:  # no daemon, or not one that says: the CLI's version is enough
+        pass
+    typer.echo(line)
+    raise typer.Exit(ec.OK)
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Show the version of the CLI (and of the daemon when one runs) and exit.")
+          ] = False) -> None:
+    """A local function and trigger engine: call any function by id."""
+
+
+def _target(socket: Path | None, url: str | None = None) -> str:
+    """Where to send a daemon function call: a ws:// URL, or a socket path."""
+    if url:
+        if url.startswith("unix://"):
+            return url[len("unix://"):]
+        if not url.startswith(("ws://", "wss://")):
+            _fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
+        return url
+    return str(_socket(socket))
+
+
 def _socket(socket: Path | None) -> Path:
     from iii_sdk.paths import resolve_socket_path
 
@@ -114,11 +164,12 @@ def _say(message: str, quiet: bool) -> None:
         sys.stderr.write(printable(message) + "\n")
 
 
-def _call(socket_path: Path, function_id: str, data: Any = None) -> Any:
-    """One call of a daemon function, all of it within ``CALL_DEADLINE_S``; every
-    failure ends the command with one line and its exit code."""
+def _call(target: str | Path, function_id: str, data: Any = None) -> Any:
+    """One call of a daemon function (``target``: a socket path or a ws:// URL), all of
+    it within ``CALL_DEADLINE_S``; every failure ends the command with one line and its
+    exit code."""
     try:
-        with Connection(socket_path, CALL_DEADLINE_S) as conn:
+        with connect(str(target), CALL_DEADLINE_S) as conn:
             answer = conn.call(function_id, data)
     except Unreachable as exc:
         _fail(ec.UNREACHABLE, unreachable_message(exc))
@@ -137,37 +188,46 @@ def _call(socket_path: Path, function_id: str, data: Any = None) -> Any:
 # --- trigger (help and completion; runs go through iii_cli.trigger_fast) -------------------
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def trigger(
-    ctx: typer.Context,
-    function_id: Annotated[str, typer.Argument(
-        metavar="FN", help="The function to call.", autocompletion=_complete_function_ids)],
-    pairs: Annotated[list[str] | None, typer.Argument(
-        metavar="[k=v ...]", help="Payload fields; values parsed as JSON, else strings.")
-    ] = None,
-    json_payload: Annotated[str | None, typer.Option(
-        "--json", help="Payload: a JSON object, @file, or - for stdin; k=v wins.")] = None,
-    void: Annotated[bool, typer.Option("--void", help="Fire and forget.")] = False,
-    enqueue: Annotated[str | None, typer.Option(
-        "--enqueue", help="Through this durable queue.")] = None,
-    action: Annotated[str | None, typer.Option(
-        "--action", help='A worker-provided action, e.g. {"type":"delay","ms":5000}.')
-    ] = None,
-    timeout_ms: Annotated[int, typer.Option("--timeout-ms", help="Give up after N ms.")
-                          ] = 30_000,
-    fmt: Annotated[ResultFormat | None, typer.Option(
-        "-o", "--output", help="pretty (default on a terminal) or compact json.")] = None,
-    socket: SocketOption = None,
-    quiet: QuietOption = False,
-) -> None:
-    """Call a function and print its result.
-
-    Exit codes: 0 ok, 1 the function failed (error JSON on stderr), 2 usage or bad
-    payload, 3 daemon not running, 4 not found, 124 timed out, 130 interrupted.
-    """
+def trigger(ctx: typer.Context, function_id: str, pairs: list[str] | None = None,
+            **_options: Any) -> None:
+    """Runs go through iii_cli.trigger_fast (main.py); typer sees this command only for
+    completion and ``iii --help``. Its signature is built from the option table."""
     from iii_cli.trigger_fast import main as fast
 
     raise typer.Exit(fast(sys.argv[sys.argv.index("trigger") + 1:]))
+
+
+def _trigger_signature() -> inspect.Signature:
+    """``trigger``'s parameters as typer reads them: FN, the k=v pairs, and one option per
+    entry of trigger_options.OPTIONS, the table the fast path parses (no drift)."""
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [
+        inspect.Parameter("ctx", positional, annotation=typer.Context),
+        inspect.Parameter("function_id", positional, annotation=Annotated[str, typer.Argument(
+            metavar="FN", help="The function to call.",
+            autocompletion=_complete_function_ids)]),
+        inspect.Parameter("pairs", positional, default=None, annotation=Annotated[
+            list[str] | None, typer.Argument(
+                metavar="[k=v ...]", help="Payload fields; values parsed as JSON, else "
+                                          "strings.")]),
+    ]
+    for option in trigger_options.OPTIONS:
+        if "--help" in option.names:
+            continue  # click's own, named in context_settings
+        name = option.names[-1].lstrip("-").replace("-", "_")
+        declared = typer.Option(*option.names, help=option.help, metavar=option.metavar)
+        kind: Any = bool if option.metavar is None else str | None
+        params.append(inspect.Parameter(name, positional, annotation=Annotated[kind, declared],
+                                        default=False if option.metavar is None else None))
+    return inspect.Signature(params)
+
+
+_signature = _trigger_signature()
+trigger.__signature__ = _signature  # type: ignore[attr-defined]
+trigger.__annotations__ = {p.name: p.annotation for p in _signature.parameters.values()}
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                              "help_option_names": ["-h", "--help"]},
+            help=f"{trigger_options.SUMMARY}\n\n{trigger_options.EXIT_CODES}")(trigger)
 
 
 # --- list ---------------------------------------------------------------------------------
@@ -196,25 +256,25 @@ def list_(
     kind: Annotated[ListKind, typer.Argument(help="What to list.")],
     fmt: FormatOption = None,
     socket: SocketOption = None,
+    url: UrlOption = None,
 ) -> None:
     """List functions, workers, actions, triggers or trigger types."""
-    socket_path = _socket(socket)
+    target = _target(socket, url)
     function_id, key, columns = LIST_KINDS[kind.value]
-    rows: list[dict[str, Any]] = _call(socket_path, function_id)[key]
+    rows: list[dict[str, Any]] = _call(target, function_id)[key]
     chosen = fmt.value if fmt else output.default_format()
     if chosen == "table":
-        _add_display_columns(kind, rows, socket_path)
+        _add_display_columns(kind, rows, target)
     typer.echo(output.render(rows, columns, chosen))
 
 
-def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]],
-                         socket_path: Path) -> None:
+def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str) -> None:
     """Table-only columns: worker names instead of ids, function counts."""
     if kind is ListKind.workers:
         for row in rows:
             row["function_count"] = len(row["functions"])
         return
-    workers = _call(socket_path, "engine::workers::list")["workers"]
+    workers = _call(target, "engine::workers::list")["workers"]
     names = {w["id"]: w["name"] or w["id"][:8] for w in workers}
 
     def name(worker_id: str | None) -> str:
@@ -249,6 +309,7 @@ def register_trigger(
     ] = None,
     trigger_id: Annotated[str | None, typer.Option("--id", help="Choose the id.")] = None,
     socket: SocketOption = None,
+    url: UrlOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Add a daemon-owned trigger (kept across restarts); prints its id."""
@@ -260,14 +321,14 @@ def register_trigger(
         _fail(ec.USAGE, "--config must be a JSON object")
     if condition:
         parsed["condition_function_id"] = condition
-    socket_path = _socket(socket)
+    target = _target(socket, url)
     request: dict[str, Any] = {"trigger_type": trigger_type, "function_id": function_id,
                                "config": parsed}
     if trigger_id:
         request["id"] = trigger_id
-    result = _call(socket_path, "engine::register_trigger", request)
+    result = _call(target, "engine::register_trigger", request)
     functions = {f["function_id"]
-                 for f in _call(socket_path, "engine::functions::list")["functions"]}
+                 for f in _call(target, "engine::functions::list")["functions"]}
     for needed in (function_id, condition):
         if needed and needed not in functions:
             _say(f"iii: warning: function '{needed}' is not registered yet; the trigger "
@@ -282,9 +343,10 @@ def register_trigger(
 def unregister(
     trigger_id: Annotated[str, typer.Argument(metavar="ID", help="The trigger's id.")],
     socket: SocketOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Remove a daemon-owned trigger; exit 4 when there is none with that id."""
-    result = _call(_socket(socket), "engine::unregister_trigger", {"id": trigger_id})
+    result = _call(_target(socket, url), "engine::unregister_trigger", {"id": trigger_id})
     if not result["removed"]:
         _fail(ec.NOT_FOUND, f"no trigger '{trigger_id}'")
 

@@ -1,5 +1,7 @@
 """Exit codes of every ``iii`` command (cli.md): stable, scripts rely on them."""
 
+from iii_sdk.error_codes import ErrorCode
+
 OK = 0
 FUNCTION_ERROR = 1
 USAGE = 2
@@ -16,9 +18,9 @@ def for_error(error: object) -> int:
 
 #: How an error code in a daemon's answer maps to an exit code.
 BY_ERROR_CODE = {
-    "function_not_found": NOT_FOUND,
-    "action_not_found": NOT_FOUND,
-    "TIMEOUT": TIMEOUT,
-    "bad_request": USAGE,
-    "bad_frame": USAGE,
+    ErrorCode.FUNCTION_NOT_FOUND: NOT_FOUND,
+    ErrorCode.ACTION_NOT_FOUND: NOT_FOUND,
+    ErrorCode.TIMEOUT: TIMEOUT,
+    ErrorCode.BAD_REQUEST: USAGE,
+    ErrorCode.BAD_FRAME: USAGE,
 }

@@ -8,9 +8,9 @@ import sys
 
 def main() -> None:
     argv = sys.argv[1:]
-    # Completion requests (typer sets _III_COMPLETE) and help go through typer.
-    if argv[:1] == ["trigger"] and "_III_COMPLETE" not in os.environ \
-            and "--help" not in argv and "-h" not in argv:
+    # Completion requests (the shell script sets _III_COMPLETE) go through typer; the
+    # trigger fast path prints its own --help from the same option table.
+    if argv[:1] == ["trigger"] and "_III_COMPLETE" not in os.environ:
         from iii_cli.trigger_fast import main as trigger
 
         sys.exit(trigger(argv[1:]))

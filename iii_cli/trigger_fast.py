@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
 from iii_cli.style import error_prefix, json_printable, printable
+from iii_cli.trigger_options import BY_NAME, USAGE, help_text
 from iii_cli.wire import (
     Calls,
     Refused,
@@ -22,16 +23,11 @@ from iii_cli.wire import (
     connect,
     unreachable_message,
 )
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME
+from iii_sdk.limits import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS
 
-DEFAULT_TIMEOUT_MS = 30_000
-#: The daemon refuses larger timeouts (about 24.8 days).
-MAX_TIMEOUT_MS = 2**31 - 1
 #: Our own deadline is the call's timeout plus this, so the daemon's TIMEOUT answer wins.
 MARGIN_S = 5.0
-#: The daemon's default frame limit; a payload file is read up to the configured one.
-DEFAULT_MAX_FRAME = 64 * 1024 * 1024
-USAGE = ("usage: iii trigger FN [k=v ...] [--json PAYLOAD] [--void | --enqueue QUEUE | "
-         "--action JSON] [--timeout-ms N] [-o json|pretty] [--socket PATH] [-q]")
 
 
 class UsageError(Exception):
@@ -50,10 +46,7 @@ class Args:
         self.socket: str | None = None
         self.url: str | None = None
         self.quiet = False
-
-
-_WITH_VALUE = {"--json", "--enqueue", "--action", "--timeout-ms", "-o", "--output",
-               "--socket", "--url"}
+        self.help = False
 
 
 def parse(argv: list[str]) -> Args:
@@ -78,21 +71,25 @@ def parse(argv: list[str]) -> Args:
             only_positional = True
             continue
         name, has_value, value = arg.partition("=")
-        if name in _WITH_VALUE:
+        option = BY_NAME.get(name)
+        if option is None or (has_value and option.metavar is None):
+            raise UsageError(f"unknown option {arg}")
+        if option.metavar is not None:
             if not has_value:
                 if i >= len(argv):
                     raise UsageError(f"{name} needs a value")
                 value = argv[i]
                 i += 1
-            _option(args, name, value)
-        elif name in ("--void", "-q", "--quiet") and not has_value:
-            if name == "--void":
-                args.action = {"type": "void"}
-                args.action_flags.append(name)
-            else:
-                args.quiet = True
+            _option(args, option.names[-1], value)
+        elif name == "--void":
+            args.action = {"type": "void"}
+            args.action_flags.append(name)
+        elif option.names[-1] == "--quiet":
+            args.quiet = True
         else:
-            raise UsageError(f"unknown option {arg}")
+            args.help = True
+    if args.help:
+        return args
     if not args.function_id:
         raise UsageError("missing the function id")
     if len(args.action_flags) > 1:
@@ -120,7 +117,7 @@ def _option(args: Args, name: str, value: str) -> None:
             raise UsageError(f"--timeout-ms must be a whole number from 1 to "
                              f"{MAX_TIMEOUT_MS}, got {value!r}")
         args.timeout_ms = int(value)
-    elif name in ("-o", "--output"):
+    elif name == "--output":
         if value not in ("json", "pretty"):
             raise UsageError(f"-o takes json or pretty, got {value!r}")
         args.output = value
@@ -218,9 +215,14 @@ def _print_json(value: Any, stream: Any, output: str | None) -> None:
 def run(argv: list[str]) -> int:
     try:
         args = parse(argv)
+        if args.help:
+            import shutil
+
+            sys.stdout.write(help_text(min(shutil.get_terminal_size((80, 24)).columns, 100)))
+            return ec.OK
         payload = build_payload(args)
     except UsageError as exc:
-        fail(ec.USAGE, f"{exc}\n{USAGE}")
+        fail(ec.USAGE, f"{exc}\n{USAGE} (iii trigger -h for help)")
     url = args.url or (None if args.socket else os.environ.get("III_URL"))
     if url is not None and not url.startswith(("unix://", "ws://", "wss://")):
         fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")

@@ -13,6 +13,8 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
@@ -47,7 +49,7 @@ class Timeout(Exception):
 
 
 #: Largest reply read by default; ``max_frame_bytes`` from the config raises it.
-DEFAULT_MAX_REPLY = 64 * 1024 * 1024 + 1024
+DEFAULT_MAX_REPLY = DEFAULT_MAX_FRAME_BYTES + 1024
 
 
 def _why(exc: OSError, path: str | Path) -> str:

@@ -43,7 +43,7 @@ class BuiltinFunction:
 
 def field(data: Any, name: str, kind: type, optional: bool = False) -> Any:
     """``data[name]`` checked for type; raises ``bad_request`` naming what is wrong."""
-    from iii_sdk.protocol import ErrorCode
+    from iii_sdk.error_codes import ErrorCode
 
     if not isinstance(data, dict):
         raise CallError(ErrorCode.BAD_REQUEST, "the payload must be an object")

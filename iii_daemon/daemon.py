@@ -18,7 +18,7 @@ from iii_daemon.access import AccessPolicy
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_daemon.store import Store, StoreError
-from iii_sdk.protocol import DEFAULT_MAX_FRAME_BYTES
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server as WsServer

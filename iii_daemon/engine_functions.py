@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon import state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
 from iii_daemon.triggers.manager import TriggerConfigError, TriggerError
-from iii_sdk.protocol import ErrorCode
+from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     from iii_daemon.router import Router

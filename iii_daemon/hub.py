@@ -31,6 +31,7 @@ from typing import Protocol
 
 from iii_daemon.router import Close, Output, Router
 from iii_sdk import protocol as p
+from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class Hub:
         try:
             return self.router.bad_frame(conn_id, frame, reason)
         except Exception:  # not even the frame's id could be read back
-            return [(conn_id, p.Error(code=p.ErrorCode.BAD_FRAME, message=reason))]
+            return [(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason))]
 
     def _pause(self, conn_id: int, rest: Sequence[bytes]) -> None:
         link = self.links.get(conn_id)
@@ -217,11 +218,11 @@ class Hub:
 
     def frame_error(self, conn_id: int, reason: str) -> None:
         """A frame the transport itself refused; the connection stays open."""
-        self.deliver([(conn_id, p.Error(code=p.ErrorCode.BAD_FRAME, message=reason))])
+        self.deliver([(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason))])
         self.flush()
 
     def frame_too_large(self, conn_id: int, reason: str) -> None:
-        self.deliver([(conn_id, p.Error(code=p.ErrorCode.BAD_FRAME, message=reason)),
+        self.deliver([(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason)),
                       (conn_id, Close(reason))])
         self.flush()
 

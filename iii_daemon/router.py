@@ -31,14 +31,14 @@ from iii_daemon.store import Store, StoreError
 from iii_daemon.triggers.base import Clock
 from iii_daemon.triggers.manager import TriggerError, TriggerManager
 from iii_sdk import protocol as p
-from iii_sdk.protocol import NULL, ErrorCode
+from iii_sdk.error_codes import ErrorCode
+from iii_sdk.limits import MAX_TIMEOUT_MS
+from iii_sdk.protocol import NULL
 
 log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "engine::"
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
-#: The longest timeout_ms a call may ask for (about 24.8 days, as JavaScript's timers).
-MAX_TIMEOUT_MS = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)

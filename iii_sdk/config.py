@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MIB = 1024 * 1024
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
 #: Every known key with its default. ``None`` defaults mean "unset" (a str when set).
 DEFAULTS: dict[str, Any] = {
     "socket": None,
     "autostart": False,
-    "max_frame_bytes": 64 * MIB,
+    "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES,
     "call_timeout_ms": 300_000,
     "websocket": {"enabled": True, "host": "127.0.0.1", "port": 49134, "token": None,
                   "allowed_origins": [], "allowed_hosts": []},

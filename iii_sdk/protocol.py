@@ -19,24 +19,6 @@ from iii_sdk.errors import ProtocolError
 #: The JSON ``null`` as a raw payload; also the "absent" default of payload fields.
 NULL: Final = Raw(b"null")
 
-#: Largest frame either side accepts by default (protocol.md § Transports).
-DEFAULT_MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
-
-
-class ErrorCode:
-    """Error codes the daemon itself produces (protocol.md § Messages)."""
-
-    FUNCTION_NOT_FOUND: Final = "function_not_found"
-    INVOCATION_FAILED: Final = "invocation_failed"
-    INVOCATION_STOPPED: Final = "invocation_stopped"
-    TIMEOUT: Final = "TIMEOUT"
-    ACTION_NOT_FOUND: Final = "action_not_found"
-    QUEUE_ERROR: Final = "queue_error"
-    BAD_REQUEST: Final = "bad_request"
-    BAD_FRAME: Final = "bad_frame"
-    TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
-    #: The only code ``registrationrejected`` ever carries.
-    FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
 
 
 class Message(Struct, tag_field="type", omit_defaults=True, kw_only=True):

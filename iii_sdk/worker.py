@@ -34,14 +34,16 @@ from iii_sdk import __version__
 from iii_sdk import protocol as p
 from iii_sdk.actions import action_to_wire
 from iii_sdk.client_link import ClientLink, WsClientLink, open_ws_link
+from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ConnectionFailed, InvocationError, RegistrationRefused
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES, DEFAULT_TIMEOUT_MS
 from iii_sdk.paths import resolve_socket_path, socket_path_from_url
-from iii_sdk.protocol import NULL, ErrorCode
+from iii_sdk.protocol import NULL
 from iii_sdk.registration import FunctionRef, Handle, Trigger, TriggerTypeRef
 
 log = logging.getLogger("iii_sdk")
 
-DEFAULT_INVOCATION_TIMEOUT_MS = 30_000
+DEFAULT_INVOCATION_TIMEOUT_MS = DEFAULT_TIMEOUT_MS
 #: A connection that lasted this long resets the reconnect backoff.
 STABLE_CONNECTION_S = 5.0
 
@@ -72,7 +74,7 @@ class InitOptions:
     #: How long :func:`register_worker` waits for the first connection before it
     #: returns anyway (it keeps retrying in the background).
     connect_timeout_s: float = 30.0
-    max_frame_bytes: int = p.DEFAULT_MAX_FRAME_BYTES
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     #: Extra WebSocket handshake headers; ``Authorization: Bearer $III_TOKEN`` is added
     #: unless given here (as the official SDK does).
     headers: dict[str, str] | None = None

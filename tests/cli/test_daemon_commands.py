@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import DaemonProcess, can_connect, run_iii, wait_for
+from tests.helpers import DaemonProcess, can_connect, child_env, run_iii, wait_for
 
 
 def test_lifecycle(short_tmp: Path) -> None:
@@ -126,3 +126,17 @@ def test_list_actions(daemon: DaemonProcess) -> None:
         assert table[1].split()[:3] == ["delay", "action::delay", "delayer"]
     finally:
         worker.shutdown()
+
+
+def test_list_register_and_unregister_take_url(daemon: DaemonProcess) -> None:
+    url = f"unix://{daemon.socket_path}"
+    env = dict(child_env(daemon.tmp), III_SOCKET="/nonexistent/elsewhere.sock")
+    made = run_iii(daemon.tmp, "register-trigger", "--type", "subscribe", "--function", "f",
+                   "--config", '{"topic": "t"}', "--id", "via-url", "--url", url, "-q",
+                   env=env)
+    assert made.returncode == 0 and made.stdout.strip() == "via-url"
+    listed = run_iii(daemon.tmp, "list", "triggers", "-o", "json", env=dict(env, III_URL=url))
+    assert [t["id"] for t in json.loads(listed.stdout)] == ["via-url"]
+    assert run_iii(daemon.tmp, "unregister", "via-url", "--url", url, env=env).returncode == 0
+    bad = run_iii(daemon.tmp, "list", "functions", "--url", "http://x", env=env)
+    assert bad.returncode == 2 and "unsupported URL" in bad.stderr

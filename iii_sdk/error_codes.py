@@ -1,0 +1,23 @@
+"""The error codes the daemon itself produces (protocol.md § Messages), in one place.
+
+Imports nothing, so the ``iii trigger`` fast path maps them to exit codes without loading
+the protocol module.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class ErrorCode:
+    FUNCTION_NOT_FOUND: Final = "function_not_found"
+    INVOCATION_FAILED: Final = "invocation_failed"
+    INVOCATION_STOPPED: Final = "invocation_stopped"
+    TIMEOUT: Final = "TIMEOUT"
+    ACTION_NOT_FOUND: Final = "action_not_found"
+    QUEUE_ERROR: Final = "queue_error"
+    BAD_REQUEST: Final = "bad_request"
+    BAD_FRAME: Final = "bad_frame"
+    TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
+    #: The only code ``registrationrejected`` ever carries.
+    FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
