@@ -481,15 +481,33 @@ def daemon_logs(
     path = dc.log_file()
     if not path.exists():
         _fail(ec.NOT_FOUND, f"no log yet at {path}")
-    with open(path, "rb") as handle:
+    handle = open(path, "rb")  # noqa: SIM115 - replaced when the log rotates
+    try:
         tail = handle.read().splitlines()[-lines:] if lines > 0 else []
         _show_log(b"".join(line + b"\n" for line in tail))
         while follow:
             chunk = handle.read()
             if chunk:
                 _show_log(chunk)
+            elif _rotated(path, handle):
+                # The daemon's RotatingFileHandler renamed our file away and started a
+                # new one: finish nothing (we read to the end), follow the new file.
+                handle.close()
+                handle = open(path, "rb")  # noqa: SIM115
             else:
                 time.sleep(0.2)
+    finally:
+        handle.close()
+
+
+def _rotated(path: Path, handle: Any) -> bool:
+    """The file at ``path`` is no longer the one ``handle`` reads (or it was truncated)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False  # between the rename and the new file: look again later
+    mine = os.fstat(handle.fileno())
+    return now.st_ino != mine.st_ino or now.st_size < handle.tell()
 
 
 def _show_log(data: bytes) -> None:

@@ -1,7 +1,8 @@
 """A guided tour: a daemon, an example worker, and calls of every kind.
 
 Starts the daemon if none answers on the socket (and stops it again afterwards),
-attaches ``examples/math_worker.py`` as a separate process, calls its functions
+attaches the example worker (``iii_cli.examples.math_worker``, shipped in the package) as a
+separate process, calls its functions
 synchronously and fire-and-forget, and prints what happened.
 """
 
@@ -17,7 +18,8 @@ from typing import Any
 from iii_cli import daemon_control as dc
 from iii_sdk import InitOptions, InvocationError, TriggerAction, register_worker
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+#: The example worker, run as a module: it ships inside the package, not the checkout.
+WORKER_MODULE = "iii_cli.examples.math_worker"
 
 
 def _say(text: str) -> None:
@@ -39,17 +41,13 @@ def run(socket_path: Path) -> int:
                 return 1
             _say(f"daemon: started on {socket_path} (pid {pid})")
 
-        script = EXAMPLES / "math_worker.py"
-        if not script.exists():
-            _say(f"iii demo: example worker not found at {script}")
-            return 1
-        worker_proc = subprocess.Popen([sys.executable, str(script)], env=env,
+        worker_proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], env=env,
                                        stdout=subprocess.PIPE, text=True)
         assert worker_proc.stdout is not None
         if "ready" not in worker_proc.stdout.readline():
             _say("iii demo: the example worker did not start")
             return 1
-        _say(f"worker: examples/math_worker.py attached (pid {worker_proc.pid})")
+        _say(f"worker: {WORKER_MODULE} attached (pid {worker_proc.pid})")
 
         client = register_worker(str(socket_path), InitOptions(worker_name="iii-demo"))
         try:

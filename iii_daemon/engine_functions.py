@@ -6,6 +6,7 @@ function for every action, so it must not block.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     from iii_daemon.router import Router
+
+log = logging.getLogger("iii_daemon")
 
 
 def list_functions(router: Router, ctx: CallContext) -> Any:
@@ -89,6 +92,10 @@ def register_worker(router: Router, ctx: CallContext) -> Any:
     if ctx.conn is None:
         raise CallError(ErrorCode.BAD_REQUEST, "only a worker can introduce itself")
     ctx.conn.info = ctx.data
+    info = ctx.data
+    log.info("worker %r joined over %s (%s %s, pid %s, id %s)", info.get("name"),
+             ctx.conn.transport, info.get("runtime", "?"), info.get("version", "?"),
+             info.get("pid", "?"), ctx.conn.worker_id)
     return None
 
 

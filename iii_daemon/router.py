@@ -71,6 +71,16 @@ def _valid_error(error: Any) -> Any:
     return _error(ErrorCode.INVOCATION_FAILED, f"worker answered with a malformed error: {error!r}")
 
 
+def describe(conn: Connection) -> str:
+    """A worker as the log names it: its name when it gave one, else its id."""
+    name = conn.info.get("name")
+    return f"{name!r} ({conn.worker_id})" if isinstance(name, str) else conn.worker_id
+
+
+def refused(conn: Connection, what: str, registration_id: str, reason: str) -> None:
+    log.info("refused %s %r of worker %s: %s", what, registration_id, describe(conn), reason)
+
+
 class Router:
     """Registry, routing and invocation tracking for every connection."""
 
@@ -143,6 +153,9 @@ class Router:
         conn = self.registry.remove_connection(conn_id)
         if conn is None:
             return out
+        if conn.is_worker:
+            log.info("worker %s left (pid %s, %d functions)", describe(conn),
+                     conn.info.get("pid", "?"), len(conn.functions))
         for invocation_id in conn.serving:
             inv = self.invocations.pop(invocation_id)
             if inv is not None and inv.caller != conn_id:
@@ -239,6 +252,7 @@ class Router:
         function_id = msg.id
         problem = id_problem("function id", function_id)
         if problem:
+            refused(conn, "function", function_id, problem)
             out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=problem,
                                          request_type="registerfunction",
                                          request_id=function_id)))
@@ -256,13 +270,12 @@ class Router:
                 ))
                 return
             owner = self.registry.connections[existing.owner].worker_id
+        message = (f"function '{function_id}' is reserved by the daemon" if owner is None
+                   else f"function '{function_id}' is already served by worker {owner}")
+        refused(conn, "function", function_id, message)
         out.append((conn.id, p.RegistrationRejected(
-            code=ErrorCode.FUNCTION_NAMESPACE_CONFLICT,
-            function_id=function_id,
-            owner_worker_id=owner,
-            message=(f"function '{function_id}' is reserved by the daemon" if owner is None
-                     else f"function '{function_id}' is already served by worker {owner}"),
-        )))
+            code=ErrorCode.FUNCTION_NAMESPACE_CONFLICT, function_id=function_id,
+            owner_worker_id=owner, message=message)))
 
     def _on_unregister_function(self, conn: Connection, msg: p.UnregisterFunction,
                                 now: float, out: Output) -> None:
@@ -279,6 +292,7 @@ class Router:
             owner = self.registry.connections[existing.owner].worker_id
             reason = f"action type '{msg.id}' is already provided by worker {owner}"
         if reason:
+            refused(conn, "action type", msg.id, reason)
             out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=reason,
                                          request_type="registeractiontype",
                                          request_id=msg.id)))
@@ -495,6 +509,7 @@ class Router:
                                              msg.function_id, msg.config, msg.metadata,
                                              self.clock, out)
         except TriggerError as exc:
+            refused(conn, "trigger", msg.id, str(exc))
             out.append((conn.id, p.TriggerRegistrationResult(
                 id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id,
                 error=_error(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)))))
@@ -513,6 +528,7 @@ class Router:
         try:
             self.triggers.add_type(conn.id, msg, self.clock, out)
         except TriggerError as exc:
+            refused(conn, "trigger type", msg.id, str(exc))
             out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=str(exc),
                                          request_type="registertriggertype",
                                          request_id=msg.id)))

@@ -39,6 +39,8 @@ class Binding:
     running: int = 0
     #: Its type was asked to watch for it (and must be told to stop).
     bound: bool = False
+    #: Its last firing failed (logged once until it works again).
+    failing: bool = False
 
 
 class TriggerType(Protocol):

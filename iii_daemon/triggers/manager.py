@@ -7,6 +7,7 @@ calls through the router; it never touches a socket or a clock of its own.
 from __future__ import annotations
 
 import collections
+import logging
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.names import id_problem
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from msgspec import Raw
 
     from iii_daemon.router import Output, Router
+
+log = logging.getLogger("iii_daemon")
 
 #: How long a condition function may take before the firing is skipped.
 CONDITION_TIMEOUT_MS = 30_000
@@ -42,6 +45,20 @@ def is_truthy(value: Any) -> bool:
     return not (value is None or value is False or value == "" or
                 (isinstance(value, int | float) and not isinstance(value, bool)
                  and value == 0))
+
+
+def _log_outcome(binding: Binding, error: Any) -> None:
+    """Log when a trigger starts failing and when it works again; not every failure (an
+    every-second cron into a broken function must not flood the log)."""
+    if error is not None and not binding.failing:
+        binding.failing = True
+        log.warning("trigger %r (%s) -> %s failed: %s: %s (logged again when it works)",
+                    binding.id, binding.trigger_type, binding.function_id,
+                    error.get("code"), error.get("message"))
+    elif error is None and binding.failing:
+        binding.failing = False
+        log.info("trigger %r (%s) -> %s works again", binding.id, binding.trigger_type,
+                 binding.function_id)
 
 
 class TriggerManager:
@@ -266,6 +283,7 @@ class TriggerManager:
 
         def finished(result: Raw | None, error: Any, out: Output) -> None:
             binding.running -= 1
+            _log_outcome(binding, error)
             self.router.record(
                 "invocation.finished", function_id=binding.function_id,
                 source=f"trigger:{binding.trigger_type}", trigger_id=binding.id,

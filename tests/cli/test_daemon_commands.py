@@ -140,3 +140,43 @@ def test_list_register_and_unregister_take_url(daemon: DaemonProcess) -> None:
     assert run_iii(daemon.tmp, "unregister", "via-url", "--url", url, env=env).returncode == 0
     bad = run_iii(daemon.tmp, "list", "functions", "--url", "http://x", env=env)
     assert bad.returncode == 2 and "unsupported URL" in bad.stderr
+
+
+def test_logs_follow_across_rotation(short_tmp: Path) -> None:
+    import logging.handlers
+    import subprocess
+    import threading
+
+    from tests.helpers import IIIBIN, child_env
+
+    log_dir = short_tmp / "log"
+    log_dir.mkdir()
+    # The daemon's own handler; 20 lines of 19 bytes rotate it once.
+    handler = logging.handlers.RotatingFileHandler(log_dir / "daemon.log", maxBytes=300,
+                                                   backupCount=2)
+    logger = logging.Logger("rotation-test")
+    logger.addHandler(handler)
+    logger.error("before following")
+    follower = subprocess.Popen([IIIBIN, "daemon", "logs", "-f", "-n", "5"],
+                                stdout=subprocess.PIPE, text=True, env=child_env(short_tmp))
+    seen: list[str] = []
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            seen.append(line.strip())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: "before following" in seen, message="the existing lines")
+        for i in range(20):
+            logger.error("line %02d %s", i, "x" * 10)
+        wait_for(lambda: "line 19 xxxxxxxxxx" in seen, message="lines after the rotation")
+        assert (log_dir / "daemon.log.1").exists()
+        assert [s for s in seen if s.startswith("line")] == [
+            f"line {i:02d} xxxxxxxxxx" for i in range(20)]
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        handler.close()

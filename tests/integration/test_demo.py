@@ -23,3 +23,21 @@ def test_demo_uses_a_running_daemon_and_leaves_it_running(daemon: DaemonProcess)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "already running" in proc.stdout
     RawClient(daemon.socket_path).ping()
+
+
+def test_the_demo_worker_ships_inside_the_package() -> None:
+    """`iii demo` must work after a plain (non-editable) install: its worker is a module
+    of a package that pyproject's package list includes, run with `python -m`."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    from iii_cli import demo
+    from tests.helpers import REPO
+
+    pattern = tomllib.loads((REPO / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["packages"]["find"]["include"]
+    packaged = set(find_packages(str(REPO), include=pattern))
+    assert demo.WORKER_MODULE.rpartition(".")[0] in packaged
+    assert (REPO / "examples" / "math_worker.py").resolve() == \
+        (REPO / "iii_cli" / "examples" / "math_worker.py")

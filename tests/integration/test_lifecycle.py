@@ -164,3 +164,34 @@ def test_test_daemons_never_bind_default_ports(short_tmp: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "iii_daemon"], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "III_WS_PORT" in proc.stderr and "65535" in proc.stderr
+
+
+def test_the_log_says_what_happened(daemon: DaemonProcess) -> None:
+    from iii_sdk import InitOptions, register_worker
+    from tests.helpers import wait_for
+
+    worker = register_worker(str(daemon.socket_path), InitOptions(worker_name="logger"))
+    worker.register_function("taken", lambda data: data)
+
+    def broken(data: object) -> None:
+        raise RuntimeError("always")
+
+    worker.register_function("broken", broken)
+    worker.ping()
+    other = RawClient(daemon.socket_path)
+    other.send({"type": "registerfunction", "id": "taken"})
+    other.call("engine::register_trigger", {"trigger_type": "subscribe", "function_id": "broken",
+                                            "config": {"topic": "t"}})
+    for _ in range(3):
+        other.call("publish", {"topic": "t"})
+    wait_for(lambda: "failed: invocation_failed: always" in daemon.log(),
+             message="the trigger failure in the log")
+    pid = os.getpid()
+    worker.shutdown()
+    wait_for(lambda: "worker 'logger'" in daemon.log() and " left " in daemon.log(),
+             message="the worker leaving")
+    log = daemon.log()
+    assert f"worker 'logger' joined over unix (python 0.1.0, pid {pid}" in log
+    assert "refused function 'taken' of worker" in log and "already served" in log
+    assert log.count("failed: invocation_failed: always") == 1  # once, not per firing
+    assert f"worker 'logger' ({worker.worker_id}) left (pid {pid}, 2 functions)" in log

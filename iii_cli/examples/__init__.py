@@ -1,0 +1,1 @@
+"""Example workers, shipped with the package so `iii demo` runs after any install."""

@@ -1,0 +1,71 @@
+"""An example worker: serves a few functions until interrupted.
+
+    python examples/math_worker.py            # uses $III_SOCKET or the default socket
+    python examples/math_worker.py unix:///tmp/iii.sock
+    python -m iii_cli.examples.math_worker    # the same, from an installed package
+
+It ships inside the package (``examples/math_worker.py`` in a checkout links here), so
+``iii demo`` works after a plain ``pip install``.
+
+Call its functions from anywhere: ``iii trigger math::add a=1 b=2`` or through the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from typing import Any
+
+from iii_sdk import InitOptions, InvocationError, register_worker
+
+
+def add(data: dict[str, Any]) -> dict[str, Any]:
+    return {"sum": data["a"] + data["b"]}
+
+
+def divide(data: dict[str, Any]) -> dict[str, Any]:
+    if data["b"] == 0:
+        # A handler's own code and message reach the caller unchanged.
+        raise InvocationError("division_by_zero", "cannot divide by zero")
+    return {"quotient": data["a"] / data["b"]}
+
+
+async def sleep(data: dict[str, Any]) -> dict[str, Any]:
+    seconds = float(data.get("seconds", 1))
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+def echo(data: Any, metadata: Any = None) -> dict[str, Any]:
+    return {"data": data, "metadata": metadata}
+
+
+def is_positive(data: Any) -> bool:
+    """A trigger condition: run the target only for payloads with n > 0."""
+    return isinstance(data, dict) and isinstance(data.get("n"), int | float) and data["n"] > 0
+
+
+def main() -> None:
+    address = sys.argv[1] if len(sys.argv) > 1 else None
+    worker = register_worker(address, InitOptions(worker_name="math-worker"))
+    worker.register_function("math::add", add, description="adds a and b")
+    worker.register_function("math::divide", divide, description="divides a by b")
+    worker.register_function("math::sleep", sleep, description="sleeps, then answers")
+    worker.register_function("math::echo", echo, description="returns data and metadata")
+    worker.register_function("math::is_positive", is_positive,
+                             description="true when data.n > 0 (a trigger condition)")
+    worker.ping()  # every registration is in effect once the daemon answered
+    print("math-worker ready", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    worker.shutdown()
+
+
+if __name__ == "__main__":
+    main()
