@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from iii_cli import daemon_control as dc
-from iii_sdk import InitOptions, InvocationError, TriggerAction, register_worker
+from iii_sdk import InvocationError, TriggerAction, connect
 
 #: The example worker, run as a module: it ships inside the package, not the checkout.
 WORKER_MODULE = "iii_cli.examples.math_worker"
@@ -49,7 +49,7 @@ def run(socket_path: Path) -> int:
             return 1
         _say(f"worker: {WORKER_MODULE} attached (pid {worker_proc.pid})")
 
-        client = register_worker(str(socket_path), InitOptions(worker_name="iii-demo"))
+        client = connect(str(socket_path))  # a caller, not a worker: not listed as one
         try:
             _tour(client)
         finally:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         InitOptions,
         ReconnectionConfig,
         TriggerConfig,
+        connect,
         register_worker,
     )
 
@@ -55,6 +56,7 @@ _WHERE = {
     "Trigger": "iii_sdk.registration",
     "TriggerConfig": "iii_sdk.worker",
     "TriggerTypeRef": "iii_sdk.registration",
+    "connect": "iii_sdk.worker",
     "register_worker": "iii_sdk.worker",
 }
 
@@ -75,6 +77,7 @@ __all__ = [
     "TriggerActionVoid",
     "TriggerConfig",
     "TriggerTypeRef",
+    "connect",
     "register_worker",
 ]
 

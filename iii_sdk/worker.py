@@ -181,7 +181,11 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class III:
     """A connection to the daemon that serves functions and calls functions."""
 
-    def __init__(self, address: str, options: InitOptions | None = None) -> None:
+    def __init__(self, address: str, options: InitOptions | None = None, *,
+                 introduce: bool = True) -> None:
+        #: Whether this connection tells the daemon who it is (engine::workers::register),
+        #: which lists it as a worker; a plain client (see :func:`connect`) does not.
+        self._introduce = introduce
         self._ws_url = address if address.startswith(("ws://", "wss://")) else None
         path = socket_path_from_url(address)
         if path is None and self._ws_url is None:
@@ -353,9 +357,10 @@ class III:
                 link.send(message)
                 if pending is not None:
                     pending.sent = True
-        link.send(p.InvokeFunction(function_id="engine::workers::register",
-                                   data=p.to_raw(self._metadata()),
-                                   action={"type": "void"}))
+        if self._introduce:
+            link.send(p.InvokeFunction(function_id="engine::workers::register",
+                                       data=p.to_raw(self._metadata()),
+                                       action={"type": "void"}))
         self._connected.set()
 
     def _on_lost(self) -> None:
@@ -873,7 +878,17 @@ def register_worker(address: str | None = None, options: InitOptions | None = No
     Waits up to ``options.connect_timeout_s`` for the first connection, then returns
     anyway and keeps retrying in the background (registrations and calls wait for it).
     """
-    client = III(resolve_address(address), options)
+    return _connected(III(resolve_address(address), options))
+
+
+def connect(address: str | None = None, options: InitOptions | None = None) -> III:
+    """Connect as a plain client (a script that calls, a watcher): the same API as
+    :func:`register_worker`, but it does not introduce itself, so it is not listed in
+    ``iii list workers`` unless it registers functions of its own."""
+    return _connected(III(resolve_address(address), options, introduce=False))
+
+
+def _connected(client: III) -> III:
     if not client.wait_until_connected(client._options.connect_timeout_s):
         log.warning("not connected to %s yet; retrying in the background", client._address)
     return client
@@ -887,5 +902,6 @@ __all__ = [
     "Trigger",
     "TriggerConfig",
     "TriggerTypeRef",
+    "connect",
     "register_worker",
 ]

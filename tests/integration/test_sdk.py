@@ -320,3 +320,25 @@ def test_a_worker_provided_delay_action_end_to_end(daemon: DaemonProcess,
     finally:
         provider.shutdown()
         target.shutdown()
+
+
+def test_a_plain_client_is_not_listed_as_a_worker(daemon: DaemonProcess,
+                                                  math_worker: Any) -> None:
+    from iii_sdk import connect
+
+    client = connect(str(daemon.socket_path))
+    worker = register_worker(str(daemon.socket_path))
+    try:
+        assert client.trigger({"function_id": "math::add",
+                               "payload": {"a": 1, "b": 2}}) == {"sum": 3}
+        worker.ping()
+        listed = client.trigger({"function_id": "engine::workers::list"})["workers"]
+        ids = {w["id"] for w in listed}
+        assert worker.worker_id in ids and client.worker_id not in ids
+        client.register_function("client::fn", lambda data: data)  # now it serves one
+        client.ping()
+        listed = client.trigger({"function_id": "engine::workers::list"})["workers"]
+        assert client.worker_id in {w["id"] for w in listed}
+    finally:
+        client.shutdown()
+        worker.shutdown()
