@@ -442,34 +442,39 @@ def attack_cli(repo: Path, tmp: Path) -> dict[str, Any]:
     return figures
 
 
-def attack_sdk_storm(repo: Path, tmp: Path) -> dict[str, Any]:
-    """A server that accepts and closes at once: how often does the SDK reconnect?"""
+def attack_sdk_storm(repo: Path, tmp: Path, window_s: float = 5.0,
+                     initial_delay_ms: int = 1000) -> dict[str, Any]:
+    """A server that accepts and closes at once: how often does the SDK reconnect in
+    ``window_s`` from its first connection?"""
     path = tmp / "storm.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
     server.listen(64)
-    server.settimeout(0.1)
+    server.settimeout(0.05)
     code = ("import logging,sys,time\nlogging.disable(logging.CRITICAL)\n"
-            "from iii_sdk import III\n"
-            f"w=III({str(path)!r})\ntime.sleep(6)\n")
+            "from iii_sdk import III, InitOptions, ReconnectionConfig\n"
+            f"w=III({str(path)!r}, InitOptions(reconnection_config=ReconnectionConfig("
+            f"initial_delay_ms={initial_delay_ms})))\ntime.sleep(60)\n")
     worker = subprocess.Popen([sys.executable, "-c", code],
                               env=dict(os.environ, PYTHONPATH=str(repo)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     accepted = 0
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # until the first connection: the worker starting
     try:
         while time.monotonic() < deadline:
             try:
                 conn, _ = server.accept()
             except OSError:
                 continue
+            if not accepted:
+                deadline = time.monotonic() + window_s
             accepted += 1
             conn.close()
     finally:
         worker.kill()
         worker.wait()
         server.close()
-    return {"connections in 5 s from a closed-at-once server": accepted}
+    return {f"connections in {window_s:g} s from a closed-at-once server": accepted}
 
 
 ATTACKS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {

@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="HTTP trigger port, 0 for none (default: $III_HTTP_PORT, else "
                              "config [http] port; the listener is not built yet)")
     parser.add_argument("--max-frame-bytes", type=_positive)
+    parser.add_argument("--max-parked-bytes", type=_positive,
+                        help="bytes all clients together may hold in unfinished frames "
+                             "(default: 256 MiB or twice --max-frame-bytes)")
     parser.add_argument("--log-file", help="log here (rotated) instead of to stderr")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         http_port=http_port,
         history_events=int(settings.get("history.events")),
         call_timeout_ms=int(settings.get("call_timeout_ms")),
+        max_parked_bytes=args.max_parked_bytes,
     )
     try:
         run(daemon_config)

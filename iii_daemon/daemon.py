@@ -53,9 +53,14 @@ class DaemonConfig:
         # One largest frame plus slack may sit unsent; more means the peer is not reading.
         return self.max_frame_bytes + 16 * 1024 * 1024
 
+    #: Bytes all connections together may hold in frames still arriving; None: the
+    #: larger of 256 MiB and two largest frames.
+    max_parked_bytes: int | None = None
+
     @property
     def parked_limit(self) -> int:
-        """Bytes all connections together may hold in frames still arriving."""
+        if self.max_parked_bytes is not None:
+            return self.max_parked_bytes
         return max(256 * 1024 * 1024, 2 * self.max_frame_bytes)
 
 
