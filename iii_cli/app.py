@@ -26,6 +26,7 @@ from iii_cli.wire import (
     connect,
     unreachable_message,
 )
+from iii_daemon.triggers import catalog
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
 # print the scripts ourselves (`iii completions`), so register them here.
@@ -295,10 +296,13 @@ def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str
 # --- triggers -----------------------------------------------------------------------------
 
 
+# The built-in types come from the daemon's catalog (a table; it loads no type).
+_TYPE_HELP = f"{', '.join(catalog.BUILTIN)}, or a worker-provided type."
+
+
 @app.command("register-trigger")
 def register_trigger(
-    trigger_type: Annotated[str, typer.Option("--type", help="cron, state, subscribe, or a "
-                                                             "worker-provided type.")],
+    trigger_type: Annotated[str, typer.Option("--type", help=_TYPE_HELP)],
     function_id: Annotated[str, typer.Option(
         "--function", help="The function to run.", autocompletion=_complete_function_ids)],
     config: Annotated[str | None, typer.Option(

@@ -224,14 +224,14 @@ class Router:
 
     def next_deadline(self) -> float | None:
         calls = self.invocations.next_deadline()
-        cron = self.triggers.cron.next_due()
-        if calls is None or cron is None:
-            return cron if calls is None else calls
-        return min(calls, cron)
+        triggers = self.triggers.next_due()
+        if calls is None or triggers is None:
+            return triggers if calls is None else calls
+        return min(calls, triggers)
 
     def expire(self, now: float) -> Output:
         """Answer ``TIMEOUT`` to every call whose ``timeout_ms`` has run out, and fire the
-        cron triggers that are due."""
+        scheduled triggers that are due."""
         out: Output = []
         self._now = now
         self.triggers.fire_due(self.clock, out)

@@ -23,7 +23,7 @@ def state_set(router: Router, ctx: CallContext) -> Any:
     router.store.set_state(scope, key, value)
     event = "state:created" if old is MISSING else "state:updated"
     old_value = None if old is MISSING else old
-    router.triggers.state_changed(scope, key, event, old_value, value, ctx.clock, ctx.out)
+    _changed(router, ctx, scope, key, event, old_value, value)
     return {"old_value": old_value, "new_value": value}
 
 
@@ -33,8 +33,16 @@ def state_delete(router: Router, ctx: CallContext) -> Any:
     if old is MISSING:
         return {"removed": False, "old_value": None}
     router.store.delete_state(scope, key)
-    router.triggers.state_changed(scope, key, "state:deleted", old, None, ctx.clock, ctx.out)
+    _changed(router, ctx, scope, key, "state:deleted", old, None)
     return {"removed": True, "old_value": old}
+
+
+def _changed(router: Router, ctx: CallContext, scope: str, key: str, event_type: str,
+             old: Any, new: Any) -> None:
+    """Fire the ``state`` triggers watching ``scope`` / ``key``."""
+    router.triggers.event("state", {"type": "state", "event_type": event_type, "scope": scope,
+                                    "key": key, "old_value": old, "new_value": new},
+                          ctx.clock, ctx.out)
 
 
 def state_list(router: Router, ctx: CallContext) -> Any:
@@ -44,7 +52,8 @@ def state_list(router: Router, ctx: CallContext) -> Any:
 
 def publish(router: Router, ctx: CallContext) -> Any:
     topic = field(ctx.data, "topic", str)
-    count = router.triggers.published(topic, ctx.data.get("data"), ctx.clock, ctx.out)
+    count = router.triggers.event("subscribe", {"topic": topic, "data": ctx.data.get("data")},
+                                  ctx.clock, ctx.out)
     return {"subscribers": count}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from iii_daemon.router import Output
@@ -62,6 +62,27 @@ class TriggerType(Protocol):
 
     def unbind(self, binding: Binding, out: Output) -> None:
         """Stop watching for ``binding``."""
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """Optional hook of a type that fires at times of its own (cron): the daemon wakes
+    at the earliest ``next_due`` of all such types and fires what ``pop_due`` returns."""
+
+    def next_due(self) -> float | None:
+        """The earliest monotonic time a binding is due, or None."""
+
+    def pop_due(self, clock: Clock) -> list[tuple[Binding, Any]]:
+        """The bindings due at ``clock`` with their payloads (each scheduled again)."""
+
+
+@runtime_checkable
+class Reactive(Protocol):
+    """Optional hook of a type that fires on events inside the daemon (a state change,
+    a publish): daemon functions report the event, the type picks the bindings."""
+
+    def matching(self, event: dict[str, Any]) -> list[tuple[Binding, Any]]:
+        """The bindings ``event`` fires, each with the payload its function gets."""
 
 
 def require_string(config: dict[str, Any], key: str, optional: bool = False) -> str | None:

@@ -106,9 +106,9 @@ class CronType:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def pop_due(self, clock: Clock) -> list[tuple[Binding, dict[str, Any]]]:
+    def pop_due(self, clock: Clock) -> list[tuple[Binding, Any]]:
         """The bindings due now with their payloads; each is scheduled again."""
-        fired: list[tuple[Binding, dict[str, Any]]] = []
+        fired: list[tuple[Binding, Any]] = []
         heap = self._heap
         while heap and heap[0][0] <= clock.now:
             _, _seq, binding_id, scheduled = heapq.heappop(heap)

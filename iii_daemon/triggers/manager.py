@@ -12,11 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from iii_daemon.names import id_problem
 from iii_daemon.store import Store
-from iii_daemon.triggers.base import ACTIVE, ERROR, PENDING, Binding, Clock, TriggerType
-from iii_daemon.triggers.cron import CronType
+from iii_daemon.triggers import catalog
+from iii_daemon.triggers.base import (
+    ACTIVE,
+    ERROR,
+    PENDING,
+    Binding,
+    Clock,
+    Reactive,
+    Scheduled,
+    TriggerType,
+)
 from iii_daemon.triggers.provided import ProvidedType
-from iii_daemon.triggers.state import StateType
-from iii_daemon.triggers.subscribe import SubscribeType
 from iii_sdk import protocol as p
 
 if TYPE_CHECKING:
@@ -28,8 +35,6 @@ log = logging.getLogger("iii_daemon")
 
 #: How long a condition function may take before the firing is skipped.
 CONDITION_TIMEOUT_MS = 30_000
-#: Types the daemon provides or will provide; no worker may register these ids.
-RESERVED_TYPES = frozenset({"cron", "state", "subscribe", "http"})
 
 
 class TriggerError(Exception):
@@ -38,6 +43,14 @@ class TriggerError(Exception):
 
 class TriggerConfigError(TriggerError):
     """The registration itself is malformed (ids, config): a bad request, not a conflict."""
+
+
+def _load(path: str) -> Any:
+    """A class named ``"module:Class"`` (catalog entries)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def is_truthy(value: Any) -> bool:
@@ -65,11 +78,11 @@ class TriggerManager:
     def __init__(self, router: Router, store: Store) -> None:
         self.router = router
         self.store = store
-        self.cron = CronType()
-        self.state = StateType()
-        self.subscribe = SubscribeType()
         self.types: dict[str, TriggerType] = {
-            t.id: t for t in (self.cron, self.state, self.subscribe)}
+            type_id: _load(path)() for type_id, path in catalog.BUILTIN.items()}
+        #: Built-in types with hooks, found once (worker-provided types have none).
+        self._scheduled = [t for t in self.types.values() if isinstance(t, Scheduled)]
+        self._reactive = {t.id: t for t in self.types.values() if isinstance(t, Reactive)}
         self.bindings: dict[str, Binding] = {}
 
     # --- registration -------------------------------------------------------------------
@@ -197,9 +210,9 @@ class TriggerManager:
         problem = id_problem("trigger type", message.id)
         if problem:
             raise TriggerConfigError(problem)
-        if message.id in RESERVED_TYPES:
-            raise TriggerError(f"trigger type '{message.id}' is reserved by the daemon")
         existing = self.types.get(message.id)
+        if message.id in catalog.COMING or (existing is not None and existing.owner is None):
+            raise TriggerError(f"trigger type '{message.id}' is reserved by the daemon")
         if existing is not None and existing.owner != conn_id:
             raise TriggerError(f"trigger type '{message.id}' is already provided by "
                                f"worker {self.router.worker_id(existing.owner)}")
@@ -297,22 +310,23 @@ class TriggerManager:
                            trigger_type=binding.trigger_type, function_id=binding.function_id,
                            reason=reason)
 
+    def next_due(self) -> float | None:
+        """The earliest time a scheduled type wants to fire something."""
+        due = [d for d in (t.next_due() for t in self._scheduled) if d is not None]
+        return min(due) if due else None
+
     def fire_due(self, clock: Clock, out: Output) -> None:
-        for binding, payload in self.cron.pop_due(clock):
-            self.fire(binding, payload, clock, out)
+        for kind in self._scheduled:
+            for binding, payload in kind.pop_due(clock):
+                self.fire(binding, payload, clock, out)
 
-    def state_changed(self, scope: str, key: str, event_type: str, old: Any, new: Any,
-                      clock: Clock, out: Output) -> None:
-        payload = {"type": "state", "event_type": event_type, "scope": scope, "key": key,
-                   "old_value": old, "new_value": new}
-        for binding in self.state.matching(scope, key):
+    def event(self, type_id: str, event: dict[str, Any], clock: Clock, out: Output) -> int:
+        """Something happened that built-in type ``type_id`` reacts to (a state change,
+        a publish): fire the bindings it picks; return how many."""
+        matched = self._reactive[type_id].matching(event)
+        for binding, payload in matched:
             self.fire(binding, payload, clock, out)
-
-    def published(self, topic: str, data: Any, clock: Clock, out: Output) -> int:
-        subscribers = self.subscribe.subscribers(topic)
-        for binding in subscribers:
-            self.fire(binding, data, clock, out)
-        return len(subscribers)
+        return len(matched)
 
     # --- listing ------------------------------------------------------------------------
 

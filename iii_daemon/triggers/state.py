@@ -31,6 +31,7 @@ class StateType:
         scope = self._by_scope.get(binding.config["scope"], {})
         scope.pop(binding.id, None)
 
-    def matching(self, scope: str, key: str) -> list[Binding]:
-        return [b for b in self._by_scope.get(scope, {}).values()
-                if b.config.get("key") in (None, key)]
+    def matching(self, event: dict[str, Any]) -> list[tuple[Binding, Any]]:
+        """``event`` is the payload itself: ``{type, event_type, scope, key, ...}``."""
+        return [(b, event) for b in self._by_scope.get(event["scope"], {}).values()
+                if b.config.get("key") in (None, event["key"])]

@@ -30,5 +30,7 @@ class SubscribeType:
     def unbind(self, binding: Binding, out: Output) -> None:
         self._by_topic.get(binding.config["topic"], {}).pop(binding.id, None)
 
-    def subscribers(self, topic: str) -> list[Binding]:
-        return list(self._by_topic.get(topic, {}).values())
+    def matching(self, event: dict[str, Any]) -> list[tuple[Binding, Any]]:
+        """``event`` is ``{topic, data}``; each subscriber gets the bare data."""
+        data = event.get("data")
+        return [(b, data) for b in self._by_topic.get(event["topic"], {}).values()]
