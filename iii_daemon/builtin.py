@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from iii_daemon.effects import Output
     from iii_daemon.registry import Connection
-    from iii_daemon.router import Output, Router
+    from iii_daemon.router import Router
     from iii_daemon.triggers.base import Clock
 
 

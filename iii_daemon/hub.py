@@ -29,7 +29,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from iii_daemon.router import Close, Output, Router
+from iii_daemon.effects import Close, Output
+from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ProtocolError
@@ -150,8 +151,8 @@ class Hub:
                 out = self._internal_error(conn_id, frame)
             if out:
                 produced += self.deliver(out)
-                if produced > budget and conn_id in self.links:
-                    return frames[index + 1:]
+                if produced > budget:
+                    return frames[index + 1:] if conn_id in self.links else None
         return None
 
     def _internal_error(self, conn_id: int, frame: bytes) -> Output:

@@ -15,7 +15,6 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +23,7 @@ from msgspec import Raw
 
 from iii_daemon import engine_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError
+from iii_daemon.effects import Close, Output
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.names import id_problem
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
@@ -41,14 +41,6 @@ RESERVED_PREFIX = "engine::"
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Driver command: close this connection (after writing what came before)."""
-
-    reason: str
-
-
-Output = list[tuple[int, "p.Message | Close"]]
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
 
 

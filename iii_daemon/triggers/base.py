@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from iii_daemon.router import Output
+    from iii_daemon.effects import Output
 
 #: Binding states shown by ``engine::registered-triggers::list``.
 ACTIVE = "active"      # bound: it fires

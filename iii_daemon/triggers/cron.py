@@ -18,7 +18,7 @@ from croniter.croniter import CroniterBadDateError
 from iii_daemon.triggers.base import ACTIVE, ENDED, ERROR, Binding, Clock, require_string
 
 if TYPE_CHECKING:
-    from iii_daemon.router import Output
+    from iii_daemon.effects import Output
 
 
 def rfc3339(wall: float) -> str:

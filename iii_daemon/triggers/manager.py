@@ -29,7 +29,8 @@ from iii_sdk import protocol as p
 if TYPE_CHECKING:
     from msgspec import Raw
 
-    from iii_daemon.router import Output, Router
+    from iii_daemon.effects import Output
+    from iii_daemon.router import Router
 
 log = logging.getLogger("iii_daemon")
 

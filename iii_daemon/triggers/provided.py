@@ -9,7 +9,7 @@ from iii_daemon.triggers.base import BINDING, Binding, Clock
 from iii_sdk import protocol as p
 
 if TYPE_CHECKING:
-    from iii_daemon.router import Output
+    from iii_daemon.effects import Output
 
 
 class ProvidedType:

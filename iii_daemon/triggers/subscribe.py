@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon.triggers.base import ACTIVE, Binding, Clock, require_string
 
 if TYPE_CHECKING:
-    from iii_daemon.router import Output
+    from iii_daemon.effects import Output
 
 
 class SubscribeType:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from iii_daemon.invocations import Invocation, InvocationTable
-from iii_daemon.router import MAX_TIMEOUT_MS, Router
+from iii_daemon.router import Router
 from iii_daemon.store import Store
 from iii_sdk import protocol as p
+from iii_sdk.limits import MAX_TIMEOUT_MS
 from tests.unit.test_router import Core, result, routed
 from tests.unit.test_triggers import WALL, events, invocations, reg
 

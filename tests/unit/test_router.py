@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.router import Close, Router
+from iii_daemon.effects import Close
+from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
 

@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iii_daemon.router import Close, Router
+from iii_daemon.effects import Close
+from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
 
