@@ -1,3 +1,3 @@
 """The iii daemon: one process that owns the registry and routes every call."""
 
-__version__ = "0.1.0"
+from iii_sdk.version import __version__ as __version__

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import collections
+
     from iii_daemon.effects import Output
-    from iii_daemon.registry import Connection
-    from iii_daemon.router import Router
+    from iii_daemon.registry import Connection, Registry
+    from iii_daemon.store import Store
     from iii_daemon.triggers.base import Clock
+    from iii_daemon.triggers.manager import TriggerManager
 
 
 class CallError(Exception):
@@ -32,7 +35,29 @@ class CallContext:
     clock: Clock
 
 
-Handler = Callable[["Router", CallContext], Any]
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What daemon functions may use: the parts of the core they need, never the router
+    (they cannot route, answer or reach into invocations behind its back)."""
+
+    registry: Registry
+    store: Store
+    triggers: TriggerManager
+    #: Recent events, newest last (engine::events::list).
+    events: collections.deque[dict[str, Any]]
+    #: Static facts about this daemon (pid, socket, listeners, ...).
+    info: dict[str, Any]
+    #: Every daemon function, by id (engine::functions::list).
+    builtins: dict[str, BuiltinFunction]
+    #: How many calls are in flight (engine::status).
+    in_flight: Callable[[], int]
+
+    def worker_id(self, conn_id: int | None) -> str | None:
+        conn = self.registry.connections.get(conn_id) if conn_id is not None else None
+        return conn.worker_id if conn is not None else None
+
+
+Handler = Callable[[Services, CallContext], Any]
 
 
 @dataclass(frozen=True, slots=True)

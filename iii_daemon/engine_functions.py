@@ -1,6 +1,7 @@
 """Functions the daemon itself provides (``engine::*``), and the table of all of them.
 
-Each is a plain function of the router's state; the router calls it like a worker
+Each is a plain function of the :class:`~iii_daemon.builtin.Services` it is handed (never the
+router); the router calls it like a worker
 function for every action, so it must not block.
 """
 
@@ -16,19 +17,19 @@ from iii_daemon.triggers.manager import TriggerConfigError, TriggerError
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
-    from iii_daemon.router import Router
+    from iii_daemon.builtin import Services
 
 log = logging.getLogger("iii_daemon")
 
 
-def list_functions(router: Router, ctx: CallContext) -> Any:
+def list_functions(services: Services, ctx: CallContext) -> Any:
     functions: list[dict[str, Any]] = [
         {"function_id": b.id, "description": b.description, "request_format": None,
          "response_format": None, "metadata": None, "worker_id": None}
-        for b in router.builtins.values()
+        for b in services.builtins.values()
     ]
-    connections = router.registry.connections
-    for entry in router.registry.functions.values():
+    connections = services.registry.connections
+    for entry in services.registry.functions.values():
         functions.append({
             "function_id": entry.id,
             "description": entry.description,
@@ -41,9 +42,9 @@ def list_functions(router: Router, ctx: CallContext) -> Any:
     return {"functions": functions}
 
 
-def list_workers(router: Router, ctx: CallContext) -> Any:
+def list_workers(services: Services, ctx: CallContext) -> Any:
     workers = []
-    for worker in router.registry.connections.values():
+    for worker in services.registry.connections.values():
         if not worker.is_worker:
             continue
         info = worker.info
@@ -61,31 +62,31 @@ def list_workers(router: Router, ctx: CallContext) -> Any:
     return {"workers": workers}
 
 
-def list_actions(router: Router, ctx: CallContext) -> Any:
+def list_actions(services: Services, ctx: CallContext) -> Any:
     """Worker-provided TriggerActions (``void`` and ``enqueue`` are the daemon's own)."""
-    connections = router.registry.connections
+    connections = services.registry.connections
     return {"actions": sorted(
         ({"id": a.id, "function_id": a.function_id, "description": a.description,
           "worker_id": connections[a.owner].worker_id}
-         for a in router.registry.actions.values()),
+         for a in services.registry.actions.values()),
         key=lambda a: a["id"])}
 
 
-def status(router: Router, ctx: CallContext) -> Any:
+def status(services: Services, ctx: CallContext) -> Any:
     """The daemon's facts and counts (``iii daemon status``)."""
-    registry = router.registry
+    registry = services.registry
     return {
-        **router.info,
+        **services.info,
         "connections": len(registry.connections),
         "workers": sum(1 for c in registry.connections.values() if c.is_worker),
         "functions": len(registry.functions),
         "actions": len(registry.actions),
-        "triggers": len(router.triggers.bindings),
-        "pending_invocations": len(router.invocations),
+        "triggers": len(services.triggers.bindings),
+        "pending_invocations": services.in_flight(),
     }
 
 
-def register_worker(router: Router, ctx: CallContext) -> Any:
+def register_worker(services: Services, ctx: CallContext) -> Any:
     """Record what a worker says about itself (name, runtime, version, pid, ...)."""
     if not isinstance(ctx.data, dict):
         raise CallError(ErrorCode.BAD_REQUEST, "worker metadata must be an object")
@@ -99,7 +100,7 @@ def register_worker(router: Router, ctx: CallContext) -> Any:
     return None
 
 
-def register_trigger(router: Router, ctx: CallContext) -> Any:
+def register_trigger(services: Services, ctx: CallContext) -> Any:
     """A daemon-owned trigger: stored, it survives the caller and daemon restarts."""
     data = ctx.data
     trigger_type = field(data, "trigger_type", str, optional=True) or field(data, "type", str)
@@ -107,7 +108,7 @@ def register_trigger(router: Router, ctx: CallContext) -> Any:
     trigger_id = field(data, "id", str, optional=True) or f"trg-{uuid.uuid4().hex[:12]}"
     config = data.get("config") or {}
     try:
-        binding = router.triggers.register(None, trigger_id, trigger_type, function_id,
+        binding = services.triggers.register(None, trigger_id, trigger_type, function_id,
                                            config, data.get("metadata"), ctx.clock, ctx.out)
     except TriggerConfigError as exc:  # a malformed request: nothing was stored
         raise CallError(ErrorCode.BAD_REQUEST, str(exc)) from None
@@ -116,33 +117,33 @@ def register_trigger(router: Router, ctx: CallContext) -> Any:
     return {"id": binding.id, "status": binding.status}
 
 
-def unregister_trigger(router: Router, ctx: CallContext) -> Any:
+def unregister_trigger(services: Services, ctx: CallContext) -> Any:
     trigger_id = field(ctx.data, "id", str)
-    owner = router.triggers.owned_by(trigger_id)
+    owner = services.triggers.owned_by(trigger_id)
     if isinstance(owner, int):
         raise CallError(ErrorCode.BAD_REQUEST,
-                        f"trigger '{trigger_id}' belongs to worker {router.worker_id(owner)} "
+                        f"trigger '{trigger_id}' belongs to worker {services.worker_id(owner)} "
                         "and goes when that worker unregisters it or disconnects")
-    return {"removed": router.triggers.unregister(trigger_id, None, ctx.out)}
+    return {"removed": services.triggers.unregister(trigger_id, None, ctx.out)}
 
 
-def list_trigger_types(router: Router, ctx: CallContext) -> Any:
-    return {"trigger_types": router.triggers.describe_types()}
+def list_trigger_types(services: Services, ctx: CallContext) -> Any:
+    return {"trigger_types": services.triggers.describe_types()}
 
 
-def list_registered_triggers(router: Router, ctx: CallContext) -> Any:
-    triggers = router.triggers
+def list_registered_triggers(services: Services, ctx: CallContext) -> Any:
+    triggers = services.triggers
     return {"triggers": [triggers.describe(b)
                          for b in sorted(triggers.bindings.values(), key=lambda b: b.id)]}
 
 
-def list_events(router: Router, ctx: CallContext) -> Any:
+def list_events(services: Services, ctx: CallContext) -> Any:
     """Recent events, oldest first: ``{limit?, event?, after?}`` filter them."""
     data = ctx.data if isinstance(ctx.data, dict) else {}
     limit = field(data, "limit", int, optional=True) or 100
     kind = field(data, "event", str, optional=True)
     after = field(data, "after", int, optional=True) or 0
-    events = [e for e in router.events if e["seq"] > after and kind in (None, e["event"])]
+    events = [e for e in services.events if e["seq"] > after and kind in (None, e["event"])]
     return {"events": events[-limit:]}
 
 

@@ -22,7 +22,7 @@ import msgspec
 from msgspec import Raw
 
 from iii_daemon import engine_functions
-from iii_daemon.builtin import BuiltinFunction, CallContext, CallError
+from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, Services
 from iii_daemon.effects import Close, Output
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.names import id_problem
@@ -92,6 +92,10 @@ class Router:
         self.triggers = TriggerManager(self, self.store)
         #: Recent events (trigger fired / skipped, outcomes of trigger calls), newest last.
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        #: What daemon functions get to work with.
+        self.services = Services(registry=self.registry, store=self.store,
+                                 triggers=self.triggers, events=self.events, info=self.info,
+                                 builtins=self.builtins, in_flight=self.invocations.__len__)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -366,8 +370,8 @@ class Router:
     def _run_builtin(self, conn: Connection | None, builtin: BuiltinFunction, data: Raw,
                      out: Output) -> tuple[Any, p.ErrorBody | None]:
         try:
-            return builtin.handler(self, CallContext(conn, p.from_raw(data), out,
-                                                     self.clock)), None
+            return builtin.handler(self.services, CallContext(conn, p.from_raw(data), out,
+                                                              self.clock)), None
         except CallError as exc:
             return None, _error(exc.code, exc.message)
         except StoreError as exc:  # disk full, permissions: the caller hears why

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         register_worker,
     )
 
-__version__ = "0.1.0"
+from iii_sdk.version import __version__ as __version__
 
 _WHERE = {
     "TriggerAction": "iii_sdk.actions",

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from iii_sdk import __version__
 from iii_sdk import protocol as p
 from iii_sdk.actions import action_to_wire
 from iii_sdk.client_link import ClientLink, WsClientLink, open_ws_link
@@ -40,6 +39,7 @@ from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES, DEFAULT_TIMEOUT_MS
 from iii_sdk.paths import resolve_socket_path, socket_path_from_url
 from iii_sdk.protocol import NULL
 from iii_sdk.registration import FunctionRef, Handle, Trigger, TriggerTypeRef
+from iii_sdk.version import __version__
 
 log = logging.getLogger("iii_sdk")
 

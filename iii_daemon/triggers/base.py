@@ -43,6 +43,21 @@ class Binding:
     failing: bool = False
 
 
+class TriggerHost(Protocol):
+    """What the trigger manager needs from the core: time, names, events, and calls it
+    can make itself. (The router provides it; the manager never sees the router.)"""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def worker_id(self, conn_id: int | None) -> str | None: ...
+
+    def record(self, kind: str, **fields: Any) -> None: ...
+
+    def call_internal(self, function_id: str, data: Any, then: Any, clock: Clock,
+                      out: Output, timeout_ms: int | None = None) -> None: ...
+
+
 class TriggerType(Protocol):
     """A kind of trigger. Built-ins fire through the manager; worker-provided types are
     forwarded to their provider, which fires them with ordinary calls."""

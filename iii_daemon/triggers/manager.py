@@ -21,6 +21,7 @@ from iii_daemon.triggers.base import (
     Clock,
     Reactive,
     Scheduled,
+    TriggerHost,
     TriggerType,
 )
 from iii_daemon.triggers.provided import ProvidedType
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from msgspec import Raw
 
     from iii_daemon.effects import Output
-    from iii_daemon.router import Router
 
 log = logging.getLogger("iii_daemon")
 
@@ -76,8 +76,8 @@ def _log_outcome(binding: Binding, error: Any) -> None:
 
 
 class TriggerManager:
-    def __init__(self, router: Router, store: Store) -> None:
-        self.router = router
+    def __init__(self, host: TriggerHost, store: Store) -> None:
+        self.host = host
         self.store = store
         self.types: dict[str, TriggerType] = {
             type_id: _load(path)() for type_id, path in catalog.BUILTIN.items()}
@@ -216,7 +216,7 @@ class TriggerManager:
             raise TriggerError(f"trigger type '{message.id}' is reserved by the daemon")
         if existing is not None and existing.owner != conn_id:
             raise TriggerError(f"trigger type '{message.id}' is already provided by "
-                               f"worker {self.router.worker_id(existing.owner)}")
+                               f"worker {self.host.worker_id(existing.owner)}")
         kind = ProvidedType(message, conn_id)
         self.types[message.id] = kind
         for binding in self.bindings.values():
@@ -285,29 +285,29 @@ class TriggerManager:
                 self._skip(binding, f"condition '{condition}' returned "
                                     f"{bytes(result or p.NULL).decode()}")
             else:
-                self._run(binding, data, self.router.clock, out)
+                self._run(binding, data, self.host.clock, out)
 
-        self.router.call_internal(condition, data, decide, clock, out,
+        self.host.call_internal(condition, data, decide, clock, out,
                                   timeout_ms=CONDITION_TIMEOUT_MS)
 
     def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output) -> None:
         started = clock.now
-        self.router.record("trigger.fired", trigger_id=binding.id,
+        self.host.record("trigger.fired", trigger_id=binding.id,
                            trigger_type=binding.trigger_type, function_id=binding.function_id)
 
         def finished(result: Raw | None, error: Any, out: Output) -> None:
             binding.running -= 1
             _log_outcome(binding, error)
-            self.router.record(
+            self.host.record(
                 "invocation.finished", function_id=binding.function_id,
                 source=f"trigger:{binding.trigger_type}", trigger_id=binding.id,
                 status="error" if error is not None else "ok", error=error,
-                duration_ms=round((self.router.clock.now - started) * 1000, 3))
+                duration_ms=round((self.host.clock.now - started) * 1000, 3))
 
-        self.router.call_internal(binding.function_id, data, finished, clock, out)
+        self.host.call_internal(binding.function_id, data, finished, clock, out)
 
     def _skip(self, binding: Binding, reason: str) -> None:
-        self.router.record("trigger.skipped", trigger_id=binding.id,
+        self.host.record("trigger.skipped", trigger_id=binding.id,
                            trigger_type=binding.trigger_type, function_id=binding.function_id,
                            reason=reason)
 
@@ -333,14 +333,14 @@ class TriggerManager:
 
     def _owner_name(self, binding: Binding) -> str:
         return "the daemon" if binding.owner is None else \
-            f"worker {self.router.worker_id(binding.owner)}"
+            f"worker {self.host.worker_id(binding.owner)}"
 
     def describe(self, binding: Binding) -> dict[str, Any]:
         return {"id": binding.id, "trigger_type": binding.trigger_type,
                 "function_id": binding.function_id, "config": binding.config,
                 "metadata": binding.metadata,
                 "owner": "daemon" if binding.owner is None
-                else self.router.worker_id(binding.owner),
+                else self.host.worker_id(binding.owner),
                 "status": binding.status, "error": binding.error}
 
     def describe_types(self) -> list[dict[str, Any]]:
@@ -349,7 +349,7 @@ class TriggerManager:
         counts = collections.Counter(b.trigger_type for b in self.bindings.values())
         rows = [{"id": kind.id, "description": kind.description,
                  "provider": "daemon" if kind.owner is None
-                 else self.router.worker_id(kind.owner),
+                 else self.host.worker_id(kind.owner),
                  "triggers": counts[kind.id]} for kind in self.types.values()]
         rows += [{"id": type_id, "description": None, "provider": None, "triggers": count}
                  for type_id, count in counts.items() if type_id not in self.types]

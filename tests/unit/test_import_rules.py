@@ -62,6 +62,46 @@ def test_the_protocol_module_alone_does_not_load_asyncio() -> None:
     assert "asyncio" not in json.loads(out)
 
 
+def module_graph() -> dict[str, set[str]]:
+    """Every module of our packages and the modules of ours it imports, TYPE_CHECKING
+    imports included. ``from pkg import sub`` counts as importing ``pkg.sub`` only (our
+    package __init__ files load their names lazily)."""
+    modules = {}
+    for package in ("iii_sdk", "iii_daemon", "iii_cli"):
+        for path in (REPO / package).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{alias.name}" for alias in node.names}
+                deps.update(subs & modules.keys() or {node.module})
+        graph[name] = {dep for dep in deps if dep in modules and dep != name}
+    return graph
+
+
+def test_no_import_circles() -> None:
+    graph = module_graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join(
+                [*path[path.index(module):], module]))
+        if module in done:
+            return
+        for dep in sorted(graph[module]):
+            visit(dep, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
 def test_every_public_name_resolves() -> None:
     import iii_sdk
 
