@@ -395,31 +395,27 @@ class III:
     # --- incoming -----------------------------------------------------------------------
 
     def _on_message(self, message: p.Message) -> None:
-        if isinstance(message, p.InvocationResult):
-            self._on_result(message)
-        elif isinstance(message, p.InvokeFunction):
-            self._on_invoke(message)
-        elif isinstance(message, p.Pong):
-            if self._pings:
-                self._pings.popleft()(None, None)
-        elif isinstance(message, p.WorkerRegistered):
-            self._worker_id = message.worker_id
-            self._reattach_token = message.reattach_token
-        elif isinstance(message, p.RegistrationRejected):
-            self._refused("registerfunction", message.function_id, message.code,
+        handler = _DISPATCH.get(type(message))
+        if handler is not None:
+            handler(self, message)
+
+    def _on_pong(self, message: p.Pong) -> None:
+        if self._pings:
+            self._pings.popleft()(None, None)
+
+    def _on_welcome(self, message: p.WorkerRegistered) -> None:
+        self._worker_id = message.worker_id
+        self._reattach_token = message.reattach_token
+
+    def _on_rejected(self, message: p.RegistrationRejected) -> None:
+        self._refused("registerfunction", message.function_id, message.code, message.message)
+
+    def _on_error(self, message: p.Error) -> None:
+        if message.request_type is not None and message.request_id is not None:
+            self._refused(message.request_type, message.request_id, message.code,
                           message.message)
-        elif isinstance(message, p.RegisterTrigger):
-            self._provide(message, "register_trigger")
-        elif isinstance(message, p.UnregisterTrigger):
-            self._provide(message, "unregister_trigger")
-        elif isinstance(message, p.TriggerRegistrationResult):
-            self._trigger_verdict(message)
-        elif isinstance(message, p.Error):
-            if message.request_type is not None and message.request_id is not None:
-                self._refused(message.request_type, message.request_id, message.code,
-                              message.message)
-            else:
-                log.warning("the daemon reported %s: %s", message.code, message.message)
+        else:
+            log.warning("the daemon reported %s: %s", message.code, message.message)
 
     # --- registration verdicts ------------------------------------------------------------
 
@@ -850,6 +846,20 @@ class III:
                 pending.settle(None, InvocationError(
                     ErrorCode.INVOCATION_STOPPED, reason, function_id=pending.function_id,
                     invocation_id=invocation_id))
+
+
+#: What the SDK does with each message the daemon sends (others are ignored).
+_DISPATCH: dict[type, Callable[[III, Any], None]] = {
+    p.InvocationResult: III._on_result,
+    p.InvokeFunction: III._on_invoke,
+    p.Pong: III._on_pong,
+    p.WorkerRegistered: III._on_welcome,
+    p.RegistrationRejected: III._on_rejected,
+    p.RegisterTrigger: lambda sdk, message: sdk._provide(message, "register_trigger"),
+    p.UnregisterTrigger: lambda sdk, message: sdk._provide(message, "unregister_trigger"),
+    p.TriggerRegistrationResult: III._trigger_verdict,
+    p.Error: III._on_error,
+}
 
 
 def _settler(future: asyncio.Future[Any] | concurrent.futures.Future[Any]
