@@ -51,6 +51,8 @@ class Services:
     builtins: dict[str, BuiltinFunction]
     #: How many calls are in flight (engine::status).
     in_flight: Callable[[], int]
+    #: Record an event: ``record(kind, out, **fields)``.
+    record: Callable[..., None]
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None

@@ -5,7 +5,7 @@ importing the router (no import circle)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from iii_sdk import protocol as p
@@ -18,5 +18,17 @@ class Close:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Driver command: an event happened (trigger fired or skipped, worker joined or
+    left, registration refused, ...). The router also keeps it in its history ring; the
+    driver hands it to watchers (once ``watch`` exists) and drops it otherwise."""
+
+    event: dict[str, Any]
+
+
+#: The connection id of :class:`Emit` effects: events belong to no connection.
+EVENTS = 0
+
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
-Output = list[tuple[int, "p.Message | Close"]]
+Output = list[tuple[int, "p.Message | Close | Emit"]]

@@ -97,6 +97,9 @@ def register_worker(services: Services, ctx: CallContext) -> Any:
     log.info("worker %r joined over %s (%s %s, pid %s, id %s)", info.get("name"),
              ctx.conn.transport, info.get("runtime", "?"), info.get("version", "?"),
              info.get("pid", "?"), ctx.conn.worker_id)
+    services.record("worker.joined", ctx.out, worker_id=ctx.conn.worker_id,
+                    name=info.get("name"), runtime=info.get("runtime"), pid=info.get("pid"),
+                    transport=ctx.conn.transport)
     return None
 
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from iii_daemon.effects import Close, Output
+from iii_daemon.effects import Close, Emit, Output
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
@@ -234,6 +234,8 @@ class Hub:
         pending = self._out
         added = 0
         for conn_id, message in out:
+            if isinstance(message, Emit):
+                continue  # no watchers yet (`watch` is refused); the router keeps history
             if conn_id not in self.links:
                 continue  # gone already; whatever was meant for it is moot
             if isinstance(message, Close):

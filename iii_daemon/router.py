@@ -23,7 +23,7 @@ from msgspec import Raw
 
 from iii_daemon import engine_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, Services
-from iii_daemon.effects import Close, Output
+from iii_daemon.effects import EVENTS, Close, Emit, Output
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.names import id_problem
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
@@ -69,10 +69,6 @@ def describe(conn: Connection) -> str:
     return f"{name!r} ({conn.worker_id})" if isinstance(name, str) else conn.worker_id
 
 
-def refused(conn: Connection, what: str, registration_id: str, reason: str) -> None:
-    log.info("refused %s %r of worker %s: %s", what, registration_id, describe(conn), reason)
-
-
 class Router:
     """Registry, routing and invocation tracking for every connection."""
 
@@ -95,7 +91,8 @@ class Router:
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, store=self.store,
                                  triggers=self.triggers, events=self.events, info=self.info,
-                                 builtins=self.builtins, in_flight=self.invocations.__len__)
+                                 builtins=self.builtins, in_flight=self.invocations.__len__,
+                                 record=self.record)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -122,11 +119,21 @@ class Router:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None
         return conn.worker_id if conn is not None else None
 
-    def record(self, kind: str, **fields: Any) -> None:
-        """Keep an event in the history ring (``engine::events::list``, later ``watch``)."""
+    def record(self, kind: str, out: Output, **fields: Any) -> None:
+        """An event: kept in the history ring (``engine::events::list``) and put out as
+        an :class:`Emit` effect for the driver to fan out."""
         self._event_seq += 1
-        self.events.append({"seq": self._event_seq, "event": kind,
-                            "time": round(self.clock.wall, 3), **fields})
+        event = {"seq": self._event_seq, "event": kind, "time": round(self.clock.wall, 3),
+                 **fields}
+        self.events.append(event)
+        out.append((EVENTS, Emit(event)))
+
+    def _refused(self, conn: Connection, what: str, registration_id: str, reason: str,
+                 out: Output) -> None:
+        log.info("refused %s %r of worker %s: %s", what, registration_id, describe(conn),
+                 reason)
+        self.record("registration.refused", out, worker_id=conn.worker_id, what=what,
+                    id=registration_id, reason=reason)
 
     # --- connection lifecycle -----------------------------------------------------------
 
@@ -152,6 +159,8 @@ class Router:
         if conn.is_worker:
             log.info("worker %s left (pid %s, %d functions)", describe(conn),
                      conn.info.get("pid", "?"), len(conn.functions))
+            self.record("worker.left", out, worker_id=conn.worker_id,
+                        name=conn.info.get("name"), functions=sorted(conn.functions))
         for invocation_id in conn.serving:
             inv = self.invocations.pop(invocation_id)
             if inv is not None and inv.caller != conn_id:
@@ -248,7 +257,7 @@ class Router:
         function_id = msg.id
         problem = id_problem("function id", function_id)
         if problem:
-            refused(conn, "function", function_id, problem)
+            self._refused(conn, "function", function_id, problem, out)
             out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=problem,
                                          request_type="registerfunction",
                                          request_id=function_id)))
@@ -268,7 +277,7 @@ class Router:
             owner = self.registry.connections[existing.owner].worker_id
         message = (f"function '{function_id}' is reserved by the daemon" if owner is None
                    else f"function '{function_id}' is already served by worker {owner}")
-        refused(conn, "function", function_id, message)
+        self._refused(conn, "function", function_id, message, out)
         out.append((conn.id, p.RegistrationRejected(
             code=ErrorCode.FUNCTION_NAMESPACE_CONFLICT, function_id=function_id,
             owner_worker_id=owner, message=message)))
@@ -288,7 +297,7 @@ class Router:
             owner = self.registry.connections[existing.owner].worker_id
             reason = f"action type '{msg.id}' is already provided by worker {owner}"
         if reason:
-            refused(conn, "action type", msg.id, reason)
+            self._refused(conn, "action type", msg.id, reason, out)
             out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=reason,
                                          request_type="registeractiontype",
                                          request_id=msg.id)))
@@ -505,7 +514,7 @@ class Router:
                                              msg.function_id, msg.config, msg.metadata,
                                              self.clock, out)
         except TriggerError as exc:
-            refused(conn, "trigger", msg.id, str(exc))
+            self._refused(conn, "trigger", msg.id, str(exc), out)
             out.append((conn.id, p.TriggerRegistrationResult(
                 id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id,
                 error=_error(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)))))
@@ -524,7 +533,7 @@ class Router:
         try:
             self.triggers.add_type(conn.id, msg, self.clock, out)
         except TriggerError as exc:
-            refused(conn, "trigger type", msg.id, str(exc))
+            self._refused(conn, "trigger type", msg.id, str(exc), out)
             out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=str(exc),
                                          request_type="registertriggertype",
                                          request_id=msg.id)))

@@ -266,7 +266,7 @@ class TriggerManager:
         """
         kind = self.types.get(binding.trigger_type)
         if kind is not None and binding.running >= kind.max_running:
-            self._skip(binding, "still_running")
+            self._skip(binding, "still_running", out)
             return
         binding.running += 1
         data = p.to_raw(payload)
@@ -279,11 +279,11 @@ class TriggerManager:
             if error is not None:
                 binding.running -= 1
                 self._skip(binding, f"condition '{condition}' failed: "
-                                    f"{error.get('code')}: {error.get('message')}")
+                                    f"{error.get('code')}: {error.get('message')}", out)
             elif not is_truthy(p.from_raw(result or p.NULL)):
                 binding.running -= 1
                 self._skip(binding, f"condition '{condition}' returned "
-                                    f"{bytes(result or p.NULL).decode()}")
+                                    f"{bytes(result or p.NULL).decode()}", out)
             else:
                 self._run(binding, data, self.host.clock, out)
 
@@ -292,24 +292,24 @@ class TriggerManager:
 
     def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output) -> None:
         started = clock.now
-        self.host.record("trigger.fired", trigger_id=binding.id,
-                           trigger_type=binding.trigger_type, function_id=binding.function_id)
+        self.host.record("trigger.fired", out, trigger_id=binding.id,
+                         trigger_type=binding.trigger_type, function_id=binding.function_id)
 
         def finished(result: Raw | None, error: Any, out: Output) -> None:
             binding.running -= 1
             _log_outcome(binding, error)
             self.host.record(
-                "invocation.finished", function_id=binding.function_id,
+                "invocation.finished", out, function_id=binding.function_id,
                 source=f"trigger:{binding.trigger_type}", trigger_id=binding.id,
                 status="error" if error is not None else "ok", error=error,
                 duration_ms=round((self.host.clock.now - started) * 1000, 3))
 
         self.host.call_internal(binding.function_id, data, finished, clock, out)
 
-    def _skip(self, binding: Binding, reason: str) -> None:
-        self.host.record("trigger.skipped", trigger_id=binding.id,
-                           trigger_type=binding.trigger_type, function_id=binding.function_id,
-                           reason=reason)
+    def _skip(self, binding: Binding, reason: str, out: Output) -> None:
+        self.host.record("trigger.skipped", out, trigger_id=binding.id,
+                         trigger_type=binding.trigger_type, function_id=binding.function_id,
+                         reason=reason)
 
     def next_due(self) -> float | None:
         """The earliest time a scheduled type wants to fire something."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from iii_daemon.effects import Emit
 from iii_daemon.invocations import Invocation, InvocationTable
 from iii_daemon.router import Router
 from iii_daemon.store import Store
@@ -198,3 +199,28 @@ def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -
         b'{"type":"invokefunction","function_id":"engine::unregister_trigger",'
         b'"invocation_id":"u","data":{"id":"bad"}}'), 100.0)
     assert answer.error is None and len(store.load_triggers()) == 3
+
+
+def test_events_leave_the_core_as_effects(core: Core) -> None:
+    """Every recorded event is also an Emit effect (what the hub will fan out to
+    watchers), the same object the history ring keeps."""
+    reg(core, id="tick", type="cron", function_id="job",
+        config={"expression": "* * * * * *"})
+    core.router.tick_clock(core.now, WALL)
+    out = core.router.expire(core.now + 1.0)
+    emitted = [m.event for c, m in out if isinstance(m, Emit)]
+    assert [e["event"] for e in emitted] == ["trigger.fired"]
+    assert emitted[0] is core.router.events[-1]
+    out = core.router.expire(core.now + 2.0)  # the first firing still runs
+    [skipped] = [m.event for c, m in out if isinstance(m, Emit)]
+    assert skipped["event"] == "trigger.skipped" and skipped["reason"] == "still_running"
+    out = core.router.handle(2, p.decode(b'{"type":"registerfunction","id":"job"}'),
+                             core.now)
+    [refused] = [m.event for c, m in out if isinstance(m, Emit)]
+    assert refused["event"] == "registration.refused" and refused["id"] == "job"
+    out = core.router.handle(1, p.decode(
+        b'{"type":"invokefunction","function_id":"engine::workers::register",'
+        b'"data":{"name":"w"}}'), core.now)
+    assert [m.event["event"] for c, m in out if isinstance(m, Emit)] == ["worker.joined"]
+    out = core.router.disconnect(1)
+    assert "worker.left" in [m.event["event"] for c, m in out if isinstance(m, Emit)]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.effects import Close
+from iii_daemon.effects import EVENTS, Close, Emit
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
@@ -43,8 +43,13 @@ class Core:
 
     @staticmethod
     def _render(out: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """Wire messages as JSON, Close as "CLOSE"; events (Emit) are no wire output:
+        tests read them from the router's history."""
         rendered: list[tuple[int, Any]] = []
         for conn_id, message in out:
+            if isinstance(message, Emit):
+                assert conn_id == EVENTS
+                continue
             if isinstance(message, Close):
                 rendered.append((conn_id, "CLOSE"))
             else:
