@@ -15,6 +15,7 @@ import uvloop
 
 from iii_sdk import protocol as p
 from iii_sdk.client_link import ClientLink
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
 
 async def main(path: str, calls: int, voids: int) -> dict[str, Any]:
@@ -28,7 +29,7 @@ async def main(path: str, calls: int, voids: int) -> dict[str, Any]:
                 waiter.set_result(message)
 
     _, link = await loop.create_unix_connection(
-        lambda: ClientLink(on_message, lambda: None, p.DEFAULT_MAX_FRAME_BYTES), path)
+        lambda: ClientLink(on_message, lambda: None, DEFAULT_MAX_FRAME_BYTES), path)
 
     async def call(n: int, function_id: str = "bench::echo") -> p.InvocationResult:
         invocation_id = f"c{n}"

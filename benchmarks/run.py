@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--voids", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating relay/daemon rounds; the median is reported")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json",
+                        help="where the JSON report goes")
     args = parser.parse_args()
 
     runs: dict[str, list[dict[str, Any]]] = {"relay": [], "daemon": []}
@@ -105,8 +107,8 @@ def main() -> int:
         print(f"{label:34} {relay:>10.1f} {daemon:>10.1f} {ratio:>6.2f}x")
         report["figures"][key] = {"relay": relay, "daemon": daemon,
                                   "ratio_of_baseline": ratio}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "latest.json").write_text(json.dumps(report, indent=2))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
     return 0
 
