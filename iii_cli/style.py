@@ -1,7 +1,7 @@
 """What reaches a terminal: colour only where wanted (cli.md: NO_COLOR and non-TTY mean
 none), and never a control character that came from the daemon.
 
-Imports nothing but ``os`` and ``re``: the trigger fast path uses it too.
+Imports nothing heavy (``os``, ``re``, iii_sdk.names): the trigger fast path uses it too.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import os
 import re
 from typing import TextIO
 
-#: C0 and C1 controls, DEL, line/paragraph separators, bidi overrides and isolates:
-#: anything that can move the cursor, clear the screen, set the clipboard (OSC 52) or
-#: reorder what the user reads.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-#: The same, minus what JSON text already escapes (C0): for escaping inside JSON strings.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+from iii_sdk.names import CONTROL
+
+#: CONTROL (what can move the cursor, clear the screen, set the clipboard or reorder
+#: text; the characters the daemon refuses in ids) minus C0, which JSON text already
+#: escapes: for escaping inside JSON strings.
+_JSON_UNSAFE = re.compile("(?![\x00-\x1f])" + CONTROL.pattern)
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -25,7 +25,7 @@ def _visible(match: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """``text`` with every control character shown as an escape (``\\x1b``)."""
-    return _CONTROL.sub(_visible, text)
+    return CONTROL.sub(_visible, text)
 
 
 def json_printable(text: str) -> str:

@@ -25,7 +25,6 @@ from iii_daemon import engine_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, Services
 from iii_daemon.effects import EVENTS, Close, Emit, Output
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
-from iii_daemon.names import id_problem
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.store import Store, StoreError
 from iii_daemon.triggers.base import Clock
@@ -33,6 +32,7 @@ from iii_daemon.triggers.manager import TriggerError, TriggerManager
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.limits import MAX_TIMEOUT_MS
+from iii_sdk.names import id_problem
 from iii_sdk.protocol import NULL
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def _valid_error(error: Any) -> Any:
     return _error(ErrorCode.INVOCATION_FAILED, f"worker answered with a malformed error: {error!r}")
 
 
-def describe(conn: Connection) -> str:
+def worker_name(conn: Connection) -> str:
     """A worker as the log names it: its name when it gave one, else its id."""
     name = conn.info.get("name")
     return f"{name!r} ({conn.worker_id})" if isinstance(name, str) else conn.worker_id
@@ -130,7 +130,7 @@ class Router:
 
     def _refused(self, conn: Connection, what: str, registration_id: str, reason: str,
                  out: Output) -> None:
-        log.info("refused %s %r of worker %s: %s", what, registration_id, describe(conn),
+        log.info("refused %s %r of worker %s: %s", what, registration_id, worker_name(conn),
                  reason)
         self.record("registration.refused", out, worker_id=conn.worker_id, what=what,
                     id=registration_id, reason=reason)
@@ -157,7 +157,7 @@ class Router:
         if conn is None:
             return out
         if conn.is_worker:
-            log.info("worker %s left (pid %s, %d functions)", describe(conn),
+            log.info("worker %s left (pid %s, %d functions)", worker_name(conn),
                      conn.info.get("pid", "?"), len(conn.functions))
             self.record("worker.left", out, worker_id=conn.worker_id,
                         name=conn.info.get("name"), functions=sorted(conn.functions))

@@ -10,7 +10,6 @@ import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon.names import id_problem
 from iii_daemon.store import Store
 from iii_daemon.triggers import catalog
 from iii_daemon.triggers.base import (
@@ -26,6 +25,7 @@ from iii_daemon.triggers.base import (
 )
 from iii_daemon.triggers.provided import ProvidedType
 from iii_sdk import protocol as p
+from iii_sdk.names import id_problem
 
 if TYPE_CHECKING:
     from msgspec import Raw

@@ -1,5 +1,8 @@
 """What an id may contain. Ids end up in terminals (``iii list``, logs, the TUI), so
-control characters, which can rewrite a screen or a clipboard, are refused at the door."""
+control characters, which can rewrite a screen or a clipboard, are refused at the door
+(by the daemon) and escaped on the way out (by the CLI), with the one pattern below.
+
+Imports only ``re``: the CLI's fast path uses it."""
 
 from __future__ import annotations
 
