@@ -196,9 +196,14 @@ def _max_frame_bytes() -> int:
         return DEFAULT_MAX_FRAME
 
 
-def fail(code: int, message: str, quiet: bool = False) -> NoReturn:
+def fail(code: int, message: str, quiet: bool = False, usage: bool = False) -> NoReturn:
+    """One line on stderr (control characters escaped: it may quote the daemon), then
+    the usage line when asked; exit with ``code``."""
     if not quiet or code in (ec.USAGE, ec.UNREACHABLE):
-        sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
+        text = error_prefix(sys.stderr) + printable(message) + "\n"
+        if usage:
+            text += f"{USAGE} (iii trigger -h for help)\n"
+        sys.stderr.write(text)
     raise SystemExit(code)
 
 
@@ -222,7 +227,7 @@ def run(argv: list[str]) -> int:
             return ec.OK
         payload = build_payload(args)
     except UsageError as exc:
-        fail(ec.USAGE, f"{exc}\n{USAGE} (iii trigger -h for help)")
+        fail(ec.USAGE, str(exc), usage=True)
     url = args.url or (None if args.socket else os.environ.get("III_URL"))
     if url is not None and not url.startswith(("unix://", "ws://", "wss://")):
         fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")

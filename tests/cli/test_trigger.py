@@ -77,7 +77,8 @@ def test_usage_errors_exit_2_and_send_nothing(short_tmp: Path) -> None:
         proc = run_iii(short_tmp, "trigger", *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("iii: ") and "Traceback" not in proc.stderr
-        assert "usage: iii trigger" in proc.stderr
+        problem, usage = proc.stderr.splitlines()  # the problem, then the usage line
+        assert usage.startswith("usage: iii trigger") and "\\x0a" not in problem
 
 
 def test_daemon_not_running_exit_3_one_line(short_tmp: Path) -> None:
