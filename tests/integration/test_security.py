@@ -576,7 +576,9 @@ def test_payload_limits(daemon: DaemonProcess, short_tmp: Path) -> None:
     finally:
         small.stop()
     proc = run_iii(daemon.tmp, "trigger", "f", "--json", "@/dev/zero", timeout=60)
-    assert proc.returncode == 2 and "larger than the daemon's frame limit" in one_line(proc)
+    problem, usage = proc.stderr.splitlines()  # a usage error: the problem, then usage
+    assert proc.returncode == 2 and "larger than the daemon's frame limit" in problem
+    assert usage.startswith("usage: iii trigger")
     proc = run_iii(daemon.tmp, "trigger", "f", "--timeout-ms", "1" + "0" * 30)
     assert proc.returncode == 2 and "--timeout-ms must be" in proc.stderr
     client = RawClient(daemon.socket_path)
