@@ -11,7 +11,7 @@ from pathlib import Path
 
 from iii_daemon import __version__
 from iii_daemon.daemon import DaemonConfig, run
-from iii_daemon.unix_listener import StartupError
+from iii_daemon.errors import StartupError
 from iii_sdk import config
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
 

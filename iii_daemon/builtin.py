@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from iii_daemon.errors import CallError
+
 if TYPE_CHECKING:
     import collections
 
@@ -15,14 +17,6 @@ if TYPE_CHECKING:
     from iii_daemon.triggers.base import Clock
     from iii_daemon.triggers.manager import TriggerManager
 
-
-class CallError(Exception):
-    """Raised by a daemon function to answer the caller with ``code`` and ``message``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

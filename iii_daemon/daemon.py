@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from iii_daemon import __version__, unix_listener, ws_listener
 from iii_daemon.access import AccessPolicy
+from iii_daemon.errors import ListenerOff, StartupError, StoreError
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
-from iii_daemon.store import Store, StoreError
+from iii_daemon.store import Store
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     """Run the daemon until ``stop`` is set.
 
     Raises:
-        unix_listener.StartupError: the socket cannot be taken (another daemon, bad path).
+        StartupError: the socket cannot be taken (another daemon, bad path).
     """
     loop = asyncio.get_running_loop()
     # Everything the daemon creates (store, pidfile, logs) is private to the user.
@@ -81,7 +82,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         try:
             store = Store(config.data_dir / "iii.db")
         except StoreError as exc:
-            raise unix_listener.StartupError(str(exc)) from None
+            raise StartupError(str(exc)) from None
         router = Router(info=_info(config), store=store, history=config.history_events,
                         call_timeout_ms=config.call_timeout_ms)
         hub = Hub(router, loop, config.write_limit, config.parked_limit)
@@ -130,7 +131,7 @@ async def _start_ws(hub: Hub, config: DaemonConfig,
     try:
         ws = await ws_listener.start_ws_server(hub, policy, config.ws_port,
                                                config.max_frame_bytes)
-    except ws_listener.ListenerOff as exc:
+    except ListenerOff as exc:
         log.warning("WebSocket listener off: %s", exc)
         listeners["websocket"] = {"state": "off", "port": config.ws_port, "reason": str(exc)}
         return None

@@ -12,8 +12,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon import state_functions
-from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, field
-from iii_daemon.triggers.manager import TriggerConfigError, TriggerError
+from iii_daemon.builtin import BuiltinFunction, CallContext, field
+from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:

@@ -22,13 +22,14 @@ import msgspec
 from msgspec import Raw
 
 from iii_daemon import engine_functions
-from iii_daemon.builtin import BuiltinFunction, CallContext, CallError, Services
+from iii_daemon.builtin import BuiltinFunction, CallContext, Services
 from iii_daemon.effects import EVENTS, Close, Emit, Output
+from iii_daemon.errors import CallError, StoreError, TriggerError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
-from iii_daemon.store import Store, StoreError
+from iii_daemon.store import Store
 from iii_daemon.triggers.base import Clock
-from iii_daemon.triggers.manager import TriggerError, TriggerManager
+from iii_daemon.triggers.manager import TriggerManager
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.limits import MAX_TIMEOUT_MS

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from iii_daemon.errors import StoreError
+
 #: What :meth:`Store.get_state` returns for a key that is not set (``None`` is a value).
 MISSING: Final = object()
 
@@ -35,9 +37,6 @@ CREATE TABLE IF NOT EXISTS state (
 );
 """
 
-
-class StoreError(Exception):
-    """The store cannot be opened or written (disk full, permissions, corruption)."""
 
 
 @dataclass(slots=True)

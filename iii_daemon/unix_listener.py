@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 from typing import IO, cast
 
+from iii_daemon.errors import StartupError
 from iii_daemon.hub import Hub
 from iii_sdk.errors import FrameTooLarge
 from iii_sdk.framing import LineReader
@@ -24,9 +25,6 @@ log = logging.getLogger(__name__)
 # sun_path is 108 bytes on Linux (104 on BSDs), including the terminating NUL.
 MAX_SOCKET_PATH = 107
 
-
-class StartupError(Exception):
-    """The daemon cannot start; the message says why, in one line."""
 
 
 def acquire_pidfile(socket_path: Path) -> IO[str]:

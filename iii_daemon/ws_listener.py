@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from iii_daemon.access import AccessPolicy, can_check_peer_uid, is_loopback
+from iii_daemon.errors import ListenerOff
 from iii_daemon.hub import Hub
 from iii_sdk.ws_sender import OrderedSender
 
@@ -31,9 +32,6 @@ _protocol_log.setLevel(logging.WARNING)
 #: Bytes of WebSocket framing per message we do not see as message text (an upper bound).
 _FRAME_OVERHEAD = 14
 
-
-class ListenerOff(Exception):
-    """The listener cannot run; the message says why (shown by ``iii daemon status``)."""
 
 
 class CountingConnection(ServerConnection):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iii_sdk.errors import IIIError
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
 #: Every known key with its default. ``None`` defaults mean "unset" (a str when set).
@@ -42,7 +43,7 @@ QUEUE_KEYS: dict[str, type] = {
 }
 
 
-class ConfigError(Exception):
+class ConfigError(IIIError):
     """The config file cannot be used; the message names the file (and line)."""
 
 

@@ -7,7 +7,8 @@ Tree::
     │   └── FrameTooLarge    a frame over the size limit
     ├── InvocationError      a call failed: carries the wire error's code, message, stacktrace
     ├── RegistrationRefused  the daemon refused a function, trigger or type registration
-    └── ConnectionFailed     the daemon could not be reached
+    ├── ConnectionFailed     the daemon could not be reached
+    └── ConfigError          the config file cannot be used (iii_sdk.config)
 """
 
 from __future__ import annotations

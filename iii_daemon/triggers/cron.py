@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError
 
+from iii_daemon.errors import ScheduleEnded
 from iii_daemon.triggers.base import ACTIVE, ENDED, ERROR, Binding, Clock, require_string
 
 if TYPE_CHECKING:
@@ -25,10 +26,6 @@ def rfc3339(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
-
-class ScheduleEnded(Exception):
-    """The expression has no time after the one asked about (a past or last year, or a
-    date that never exists such as 30 February)."""
 
 
 def next_after(expression: str, wall: float) -> float:

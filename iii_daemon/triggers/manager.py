@@ -10,6 +10,7 @@ import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
+from iii_daemon.errors import TriggerConfigError, TriggerError
 from iii_daemon.store import Store
 from iii_daemon.triggers import catalog
 from iii_daemon.triggers.base import (
@@ -37,13 +38,6 @@ log = logging.getLogger("iii_daemon")
 #: How long a condition function may take before the firing is skipped.
 CONDITION_TIMEOUT_MS = 30_000
 
-
-class TriggerError(Exception):
-    """A registration the daemon refuses; the message says why."""
-
-
-class TriggerConfigError(TriggerError):
-    """The registration itself is malformed (ids, config): a bad request, not a conflict."""
 
 
 def _load(path: str) -> Any:

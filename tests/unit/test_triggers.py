@@ -398,7 +398,7 @@ def test_daemon_owned_triggers_and_state_survive_a_restart(tmp_path: Path) -> No
 
 
 def test_a_failed_store_write_keeps_memory_and_disk_in_step(core: Core) -> None:
-    from iii_daemon.store import StoreError
+    from iii_daemon.errors import StoreError
 
     reg(core, id="keep", type="subscribe", function_id="job", config={"topic": "x"})
 
@@ -414,7 +414,7 @@ def test_a_failed_store_write_keeps_memory_and_disk_in_step(core: Core) -> None:
 
 
 def test_a_failed_state_write_is_reported_and_fires_nothing(core: Core) -> None:
-    from iii_daemon.store import StoreError
+    from iii_daemon.errors import StoreError
 
     reg(core, id="s", type="state", function_id="job", config={"scope": "orders"})
 
