@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
@@ -74,7 +75,26 @@ def new_invocation_id() -> str:
 
 
 class Calls:
-    """``call`` on top of a transport's ``send`` and ``receive``."""
+    """``call`` on top of a transport's ``send`` and ``receive``, and the one deadline
+    the whole exchange has."""
+
+    deadline: float | None = None
+
+    def _start_clock(self, timeout_s: float | None) -> None:
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def _time_left(self) -> float | None:
+        """Seconds until the deadline, None without one.
+
+        Raises:
+            Timeout: it has passed.
+        """
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout()
+        return left
 
     def send(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -118,10 +138,7 @@ class Connection(Calls):
     def __init__(self, path: str | Path, timeout_s: float | None = 10.0,
                  max_reply: int = DEFAULT_MAX_REPLY,
                  configured_limit: Callable[[], int] | None = None) -> None:
-        import time
-
-        self._clock = time.monotonic
-        self.deadline = None if timeout_s is None else self._clock() + timeout_s
+        self._start_clock(timeout_s)
         self.path = path
         self.max_reply = max_reply
         #: Asked once, only when a reply outgrows ``max_reply`` (reading the config costs).
@@ -149,7 +166,7 @@ class Connection(Calls):
 
     def _refusal(self, exc: OSError) -> Exception:
         """The daemon hung up while we were writing: read what it said first, if anything."""
-        self.deadline = self._clock() + 1.0
+        self._start_clock(1.0)
         try:
             while True:
                 frame = self.receive()  # workerregistered comes first
@@ -169,10 +186,8 @@ class Connection(Calls):
             line = self._next_line()
             if line is not None:
                 break
-            if self.deadline is not None:
-                left = self.deadline - self._clock()
-                if left <= 0:
-                    raise Timeout()
+            left = self._time_left()
+            if left is not None:
                 self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 20)
@@ -225,8 +240,6 @@ class WsConnection(Calls):
 
     def __init__(self, url: str, timeout_s: float | None = 10.0,
                  max_reply: int = DEFAULT_MAX_REPLY) -> None:
-        import time
-
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
@@ -235,8 +248,7 @@ class WsConnection(Calls):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url
-        self._clock = time.monotonic
-        self.deadline = None if timeout_s is None else self._clock() + timeout_s
+        self._start_clock(timeout_s)
         try:
             self.ws = connect(url, open_timeout=timeout_s, compression=None,
                               max_size=max_reply,
@@ -258,9 +270,7 @@ class WsConnection(Calls):
     def receive(self) -> dict[str, Any]:
         from websockets.exceptions import ConnectionClosed
 
-        left = None if self.deadline is None else self.deadline - self._clock()
-        if left is not None and left <= 0:
-            raise Timeout()
+        left = self._time_left()
         try:
             frame = self.ws.recv(timeout=left)
         except TimeoutError:

@@ -19,13 +19,14 @@ Rules, in order (protocol.md § Transports):
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,12 +114,6 @@ class AccessPolicy:
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in self.allowed_origins)
         self.allowed_hosts = frozenset(host_name(h) for h in self.allowed_hosts)
 
-    @classmethod
-    def build(cls, listener: str, host: str, token: str | None,
-              allowed_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = ()
-              ) -> AccessPolicy:
-        return cls(listener, host, token, frozenset(allowed_origins), frozenset(allowed_hosts))
-
     def check(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
               local: tuple[str, int] | None) -> Refusal | None:
         """None when the request may go on, else why not (logged here)."""
@@ -135,8 +130,6 @@ class AccessPolicy:
                                 f"[{self.listener}] allowed_origins to let a browser in)",
                            "origin")
         if self.token is not None:
-            import hmac
-
             given = header("Authorization") or ""
             if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return None

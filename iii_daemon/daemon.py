@@ -126,8 +126,9 @@ async def _start_ws(hub: Hub, config: DaemonConfig,
     its Unix socket and ``status`` says why."""
     if not config.ws_port:
         return None
-    policy = AccessPolicy.build("websocket", config.ws_host, config.ws_token,
-                                config.ws_allowed_origins, config.ws_allowed_hosts)
+    policy = AccessPolicy("websocket", config.ws_host, config.ws_token,
+                          frozenset(config.ws_allowed_origins),
+                          frozenset(config.ws_allowed_hosts))
     try:
         ws = await ws_listener.start_ws_server(hub, policy, config.ws_port,
                                                config.max_frame_bytes)
