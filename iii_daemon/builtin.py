@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.errors import CallError
@@ -11,15 +12,15 @@ from iii_daemon.errors import CallError
 if TYPE_CHECKING:
     import collections
 
-    from iii_daemon.effects import Output
+    from iii_daemon.effects import AfterCommit, Output
     from iii_daemon.registry import Connection, Registry
-    from iii_daemon.store import Store
+    from iii_daemon.state_table import StateTable
     from iii_daemon.triggers.base import Clock
     from iii_daemon.triggers.manager import TriggerManager
+    from iii_daemon.writes import Write
 
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallContext:
     #: Who called: None when the daemon called it itself (e.g. as a trigger condition).
     conn: Connection | None
@@ -27,6 +28,16 @@ class CallContext:
     #: Messages the function causes (triggers it fires) go here.
     out: Output
     clock: Clock
+    #: What the call asked the store to keep: its answer waits until they committed.
+    writes: list[Write] = dataclass_field(default_factory=list)
+    #: Run in order once the writes landed, ``(failure, out)``, before the answer.
+    then: list[AfterCommit] = dataclass_field(default_factory=list)
+
+    def persist(self, write: Write, then: AfterCommit) -> None:
+        """Keep ``write``; ``then(failure, out)`` runs when it committed (failure None)
+        or did not."""
+        self.writes.append(write)
+        self.then.append(then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +46,8 @@ class Services:
     (they cannot route, answer or reach into invocations behind its back)."""
 
     registry: Registry
-    store: Store
+    #: State values (kept in memory; changes are persisted through the call context).
+    state: StateTable
     triggers: TriggerManager
     #: Recent events, newest last (engine::events::list).
     events: collections.deque[dict[str, Any]]
@@ -47,6 +59,8 @@ class Services:
     in_flight: Callable[[], int]
     #: Record an event: ``record(kind, out, **fields)``.
     record: Callable[..., None]
+    #: The core's time now (after a write landed, later than the call's ``ctx.clock``).
+    clock: Callable[[], Clock]
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None

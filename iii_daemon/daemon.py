@@ -19,6 +19,7 @@ from iii_daemon.errors import ListenerOff, StartupError, StoreError
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_daemon.store import Store
+from iii_daemon.store_writer import StoreWriter
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
@@ -72,7 +73,6 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     Raises:
         StartupError: the socket cannot be taken (another daemon, bad path).
     """
-    loop = asyncio.get_running_loop()
     # Everything the daemon creates (store, pidfile, logs) is private to the user.
     os.umask(0o077)
     unix_listener.prepare_directory(config.socket_path)
@@ -83,10 +83,28 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
             store = Store(config.data_dir / "iii.db")
         except StoreError as exc:
             raise StartupError(str(exc)) from None
-        router = Router(info=_info(config), store=store, history=config.history_events,
-                        call_timeout_ms=config.call_timeout_ms)
-        hub = Hub(router, loop, config.write_limit, config.parked_limit)
-        hub.deliver(router.start(loop.time(), time.time()))
+        try:
+            await _serve_with_store(config, store, stop, ready)
+        finally:
+            store.close()
+    finally:
+        unix_listener.release_pidfile(config.socket_path, pidfile)
+
+
+async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Event,
+                            ready: Callable[[], None] | None) -> None:
+    loop = asyncio.get_running_loop()
+    router = Router(info=_info(config), history=config.history_events,
+                    call_timeout_ms=config.call_timeout_ms)
+    hub = Hub(router, loop, config.write_limit, config.parked_limit)
+    # Reads happen once, here; from now on only the writer thread touches the store.
+    try:
+        stored = store.load()
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
+    hub.writer = StoreWriter(store, lambda: loop.call_soon_threadsafe(hub.landed))
+    try:
+        hub.deliver(router.start(loop.time(), time.time(), stored))
         hub.flush()
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).
@@ -106,7 +124,9 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         finally:
             log.info("stopping")
             server.close()
-            hub.shutdown()  # every waiting caller, on any transport, gets its answer first
+            # Every waiting caller, on any transport, gets its answer first (writes
+            # queued by then are committed).
+            hub.shutdown()
             unix_listener.remove_socket(config.socket_path)
             await _drain(hub)
             for link in list(hub.links.values()):
@@ -115,9 +135,8 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
                 ws_server.close()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ws_server.wait_closed(), 5)
-            store.close()
     finally:
-        unix_listener.release_pidfile(config.socket_path, pidfile)
+        hub.writer.close()
 
 
 async def _start_ws(hub: Hub, config: DaemonConfig,

@@ -4,10 +4,12 @@ importing the router (no import circle)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from iii_daemon.writes import Write
     from iii_sdk import protocol as p
 
 
@@ -27,8 +29,29 @@ class Emit:
     event: dict[str, Any]
 
 
-#: The connection id of :class:`Emit` effects: events belong to no connection.
+#: What the core runs once a :class:`Persist` landed: ``then(failure, out)``, where
+#: ``failure`` is None when the writes committed, else why they did not.
+AfterCommit = Callable[["str | None", "Output"], None]
+
+
+@dataclass(slots=True, eq=False)
+class Persist:
+    """Driver command: commit ``writes`` (in one transaction, maybe together with others
+    queued at the same time), then hand this effect back to the core
+    (``Router.persisted``), which answers the call that made the change only then.
+    Everything put out after it waits as well, so answers leave in the order they were
+    made and nobody hears of a change before it is on disk."""
+
+    writes: tuple[Write, ...]
+    then: AfterCommit
+    #: Set by the store writer before ``done``: None when committed, else why not.
+    failure: str | None = None
+    done: bool = False
+
+
+#: The connection id of :class:`Emit` and :class:`Persist` effects: they belong to no
+#: connection.
 EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
-Output = list[tuple[int, "p.Message | Close | Emit"]]
+Output = list[tuple[int, "p.Message | Close | Emit | Persist"]]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon import state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
+from iii_daemon.unsettled import MISSING
+from iii_daemon.writes import DropTrigger, PutTrigger
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
@@ -110,13 +112,17 @@ def register_trigger(services: Services, ctx: CallContext) -> Any:
     function_id = field(data, "function_id", str)
     trigger_id = field(data, "id", str, optional=True) or f"trg-{uuid.uuid4().hex[:12]}"
     config = data.get("config") or {}
+    triggers = services.triggers
+    before = triggers.bindings.get(trigger_id, MISSING)
     try:
-        binding = services.triggers.register(None, trigger_id, trigger_type, function_id,
-                                           config, data.get("metadata"), ctx.clock, ctx.out)
+        binding = triggers.register(None, trigger_id, trigger_type, function_id, config,
+                                    data.get("metadata"), ctx.clock, ctx.out)
     except TriggerConfigError as exc:  # a malformed request: nothing was stored
         raise CallError(ErrorCode.BAD_REQUEST, str(exc)) from None
     except TriggerError as exc:
         raise CallError(ErrorCode.TRIGGER_REGISTRATION_FAILED, str(exc)) from None
+    ctx.persist(PutTrigger(trigger_id, trigger_type, function_id, config, binding.metadata),
+                triggers.unsettled.change(trigger_id, before, binding))
     return {"id": binding.id, "status": binding.status}
 
 
@@ -127,7 +133,11 @@ def unregister_trigger(services: Services, ctx: CallContext) -> Any:
         raise CallError(ErrorCode.BAD_REQUEST,
                         f"trigger '{trigger_id}' belongs to worker {services.worker_id(owner)} "
                         "and goes when that worker unregisters it or disconnects")
-    return {"removed": services.triggers.unregister(trigger_id, None, ctx.out)}
+    removed = services.triggers.unregister(trigger_id, None, ctx.out)
+    if removed is not None:
+        ctx.persist(DropTrigger(trigger_id),
+                    services.triggers.unsettled.change(trigger_id, removed, MISSING))
+    return {"removed": removed is not None}
 
 
 def list_trigger_types(services: Services, ctx: CallContext) -> Any:

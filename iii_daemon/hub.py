@@ -18,6 +18,12 @@ Bounds, so that no client can make the daemon hold unbounded memory or stall oth
   connection holding the most is cut off.
 - *Containment*: an exception while handling or delivering one message is logged with
   its traceback and answered as an error to that message; it never closes a connection.
+
+Writes: a :class:`Persist` effect goes to the store writer at once, and everything the
+core put out after it is held, in order, until the writer says it landed; then the hub
+hands it back to the core (whose answer to the call that wrote comes out first) and
+delivers what was held. A connection whose frames leave more than ``held_limit``
+effects waiting is not read until they are out.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from iii_daemon.effects import Close, Emit, Output
+from iii_daemon.effects import Close, Emit, Output, Persist
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
@@ -41,6 +47,27 @@ log = logging.getLogger(__name__)
 OUTPUT_BUDGET = 4 * 1024 * 1024
 #: The longest the hub's timer sleeps; far deadlines are re-armed (loops reject huge delays).
 MAX_TIMER_S = 3600.0
+#: Effects that may wait behind writes before the hub stops reading the connection that
+#: adds more.
+HELD_LIMIT = 50_000
+
+
+class Writer(Protocol):
+    """Where :class:`Persist` effects go (the store writer thread)."""
+
+    def submit(self, persist: Persist) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoStore:
+    """The writer of a hub without a store: every write fails, and says why."""
+
+    def submit(self, persist: Persist) -> None:
+        persist.failure, persist.done = "this daemon has no store", True
+
+    def close(self) -> None:
+        pass
 
 
 class Link(Protocol):
@@ -64,9 +91,17 @@ class Link(Protocol):
 class Hub:
     def __init__(self, router: Router, loop: asyncio.AbstractEventLoop, write_limit: int,
                  parked_limit: int = 256 * 1024 * 1024,
-                 output_budget: int = OUTPUT_BUDGET) -> None:
+                 output_budget: int = OUTPUT_BUDGET, writer: Writer | None = None,
+                 held_limit: int = HELD_LIMIT) -> None:
         self.router = router
         self.loop = loop
+        self.writer: Writer = writer if writer is not None else NoStore()
+        #: Effects waiting behind writes that have not landed, oldest first; the first
+        #: is always a Persist.
+        self._held: collections.deque[tuple[int, object]] = collections.deque()
+        self.held_limit = held_limit
+        #: Connections not read until the held effects are out.
+        self._waiting_for_store: set[int] = set()
         #: A connection whose unsent output grows past this is cut off (it is not reading).
         self.write_limit = write_limit
         self.parked_limit = parked_limit
@@ -151,7 +186,7 @@ class Hub:
                 out = self._internal_error(conn_id, frame)
             if out:
                 produced += self.deliver(out)
-                if produced > budget:
+                if produced > budget or len(self._held) > self.held_limit:
                     return frames[index + 1:] if conn_id in self.links else None
         return None
 
@@ -168,7 +203,9 @@ class Hub:
             return
         self._backlog[conn_id] = collections.deque(rest)
         link.pause_reading()
-        if link.write_buffer_size() <= self.output_budget:
+        if len(self._held) > self.held_limit:
+            self._waiting_for_store.add(conn_id)  # woken by landed()
+        elif link.write_buffer_size() <= self.output_budget:
             # Its own output is small (the budget went to others): let other
             # connections have a turn, then go on.
             self.loop.call_soon(self.drained, conn_id)
@@ -184,6 +221,9 @@ class Hub:
             return
         if link.write_buffer_size() > self.output_budget:
             return  # not yet; the transport tells us again when it drains
+        if len(self._held) > self.held_limit:
+            self._waiting_for_store.add(conn_id)
+            return  # not yet; landed() wakes it
         del self._backlog[conn_id]
         rest = self._handle(conn_id, list(backlog))
         self.flush()
@@ -230,33 +270,74 @@ class Hub:
     # --- output -------------------------------------------------------------------------
 
     def deliver(self, out: Output) -> int:
-        """Encode messages into their connections' pending output; return bytes added."""
-        pending = self._out
+        """Encode messages into their connections' pending output, in order, holding
+        whatever comes after a write that has not landed; return bytes added."""
+        held = self._held
         added = 0
-        for conn_id, message in out:
-            if isinstance(message, Emit):
-                continue  # no watchers yet (`watch` is refused); the router keeps history
-            if conn_id not in self.links:
-                continue  # gone already; whatever was meant for it is moot
-            if isinstance(message, Close):
-                self._flush_one(conn_id)
-                link = self.links.get(conn_id)
-                if link is not None:
-                    link.close()
-                continue
-            buf = pending.get(conn_id)
-            if buf is None:
-                buf = pending[conn_id] = bytearray()
-            size = len(buf)
-            try:
-                p.encode_into(message, buf)
-            except Exception:
-                del buf[size:]
-                log.exception("cannot encode a %s for connection %d; dropped",
-                              type(message).__name__, conn_id)
-                continue
-            added += len(buf) - size
+        for item in out:
+            message = item[1]
+            if type(message) is Persist:
+                self.writer.submit(message)
+                held.append(item)
+            elif held:
+                held.append(item)
+            else:
+                added += self._put(item[0], message)
         return added
+
+    def _put(self, conn_id: int, message: object) -> int:
+        """Carry out one effect now; return the bytes of output it added."""
+        if isinstance(message, Emit):
+            return 0  # no watchers yet (`watch` is refused); the router keeps history
+        if conn_id not in self.links:
+            return 0  # gone already; whatever was meant for it is moot
+        if isinstance(message, Close):
+            self._flush_one(conn_id)
+            link = self.links.get(conn_id)
+            if link is not None:
+                link.close()
+            return 0
+        buf = self._out.get(conn_id)
+        if buf is None:
+            buf = self._out[conn_id] = bytearray()
+        size = len(buf)
+        try:
+            p.encode_into(message, buf)  # type: ignore[arg-type]
+        except Exception:
+            del buf[size:]
+            log.exception("cannot encode a %s for connection %d; dropped",
+                          type(message).__name__, conn_id)
+            return 0
+        return len(buf) - size
+
+    def landed(self) -> None:
+        """The store writer finished a batch: hand the writes that landed back to the
+        core, in order, and deliver what waited behind them."""
+        held = self._held
+        now = self.loop.time()
+        while held:
+            conn_id, message = held[0]
+            if type(message) is Persist:
+                if not message.done:
+                    break
+                held.popleft()
+                try:
+                    out = self.router.persisted(message, now)
+                except Exception:
+                    log.exception("error after a store write; the hub goes on")
+                    continue
+                for item in out:
+                    if type(item[1]) is Persist:
+                        self.writer.submit(item[1])
+                held.extendleft(reversed(out))  # what it caused comes first
+                continue
+            held.popleft()
+            self._put(conn_id, message)
+        self.flush()
+        if len(held) <= self.held_limit and self._waiting_for_store:
+            waiting, self._waiting_for_store = self._waiting_for_store, set()
+            for conn_id in waiting:
+                self.drained(conn_id)
 
     def flush(self) -> None:
         if self._out:
@@ -310,6 +391,10 @@ class Hub:
         """Answer everyone still waiting, then close every link (buffered writes go out)."""
         if self._timer is not None:
             self._timer.cancel()
+        # What is queued commits (writes made from now on fail and say so): every
+        # held effect can go out.
+        self.writer.close()
+        self.landed()
         self.deliver(self.router.shutdown())
         self.flush()
         for link in list(self.links.values()):

@@ -23,13 +23,14 @@ from msgspec import Raw
 
 from iii_daemon import engine_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, Services
-from iii_daemon.effects import EVENTS, Close, Emit, Output
-from iii_daemon.errors import CallError, StoreError, TriggerError
+from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
+from iii_daemon.errors import CallError, TriggerError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
-from iii_daemon.store import Store
+from iii_daemon.state_table import StateTable
 from iii_daemon.triggers.base import Clock
 from iii_daemon.triggers.manager import TriggerManager
+from iii_daemon.writes import Stored
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.limits import MAX_TIMEOUT_MS
@@ -43,6 +44,8 @@ RESERVED_ACTIONS = frozenset({"void", "enqueue"})
 
 
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
+#: How a daemon function's outcome reaches whoever called it: ``(result, error, out)``.
+_Answer = Callable[[Any, "p.ErrorBody | None", Output], None]
 
 
 def _error(code: str, message: str) -> p.ErrorBody:
@@ -74,8 +77,8 @@ class Router:
     """Registry, routing and invocation tracking for every connection."""
 
     def __init__(self, builtins: dict[str, BuiltinFunction] | None = None,
-                 info: dict[str, Any] | None = None, store: Store | None = None,
-                 history: int = 10_000, call_timeout_ms: int = 300_000) -> None:
+                 info: dict[str, Any] | None = None, history: int = 10_000,
+                 call_timeout_ms: int = 300_000) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -85,25 +88,37 @@ class Router:
         self.builtins: dict[str, BuiltinFunction] = dict(
             engine_functions.BUILTINS if builtins is None else builtins
         )
-        self.store = store if store is not None else Store(None)
-        self.triggers = TriggerManager(self, self.store)
+        self.state = StateTable()
+        self.triggers = TriggerManager(self)
         #: Recent events (trigger fired / skipped, outcomes of trigger calls), newest last.
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         #: What daemon functions get to work with.
-        self.services = Services(registry=self.registry, store=self.store,
+        self.services = Services(registry=self.registry, state=self.state,
                                  triggers=self.triggers, events=self.events, info=self.info,
                                  builtins=self.builtins, in_flight=self.invocations.__len__,
-                                 record=self.record)
+                                 record=self.record, clock=lambda: self.clock)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
         self._now = 0.0
 
-    def start(self, now: float, wall: float) -> Output:
-        """Set the clock and bind the daemon-owned triggers kept in the store."""
+    def start(self, now: float, wall: float, stored: Stored | None = None) -> Output:
+        """Set the clock and take in what the store held: state values, and the
+        daemon-owned triggers (bound now)."""
         out: Output = []
         self.tick_clock(now, wall)
-        self.triggers.load(self.clock, out)
+        if stored is not None:
+            for scope, key, value in stored.state:
+                self.state.set(scope, key, value)
+            self.triggers.load(stored.triggers, self.clock, out)
+        return out
+
+    def persisted(self, persist: Persist, now: float) -> Output:
+        """A :class:`Persist` effect came back from the store (committed, or with its
+        ``failure``): finish what waited for it (answers, triggers it fires)."""
+        out: Output = []
+        self._now = now
+        persist.then(persist.failure, out)
         return out
 
     def tick_clock(self, now: float, wall: float) -> None:
@@ -378,31 +393,52 @@ class Router:
                                                     function_id=entry.id)))
 
     def _run_builtin(self, conn: Connection | None, builtin: BuiltinFunction, data: Raw,
-                     out: Output) -> tuple[Any, p.ErrorBody | None]:
+                     out: Output, answer: _Answer) -> None:
+        """Run a daemon function; ``answer`` gets its outcome at once, or, when it asked
+        the store to keep something, once that committed (a failed write is an error)."""
+        ctx = CallContext(conn, p.from_raw(data), out, self.clock)
+        result: Any = None
+        error: p.ErrorBody | None = None
         try:
-            return builtin.handler(self.services, CallContext(conn, p.from_raw(data), out,
-                                                              self.clock)), None
+            result = builtin.handler(self.services, ctx)
         except CallError as exc:
-            return None, _error(exc.code, exc.message)
-        except StoreError as exc:  # disk full, permissions: the caller hears why
-            return None, _error(ErrorCode.INVOCATION_FAILED, str(exc))
+            error = _error(exc.code, exc.message)
         except Exception as exc:  # a daemon bug must not take the daemon down
             log.exception("engine function %s failed", builtin.id)
-            return None, _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+            error = _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+        if not ctx.writes:
+            answer(result, error, out)
+            return
+        then = ctx.then
+
+        def landed(failure: str | None, out: Output) -> None:
+            for step in then:
+                step(failure, out)
+            if failure is None:
+                answer(result, error, out)
+            else:
+                answer(None, _error(ErrorCode.INVOCATION_FAILED, failure), out)
+
+        out.append((EVENTS, Persist(tuple(ctx.writes), landed)))
 
     def _call_builtin(self, conn: Connection, msg: p.InvokeFunction,
                       builtin: BuiltinFunction, void: bool, out: Output) -> None:
-        result, error = self._run_builtin(conn, builtin, msg.data, out)
-        if msg.invocation_id is None:
-            return
-        if void:
-            out.append((conn.id, p.InvocationResult(invocation_id=msg.invocation_id,
-                                                    function_id=builtin.id)))
-        else:
-            out.append((conn.id, p.InvocationResult(
-                invocation_id=msg.invocation_id, function_id=builtin.id,
-                result=NULL if error is not None else p.to_raw(result), error=error,
-            )))
+        caller_id = msg.invocation_id
+        conn_id = conn.id
+
+        def answer(result: Any, error: p.ErrorBody | None, out: Output) -> None:
+            if caller_id is None:
+                return
+            if void:
+                out.append((conn_id, p.InvocationResult(invocation_id=caller_id,
+                                                        function_id=builtin.id)))
+            else:
+                out.append((conn_id, p.InvocationResult(
+                    invocation_id=caller_id, function_id=builtin.id,
+                    result=NULL if error is not None else p.to_raw(result), error=error,
+                )))
+
+        self._run_builtin(conn, builtin, msg.data, out, answer)
 
     def call_internal(self, function_id: str, data: Raw, then: Continuation, clock: Clock,
                       out: Output, timeout_ms: int | None = None) -> None:
@@ -417,8 +453,8 @@ class Router:
             return
         builtin = self.builtins.get(function_id)
         if builtin is not None:
-            result, error = self._run_builtin(None, builtin, data, out)
-            then(None if error else p.to_raw(result), _as_dict(error), out)
+            self._run_builtin(None, builtin, data, out, lambda result, error, out: then(
+                None if error else p.to_raw(result), _as_dict(error), out))
             return
         then(None, {"code": ErrorCode.FUNCTION_NOT_FOUND,
                     "message": f"Function '{function_id}' not found"}, out)

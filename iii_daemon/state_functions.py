@@ -1,53 +1,74 @@
-"""``state::get|set|delete|list`` (values kept in the store) and ``publish``."""
+"""``state::get|set|delete|list`` (values kept in the store) and ``publish``.
+
+Values live in memory (:class:`StateTable`); a change is made there at once and kept
+through the call's store write, and only once that committed is the caller answered
+and are the ``state`` triggers fired. A write that fails puts the old value back.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
-from iii_daemon.store import MISSING
+from iii_daemon.unsettled import MISSING
+from iii_daemon.writes import DropState, PutState
 
 if TYPE_CHECKING:
     from iii_daemon.builtin import Services
+    from iii_daemon.effects import Output
 
 
 def state_get(services: Services, ctx: CallContext) -> Any:
-    value = services.store.get_state(field(ctx.data, "scope", str), field(ctx.data, "key", str))
+    value = services.state.get(field(ctx.data, "scope", str), field(ctx.data, "key", str))
     return None if value is MISSING else value
 
 
 def state_set(services: Services, ctx: CallContext) -> Any:
     scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
     value = ctx.data.get("value")
-    old = services.store.get_state(scope, key)
-    services.store.set_state(scope, key, value)
+    old = _change(services, ctx, scope, key, value)
     event = "state:created" if old is MISSING else "state:updated"
     old_value = None if old is MISSING else old
-    _changed(services, ctx, scope, key, event, old_value, value)
+    _fire_when_kept(services, ctx, scope, key, event, old_value, value)
     return {"old_value": old_value, "new_value": value}
 
 
 def state_delete(services: Services, ctx: CallContext) -> Any:
     scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
-    old = services.store.get_state(scope, key)
-    if old is MISSING:
+    if services.state.get(scope, key) is MISSING:
         return {"removed": False, "old_value": None}
-    services.store.delete_state(scope, key)
-    _changed(services, ctx, scope, key, "state:deleted", old, None)
+    old = _change(services, ctx, scope, key, MISSING)
+    _fire_when_kept(services, ctx, scope, key, "state:deleted", old, None)
     return {"removed": True, "old_value": old}
 
 
-def _changed(services: Services, ctx: CallContext, scope: str, key: str, event_type: str,
-             old: Any, new: Any) -> None:
-    """Fire the ``state`` triggers watching ``scope`` / ``key``."""
-    services.triggers.event("state", {"type": "state", "event_type": event_type, "scope": scope,
-                                    "key": key, "old_value": old, "new_value": new},
-                          ctx.clock, ctx.out)
+def _change(services: Services, ctx: CallContext, scope: str, key: str, value: Any) -> Any:
+    """Set (``MISSING``: delete) a value in memory and ask the store to keep it;
+    return the value it had."""
+    state = services.state
+    old = state.get(scope, key)
+    state.set(scope, key, value)
+    write = DropState(scope, key) if value is MISSING else PutState(scope, key, value)
+    ctx.persist(write, state.unsettled.change((scope, key), old, value))
+    return old
+
+
+def _fire_when_kept(services: Services, ctx: CallContext, scope: str, key: str,
+                    event_type: str, old: Any, new: Any) -> None:
+    """Once the change is on disk, fire the ``state`` triggers watching scope / key."""
+    event = {"type": "state", "event_type": event_type, "scope": scope, "key": key,
+             "old_value": old, "new_value": new}
+
+    def fire(failure: str | None, out: Output) -> None:
+        if failure is None:
+            services.triggers.event("state", event, services.clock(), out)
+
+    ctx.then.append(fire)
 
 
 def state_list(services: Services, ctx: CallContext) -> Any:
     scope = field(ctx.data, "scope", str)
-    return {"items": [{"key": k, "value": v} for k, v in services.store.list_state(scope)]}
+    return {"items": [{"key": k, "value": v} for k, v in services.state.items(scope)]}
 
 
 def publish(services: Services, ctx: CallContext) -> Any:

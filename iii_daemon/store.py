@@ -1,25 +1,36 @@
 """The daemon's one store: SQLite in WAL mode (stdlib sqlite3).
 
-Holds what must survive a restart: daemon-owned triggers and state values. Each write
-commits before the caller is answered; WAL with ``synchronous=NORMAL`` keeps committed
-data through a killed daemon (power loss may lose the last moments; queues, which
-promise more, will use ``FULL`` for their own writes).
+Holds what must survive a restart: daemon-owned triggers and state values. The core
+never calls it: the daemon reads everything once at start-up (:meth:`Store.load`) and
+the store writer (its own thread) applies the core's writes in batches
+(:meth:`Store.apply`), one transaction each. WAL with ``synchronous=NORMAL`` keeps
+committed data through a killed daemon (power loss may lose the last moments; queues,
+which promise more, will use ``FULL`` for their own writes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from iii_daemon.errors import StoreError
+from iii_daemon.writes import (
+    DropState,
+    DropTrigger,
+    PutState,
+    PutTrigger,
+    Stored,
+    StoredTrigger,
+    Write,
+)
 
-#: What :meth:`Store.get_state` returns for a key that is not set (``None`` is a value).
-MISSING: Final = object()
+log = logging.getLogger("iii_daemon")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS triggers (
@@ -37,17 +48,6 @@ CREATE TABLE IF NOT EXISTS state (
 );
 """
 
-
-
-@dataclass(slots=True)
-class StoredTrigger:
-    id: str
-    trigger_type: str
-    function_id: str
-    config: Any
-    metadata: Any
-    #: Why the row cannot be used as it is, or None.
-    problem: str | None = None
 
 
 def _stored_trigger(row: tuple[Any, ...]) -> StoredTrigger:
@@ -88,45 +88,61 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    def apply(self, writes: Iterable[Write]) -> None:
+        """Apply ``writes`` in one transaction: all of them, or none.
+
+        Raises:
+            StoreError: the disk is full, the file is read-only, ...: nothing was written.
+        """
+        db = self._db
         try:
-            return self._db.execute(sql, args)
+            db.execute("BEGIN")
+            try:
+                for write in writes:
+                    if isinstance(write, PutState):
+                        db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                                   (write.scope, write.key, json.dumps(write.value)))
+                    elif isinstance(write, DropState):
+                        db.execute("DELETE FROM state WHERE scope = ? AND key = ?",
+                                   (write.scope, write.key))
+                    elif isinstance(write, PutTrigger):
+                        db.execute(
+                            "INSERT OR REPLACE INTO triggers VALUES (?, ?, ?, ?, ?)",
+                            (write.id, write.trigger_type, write.function_id,
+                             json.dumps(write.config), None if write.metadata is None
+                             else json.dumps(write.metadata)))
+                    elif isinstance(write, DropTrigger):
+                        db.execute("DELETE FROM triggers WHERE id = ?", (write.id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed: {exc}") from None
 
-    # --- daemon-owned triggers ----------------------------------------------------------
-
-    def save_trigger(self, trigger_id: str, trigger_type: str, function_id: str,
-                     config: dict[str, Any], metadata: Any) -> None:
-        self._write(
-            "INSERT OR REPLACE INTO triggers VALUES (?, ?, ?, ?, ?)",
-            (trigger_id, trigger_type, function_id, json.dumps(config),
-             None if metadata is None else json.dumps(metadata)))
-
-    def delete_trigger(self, trigger_id: str) -> None:
-        self._write("DELETE FROM triggers WHERE id = ?", (trigger_id,))
+    def load(self) -> Stored:
+        """Everything the store holds, for the core to start from. Rows that cannot be
+        read are kept on disk: triggers say why in ``problem``, state rows are logged."""
+        state: list[tuple[str, str, Any]] = []
+        try:
+            rows = self._db.execute("SELECT scope, key, value FROM state").fetchall()
+            triggers = self.load_triggers()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store: {exc}") from None
+        for scope, key, text in rows:
+            try:
+                state.append((str(scope), str(key), json.loads(text)))
+            except (TypeError, ValueError, RecursionError) as exc:
+                log.warning("state %r/%r in the store cannot be read and is left out: %s",
+                            scope, key, exc)
+        return Stored(triggers=triggers, state=state)
 
     def load_triggers(self) -> list[StoredTrigger]:
-        """Every stored trigger; a row that cannot be read says why in ``problem``."""
+        """Every stored trigger; a row that cannot be read says why in ``problem``.
+
+        Raises:
+            sqlite3.Error: the table cannot be read at all.
+        """
         rows = self._db.execute(
             "SELECT id, trigger_type, function_id, config, metadata FROM triggers ORDER BY id")
         return [_stored_trigger(row) for row in rows]
-
-    # --- state --------------------------------------------------------------------------
-
-    def get_state(self, scope: str, key: str) -> Any:
-        row = self._db.execute("SELECT value FROM state WHERE scope = ? AND key = ?",
-                               (scope, key)).fetchone()
-        return MISSING if row is None else json.loads(row[0])
-
-    def set_state(self, scope: str, key: str, value: Any) -> None:
-        self._write("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                    (scope, key, json.dumps(value)))
-
-    def delete_state(self, scope: str, key: str) -> None:
-        self._write("DELETE FROM state WHERE scope = ? AND key = ?", (scope, key))
-
-    def list_state(self, scope: str) -> list[tuple[str, Any]]:
-        rows = self._db.execute("SELECT key, value FROM state WHERE scope = ? ORDER BY key",
-                                (scope,))
-        return [(r[0], json.loads(r[1])) for r in rows]

@@ -11,7 +11,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.errors import TriggerConfigError, TriggerError
-from iii_daemon.store import Store
 from iii_daemon.triggers import catalog
 from iii_daemon.triggers.base import (
     ACTIVE,
@@ -25,6 +24,7 @@ from iii_daemon.triggers.base import (
     TriggerType,
 )
 from iii_daemon.triggers.provided import ProvidedType
+from iii_daemon.unsettled import MISSING, Unsettled
 from iii_sdk import protocol as p
 from iii_sdk.names import id_problem
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from msgspec import Raw
 
     from iii_daemon.effects import Output
+    from iii_daemon.writes import StoredTrigger
 
 log = logging.getLogger("iii_daemon")
 
@@ -70,26 +71,27 @@ def _log_outcome(binding: Binding, error: Any) -> None:
 
 
 class TriggerManager:
-    def __init__(self, host: TriggerHost, store: Store) -> None:
+    def __init__(self, host: TriggerHost) -> None:
         self.host = host
-        self.store = store
         self.types: dict[str, TriggerType] = {
             type_id: _load(path)() for type_id, path in catalog.BUILTIN.items()}
         #: Built-in types with hooks, found once (worker-provided types have none).
         self._scheduled = [t for t in self.types.values() if isinstance(t, Scheduled)]
         self._reactive = {t.id: t for t in self.types.values() if isinstance(t, Reactive)}
         self.bindings: dict[str, Binding] = {}
+        #: Daemon-owned bindings added or removed whose store writes have not landed.
+        self.unsettled: Unsettled[str] = Unsettled(self._restore)
 
     # --- registration -------------------------------------------------------------------
 
-    def load(self, clock: Clock, out: Output) -> None:
-        """Bind the daemon-owned triggers kept in the store (at startup).
+    def load(self, rows: list[StoredTrigger], clock: Clock, out: Output) -> None:
+        """Bind the daemon-owned triggers the store held at start-up.
 
         A row that cannot be used (bad JSON, wrong shape, a config that no longer
-        validates) is kept in the store and listed with status ``error`` and the reason;
-        it never stops the daemon from starting.
+        validates) stays in the store and is listed with status ``error`` and the
+        reason; it never stops the daemon from starting.
         """
-        for row in self.store.load_triggers():
+        for row in rows:
             binding = Binding(id=row.id, trigger_type=row.trigger_type,
                               function_id=row.function_id,
                               config=row.config if isinstance(row.config, dict) else {},
@@ -146,8 +148,6 @@ class TriggerManager:
             self._remove(existing, out)
         binding = Binding(id=trigger_id, trigger_type=trigger_type, function_id=function_id,
                           config=config, metadata=metadata, owner=owner)
-        if owner is None:
-            self.store.save_trigger(trigger_id, trigger_type, function_id, config, metadata)
         self._add(binding, clock, out)
         return binding
 
@@ -158,20 +158,25 @@ class TriggerManager:
             binding.bound = True
         binding.status = PENDING if kind is None else kind.bind(binding, clock, out)
 
-    def unregister(self, trigger_id: str, owner: int | None, out: Output) -> bool:
-        """Remove a binding of ``owner``'s; False if there is none.
-
-        Raises:
-            StoreError: the store refused the deletion; the binding is kept, so memory
-                and disk never disagree.
-        """
+    def unregister(self, trigger_id: str, owner: int | None, out: Output) -> Binding | None:
+        """Remove a binding of ``owner``'s; return it, or None if there is none."""
         binding = self.bindings.get(trigger_id)
         if binding is None or binding.owner != owner:
-            return False
-        if owner is None:
-            self.store.delete_trigger(trigger_id)
+            return None
         self._remove(binding, out)
-        return True
+        return binding
+
+    def _restore(self, trigger_id: str, binding: Any, out: Output) -> None:
+        """A daemon-owned change did not reach the disk: bind what the disk holds
+        (``binding``, or MISSING for none) again. A worker's binding that took the id
+        meanwhile stays."""
+        current = self.bindings.get(trigger_id)
+        if current is binding or (current is not None and current.owner is not None):
+            return
+        if current is not None:
+            self._remove(current, out)
+        if binding is not MISSING:
+            self._add(binding, self.host.clock, out)
 
     def _remove(self, binding: Binding, out: Output) -> None:
         del self.bindings[binding.id]

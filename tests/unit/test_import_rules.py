@@ -108,3 +108,34 @@ def test_every_public_name_resolves() -> None:
     for name in iii_sdk.__all__:
         assert getattr(iii_sdk, name) is not None
     assert sorted(iii_sdk.__all__) == sorted(iii_sdk._WHERE)
+
+
+#: The daemon's drivers: everything else under iii_daemon is the pure core.
+DRIVERS = {"iii_daemon.__main__", "iii_daemon.daemon", "iii_daemon.hub",
+           "iii_daemon.unix_listener", "iii_daemon.ws_listener", "iii_daemon.access",
+           "iii_daemon.store", "iii_daemon.store_writer"}
+#: What the core never touches: I/O, threads and event loops belong to the drivers.
+IMPURE = {"sqlite3", "asyncio", "socket", "selectors", "ssl", "websockets", "uvloop",
+          "threading", "queue", "subprocess", "os"}
+
+
+def test_the_core_is_pure() -> None:
+    """architecture.md: the core imports no sockets, asyncio or sqlite3 (nor any driver
+    module), so its unit tests run with no database file and no socket."""
+    graph = module_graph()
+    core = {name for name in graph if name.startswith("iii_daemon") and name not in DRIVERS}
+    assert "iii_daemon.router" in core and "iii_daemon.triggers.cron" in core
+    offences = []
+    for name in sorted(core):
+        path = REPO / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = REPO / name.replace(".", "/") / "__init__.py"
+        for root in imported_roots(path) & IMPURE:
+            offences.append(f"{name} imports {root}")
+        for dep in graph[name] & DRIVERS:
+            offences.append(f"{name} imports the driver {dep}")
+    assert offences == []
+    code = "import sys, json, iii_daemon.router; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert {"sqlite3", "asyncio", "socket"} & set(json.loads(out)) == set()

@@ -3,15 +3,11 @@ firings that would pile up, stored rows that cannot load."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from iii_daemon.effects import Emit
 from iii_daemon.invocations import Invocation, InvocationTable
 from iii_daemon.router import Router
-from iii_daemon.store import Store
 from iii_sdk import protocol as p
 from iii_sdk.limits import MAX_TIMEOUT_MS
 from tests.unit.test_router import Core, result, routed
@@ -178,27 +174,6 @@ def test_state_triggers_fire_for_each_change_up_to_a_bound(core: Core) -> None:
         fired += len(invocations(out))
     assert fired == 1_000  # a silent target: at most 1 000 wait, the rest skip
     assert len(events(core, "trigger.skipped")) == 5
-
-
-def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -> None:
-    store = Store(tmp_path / "iii.db")
-    store.save_trigger("ok", "subscribe", "job", {"topic": "t"}, None)
-    store.save_trigger("past", "cron", "job", {"expression": "0 0 0 1 1 * 2020"}, None)
-    store._db.execute("INSERT INTO triggers VALUES ('bad', 'cron', 'job', '{', NULL)")
-    store._db.execute("INSERT INTO triggers VALUES (7, 'state', 'job', '[]', '{}')")
-    router = Router(store=store)
-    router.start(100.0, WALL)
-    rows: dict[str, Any] = {b.id: b for b in router.triggers.bindings.values()}
-    assert rows["ok"].status == "active"
-    assert rows["past"].status == "error" and "never fires" in rows["past"].error
-    assert rows["bad"].status == "error" and "not valid JSON" in rows["bad"].error
-    assert rows["7"].status == "error" and "must be an object" in rows["7"].error
-    assert len(store.load_triggers()) == 4  # nothing is deleted behind the user's back
-    router.connect(1, "unix", WALL)
-    [(_, answer)] = router.handle(1, p.decode(
-        b'{"type":"invokefunction","function_id":"engine::unregister_trigger",'
-        b'"invocation_id":"u","data":{"id":"bad"}}'), 100.0)
-    assert answer.error is None and len(store.load_triggers()) == 3
 
 
 def test_events_leave_the_core_as_effects(core: Core) -> None:

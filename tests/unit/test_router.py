@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.effects import EVENTS, Close, Emit
+from iii_daemon.effects import EVENTS, Close, Emit, Persist
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
+from tests.unit.disk import Disk
 
 
 class Core:
@@ -18,6 +19,7 @@ class Core:
 
     def __init__(self) -> None:
         self.router = Router()
+        self.disk = Disk()
         self.now = 100.0
         self.hello: dict[int, dict[str, Any]] = {}
 
@@ -41,14 +43,29 @@ class Core:
         self.now += seconds
         return self._render(self.router.expire(self.now))
 
-    @staticmethod
-    def _render(out: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    def land(self) -> list[tuple[int, Any]]:
+        """Commit the writes the disk held back, as the store writer would, and hand
+        them back to the core in order."""
+        rendered: list[tuple[int, Any]] = []
+        held, self.disk.held = self.disk.held, []
+        for persist in held:
+            self.disk.commit(persist)
+            rendered += self._render(self.router.persisted(persist, self.now))
+        return rendered
+
+    def _render(self, out: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
         """Wire messages as JSON, Close as "CLOSE"; events (Emit) are no wire output:
-        tests read them from the router's history."""
+        tests read them from the router's history. Writes (Persist) go to the disk;
+        what the core does once they landed takes their place."""
         rendered: list[tuple[int, Any]] = []
         for conn_id, message in out:
             if isinstance(message, Emit):
                 assert conn_id == EVENTS
+                continue
+            if isinstance(message, Persist):
+                assert conn_id == EVENTS
+                if self.disk.take(message):
+                    rendered += self._render(self.router.persisted(message, self.now))
                 continue
             if isinstance(message, Close):
                 rendered.append((conn_id, "CLOSE"))
@@ -352,7 +369,7 @@ def test_disconnect_of_an_unknown_connection_is_harmless(core: Core) -> None:
 def test_shutdown_stops_every_waiting_call(core: Core) -> None:
     core.register(1, "f")
     routed(core.call(2, "f", invocation_id="a"))
-    out = Core._render(core.router.shutdown())
+    out = core._render(core.router.shutdown())
     assert [(c, m["error"]["code"]) for c, m in out] == [(2, "invocation_stopped")]
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from iii_daemon.router import Router
-from iii_daemon.store import Store
 from tests.unit.test_router import Core, result
 
 WALL = 1_800_000_000.0  # 2027-01-15T08:00:00Z, a whole minute
@@ -63,7 +60,7 @@ def test_bad_cron_config_is_refused_with_what_is_wrong(core: Core, config: dict[
     assert answer["error"]["code"] == "bad_request"  # a malformed request: CLI exit 2
     assert fragment in answer["error"]["message"]
     assert core.router.triggers.bindings == {}
-    assert core.router.store.load_triggers() == []  # nothing stored
+    assert core.disk.triggers == {} and core.disk.commits == 0  # nothing stored
 
 
 def test_cron_fires_on_schedule_with_its_payload_and_does_not_bunch(core: Core) -> None:
@@ -372,10 +369,8 @@ def test_a_type_has_one_provider(core: Core) -> None:
 # --- persistence ------------------------------------------------------------------------
 
 
-def test_daemon_owned_triggers_and_state_survive_a_restart(tmp_path: Path) -> None:
-    store = Store(tmp_path / "iii.db")
+def test_daemon_owned_triggers_and_state_survive_a_restart() -> None:
     first = Core()
-    first.router = Router(store=store)
     first.router.start(first.now, WALL)
     first.connect(2)
     reg(first, id="c", type="cron", function_id="job", config={"expression": "* * * * * *"})
@@ -383,11 +378,9 @@ def test_daemon_owned_triggers_and_state_survive_a_restart(tmp_path: Path) -> No
     first.call(2, "state::set", {"scope": "s", "key": "k", "value": 7}, invocation_id="s")
     first.send(2, {"type": "registertrigger", "id": "w", "trigger_type": "subscribe",
                    "function_id": "job", "config": {"topic": "x"}})
-    store.close()
 
     second = Core()
-    second.router = Router(store=Store(tmp_path / "iii.db"))
-    second.router.start(second.now, WALL + 100)
+    second.router.start(second.now, WALL + 100, first.disk.stored())
     assert {b.id: b.status for b in second.router.triggers.bindings.values()} == {
         "c": "active", "p": "pending"}  # the worker's own trigger did not persist
     second.connect(1)
@@ -397,32 +390,70 @@ def test_daemon_owned_triggers_and_state_survive_a_restart(tmp_path: Path) -> No
     assert value["result"] == 7
 
 
+def test_an_answer_that_depends_on_a_write_waits_for_its_commit(core: Core) -> None:
+    """The core asks for the write and tells nobody until it landed: no answer, no
+    state trigger fired; then both."""
+    reg(core, id="s", type="state", function_id="job", config={"scope": "orders"})
+    core.disk.holding = True
+    out = core.call(2, "state::set", {"scope": "orders", "key": "k", "value": 1},
+                    invocation_id="s")
+    assert out == [] and len(core.disk.held) == 1
+    # Later calls see the change at once (the driver holds their answers behind it).
+    [(_, got)] = core.call(2, "state::get", {"scope": "orders", "key": "k"},
+                           invocation_id="g")
+    assert got["result"] == 1
+    out = core.land()
+    assert [m["invocation_id"] for c, m in out if c == 2] == ["s"]
+    assert len(invocations(out)) == 1 and core.disk.state == {("orders", "k"): 1}
+
+
 def test_a_failed_store_write_keeps_memory_and_disk_in_step(core: Core) -> None:
-    from iii_daemon.errors import StoreError
-
     reg(core, id="keep", type="subscribe", function_id="job", config={"topic": "x"})
-
-    def broken(trigger_id: str) -> None:
-        raise StoreError("store write failed: database or disk is full")
-
-    core.router.store.delete_trigger = broken  # type: ignore[method-assign]
+    core.disk.failing = "store write failed: database or disk is full"
     [(_, answer)] = core.call(2, "engine::unregister_trigger", {"id": "keep"},
                               invocation_id="u")
     assert answer["error"] == {"code": "invocation_failed",
                                "message": "store write failed: database or disk is full"}
-    assert "keep" in core.router.triggers.bindings
+    assert core.router.triggers.bindings["keep"].status == "active"  # bound again
+    answer = reg(core, id="new", type="subscribe", function_id="job", config={"topic": "y"})
+    assert answer["error"]["code"] == "invocation_failed"
+    assert "new" not in core.router.triggers.bindings
+    assert set(core.disk.triggers) == {"keep"}
 
 
 def test_a_failed_state_write_is_reported_and_fires_nothing(core: Core) -> None:
-    from iii_daemon.errors import StoreError
-
     reg(core, id="s", type="state", function_id="job", config={"scope": "orders"})
-
-    def full(scope: str, key: str, value: Any) -> None:
-        raise StoreError("store write failed: database or disk is full")
-
-    core.router.store.set_state = full  # type: ignore[method-assign]
+    core.disk.failing = "store write failed: database or disk is full"
     [(conn, answer)] = core.call(2, "state::set", {"scope": "orders", "key": "k", "value": 1},
                                  invocation_id="s")
     assert conn == 2 and answer["error"] == {
         "code": "invocation_failed", "message": "store write failed: database or disk is full"}
+    [(_, got)] = core.call(2, "state::get", {"scope": "orders", "key": "k"},
+                           invocation_id="g")
+    assert got.get("result") is None  # memory went back to what the disk holds
+
+
+def test_writes_that_fail_among_writes_that_land_leave_what_the_disk_has() -> None:
+    """Several changes of one key in flight, some failing: memory ends as the disk."""
+    core = Core()
+    core.router.start(core.now, WALL)
+    core.connect(2)
+    state = core.router.state
+    core.call(2, "state::set", {"scope": "s", "key": "k", "value": "disk"},
+              invocation_id="0")
+    core.disk.holding = True
+    for value in ("a", "b", "c"):
+        core.call(2, "state::set", {"scope": "s", "key": "k", "value": value},
+                  invocation_id=value)
+    assert state.get("s", "k") == "c"
+    a, b, c = core.disk.held
+    core.disk.commit(a)                                  # a lands
+    core.disk.failing = "disk full"
+    core.disk.commit(c)                                  # c fails before b resolved
+    core._render(core.router.persisted(a, core.now))
+    core._render(core.router.persisted(c, core.now))
+    assert state.get("s", "k") == "b"                    # b may still land
+    core.disk.commit(b)                                  # b fails too
+    core._render(core.router.persisted(b, core.now))
+    assert state.get("s", "k") == "a" == core.disk.state[("s", "k")]
+    assert len(state.unsettled) == 0

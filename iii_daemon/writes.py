@@ -1,0 +1,61 @@
+"""What the core asks the store to keep, and what the store hands back at start-up.
+
+Plain records, no I/O: the core describes a change as writes inside a ``Persist``
+effect (iii_daemon.effects); the driver's store writer commits them off the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class PutTrigger:
+    """Store (or replace) a daemon-owned trigger."""
+
+    id: str
+    trigger_type: str
+    function_id: str
+    config: dict[str, Any]
+    metadata: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DropTrigger:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutState:
+    scope: str
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DropState:
+    scope: str
+    key: str
+
+
+Write = PutTrigger | DropTrigger | PutState | DropState
+
+@dataclass(slots=True)
+class StoredTrigger:
+    id: str
+    trigger_type: str
+    function_id: str
+    config: Any
+    metadata: Any
+    #: Why the row cannot be used as it is, or None.
+    problem: str | None = None
+
+
+@dataclass(slots=True)
+class Stored:
+    """Everything the store held at start-up, read before the core starts."""
+
+    triggers: list[StoredTrigger] = field(default_factory=list)
+    #: ``(scope, key, value)`` rows.
+    state: list[tuple[str, str, Any]] = field(default_factory=list)

@@ -1,0 +1,113 @@
+"""The store and its writer thread: batched commits, failures kept to their writes,
+rows that cannot load kept and reported. (The core's side is in test_triggers.py.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from iii_daemon.effects import Persist
+from iii_daemon.store import Store
+from iii_daemon.store_writer import StoreWriter
+from iii_daemon.writes import DropTrigger, PutState, PutTrigger, Write
+from tests.unit.test_router import Core
+from tests.unit.test_triggers import WALL
+
+
+def _persist(*writes: Write) -> Persist:
+    return Persist(writes, lambda failure, out: None)
+
+
+class Landings:
+    """What the writer's ``landed`` callback saw (it runs on the writer thread)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.event.set()
+
+
+def _wait_done(persists: list[Persist], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.done for p in persists):
+        assert time.monotonic() < deadline, "the writer did not finish"
+        time.sleep(0.001)
+
+
+def test_the_writer_commits_many_writes_in_few_transactions(tmp_path: Path) -> None:
+    store = Store(tmp_path / "iii.db")
+    landings = Landings()
+    writer = StoreWriter(store, landings)
+    persists = [_persist(PutState("s", f"k{i}", i)) for i in range(2_000)]
+    for persist in persists:
+        writer.submit(persist)
+    _wait_done(persists)
+    writer.close()
+    assert all(p.failure is None for p in persists)
+    assert landings.count < len(persists)  # batched: one callback per transaction
+    assert len(store.load().state) == 2_000
+    store.close()
+
+
+def test_a_failing_write_costs_only_its_own_call(tmp_path: Path) -> None:
+    store = Store(tmp_path / "iii.db")
+    # A write the database refuses, among good ones in the same batch.
+    store._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON state WHEN NEW.key = 'bad' "
+                      "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    writer = StoreWriter(store, lambda: None)
+    persists = [_persist(PutState("s", key, 1)) for key in ("a", "bad", "b")]
+    for persist in persists:
+        writer.submit(persist)
+    writer.close()  # commits what is queued, then stops
+    assert [p.done for p in persists] == [True, True, True]
+    assert [p.failure is not None for p in persists] == [False, True, False]
+    assert "refused by the test" in (persists[1].failure or "")
+    assert sorted(key for _, key, _ in store.load().state) == ["a", "b"]
+    store.close()
+
+
+def test_after_close_writes_fail_and_say_why(tmp_path: Path) -> None:
+    store = Store(tmp_path / "iii.db")
+    writer = StoreWriter(store, lambda: None)
+    writer.close()
+    late = _persist(PutState("s", "k", 1))
+    writer.submit(late)
+    assert late.done and late.failure == "the daemon is shutting down"
+    store.close()
+
+
+def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -> None:
+    store = Store(tmp_path / "iii.db")
+    store.apply([PutTrigger("ok", "subscribe", "job", {"topic": "t"}, None),
+                 PutTrigger("past", "cron", "job", {"expression": "0 0 0 1 1 * 2020"}, None),
+                 PutState("s", "good", {"n": 1})])
+    store._db.execute("INSERT INTO triggers VALUES ('bad', 'cron', 'job', '{', NULL)")
+    store._db.execute("INSERT INTO triggers VALUES (7, 'state', 'job', '[]', '{}')")
+    store._db.execute("INSERT INTO state VALUES ('s', 'broken', '{')")
+    stored = store.load()
+    assert stored.state == [("s", "good", {"n": 1})]  # the broken value is left out
+    core = Core()
+    core.router.start(100.0, WALL, stored)
+    rows: dict[str, Any] = {b.id: b for b in core.router.triggers.bindings.values()}
+    assert rows["ok"].status == "active"
+    assert rows["past"].status == "error" and "never fires" in rows["past"].error
+    assert rows["bad"].status == "error" and "not valid JSON" in rows["bad"].error
+    assert rows["7"].status == "error" and "must be an object" in rows["7"].error
+    # Nothing is deleted behind the user's back; removing one is a write like any other.
+    assert len(store.load_triggers()) == 4
+    core.connect(1)
+    writes: list[Write] = []
+    core.disk.holding = True
+    core.call(1, "engine::unregister_trigger", {"id": "bad"}, invocation_id="u")
+    for persist in core.disk.held:
+        writes += persist.writes
+    assert writes == [DropTrigger("bad")]
+    store.apply(writes)
+    [(_, answer)] = core.land()
+    assert "error" not in answer and len(store.load_triggers()) == 3
+    store.close()
