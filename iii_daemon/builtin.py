@@ -67,6 +67,15 @@ class Services:
         return conn.worker_id if conn is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class AfterWrites:
+    """What a daemon function returns when its result reads a change whose write is still
+    in flight: ``compute()`` runs once every write made before has landed (or failed and
+    been undone), so nobody hears of a change before it is on disk."""
+
+    compute: Callable[[], Any]
+
+
 Handler = Callable[[Services, CallContext], Any]
 
 

@@ -19,11 +19,10 @@ Bounds, so that no client can make the daemon hold unbounded memory or stall oth
 - *Containment*: an exception while handling or delivering one message is logged with
   its traceback and answered as an error to that message; it never closes a connection.
 
-Writes: a :class:`Persist` effect goes to the store writer at once, and everything the
-core put out after it is held, in order, until the writer says it landed; then the hub
-hands it back to the core (whose answer to the call that wrote comes out first) and
-delivers what was held. A connection whose frames leave more than ``held_limit``
-effects waiting is not read until they are out.
+Writes: a :class:`Persist` effect goes to the store writer at once; when the writer
+says it landed, the hub hands it back to the core, which answers the call that wrote
+(the core holds back whatever depends on the write; nothing else waits). While more
+than ``writes_limit`` writes are in flight, the connection adding more is not read.
 """
 
 from __future__ import annotations
@@ -47,9 +46,8 @@ log = logging.getLogger(__name__)
 OUTPUT_BUDGET = 4 * 1024 * 1024
 #: The longest the hub's timer sleeps; far deadlines are re-armed (loops reject huge delays).
 MAX_TIMER_S = 3600.0
-#: Effects that may wait behind writes before the hub stops reading the connection that
-#: adds more.
-HELD_LIMIT = 50_000
+#: Writes in flight before the hub stops reading the connection that adds more.
+WRITES_LIMIT = 20_000
 
 
 class Writer(Protocol):
@@ -92,15 +90,14 @@ class Hub:
     def __init__(self, router: Router, loop: asyncio.AbstractEventLoop, write_limit: int,
                  parked_limit: int = 256 * 1024 * 1024,
                  output_budget: int = OUTPUT_BUDGET, writer: Writer | None = None,
-                 held_limit: int = HELD_LIMIT) -> None:
+                 writes_limit: int = WRITES_LIMIT) -> None:
         self.router = router
         self.loop = loop
         self.writer: Writer = writer if writer is not None else NoStore()
-        #: Effects waiting behind writes that have not landed, oldest first; the first
-        #: is always a Persist.
-        self._held: collections.deque[tuple[int, object]] = collections.deque()
-        self.held_limit = held_limit
-        #: Connections not read until the held effects are out.
+        #: Writes submitted and not handed back to the core yet, oldest first.
+        self._writes: collections.deque[Persist] = collections.deque()
+        self.writes_limit = writes_limit
+        #: Connections not read until fewer writes are in flight.
         self._waiting_for_store: set[int] = set()
         #: A connection whose unsent output grows past this is cut off (it is not reading).
         self.write_limit = write_limit
@@ -186,7 +183,7 @@ class Hub:
                 out = self._internal_error(conn_id, frame)
             if out:
                 produced += self.deliver(out)
-                if produced > budget or len(self._held) > self.held_limit:
+                if produced > budget or len(self._writes) > self.writes_limit:
                     return frames[index + 1:] if conn_id in self.links else None
         return None
 
@@ -203,7 +200,7 @@ class Hub:
             return
         self._backlog[conn_id] = collections.deque(rest)
         link.pause_reading()
-        if len(self._held) > self.held_limit:
+        if len(self._writes) > self.writes_limit:
             self._waiting_for_store.add(conn_id)  # woken by landed()
         elif link.write_buffer_size() <= self.output_budget:
             # Its own output is small (the budget went to others): let other
@@ -221,7 +218,7 @@ class Hub:
             return
         if link.write_buffer_size() > self.output_budget:
             return  # not yet; the transport tells us again when it drains
-        if len(self._held) > self.held_limit:
+        if len(self._writes) > self.writes_limit:
             self._waiting_for_store.add(conn_id)
             return  # not yet; landed() wakes it
         del self._backlog[conn_id]
@@ -270,19 +267,15 @@ class Hub:
     # --- output -------------------------------------------------------------------------
 
     def deliver(self, out: Output) -> int:
-        """Encode messages into their connections' pending output, in order, holding
-        whatever comes after a write that has not landed; return bytes added."""
-        held = self._held
+        """Encode messages into their connections' pending output and send writes to
+        the store writer; return the bytes of output added."""
         added = 0
-        for item in out:
-            message = item[1]
+        for conn_id, message in out:
             if type(message) is Persist:
                 self.writer.submit(message)
-                held.append(item)
-            elif held:
-                held.append(item)
+                self._writes.append(message)
             else:
-                added += self._put(item[0], message)
+                added += self._put(conn_id, message)
         return added
 
     def _put(self, conn_id: int, message: object) -> int:
@@ -312,29 +305,17 @@ class Hub:
 
     def landed(self) -> None:
         """The store writer finished a batch: hand the writes that landed back to the
-        core, in order, and deliver what waited behind them."""
-        held = self._held
+        core, in the order they were made, and deliver what that produces."""
+        writes = self._writes
         now = self.loop.time()
-        while held:
-            conn_id, message = held[0]
-            if type(message) is Persist:
-                if not message.done:
-                    break
-                held.popleft()
-                try:
-                    out = self.router.persisted(message, now)
-                except Exception:
-                    log.exception("error after a store write; the hub goes on")
-                    continue
-                for item in out:
-                    if type(item[1]) is Persist:
-                        self.writer.submit(item[1])
-                held.extendleft(reversed(out))  # what it caused comes first
-                continue
-            held.popleft()
-            self._put(conn_id, message)
+        while writes and writes[0].done:
+            persist = writes.popleft()
+            try:
+                self.deliver(self.router.persisted(persist, now))
+            except Exception:
+                log.exception("error after a store write; the hub goes on")
         self.flush()
-        if len(held) <= self.held_limit and self._waiting_for_store:
+        if len(writes) <= self.writes_limit and self._waiting_for_store:
             waiting, self._waiting_for_store = self._waiting_for_store, set()
             for conn_id in waiting:
                 self.drained(conn_id)
@@ -391,8 +372,8 @@ class Hub:
         """Answer everyone still waiting, then close every link (buffered writes go out)."""
         if self._timer is not None:
             self._timer.cancel()
-        # What is queued commits (writes made from now on fail and say so): every
-        # held effect can go out.
+        # What is queued commits (writes made from now on fail and say so), and the
+        # calls that wrote get their answers.
         self.writer.close()
         self.landed()
         self.deliver(self.router.shutdown())

@@ -22,7 +22,7 @@ import msgspec
 from msgspec import Raw
 
 from iii_daemon import engine_functions
-from iii_daemon.builtin import BuiltinFunction, CallContext, Services
+from iii_daemon.builtin import AfterWrites, BuiltinFunction, CallContext, Services
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
 from iii_daemon.errors import CallError, TriggerError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
@@ -406,6 +406,11 @@ class Router:
         except Exception as exc:  # a daemon bug must not take the daemon down
             log.exception("engine function %s failed", builtin.id)
             error = _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
+        if isinstance(result, AfterWrites):  # it read a change still on its way to disk
+            compute = result.compute
+            out.append((EVENTS, Persist((), lambda failure, out: answer(compute(), None,
+                                                                          out))))
+            return
         if not ctx.writes:
             answer(result, error, out)
             return

@@ -2,14 +2,15 @@
 
 Values live in memory (:class:`StateTable`); a change is made there at once and kept
 through the call's store write, and only once that committed is the caller answered
-and are the ``state`` triggers fired. A write that fails puts the old value back.
+and are the ``state`` triggers fired. A write that fails puts the old value back. A
+read of a key whose change is still in flight is answered after it landed.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon.builtin import BuiltinFunction, CallContext, field
+from iii_daemon.builtin import AfterWrites, BuiltinFunction, CallContext, field
 from iii_daemon.unsettled import MISSING
 from iii_daemon.writes import DropState, PutState
 
@@ -19,8 +20,14 @@ if TYPE_CHECKING:
 
 
 def state_get(services: Services, ctx: CallContext) -> Any:
-    value = services.state.get(field(ctx.data, "scope", str), field(ctx.data, "key", str))
-    return None if value is MISSING else value
+    state = services.state
+    scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
+
+    def read() -> Any:
+        value = state.get(scope, key)
+        return None if value is MISSING else value
+
+    return AfterWrites(read) if (scope, key) in state.unsettled else read()
 
 
 def state_set(services: Services, ctx: CallContext) -> Any:
@@ -67,8 +74,14 @@ def _fire_when_kept(services: Services, ctx: CallContext, scope: str, key: str,
 
 
 def state_list(services: Services, ctx: CallContext) -> Any:
+    state = services.state
     scope = field(ctx.data, "scope", str)
-    return {"items": [{"key": k, "value": v} for k, v in services.state.items(scope)]}
+
+    def read() -> Any:
+        return {"items": [{"key": k, "value": v} for k, v in state.items(scope)]}
+
+    in_flight = any(unsettled[0] == scope for unsettled in state.unsettled)
+    return AfterWrites(read) if in_flight else read()
 
 
 def publish(services: Services, ctx: CallContext) -> Any:

@@ -10,7 +10,7 @@ that out, for any kind of keyed value (state values, daemon-owned triggers).
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -38,6 +38,12 @@ class Unsettled(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)
 
     def change(self, key: K, before: Any, value: Any) -> AfterCommit:
         """``key`` went from ``before`` (what memory held) to ``value`` in memory; the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from iii_sdk import III, InitOptions, TriggerConfig, register_worker
 from iii_sdk.worker import ReconnectionConfig
-from tests.helpers import DaemonProcess, spawn_worker, wait_for
+from tests.helpers import DaemonProcess, RawClient, spawn_worker, wait_for
 
 
 class Recorder:
@@ -232,4 +233,36 @@ def test_triggers_and_state_survive_a_daemon_restart(short_tmp: Path) -> None:
                  message="cron to fire after the restart")
     finally:
         worker.shutdown()
+        daemon.stop()
+
+
+def test_acknowledged_writes_survive_a_killed_daemon(short_tmp: Path) -> None:
+    """An answer that depends on a write leaves only after the write committed: every
+    acknowledged state::set of a pipelined burst is there after SIGKILL and a restart,
+    and a read pipelined behind the writes sees the last one."""
+    daemon = DaemonProcess(short_tmp).start()
+    client = RawClient(daemon.socket_path, timeout=30)
+    burst = b"".join(json.dumps({
+        "type": "invokefunction", "function_id": "state::set", "invocation_id": f"s{i}",
+        "data": {"scope": "burst", "key": f"k{i % 50}", "value": i}}).encode() + b"\n"
+        for i in range(2_000))
+    client.send_raw(burst + json.dumps({
+        "type": "invokefunction", "function_id": "state::get", "invocation_id": "read",
+        "data": {"scope": "burst", "key": "k49"}}).encode() + b"\n")
+    answers: dict[str, Any] = {}
+    while len(answers) < 2_001:
+        message = client.recv()
+        answers[message["invocation_id"]] = message
+    daemon.kill()  # no shutdown: only what was committed is on disk
+    client.close()
+    assert all("error" not in a for a in answers.values())
+    assert answers["read"]["result"] == 1_999
+    daemon.start()
+    client = RawClient(daemon.socket_path)
+    try:
+        items = client.call("state::list", {"scope": "burst"})["result"]["items"]
+        assert {item["key"]: item["value"] for item in items} == {
+            f"k{k}": 1_950 + k for k in range(50)}
+    finally:
+        client.close()
         daemon.stop()

@@ -398,13 +398,29 @@ def test_an_answer_that_depends_on_a_write_waits_for_its_commit(core: Core) -> N
     out = core.call(2, "state::set", {"scope": "orders", "key": "k", "value": 1},
                     invocation_id="s")
     assert out == [] and len(core.disk.held) == 1
-    # Later calls see the change at once (the driver holds their answers behind it).
-    [(_, got)] = core.call(2, "state::get", {"scope": "orders", "key": "k"},
-                           invocation_id="g")
-    assert got["result"] == 1
+    # A read of that key waits behind the write; other calls do not.
+    assert core.call(2, "state::get", {"scope": "orders", "key": "k"},
+                     invocation_id="g") == []
+    assert core.call(2, "state::list", {"scope": "orders"}, invocation_id="l") == []
+    [(_, other)] = core.call(2, "state::get", {"scope": "orders", "key": "other"},
+                             invocation_id="o")
+    assert other["invocation_id"] == "o"
     out = core.land()
-    assert [m["invocation_id"] for c, m in out if c == 2] == ["s"]
+    assert [m["invocation_id"] for c, m in out if c == 2] == ["s", "g", "l"]
+    assert [m.get("result") for c, m in out if c == 2][1:] == [
+        1, {"items": [{"key": "k", "value": 1}]}]
     assert len(invocations(out)) == 1 and core.disk.state == {("orders", "k"): 1}
+
+
+def test_a_read_behind_a_failed_write_sees_what_the_disk_holds(core: Core) -> None:
+    core.call(2, "state::set", {"scope": "s", "key": "k", "value": "old"}, invocation_id="0")
+    core.disk.holding = True
+    core.call(2, "state::set", {"scope": "s", "key": "k", "value": "new"}, invocation_id="1")
+    core.call(2, "state::get", {"scope": "s", "key": "k"}, invocation_id="g")
+    core.disk.failing = "disk full"
+    out = core.land()
+    assert [(m["invocation_id"], m.get("result"), "error" in m) for c, m in out] == [
+        ("1", None, True), ("g", "old", False)]
 
 
 def test_a_failed_store_write_keeps_memory_and_disk_in_step(core: Core) -> None:
