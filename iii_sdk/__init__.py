@@ -27,15 +27,9 @@ if TYPE_CHECKING:
         ProtocolError,
         RegistrationRefused,
     )
-    from iii_sdk.registration import FunctionRef, Trigger, TriggerTypeRef
-    from iii_sdk.worker import (
-        III,
-        InitOptions,
-        ReconnectionConfig,
-        TriggerConfig,
-        connect,
-        register_worker,
-    )
+    from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
+    from iii_sdk.options import InitOptions, ReconnectionConfig, TriggerConfig
+    from iii_sdk.worker import III, connect, register_worker
 
 from iii_sdk.version import __version__ as __version__
 
@@ -50,12 +44,12 @@ _WHERE = {
     "ProtocolError": "iii_sdk.errors",
     "RegistrationRefused": "iii_sdk.errors",
     "III": "iii_sdk.worker",
-    "FunctionRef": "iii_sdk.registration",
-    "InitOptions": "iii_sdk.worker",
-    "ReconnectionConfig": "iii_sdk.worker",
-    "Trigger": "iii_sdk.registration",
-    "TriggerConfig": "iii_sdk.worker",
-    "TriggerTypeRef": "iii_sdk.registration",
+    "FunctionRef": "iii_sdk.handles",
+    "InitOptions": "iii_sdk.options",
+    "ReconnectionConfig": "iii_sdk.options",
+    "Trigger": "iii_sdk.handles",
+    "TriggerConfig": "iii_sdk.options",
+    "TriggerTypeRef": "iii_sdk.handles",
     "connect": "iii_sdk.worker",
     "register_worker": "iii_sdk.worker",
 }

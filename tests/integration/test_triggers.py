@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from iii_sdk import III, InitOptions, TriggerConfig, register_worker
-from iii_sdk.worker import ReconnectionConfig
+from iii_sdk.options import ReconnectionConfig
 from tests.helpers import DaemonProcess, RawClient, spawn_worker, wait_for
 
 
