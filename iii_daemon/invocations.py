@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: What the daemon does with the answer to a call it made itself: ``(result, error, out)``.
+#: What the daemon does with the answer to a call it made itself: ``(result, error, out)``
+#: with ``error`` an ``ErrorBody`` or None.
 Continuation = Callable[[Any, Any, Any], None]
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from msgspec import Raw
 
 from iii_daemon import engine_functions
@@ -52,19 +51,12 @@ def _error(code: str, message: str) -> p.ErrorBody:
     return p.ErrorBody(code=code, message=message)
 
 
-def _as_dict(error: Any) -> dict[str, Any] | None:
-    """An error as continuations see it: a plain ``{code, message, ...}`` dict."""
-    if isinstance(error, p.ErrorBody):
-        return msgspec.structs.asdict(error)
-    return error  # type: ignore[no-any-return]
-
-
 def _valid_error(error: Any) -> Any:
-    """A worker's error object as the caller gets it: unchanged when well formed."""
-    if isinstance(error, dict) and isinstance(error.get("code"), str) \
-            and isinstance(error.get("message"), str):
-        return error
-    return _error(ErrorCode.INVOCATION_FAILED, f"worker answered with a malformed error: {error!r}")
+    """A worker's error object as the caller gets it: unchanged when well formed (extra
+    fields included), else an ``invocation_failed`` that shows what came."""
+    body = p.error_body(error)
+    return error if isinstance(error, dict) and body.code == error.get("code") \
+        and body.message == error.get("message") else body
 
 
 def worker_name(conn: Connection) -> str:
@@ -459,10 +451,10 @@ class Router:
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             self._run_builtin(None, builtin, data, out, lambda result, error, out: then(
-                None if error else p.to_raw(result), _as_dict(error), out))
+                None if error else p.to_raw(result), error, out))
             return
-        then(None, {"code": ErrorCode.FUNCTION_NOT_FOUND,
-                    "message": f"Function '{function_id}' not found"}, out)
+        then(None, _error(ErrorCode.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found"),
+             out)
 
     def _call_action(self, conn: Connection, msg: p.InvokeFunction, action_type: str,
                      now: float, out: Output) -> None:
@@ -514,7 +506,7 @@ class Router:
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:
         if inv.then is not None:
-            inv.then(result, _as_dict(error), out)
+            inv.then(result, None if error is None else p.error_body(error), out)
             return
         if inv.caller is None or inv.caller_invocation_id is None:
             return

@@ -51,19 +51,9 @@ def settler(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> Set
 def wire_error(error: Any, function_id: str | None, invocation_id: str | None
                ) -> InvocationError:
     """The error of an invocationresult as the exception the caller gets."""
-    if isinstance(error, dict):
-        code = error.get("code")
-        message = error.get("message")
-        stack = error.get("stacktrace")
-        return InvocationError(
-            code if isinstance(code, str) else "UNKNOWN",
-            message if isinstance(message, str) else "<no message>",
-            function_id=function_id,
-            stacktrace=stack if isinstance(stack, str) else None,
-            invocation_id=invocation_id,
-        )
-    return InvocationError("UNKNOWN", str(error), function_id=function_id,
-                           invocation_id=invocation_id)
+    body = p.error_body(error, "UNKNOWN")
+    return InvocationError(body.code, body.message, function_id=function_id,
+                           stacktrace=body.stacktrace, invocation_id=invocation_id)
 
 
 class Calls:

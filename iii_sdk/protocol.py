@@ -33,6 +33,24 @@ class ErrorBody(Struct, omit_defaults=True, kw_only=True):
     stacktrace: str | None = None
 
 
+def error_body(error: Any, code_if_malformed: str = "invocation_failed") -> ErrorBody:
+    """The ``error`` of a message as an :class:`ErrorBody`.
+
+    Messages carry ``error`` untyped, so that a peer's malformed error object costs that
+    one answer (it becomes an error with ``code_if_malformed`` that shows what came)
+    rather than the whole frame; everything past decoding uses this typed form.
+    """
+    if isinstance(error, ErrorBody):
+        return error
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        if isinstance(code, str) and isinstance(message, str):
+            stack = error.get("stacktrace")
+            return ErrorBody(code=code, message=message,
+                             stacktrace=stack if isinstance(stack, str) else None)
+    return ErrorBody(code=code_if_malformed, message=f"malformed error: {error!r}"[:1000])
+
+
 # --- worker -> daemon -------------------------------------------------------------------
 
 
@@ -67,6 +85,7 @@ class InvocationResult(Message, tag="invocationresult"):
     invocation_id: str
     function_id: str | None = None
     result: Raw = NULL
+    #: Untyped on the wire; read it with :func:`error_body`.
     error: Any = None
     traceparent: str | None = None
     baggage: str | None = None

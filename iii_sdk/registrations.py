@@ -188,11 +188,9 @@ class Registrations:
             if registered is not None:
                 registered[1]._settle(None)
             return
-        code = error.get("code") if isinstance(error, dict) else None
-        text = error.get("message") if isinstance(error, dict) else None
-        code = code if isinstance(code, str) else ErrorCode.TRIGGER_REGISTRATION_FAILED
-        text = text if isinstance(text, str) else str(error)
-        log.error("trigger %r (%s) was refused: %s", message.id, message.trigger_type, text)
+        body = p.error_body(error, ErrorCode.TRIGGER_REGISTRATION_FAILED)
+        log.error("trigger %r (%s) was refused: %s", message.id, message.trigger_type,
+                  body.message)
         if registered is not None:
             del self._triggers[message.id]  # not replayed after a reconnect
-            registered[1]._settle(RegistrationRefused(code, text, message.id))
+            registered[1]._settle(RegistrationRefused(body.code, body.message, message.id))

@@ -10,6 +10,8 @@ import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from iii_daemon.errors import TriggerConfigError, TriggerError
 from iii_daemon.triggers import catalog
 from iii_daemon.triggers.base import (
@@ -26,6 +28,7 @@ from iii_daemon.triggers.base import (
 from iii_daemon.triggers.provided import ProvidedType
 from iii_daemon.unsettled import MISSING, Unsettled
 from iii_sdk import protocol as p
+from iii_sdk.error_codes import ErrorCode
 from iii_sdk.names import id_problem
 
 if TYPE_CHECKING:
@@ -56,14 +59,14 @@ def is_truthy(value: Any) -> bool:
                  and value == 0))
 
 
-def _log_outcome(binding: Binding, error: Any) -> None:
+def _log_outcome(binding: Binding, error: p.ErrorBody | None) -> None:
     """Log when a trigger starts failing and when it works again; not every failure (an
     every-second cron into a broken function must not flood the log)."""
     if error is not None and not binding.failing:
         binding.failing = True
         log.warning("trigger %r (%s) -> %s failed: %s: %s (logged again when it works)",
                     binding.id, binding.trigger_type, binding.function_id,
-                    error.get("code"), error.get("message"))
+                    error.code, error.message)
     elif error is None and binding.failing:
         binding.failing = False
         log.info("trigger %r (%s) -> %s works again", binding.id, binding.trigger_type,
@@ -247,9 +250,8 @@ class TriggerManager:
             binding.status, binding.error = ACTIVE, None
         else:
             binding.status = ERROR
-            error = message.error
-            binding.error = error.get("message", str(error)) if isinstance(error, dict) \
-                else str(error)
+            binding.error = p.error_body(message.error,
+                                         ErrorCode.TRIGGER_REGISTRATION_FAILED).message
         if binding.owner is not None:
             out.append((binding.owner, p.TriggerRegistrationResult(
                 id=binding.id, trigger_type=binding.trigger_type,
@@ -274,11 +276,11 @@ class TriggerManager:
             self._run(binding, data, clock, out)
             return
 
-        def decide(result: Raw | None, error: Any, out: Output) -> None:
+        def decide(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
             if error is not None:
                 binding.running -= 1
                 self._skip(binding, f"condition '{condition}' failed: "
-                                    f"{error.get('code')}: {error.get('message')}", out)
+                                    f"{error.code}: {error.message}", out)
             elif not is_truthy(p.from_raw(result or p.NULL)):
                 binding.running -= 1
                 self._skip(binding, f"condition '{condition}' returned "
@@ -294,13 +296,14 @@ class TriggerManager:
         self.host.record("trigger.fired", out, trigger_id=binding.id,
                          trigger_type=binding.trigger_type, function_id=binding.function_id)
 
-        def finished(result: Raw | None, error: Any, out: Output) -> None:
+        def finished(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
             binding.running -= 1
             _log_outcome(binding, error)
             self.host.record(
                 "invocation.finished", out, function_id=binding.function_id,
                 source=f"trigger:{binding.trigger_type}", trigger_id=binding.id,
-                status="error" if error is not None else "ok", error=error,
+                status="error" if error is not None else "ok",
+                error=None if error is None else msgspec.to_builtins(error),
                 duration_ms=round((self.host.clock.now - started) * 1000, 3))
 
         self.host.call_internal(binding.function_id, data, finished, clock, out)

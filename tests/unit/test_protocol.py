@@ -68,3 +68,15 @@ def test_loads_object_salvages_only_objects() -> None:
     assert p.loads_object(b'{"a":1}') == {"a": 1}
     assert p.loads_object(b"[1]") is None
     assert p.loads_object(b"{") is None
+
+
+def test_error_body_reads_well_formed_errors_and_shows_malformed_ones() -> None:
+    body = p.error_body({"code": "E1", "message": "m", "stacktrace": "s", "extra": 1})
+    assert body == p.ErrorBody(code="E1", message="m", stacktrace="s")
+    assert p.error_body({"code": "E1", "message": "m", "stacktrace": 7}).stacktrace is None
+    same = p.ErrorBody(code="c", message="m")
+    assert p.error_body(same) is same
+    for malformed in ("boom", {"code": 1, "message": "m"}, {"code": "c"}, ["x"], 42):
+        body = p.error_body(malformed, "UNKNOWN")
+        assert body.code == "UNKNOWN" and repr(malformed) in body.message
+    assert len(p.error_body("x" * 10_000).message) == 1000

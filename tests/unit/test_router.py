@@ -263,6 +263,14 @@ def test_a_malformed_worker_error_becomes_invocation_failed(core: Core) -> None:
     assert "oops" in answer["error"]["message"]
 
 
+def test_a_well_formed_worker_error_reaches_the_caller_unchanged(core: Core) -> None:
+    core.register(1, "f")
+    sent = routed(core.call(2, "f", invocation_id="c"))
+    error = {"code": "payment_declined", "message": "no", "stacktrace": "s", "retry": True}
+    [(_, answer)] = core.send(1, result(sent["invocation_id"], error=error))
+    assert answer["error"] == error
+
+
 def test_only_the_serving_worker_may_answer(core: Core) -> None:
     core.register(1, "f")
     sent = routed(core.call(2, "f", invocation_id="c"))
