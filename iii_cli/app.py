@@ -421,25 +421,27 @@ def daemon_restart(
 def daemon_status(
     fmt: Annotated[StatusFormat, typer.Option("-o", "--output")] = StatusFormat.text,
     socket: SocketOption = None,
+    url: UrlOption = None,
 ) -> None:
     """Pid, uptime, socket, listeners and counts; exit 3 when not running."""
-    socket_path = _socket(socket)
+    target = _target(socket, url)
+    where = f"at {target}" if url else f"on {target}"
     try:
-        info = dc.daemon_status(socket_path, CALL_DEADLINE_S)
+        info = dc.daemon_status(target, CALL_DEADLINE_S)
     except Unreachable as exc:
         _fail(ec.UNREACHABLE, unreachable_message(exc))
     except Timeout:
-        _fail(ec.UNREACHABLE, f"the daemon on {socket_path} did not answer within "
+        _fail(ec.UNREACHABLE, f"the daemon {where} did not answer within "
                               f"{CALL_DEADLINE_S:.0f} s")
     except (Refused, dc.DaemonError) as exc:
-        _fail(ec.UNREACHABLE, f"the daemon on {socket_path} did not report its status: {exc}")
+        _fail(ec.UNREACHABLE, f"the daemon {where} did not report its status: {exc}")
     if fmt is StatusFormat.json:
         typer.echo(json.dumps(info))
         return
     try:
         text = _status_text(info)
     except (KeyError, TypeError, ValueError) as exc:
-        _fail(ec.UNREACHABLE, f"the daemon on {socket_path} sent a status without {exc}")
+        _fail(ec.UNREACHABLE, f"the daemon {where} sent a status without {exc}")
     typer.echo(text)
 
 

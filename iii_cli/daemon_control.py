@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iii_cli.wire import Connection
+from iii_cli.wire import Connection, connect
 from iii_sdk.paths import pidfile_path
 
 START_TIMEOUT_S = 15.0
@@ -67,19 +67,24 @@ def answers(socket_path: Path, timeout_s: float = 2.0) -> bool:
     return True
 
 
-def daemon_status(socket_path: Path, timeout_s: float = 5.0) -> dict[str, Any]:
-    """``engine::status`` plus uptime.
+def daemon_status(target: Path | str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """``engine::status`` plus uptime, from a socket path or a ws:// URL.
 
     Raises:
-        Unreachable: no daemon on the socket (Broken: something that is not one).
+        Unreachable: no daemon there (Broken: something that is not one).
         Timeout: no answer within ``timeout_s``.
-        Refused, DaemonError: it answered, but not with a status.
+        Refused, DaemonError: it answered, but not with a status (an iii engine that
+            is not this daemon has no ``engine::status``).
     """
-    with Connection(socket_path, timeout_s) as conn:
+    with connect(str(target), timeout_s) as conn:
         answer = conn.call("engine::status")
     info = answer.get("result")
-    if answer.get("error") or not isinstance(info, dict):
-        raise DaemonError(f"engine::status failed: {answer.get('error')}")
+    error = answer.get("error")
+    if isinstance(error, dict) and error.get("code") == "function_not_found":
+        raise DaemonError("it has no engine::status: an iii engine rather than this "
+                          "daemon? `iii list workers` shows what it serves")
+    if error or not isinstance(info, dict):
+        raise DaemonError(f"engine::status failed: {error}")
     started = info.get("started_at")
     info["uptime_s"] = round(time.time() - started, 1) if isinstance(started, int | float) \
         else 0.0

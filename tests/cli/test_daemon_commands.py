@@ -8,7 +8,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import DaemonProcess, can_connect, child_env, run_iii, wait_for
+from tests.helpers import (
+    DaemonProcess,
+    can_connect,
+    child_env,
+    free_port,
+    run_iii,
+    wait_for,
+)
 
 
 def test_lifecycle(short_tmp: Path) -> None:
@@ -140,6 +147,56 @@ def test_list_register_and_unregister_take_url(daemon: DaemonProcess) -> None:
     assert run_iii(daemon.tmp, "unregister", "via-url", "--url", url, env=env).returncode == 0
     bad = run_iii(daemon.tmp, "list", "functions", "--url", "http://x", env=env)
     assert bad.returncode == 2 and "unsupported URL" in bad.stderr
+
+
+def test_status_takes_url(short_tmp: Path) -> None:
+    """`daemon status --url ws://...` asks this daemon over its WebSocket listener; an
+    engine without engine::status (an upstream iii engine) gets one line saying so."""
+    import asyncio
+    import threading
+
+    from websockets.asyncio.server import serve
+
+    port = free_port()
+    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    env = dict(child_env(short_tmp), III_SOCKET="/nonexistent/elsewhere.sock")
+    try:
+        status = run_iii(short_tmp, "daemon", "status", "-o", "json", "--url",
+                         f"ws://127.0.0.1:{port}", env=env)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+    finally:
+        daemon.stop()
+
+    async def engine(ws: Any) -> None:  # answers every call as an engine without it
+        async for frame in ws:
+            message = json.loads(frame)
+            if message.get("type") == "invokefunction":
+                await ws.send(json.dumps({
+                    "type": "invocationresult", "invocation_id": message["invocation_id"],
+                    "error": {"code": "function_not_found", "message": "not found"}}))
+
+    other = free_port()
+    started, stop = threading.Event(), threading.Event()
+
+    def run() -> None:
+        async def main() -> None:
+            async with serve(engine, "127.0.0.1", other):
+                started.set()
+                await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        foreign = run_iii(short_tmp, "daemon", "status", "--url", f"ws://127.0.0.1:{other}",
+                          env=env)
+        assert foreign.returncode == 3 and "has no engine::status" in foreign.stderr
+        assert len(foreign.stderr.strip().splitlines()) == 1
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def test_logs_follow_across_rotation(short_tmp: Path) -> None:
