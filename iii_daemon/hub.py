@@ -274,6 +274,8 @@ class Hub:
             if type(message) is Persist:
                 self.writer.submit(message)
                 self._writes.append(message)
+                if message.done:  # refused at once (no store, shutting down)
+                    self.loop.call_soon(self.landed)
             else:
                 added += self._put(conn_id, message)
         return added

@@ -156,3 +156,58 @@ def test_a_link_that_is_not_reading_is_cut_off(loop: asyncio.AbstractEventLoop) 
     link.unsent = 6_000
     hub.receive(link.conn_id, [b'{"type":"ping"}'])
     assert link.aborted and link.conn_id not in hub.links
+
+
+class HeldWriter:
+    """A store writer that commits only when told (``land``)."""
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []
+
+    def submit(self, persist: Any) -> None:
+        self.queued.append(persist)
+
+    def close(self) -> None:
+        self.land()
+
+    def land(self) -> None:
+        for persist in self.queued:
+            persist.done = True
+        self.queued.clear()
+
+
+def state_set(invocation_id: str, key: str) -> bytes:
+    return json.dumps({"type": "invokefunction", "function_id": "state::set",
+                       "invocation_id": invocation_id,
+                       "data": {"scope": "s", "key": key, "value": 1}}).encode()
+
+
+def test_answers_wait_for_their_writes_and_writers_wait_for_the_store(
+        loop: asyncio.AbstractEventLoop) -> None:
+    writer = HeldWriter()
+    hub = Hub(Router(), loop, write_limit=10**9, writer=writer, writes_limit=10)
+    writing, other = FakeLink(), FakeLink()
+    hub.attach(writing, "unix")
+    hub.attach(other, "unix")
+    hub.receive(writing.conn_id, [state_set(f"s{i}", f"k{i}") for i in range(30)])
+    # Written, not committed: no answer yet, and past the limit the writer is not read.
+    assert len(writer.queued) == 11 and writing.paused
+    assert not [m for m in writing.messages() if m["type"] == "invocationresult"]
+    hub.receive(other.conn_id, [call("ping-like")])  # nobody else waits for the store
+    assert [m["invocation_id"] for m in other.messages()[1:]] == ["ping-like"]
+    while writing.paused or writer.queued:
+        writer.land()
+        hub.landed()
+    ids = [m["invocation_id"] for m in writing.messages() if m["type"] == "invocationresult"]
+    assert ids == [f"s{i}" for i in range(30)]  # all, in order
+
+
+def test_without_a_store_writes_fail_and_say_so(loop: asyncio.AbstractEventLoop) -> None:
+    hub = Hub(Router(), loop, write_limit=10**9)
+    link = FakeLink()
+    hub.attach(link, "unix")
+    hub.receive(link.conn_id, [state_set("s", "k")])
+    run_pending(loop)
+    [answer] = [m for m in link.messages() if m["type"] == "invocationresult"]
+    assert answer["error"] == {"code": "invocation_failed",
+                               "message": "this daemon has no store"}
