@@ -84,9 +84,12 @@ def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
     """Function ids from a running daemon; never starts one, gives up after 300 ms."""
     from iii_sdk.paths import resolve_socket_path
 
-    socket_arg = ctx.params.get("socket") if ctx is not None else None
+    params = ctx.params if ctx is not None else {}
+    url = params.get("url") or os.environ.get("III_URL")
     try:
-        with Connection(resolve_socket_path(socket_arg), COMPLETION_BUDGET_S) as conn:
+        target = url.removeprefix("unix://") if url else \
+            str(resolve_socket_path(params.get("socket")))
+        with connect(target, COMPLETION_BUDGET_S) as conn:
             answer = conn.call("engine::functions::list", timeout_ms=250)
         functions = answer["result"]["functions"]
     except Exception:

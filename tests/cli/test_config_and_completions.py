@@ -95,9 +95,9 @@ def test_checked_in_completions_match_the_cli(short_tmp: Path, shell: str,
         f"completions/{filename}`")
 
 
-def complete(tmp: Path, words: str) -> list[str]:
+def complete(tmp: Path, words: str, **env_vars: str) -> list[str]:
     env = dict(child_env(tmp), _III_COMPLETE="complete_bash", COMP_WORDS=words,
-               COMP_CWORD=str(len(words.split()) - 1))
+               COMP_CWORD=str(len(words.split()) - 1), **env_vars)
     proc = subprocess.run([IIIBIN], capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 0 and proc.stderr == ""
     return proc.stdout.split()
@@ -109,6 +109,11 @@ def test_function_ids_complete_from_the_running_daemon(daemon: DaemonProcess,
     assert set(complete(daemon.tmp, "iii trigger math::")) == {
         "math::add", "math::divide", "math::sleep", "math::echo", "math::is_positive"}
     assert "list" in complete(daemon.tmp, "iii li")
+    # III_URL wins over the socket, as for every command that talks to the daemon.
+    elsewhere = {"III_SOCKET": "/nonexistent/elsewhere.sock"}
+    assert complete(daemon.tmp, "iii trigger math::d", **elsewhere) == []
+    assert complete(daemon.tmp, "iii trigger math::d", **elsewhere,
+                    III_URL=f"unix://{daemon.socket_path}") == ["math::divide"]
 
 
 def test_no_daemon_no_suggestions_no_error(short_tmp: Path) -> None:
