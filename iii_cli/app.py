@@ -9,7 +9,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from typer.completion import completion_init
@@ -17,7 +17,24 @@ from typer.completion import completion_init
 from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
 from iii_cli import output, trigger_options
-from iii_cli.style import error_prefix, printable
+from iii_cli.common import (
+    CALL_DEADLINE_S,
+    COMPLETION_BUDGET_S,
+    DataDirOption,
+    FormatOption,
+    HttpPortOption,
+    QuietOption,
+    SocketOption,
+    UrlOption,
+    WsPortOption,
+    call_function,
+    fail,
+    say,
+    socket_of,
+    where,
+)
+from iii_cli.queue_commands import QUEUE_COLUMNS, queue_app
+from iii_cli.style import printable
 from iii_cli.wire import (
     Connection,
     Refused,
@@ -44,21 +61,8 @@ daemon_app = typer.Typer(help="Start, stop and inspect the daemon.", no_args_is_
 config_app = typer.Typer(help="Read and change the config file.", no_args_is_help=True)
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
+app.add_typer(queue_app, name="queue")
 
-COMPLETION_BUDGET_S = 0.3
-#: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
-CALL_DEADLINE_S = 5.0
-
-
-class ListFormat(StrEnum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-
-
-class ResultFormat(StrEnum):
-    json = "json"
-    pretty = "pretty"
 
 
 class StatusFormat(StrEnum):
@@ -72,6 +76,7 @@ class ListKind(StrEnum):
     actions = "actions"
     triggers = "triggers"
     trigger_types = "trigger-types"
+    queues = "queues"
 
 
 class Shell(StrEnum):
@@ -97,23 +102,6 @@ def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
     return [f["function_id"] for f in functions if f["function_id"].startswith(incomplete)]
 
 
-SocketOption = Annotated[Path | None, typer.Option(
-    "--socket", envvar="III_SOCKET", show_envvar=True,
-    help="Daemon socket (default: config `socket`, else the user runtime dir).")]
-QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No chatter on stderr.")]
-DataDirOption = Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR",
-                                                   help="Daemon data directory.")]
-WsPortOption = Annotated[int | None, typer.Option("--ws-port", help="WebSocket port, 0: off.")]
-HttpPortOption = Annotated[int | None, typer.Option("--http-port", help="HTTP port, 0: off.")]
-FormatOption = Annotated[ListFormat | None, typer.Option(
-    "-o", "--output",
-    help="table (default on a terminal), json (default when piped) or jsonl.")]
-
-
-UrlOption = Annotated[str | None, typer.Option(
-    "--url", envvar="III_URL", show_envvar=True,
-    help="ws://HOST:PORT (this daemon's listener or an iii engine) or unix://PATH; "
-         "beats --socket.")]
 
 
 def _version(value: bool) -> None:
@@ -124,7 +112,7 @@ def _version(value: bool) -> None:
 
     line = f"iii {__version__}"
     try:
-        with Connection(_socket(None), COMPLETION_BUDGET_S) as conn:
+        with Connection(socket_of(None), COMPLETION_BUDGET_S) as conn:
             answer = conn.call("engine::status")
         line += f" (daemon {printable(str(answer['result']['version']))})"
     except Exception:  # no daemon, or not one that says: the CLI's version is enough
@@ -139,54 +127,6 @@ def _main(version: Annotated[bool, typer.Option(
         help="Show the version of the CLI (and of the daemon when one runs) and exit.")
           ] = False) -> None:
     """A local function and trigger engine: call any function by id."""
-
-
-def _target(socket: Path | None, url: str | None = None) -> str:
-    """Where to send a daemon function call: a ws:// URL, or a socket path."""
-    if url:
-        if url.startswith("unix://"):
-            return url[len("unix://"):]
-        if not url.startswith(("ws://", "wss://")):
-            _fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
-        return url
-    return str(_socket(socket))
-
-
-def _socket(socket: Path | None) -> Path:
-    from iii_sdk.paths import resolve_socket_path
-
-    return resolve_socket_path(socket)
-
-
-def _fail(code: int, message: str) -> NoReturn:
-    sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
-    raise typer.Exit(code)
-
-
-def _say(message: str, quiet: bool) -> None:
-    if not quiet:
-        sys.stderr.write(printable(message) + "\n")
-
-
-def _call(target: str | Path, function_id: str, data: Any = None) -> Any:
-    """One call of a daemon function (``target``: a socket path or a ws:// URL), all of
-    it within ``CALL_DEADLINE_S``; every failure ends the command with one line and its
-    exit code."""
-    try:
-        with connect(str(target), CALL_DEADLINE_S) as conn:
-            answer = conn.call(function_id, data)
-    except Unreachable as exc:
-        _fail(ec.UNREACHABLE, unreachable_message(exc))
-    except Refused as exc:
-        _fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
-    except Timeout:
-        _fail(ec.TIMEOUT, f"{function_id}: no answer from the daemon within "
-                          f"{CALL_DEADLINE_S:.0f} s")
-    error = answer.get("error")
-    if error:
-        message = error.get("message") if isinstance(error, dict) else str(error)
-        _fail(ec.for_error(error), f"{function_id}: {message}")
-    return answer.get("result")
 
 
 # --- trigger (help and completion; runs go through iii_cli.trigger_fast) -------------------
@@ -252,6 +192,7 @@ LIST_KINDS = {
     "trigger-types": ("engine::triggers::list", "trigger_types",
                       [("id", "TYPE"), ("provider_name", "PROVIDER"),
                        ("triggers", "TRIGGERS"), ("description", "DESCRIPTION")]),
+    "queues": ("engine::queues::list", "queues", QUEUE_COLUMNS),
 }
 
 
@@ -262,10 +203,10 @@ def list_(
     socket: SocketOption = None,
     url: UrlOption = None,
 ) -> None:
-    """List functions, workers, actions, triggers or trigger types."""
-    target = _target(socket, url)
+    """List functions, workers, actions, triggers, trigger types or queues."""
+    target = where(socket, url)
     function_id, key, columns = LIST_KINDS[kind.value]
-    rows: list[dict[str, Any]] = _call(target, function_id)[key]
+    rows: list[dict[str, Any]] = call_function(target, function_id)[key]
     chosen = fmt.value if fmt else output.default_format()
     if chosen == "table":
         _add_display_columns(kind, rows, target)
@@ -274,11 +215,13 @@ def list_(
 
 def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str) -> None:
     """Table-only columns: worker names instead of ids, function counts."""
+    if kind is ListKind.queues:
+        return
     if kind is ListKind.workers:
         for row in rows:
             row["function_count"] = len(row["functions"])
         return
-    workers = _call(target, "engine::workers::list")["workers"]
+    workers = call_function(target, "engine::workers::list")["workers"]
     names = {w["id"]: w["name"] or w["id"][:8] for w in workers}
 
     def name(worker_id: str | None) -> str:
@@ -323,25 +266,25 @@ def register_trigger(
     try:
         parsed = json.loads(config) if config is not None else {}
     except ValueError as exc:
-        _fail(ec.USAGE, f"--config is not valid JSON: {exc}")
+        fail(ec.USAGE, f"--config is not valid JSON: {exc}")
     if not isinstance(parsed, dict):
-        _fail(ec.USAGE, "--config must be a JSON object")
+        fail(ec.USAGE, "--config must be a JSON object")
     if condition:
         parsed["condition_function_id"] = condition
-    target = _target(socket, url)
+    target = where(socket, url)
     request: dict[str, Any] = {"trigger_type": trigger_type, "function_id": function_id,
                                "config": parsed}
     if trigger_id:
         request["id"] = trigger_id
-    result = _call(target, "engine::register_trigger", request)
+    result = call_function(target, "engine::register_trigger", request)
     functions = {f["function_id"]
-                 for f in _call(target, "engine::functions::list")["functions"]}
+                 for f in call_function(target, "engine::functions::list")["functions"]}
     for needed in (function_id, condition):
         if needed and needed not in functions:
-            _say(f"iii: warning: function '{needed}' is not registered yet; the trigger "
+            say(f"iii: warning: function '{needed}' is not registered yet; the trigger "
                  "records function_not_found until a worker serves it", quiet)
     if result["status"] == "pending":
-        _say(f"iii: warning: nobody provides trigger type '{trigger_type}' yet; the "
+        say(f"iii: warning: nobody provides trigger type '{trigger_type}' yet; the "
              "trigger is pending", quiet)
     typer.echo(printable(result["id"]))
 
@@ -353,9 +296,9 @@ def unregister(
     url: UrlOption = None,
 ) -> None:
     """Remove a daemon-owned trigger; exit 4 when there is none with that id."""
-    result = _call(_target(socket, url), "engine::unregister_trigger", {"id": trigger_id})
+    result = call_function(where(socket, url), "engine::unregister_trigger", {"id": trigger_id})
     if not result["removed"]:
-        _fail(ec.NOT_FOUND, f"no trigger '{trigger_id}'")
+        fail(ec.NOT_FOUND, f"no trigger '{trigger_id}'")
 
 
 # --- daemon -------------------------------------------------------------------------------
@@ -372,33 +315,33 @@ def daemon_start(
     quiet: QuietOption = False,
 ) -> None:
     """Start the daemon (a no-op when it already runs)."""
-    socket_path = _socket(socket)
+    socket_path = socket_of(socket)
     options = dc.StartOptions(data_dir=data_dir, ws_port=ws_port, http_port=http_port)
     if foreground:
         if dc.running_pid(socket_path) is not None and dc.answers(socket_path):
-            _say(f"iii daemon already running on {socket_path}", quiet)
+            say(f"iii daemon already running on {socket_path}", quiet)
             raise typer.Exit(ec.OK)
         command = dc.daemon_command(socket_path, options)
         os.execv(command[0], command)
     try:
         pid, started = dc.start_daemon(socket_path, options)
     except dc.DaemonError as exc:
-        _fail(ec.FUNCTION_ERROR, f"cannot start the daemon: {exc}")
+        fail(ec.FUNCTION_ERROR, f"cannot start the daemon: {exc}")
     if started:
-        _say(f"iii daemon started (pid {pid}) on {socket_path}", quiet)
+        say(f"iii daemon started (pid {pid}) on {socket_path}", quiet)
     else:
-        _say(f"iii daemon already running (pid {pid}) on {socket_path}", quiet)
+        say(f"iii daemon already running (pid {pid}) on {socket_path}", quiet)
 
 
 @daemon_app.command("stop")
 def daemon_stop(socket: SocketOption = None, quiet: QuietOption = False) -> None:
     """Stop the daemon: in-flight calls end, the socket is removed."""
-    socket_path = _socket(socket)
+    socket_path = socket_of(socket)
     try:
         pid = dc.stop_daemon(socket_path)
     except dc.DaemonError as exc:
-        _fail(ec.FUNCTION_ERROR, str(exc))
-    _say(f"iii daemon stopped (pid {pid})" if pid else
+        fail(ec.FUNCTION_ERROR, str(exc))
+    say(f"iii daemon stopped (pid {pid})" if pid else
          f"iii daemon not running on {socket_path}", quiet)
 
 
@@ -411,13 +354,13 @@ def daemon_restart(
     quiet: QuietOption = False,
 ) -> None:
     """Stop the daemon if it runs, then start it."""
-    socket_path = _socket(socket)
+    socket_path = socket_of(socket)
     try:
         dc.stop_daemon(socket_path)
         pid, _ = dc.start_daemon(socket_path, dc.StartOptions(data_dir, ws_port, http_port))
     except dc.DaemonError as exc:
-        _fail(ec.FUNCTION_ERROR, str(exc))
-    _say(f"iii daemon restarted (pid {pid}) on {socket_path}", quiet)
+        fail(ec.FUNCTION_ERROR, str(exc))
+    say(f"iii daemon restarted (pid {pid}) on {socket_path}", quiet)
 
 
 @daemon_app.command("status")
@@ -427,24 +370,24 @@ def daemon_status(
     url: UrlOption = None,
 ) -> None:
     """Pid, uptime, socket, listeners and counts; exit 3 when not running."""
-    target = _target(socket, url)
-    where = f"at {target}" if url else f"on {target}"
+    target = where(socket, url)
+    place = f"at {target}" if url else f"on {target}"
     try:
         info = dc.daemon_status(target, CALL_DEADLINE_S)
     except Unreachable as exc:
-        _fail(ec.UNREACHABLE, unreachable_message(exc))
+        fail(ec.UNREACHABLE, unreachable_message(exc))
     except Timeout:
-        _fail(ec.UNREACHABLE, f"the daemon {where} did not answer within "
+        fail(ec.UNREACHABLE, f"the daemon {place} did not answer within "
                               f"{CALL_DEADLINE_S:.0f} s")
     except (Refused, dc.DaemonError) as exc:
-        _fail(ec.UNREACHABLE, f"the daemon {where} did not report its status: {exc}")
+        fail(ec.UNREACHABLE, f"the daemon {place} did not report its status: {exc}")
     if fmt is StatusFormat.json:
         typer.echo(json.dumps(info))
         return
     try:
         text = _status_text(info)
     except (KeyError, TypeError, ValueError) as exc:
-        _fail(ec.UNREACHABLE, f"the daemon {where} sent a status without {exc}")
+        fail(ec.UNREACHABLE, f"the daemon {place} sent a status without {exc}")
     typer.echo(text)
 
 
@@ -464,7 +407,8 @@ def _status_text(info: dict[str, Any]) -> str:
         f"counts    {_count(info['workers'], 'worker')}, "
         f"{_count(info['functions'], 'function')}, "
         f"{_count(info['triggers'], 'trigger')}, "
-        f"{_count(info['pending_invocations'], 'call')} in flight")
+        f"{_count(info['pending_invocations'], 'call')} in flight, "
+        f"{_count(info.get('queued_messages', 0), 'queued message')}")
 
 
 def _count(n: int, noun: str) -> str:
@@ -489,7 +433,7 @@ def daemon_logs(
     """Print the daemon's log (the detached daemon's; --foreground logs to stderr)."""
     path = dc.log_file()
     if not path.exists():
-        _fail(ec.NOT_FOUND, f"no log yet at {path}")
+        fail(ec.NOT_FOUND, f"no log yet at {path}")
     handle = open(path, "rb")  # noqa: SIM115 - replaced when the log rotates
     try:
         tail = handle.read().splitlines()[-lines:] if lines > 0 else []
@@ -550,9 +494,9 @@ def config_show() -> None:
     try:
         settings = config.load()
     except config.ConfigError as exc:
-        _fail(ec.USAGE, f"config error: {exc}")
+        fail(ec.USAGE, f"config error: {exc}")
     for warning in settings.warnings:
-        _say(f"iii: warning: {warning}", False)
+        say(f"iii: warning: {warning}", False)
     typer.echo(tomli_w.dumps(_without_none(settings.values)).rstrip())
 
 
@@ -573,24 +517,24 @@ def config_set(
 
     wanted = config.expected_type(key)
     if wanted is None:
-        _fail(ec.USAGE, f"unknown config key '{key}'")
+        fail(ec.USAGE, f"unknown config key '{key}'")
     typed: Any = value
     if wanted is bool:
         if value.lower() not in ("true", "false"):
-            _fail(ec.USAGE, f"'{key}' takes true or false, got {value!r}")
+            fail(ec.USAGE, f"'{key}' takes true or false, got {value!r}")
         typed = value.lower() == "true"
     elif wanted is int:
         try:
             typed = int(value)
         except ValueError:
-            _fail(ec.USAGE, f"'{key}' takes a whole number, got {value!r}")
+            fail(ec.USAGE, f"'{key}' takes a whole number, got {value!r}")
     elif wanted is list:
         typed = [item.strip() for item in value.split(",") if item.strip()]
     path = config.config_path()
     try:
         current = config.read_file(path)
     except config.ConfigError as exc:
-        _fail(ec.USAGE, f"config error: {exc}")
+        fail(ec.USAGE, f"config error: {exc}")
     node = current
     *parents, leaf = key.split(".")
     for part in parents:
@@ -625,7 +569,7 @@ def demo(socket: SocketOption = None) -> None:
     """Start the daemon if needed, attach an example worker, call its functions."""
     from iii_cli.demo import run as run_demo
 
-    raise typer.Exit(run_demo(_socket(socket)))
+    raise typer.Exit(run_demo(socket_of(socket)))
 
 
 def run() -> None:

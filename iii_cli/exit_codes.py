@@ -23,4 +23,6 @@ BY_ERROR_CODE = {
     ErrorCode.TIMEOUT: TIMEOUT,
     ErrorCode.BAD_REQUEST: USAGE,
     ErrorCode.BAD_FRAME: USAGE,
+    ErrorCode.TOPIC_NOT_SET: USAGE,
+    ErrorCode.DELAY_TOO_LARGE: USAGE,
 }

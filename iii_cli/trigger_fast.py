@@ -250,6 +250,12 @@ def run(argv: list[str]) -> int:
         _print_json(error, sys.stderr, "json")
         return ec.for_error(error)
     result = answer.get("result")
+    if isinstance(result, dict) and result.get("function_served") is False \
+            and not args.quiet:
+        # A receipt for a function nobody serves: it waits (protocol.md § Queues).
+        sys.stderr.write(printable(
+            f"note: nothing serves {args.function_id} yet; the message waits in queue "
+            f"{args.action['queue'] if args.action else '?'} until a worker does") + "\n")
     if result is not None:
         _print_json(result, sys.stdout, args.output)
     return ec.OK

@@ -8,10 +8,12 @@ import logging.handlers
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from iii_daemon import __version__
 from iii_daemon.daemon import DaemonConfig, run
 from iii_daemon.errors import StartupError
+from iii_daemon.queues import policy_problem
 from iii_sdk import config
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
 
@@ -95,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     except (argparse.ArgumentTypeError, ValueError) as exc:
         print(f"iii daemon: III_WS_PORT / III_HTTP_PORT: {exc}", file=sys.stderr)
         return 1
+    queues: dict[str, dict[str, Any]] = values.get("queues") or {}
+    for name, table in queues.items():
+        problem = policy_problem(table, f"[queues.{name}]")
+        if problem:
+            print(f"iii daemon: config error: {settings.path}: {problem}", file=sys.stderr)
+            return 1
     daemon_config = DaemonConfig(
         socket_path=resolve_socket_path(args.socket, values["socket"] or ""),
         data_dir=resolve_data_dir(args.data_dir),
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         history_events=int(settings.get("history.events")),
         call_timeout_ms=int(settings.get("call_timeout_ms")),
         max_parked_bytes=args.max_parked_bytes,
+        queues=queues,
     )
     try:
         run(daemon_config)

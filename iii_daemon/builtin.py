@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import collections
 
     from iii_daemon.effects import AfterCommit, Output
+    from iii_daemon.queues import Queues
     from iii_daemon.registry import Connection, Registry
     from iii_daemon.state_table import StateTable
     from iii_daemon.triggers.base import Clock
@@ -61,6 +62,8 @@ class Services:
     record: Callable[..., None]
     #: The core's time now (after a write landed, later than the call's ``ctx.clock``).
     clock: Callable[[], Clock]
+    #: Durable queues.
+    queues: Queues
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,8 @@ class DaemonConfig:
     #: Bytes all connections together may hold in frames still arriving; None: the
     #: larger of 256 MiB and two largest frames.
     max_parked_bytes: int | None = None
+    #: ``[queues.NAME]`` tables (validated), by queue name.
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def parked_limit(self) -> int:
@@ -95,7 +97,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
                             ready: Callable[[], None] | None) -> None:
     loop = asyncio.get_running_loop()
     router = Router(info=_info(config), history=config.history_events,
-                    call_timeout_ms=config.call_timeout_ms)
+                    call_timeout_ms=config.call_timeout_ms, queues=config.queues)
     hub = Hub(router, loop, config.write_limit, config.parked_limit)
     # Reads happen once, here; from now on only the writer thread touches the store.
     try:

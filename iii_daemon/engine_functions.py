@@ -11,7 +11,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon import state_functions
+from iii_daemon import queue_functions, state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
 from iii_daemon.unsettled import MISSING
@@ -85,6 +85,7 @@ def status(services: Services, ctx: CallContext) -> Any:
         "actions": len(registry.actions),
         "triggers": len(services.triggers.bindings),
         "pending_invocations": services.in_flight(),
+        "queued_messages": services.queues.count(),
     }
 
 
@@ -182,5 +183,5 @@ _ENGINE = (
 )
 
 BUILTINS: dict[str, BuiltinFunction] = {
-    b.id: b for b in (*_ENGINE, *state_functions.FUNCTIONS)
+    b.id: b for b in (*_ENGINE, *state_functions.FUNCTIONS, *queue_functions.FUNCTIONS)
 }

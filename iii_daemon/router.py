@@ -25,9 +25,10 @@ from iii_daemon.builtin import AfterWrites, BuiltinFunction, CallContext, Servic
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
 from iii_daemon.errors import CallError, TriggerError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
+from iii_daemon.queues import Queues
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.state_table import StateTable
-from iii_daemon.triggers.base import Clock
+from iii_daemon.triggers.base import Binding, Clock
 from iii_daemon.triggers.manager import TriggerManager
 from iii_daemon.writes import Stored
 from iii_sdk import protocol as p
@@ -70,7 +71,8 @@ class Router:
 
     def __init__(self, builtins: dict[str, BuiltinFunction] | None = None,
                  info: dict[str, Any] | None = None, history: int = 10_000,
-                 call_timeout_ms: int = 300_000) -> None:
+                 call_timeout_ms: int = 300_000,
+                 queues: dict[str, dict[str, Any]] | None = None) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -82,13 +84,16 @@ class Router:
         )
         self.state = StateTable()
         self.triggers = TriggerManager(self)
+        #: Durable queues (config ``[queues.NAME]`` tables by name).
+        self.queues = Queues(self, queues, call_timeout_ms)
         #: Recent events (trigger fired / skipped, outcomes of trigger calls), newest last.
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, state=self.state,
                                  triggers=self.triggers, events=self.events, info=self.info,
                                  builtins=self.builtins, in_flight=self.invocations.__len__,
-                                 record=self.record, clock=lambda: self.clock)
+                                 record=self.record, clock=lambda: self.clock,
+                                 queues=self.queues)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -103,6 +108,7 @@ class Router:
             for scope, key, value in stored.state:
                 self.state.set(scope, key, value)
             self.triggers.load(stored.triggers, self.clock, out)
+            self.queues.load(stored.messages)
         return out
 
     def persisted(self, persist: Persist, now: float) -> Output:
@@ -111,6 +117,8 @@ class Router:
         out: Output = []
         self._now = now
         persist.then(persist.failure, out)
+        if self.queues.dirty:
+            self.queues.pump(out)
         return out
 
     def tick_clock(self, now: float, wall: float) -> None:
@@ -126,6 +134,13 @@ class Router:
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None
         return conn.worker_id if conn is not None else None
+
+    def serves(self, function_id: str) -> bool:
+        """Someone serves ``function_id``: a worker, or the daemon itself."""
+        return function_id in self.registry.functions or function_id in self.builtins
+
+    def binding(self, trigger_id: str) -> Binding | None:
+        return self.triggers.bindings.get(trigger_id)
 
     def record(self, kind: str, out: Output, **fields: Any) -> None:
         """An event: kept in the history ring (``engine::events::list``) and put out as
@@ -183,6 +198,8 @@ class Router:
                 if worker is not None:
                     worker.serving.discard(invocation_id)
         self.triggers.connection_closed(conn_id, out)
+        if self.queues.dirty:
+            self.queues.pump(out)
         return out
 
     def shutdown(self) -> Output:
@@ -217,6 +234,8 @@ class Router:
             )))
         else:
             handler(self, conn, message, now, out)
+        if self.queues.dirty:  # a message became deliverable, or a slot came free
+            self.queues.pump(out)
         return out
 
     def bad_frame(self, conn_id: int, frame: bytes, reason: str) -> Output:
@@ -236,11 +255,12 @@ class Router:
     # --- time ---------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        calls = self.invocations.next_deadline()
-        triggers = self.triggers.next_due()
-        if calls is None or triggers is None:
-            return triggers if calls is None else calls
-        return min(calls, triggers)
+        due = [d for d in (self.invocations.next_deadline(), self.triggers.next_due())
+               if d is not None]
+        queued = self.queues.next_due()  # wall time: delayed messages and retries
+        if queued is not None:
+            due.append(queued - self._wall_offset)
+        return min(due) if due else None
 
     def expire(self, now: float) -> Output:
         """Answer ``TIMEOUT`` to every call whose ``timeout_ms`` has run out, and fire the
@@ -248,6 +268,7 @@ class Router:
         out: Output = []
         self._now = now
         self.triggers.fire_due(self.clock, out)
+        self.queues.pump(out)
         for inv in self.invocations.pop_expired(now):
             worker = self.registry.connections.get(inv.worker)
             if worker is not None:
@@ -281,6 +302,7 @@ class Router:
                     request_format=msg.request_format, response_format=msg.response_format,
                     metadata=msg.metadata,
                 ))
+                self.queues.function_added(function_id)
                 return
             owner = self.registry.connections[existing.owner].worker_id
         message = (f"function '{function_id}' is reserved by the daemon" if owner is None
@@ -331,8 +353,7 @@ class Router:
             if action_type == "void":
                 void = True
             elif action_type == "enqueue":
-                self._reject(conn, msg, ErrorCode.QUEUE_ERROR,
-                             "durable queues are not available in this daemon yet", out)
+                self._enqueue(conn, msg, action, out)
                 return
             elif not isinstance(action_type, str):
                 self._reject(conn, msg, ErrorCode.BAD_REQUEST,
@@ -400,8 +421,15 @@ class Router:
             error = _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
         if isinstance(result, AfterWrites):  # it read a change still on its way to disk
             compute = result.compute
-            out.append((EVENTS, Persist((), lambda failure, out: answer(compute(), None,
-                                                                          out))))
+
+            def later(failure: str | None, out: Output) -> None:
+                try:
+                    value, late_error = compute(), None
+                except CallError as exc:
+                    value, late_error = None, _error(exc.code, exc.message)
+                answer(value, late_error, out)
+
+            out.append((EVENTS, Persist((), later)))
             return
         if not ctx.writes:
             answer(result, error, out)
@@ -455,6 +483,34 @@ class Router:
             return
         then(None, _error(ErrorCode.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found"),
              out)
+
+    def _enqueue(self, conn: Connection, msg: p.InvokeFunction, action: dict[str, Any],
+                 out: Output) -> None:
+        """A call through a named durable queue: the receipt once the message is on disk."""
+        queue = action.get("queue")
+        problem = "action.queue must be a non-empty string" if not isinstance(queue, str) \
+            or not queue else id_problem("queue", queue) or id_problem("function id",
+                                                                        msg.function_id)
+        if problem:
+            self._reject(conn, msg, ErrorCode.BAD_REQUEST, problem, out)
+            return
+        assert isinstance(queue, str)
+        caller_id, conn_id, function_id = msg.invocation_id, conn.id, msg.function_id
+        receipt: list[str] = []
+
+        def kept(failure: str | None, out: Output) -> None:
+            if caller_id is None:
+                return
+            out.append((conn_id, p.InvocationResult(
+                invocation_id=caller_id, function_id=function_id,
+                result=NULL if failure else p.to_raw({
+                    "messageReceiptId": receipt[0],
+                    # extension: whether anyone serves the function now (else it waits)
+                    "function_served": self.serves(function_id)}),
+                error=_error(ErrorCode.QUEUE_ERROR, f"not enqueued: {failure}")
+                if failure else None)))
+
+        receipt.append(self.queues.enqueue(queue, function_id, msg.data, out, kept).id)
 
     def _call_action(self, conn: Connection, msg: p.InvokeFunction, action_type: str,
                      now: float, out: Output) -> None:

@@ -21,8 +21,10 @@ from typing import Any
 
 from iii_daemon.errors import StoreError
 from iii_daemon.writes import (
+    DropMessage,
     DropState,
     DropTrigger,
+    PutMessage,
     PutState,
     PutTrigger,
     Stored,
@@ -46,6 +48,20 @@ CREATE TABLE IF NOT EXISTS state (
     value TEXT NOT NULL,
     PRIMARY KEY (scope, key)
 );
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    function_id TEXT NOT NULL,
+    data BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    available_at REAL NOT NULL,
+    enqueued_at REAL NOT NULL,
+    grp TEXT,
+    last_error TEXT,
+    dead INTEGER NOT NULL,
+    trigger_id TEXT
+);
 """
 
 
@@ -62,6 +78,32 @@ def _stored_trigger(row: tuple[Any, ...]) -> StoredTrigger:
         except (TypeError, ValueError, RecursionError) as exc:
             trigger.problem = f"stored {name} is not valid JSON ({exc}): {str(text)[:80]!r}"
     return trigger
+
+
+def _put_message(db: sqlite3.Connection, m: PutMessage) -> None:
+    # An update keeps the row (and its place in the order): the upsert leaves seq alone.
+    db.execute(
+        "INSERT INTO messages (id, queue, function_id, data, attempts, available_at, "
+        "enqueued_at, grp, last_error, dead, trigger_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts, "
+        "available_at = excluded.available_at, last_error = excluded.last_error, "
+        "dead = excluded.dead",
+        (m.id, m.queue, m.function_id, m.data, m.attempts, m.available_at, m.enqueued_at,
+         m.group, None if m.last_error is None else json.dumps(m.last_error), int(m.dead),
+         m.trigger_id))
+
+
+def _stored_message(row: tuple[Any, ...]) -> PutMessage:
+    """A message row; one whose last error is unreadable keeps the rest."""
+    try:
+        last_error = None if row[8] is None else json.loads(row[8])
+    except (TypeError, ValueError, RecursionError):
+        last_error = {"code": "unknown", "message": str(row[8])[:200]}
+    data = row[3] if isinstance(row[3], bytes) else str(row[3]).encode()
+    return PutMessage(id=str(row[0]), queue=str(row[1]), function_id=str(row[2]), data=data,
+                      attempts=int(row[4]), available_at=float(row[5]),
+                      enqueued_at=float(row[6]), group=row[7], last_error=last_error,
+                      dead=bool(row[9]), trigger_id=row[10])
 
 
 def _make_private(path: Path) -> None:
@@ -81,6 +123,7 @@ class Store:
                                        isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._durable = False
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {path}: {exc}") from None
@@ -88,14 +131,19 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def apply(self, writes: Iterable[Write]) -> None:
-        """Apply ``writes`` in one transaction: all of them, or none.
+    def apply(self, writes: Iterable[Write], durable: bool = False) -> None:
+        """Apply ``writes`` in one transaction: all of them, or none. ``durable``: the
+        commit is on disk (fsync) before this returns, not only safe from a killed
+        daemon.
 
         Raises:
             StoreError: the disk is full, the file is read-only, ...: nothing was written.
         """
         db = self._db
         try:
+            if durable != self._durable:
+                db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             db.execute("BEGIN")
             try:
                 for write in writes:
@@ -113,6 +161,10 @@ class Store:
                              else json.dumps(write.metadata)))
                     elif isinstance(write, DropTrigger):
                         db.execute("DELETE FROM triggers WHERE id = ?", (write.id,))
+                    elif isinstance(write, PutMessage):
+                        _put_message(db, write)
+                    elif isinstance(write, DropMessage):
+                        db.execute("DELETE FROM messages WHERE id = ?", (write.id,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -129,13 +181,26 @@ class Store:
             triggers = self.load_triggers()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the store: {exc}") from None
+        messages: list[PutMessage] = []
+        try:
+            for row in self._db.execute(
+                    "SELECT id, queue, function_id, data, attempts, available_at, "
+                    "enqueued_at, grp, last_error, dead, trigger_id FROM messages "
+                    "ORDER BY seq"):
+                try:
+                    messages.append(_stored_message(row))
+                except (TypeError, ValueError) as exc:
+                    log.warning("queued message %r in the store cannot be read and is "
+                                "left out: %s", row[0], exc)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store: {exc}") from None
         for scope, key, text in rows:
             try:
                 state.append((str(scope), str(key), json.loads(text)))
             except (TypeError, ValueError, RecursionError) as exc:
                 log.warning("state %r/%r in the store cannot be read and is left out: %s",
                             scope, key, exc)
-        return Stored(triggers=triggers, state=state)
+        return Stored(triggers=triggers, state=state, messages=messages)
 
     def load_triggers(self) -> list[StoredTrigger]:
         """Every stored trigger; a row that cannot be read says why in ``problem``.

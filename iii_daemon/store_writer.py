@@ -17,6 +17,7 @@ from collections.abc import Callable
 from iii_daemon.effects import Persist
 from iii_daemon.errors import StoreError
 from iii_daemon.store import Store
+from iii_daemon.writes import DURABLE
 
 log = logging.getLogger("iii_daemon")
 
@@ -74,8 +75,10 @@ class StoreWriter:
                 return
 
     def _commit(self, batch: list[Persist]) -> None:
+        writes = [write for persist in batch for write in persist.writes]
+        durable = any(isinstance(write, DURABLE) for write in writes)
         try:
-            self._store.apply(write for persist in batch for write in persist.writes)
+            self._store.apply(writes, durable)
         except StoreError as exc:
             log.error("%s", exc)
             if len(batch) == 1:
@@ -83,7 +86,7 @@ class StoreWriter:
             else:
                 for persist in batch:
                     try:
-                        self._store.apply(persist.writes)
+                        self._store.apply(persist.writes, durable)
                     except StoreError as alone:
                         persist.failure = str(alone)
         except Exception as exc:  # a bug must not kill the thread and hang every answer

@@ -39,7 +39,35 @@ class DropState:
     key: str
 
 
-Write = PutTrigger | DropTrigger | PutState | DropState
+@dataclass(frozen=True, slots=True)
+class PutMessage:
+    """Store (or update: a retry, a dead letter, a redrive) a queued message."""
+
+    id: str
+    queue: str
+    function_id: str
+    data: bytes
+    attempts: int
+    #: Wall-clock time (epoch seconds) it may be delivered.
+    available_at: float
+    enqueued_at: float
+    group: str | None
+    last_error: Any
+    dead: bool
+    #: The ``queue`` trigger it was published for (topic messages), else None.
+    trigger_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DropMessage:
+    """A message was acknowledged (delivered) or purged."""
+
+    id: str
+
+
+Write = PutTrigger | DropTrigger | PutState | DropState | PutMessage | DropMessage
+#: Writes that must survive power loss, not only a killed daemon: a receipt is a promise.
+DURABLE = (PutMessage,)
 
 @dataclass(slots=True)
 class StoredTrigger:
@@ -59,3 +87,5 @@ class Stored:
     triggers: list[StoredTrigger] = field(default_factory=list)
     #: ``(scope, key, value)`` rows.
     state: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: Queued messages, dead letters included, in the order they were enqueued.
+    messages: list[PutMessage] = field(default_factory=list)

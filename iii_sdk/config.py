@@ -37,9 +37,11 @@ POSITIVE_KEYS = frozenset({"max_frame_bytes", "call_timeout_ms", "history.events
 QUEUE_KEYS: dict[str, type] = {
     "max_retries": int,
     "backoff_ms": int,
+    "backoff": str,
     "concurrency": int,
     "type": str,
     "message_group_field": str,
+    "visibility_timeout_ms": int,
 }
 
 

@@ -16,6 +16,9 @@ class ErrorCode:
     TIMEOUT: Final = "TIMEOUT"
     ACTION_NOT_FOUND: Final = "action_not_found"
     QUEUE_ERROR: Final = "queue_error"
+    #: ``enqueue`` without a topic; a delay past the cap (the upstream engine's codes).
+    TOPIC_NOT_SET: Final = "topic_not_set"
+    DELAY_TOO_LARGE: Final = "delay_too_large"
     BAD_REQUEST: Final = "bad_request"
     BAD_FRAME: Final = "bad_frame"
     TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"

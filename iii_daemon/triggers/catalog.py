@@ -12,8 +12,9 @@ BUILTIN = {
     "cron": "iii_daemon.triggers.cron:CronType",
     "state": "iii_daemon.triggers.state:StateType",
     "subscribe": "iii_daemon.triggers.subscribe:SubscribeType",
+    "queue": "iii_daemon.triggers.queue:QueueType",
 }
 
 #: Built-in types announced by the design and not built yet: no worker may take their
 #: ids, and their triggers wait as ``pending`` until they land.
-COMING = ("http", "queue", "stream")
+COMING = ("http", "stream")

@@ -118,10 +118,10 @@ def test_void_exit_0_and_the_function_runs(daemon: DaemonProcess, sdk_worker: II
 
 
 def test_enqueue_prints_the_daemons_answer(daemon: DaemonProcess, math_worker: Any) -> None:
-    proc = run_iii(daemon.tmp, "trigger", "math::add", "--enqueue", "jobs")
-    # Durable queues are a later issue: the daemon says so, and the CLI passes it on.
-    assert proc.returncode == 1
-    assert json.loads(proc.stderr)["code"] == "queue_error"
+    proc = run_iii(daemon.tmp, "trigger", "math::add", "--enqueue", "jobs", "a=1", "b=2")
+    assert proc.returncode == 0 and proc.stderr == ""  # math::add is served: no note
+    receipt = json.loads(proc.stdout)
+    assert isinstance(receipt["messageReceiptId"], str) and receipt["function_served"]
 
 
 def test_ctrl_c_exits_130_without_a_traceback(daemon: DaemonProcess, math_worker: Any) -> None:

@@ -107,10 +107,9 @@ def test_error_codes_reach_the_official_sdk(official: Any, ours_unix: III) -> No
     with pytest.raises(iii.InvocationError) as own:
         official.trigger({"function_id": "shop::buy", "payload": {}})
     assert (own.value.code, own.value.message) == ("out_of_stock", "no more widgets")
-    with pytest.raises(iii.InvocationError) as queued:
-        official.trigger({"function_id": "shop::buy", "payload": {},
-                          "action": iii.TriggerAction.Enqueue(queue="orders")})
-    assert queued.value.code == "queue_error"  # durable queues: a later issue
+    receipt = official.trigger({"function_id": "shop::buy", "payload": {},
+                                "action": iii.TriggerAction.Enqueue(queue="orders")})
+    assert isinstance(receipt["messageReceiptId"], str)  # the failure goes to the queue
 
 
 def test_official_handler_errors_and_void(official: Any, ours_unix: III) -> None:

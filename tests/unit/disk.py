@@ -11,8 +11,10 @@ from typing import Any
 
 from iii_daemon.effects import Persist
 from iii_daemon.writes import (
+    DropMessage,
     DropState,
     DropTrigger,
+    PutMessage,
     PutState,
     PutTrigger,
     Stored,
@@ -24,6 +26,8 @@ class Disk:
     def __init__(self) -> None:
         self.triggers: dict[str, PutTrigger] = {}
         self.state: dict[tuple[str, str], Any] = {}
+        #: Queued messages by id, in the order they were first written.
+        self.messages: dict[str, PutMessage] = {}
         #: Why every write fails from now on (a full disk), or None.
         self.failing: str | None = None
         #: Hold writes instead of committing them (until ``land``).
@@ -53,6 +57,10 @@ class Disk:
                     self.state[(write.scope, write.key)] = write.value
                 elif isinstance(write, DropState):
                     self.state.pop((write.scope, write.key), None)
+                elif isinstance(write, PutMessage):
+                    self.messages[write.id] = write
+                elif isinstance(write, DropMessage):
+                    self.messages.pop(write.id, None)
         persist.done = True
 
     def stored(self) -> Stored:
@@ -61,4 +69,5 @@ class Disk:
             triggers=[StoredTrigger(t.id, t.trigger_type, t.function_id, t.config,
                                     t.metadata) for t in sorted(self.triggers.values(),
                                                                 key=lambda t: t.id)],
-            state=[(scope, key, value) for (scope, key), value in self.state.items()])
+            state=[(scope, key, value) for (scope, key), value in self.state.items()],
+            messages=list(self.messages.values()))

@@ -451,12 +451,6 @@ def test_daemon_function_errors_reach_the_caller(core: Core) -> None:
 # --- actions ----------------------------------------------------------------------------
 
 
-def test_enqueue_is_refused_until_queues_exist(core: Core) -> None:
-    [(_, answer)] = core.call(2, "f", invocation_id="q",
-                              action={"type": "enqueue", "queue": "jobs"})
-    assert answer["error"]["code"] == "queue_error"
-
-
 def test_unknown_action_type(core: Core) -> None:
     [(_, answer)] = core.call(2, "f", invocation_id="a", action={"type": "delay", "ms": 5})
     assert answer["error"]["code"] == "action_not_found"

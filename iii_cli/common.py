@@ -1,0 +1,92 @@
+"""What every ``iii`` command that talks to the daemon shares: its options, where the
+daemon is, one call with one deadline, and failing with one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from iii_cli import exit_codes as ec
+from iii_cli.style import error_prefix, printable
+from iii_cli.wire import Refused, Timeout, Unreachable, connect, unreachable_message
+
+COMPLETION_BUDGET_S = 0.3
+#: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
+CALL_DEADLINE_S = 5.0
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+
+
+SocketOption = Annotated[Path | None, typer.Option(
+    "--socket", envvar="III_SOCKET", show_envvar=True,
+    help="Daemon socket (default: config `socket`, else the user runtime dir).")]
+QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="No chatter on stderr.")]
+DataDirOption = Annotated[str | None, typer.Option("--data-dir", envvar="III_DATA_DIR",
+                                                   help="Daemon data directory.")]
+WsPortOption = Annotated[int | None, typer.Option("--ws-port", help="WebSocket port, 0: off.")]
+HttpPortOption = Annotated[int | None, typer.Option("--http-port", help="HTTP port, 0: off.")]
+FormatOption = Annotated[ListFormat | None, typer.Option(
+    "-o", "--output",
+    help="table (default on a terminal), json (default when piped) or jsonl.")]
+
+
+UrlOption = Annotated[str | None, typer.Option(
+    "--url", envvar="III_URL", show_envvar=True,
+    help="ws://HOST:PORT (this daemon's listener or an iii engine) or unix://PATH; "
+         "beats --socket.")]
+
+
+def where(socket: Path | None, url: str | None = None) -> str:
+    """Where to send a daemon function call: a ws:// URL, or a socket path."""
+    if url:
+        if url.startswith("unix://"):
+            return url[len("unix://"):]
+        if not url.startswith(("ws://", "wss://")):
+            fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
+        return url
+    return str(socket_of(socket))
+
+
+def socket_of(socket: Path | None) -> Path:
+    from iii_sdk.paths import resolve_socket_path
+
+    return resolve_socket_path(socket)
+
+
+def fail(code: int, message: str) -> NoReturn:
+    sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
+    raise typer.Exit(code)
+
+
+def say(message: str, quiet: bool) -> None:
+    if not quiet:
+        sys.stderr.write(printable(message) + "\n")
+
+
+def call_function(target: str | Path, function_id: str, data: Any = None) -> Any:
+    """One call of a daemon function (``target``: a socket path or a ws:// URL), all of
+    it within ``CALL_DEADLINE_S``; every failure ends the command with one line and its
+    exit code."""
+    try:
+        with connect(str(target), CALL_DEADLINE_S) as conn:
+            answer = conn.call(function_id, data)
+    except Unreachable as exc:
+        fail(ec.UNREACHABLE, unreachable_message(exc))
+    except Refused as exc:
+        fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
+    except Timeout:
+        fail(ec.TIMEOUT, f"{function_id}: no answer from the daemon within "
+                          f"{CALL_DEADLINE_S:.0f} s")
+    error = answer.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        fail(ec.for_error(error), f"{function_id}: {message}")
+    return answer.get("result")

@@ -1,0 +1,453 @@
+"""Durable queues, in the core: messages, lanes, delivery, retries, dead letters.
+
+A message enters its queue once its write committed (the caller's receipt waits for
+that too), so nothing undelivered exists only in memory. It is delivered through the
+ordinary routing path as a call the daemon makes itself; success deletes it, a failure
+or timeout counts as an attempt and schedules a retry with backoff, and after
+``1 + max_retries`` attempts it becomes a dead letter with its last error. A message
+for a function nobody serves waits, without using an attempt. Nothing about delivery is
+written until it ends (an acknowledgement deletes the row), so messages in flight when
+the daemon dies are simply delivered again after it restarts: at least once.
+
+Messages are kept per *lane*, one queue and one function: concurrency, FIFO order
+(``type = "fifo"``: one message in flight per group, in order) and counts are per lane.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Raw
+
+from iii_daemon.effects import EVENTS, Persist
+from iii_daemon.writes import DropMessage, PutMessage
+from iii_sdk import protocol as p
+
+if TYPE_CHECKING:
+    from iii_daemon.effects import AfterCommit, Output
+    from iii_daemon.triggers.base import Binding, Clock
+
+#: The most a message may be delayed (the timeout cap: about 24.8 days).
+MAX_DELAY_MS = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """How a queue delivers (config ``[queues.NAME]``, or a queue trigger's
+    ``queue_config``)."""
+
+    max_retries: int = 3
+    backoff_ms: int = 1000
+    #: ``exponential``: backoff_ms * 2^(attempt-1); ``fixed``: backoff_ms every time.
+    backoff: str = "exponential"
+    concurrency: int = 10
+    #: ``standard`` or ``fifo`` (in order per message group, one at a time).
+    type: str = "standard"
+    message_group_field: str | None = None
+    #: How long one delivery may take (None: the daemon's call timeout).
+    visibility_timeout_ms: int | None = None
+    #: Added to every message's availability (upstream ``delaySeconds``).
+    delay_ms: int = 0
+
+    def retry_delay_s(self, attempts: int) -> float:
+        if self.backoff == "fixed":
+            return self.backoff_ms / 1000
+        return float(self.backoff_ms * 2 ** (max(attempts, 1) - 1)) / 1000
+
+
+#: ``[queues.NAME]`` keys and the upstream ``queue_config`` keys, as policy fields.
+CONFIG_KEYS: dict[str, tuple[str, type]] = {
+    "max_retries": ("max_retries", int), "maxRetries": ("max_retries", int),
+    "backoff_ms": ("backoff_ms", int), "backoffDelayMs": ("backoff_ms", int),
+    "backoff": ("backoff", str), "backoffType": ("backoff", str),
+    "concurrency": ("concurrency", int),
+    "type": ("type", str),
+    "message_group_field": ("message_group_field", str),
+    "messageGroupField": ("message_group_field", str),
+    "visibilityTimeout": ("visibility_timeout_ms", int),
+    "visibility_timeout_ms": ("visibility_timeout_ms", int),
+    "delaySeconds": ("delay_ms", int),
+}
+
+
+def policy_problem(config: Any, where: str) -> str | None:
+    """What is wrong with a queue config table, or None."""
+    if not isinstance(config, dict):
+        return f"{where} must be an object"
+    for key, value in config.items():
+        known = CONFIG_KEYS.get(key)
+        if known is None:
+            return f"{where}.{key} is not a queue setting (known: " \
+                   f"{', '.join(sorted(CONFIG_KEYS))})"
+        kind = known[1]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{where}.{key} must be {'a whole number' if kind is int else 'a string'}"
+        if isinstance(value, int) and value < (1 if key == "concurrency" else 0):
+            return f"{where}.{key} must be {'at least 1' if key == 'concurrency' else '>= 0'}"
+    if config.get("backoff", config.get("backoffType", "exponential")) not in (
+            "exponential", "fixed"):
+        return f"{where}: backoff must be 'exponential' or 'fixed'"
+    if config.get("type", "standard") not in ("standard", "fifo"):
+        return f"{where}.type must be 'standard' or 'fifo'"
+    return None
+
+
+def make_policy(base: QueuePolicy, config: dict[str, Any] | None) -> QueuePolicy:
+    """``base`` with a (validated) config table's settings."""
+    if not config:
+        return base
+    changes: dict[str, Any] = {}
+    for key, value in config.items():
+        name, _ = CONFIG_KEYS[key]
+        if key == "delaySeconds":
+            value *= 1000
+        elif key == "visibilityTimeout":
+            value *= 1000  # upstream gives seconds
+        changes[name] = value
+    return replace(base, **changes)
+
+
+class QueueHost(Protocol):
+    """What the queues need from the core."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def serves(self, function_id: str) -> bool: ...
+
+    def binding(self, trigger_id: str) -> Binding | None: ...
+
+    def record(self, kind: str, out: Output, **fields: Any) -> None: ...
+
+    def call_internal(self, function_id: str, data: Any, then: Any, clock: Clock,
+                      out: Output, timeout_ms: int | None = None) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    id: str
+    queue: str
+    function_id: str
+    data: bytes
+    attempts: int
+    available_at: float
+    enqueued_at: float
+    group: str | None
+    trigger_id: str | None
+    last_error: Any = None
+    dead: bool = False
+
+    def row(self) -> PutMessage:
+        return PutMessage(self.id, self.queue, self.function_id, self.data, self.attempts,
+                          self.available_at, self.enqueued_at, self.group, self.last_error,
+                          self.dead, self.trigger_id)
+
+
+@dataclass(slots=True, eq=False)
+class Lane:
+    """One queue's messages for one function."""
+
+    queue: str
+    function_id: str
+    policy: QueuePolicy
+    #: Deliverable now, oldest first.
+    ready: collections.deque[Message] = field(default_factory=collections.deque)
+    #: ``(available_at, order, message)``: waiting for a retry or a delay.
+    delayed: list[tuple[float, int, Message]] = field(default_factory=list)
+    in_flight: dict[str, Message] = field(default_factory=dict)
+    #: FIFO groups with a message in flight or waiting for its retry.
+    busy_groups: set[str] = field(default_factory=set)
+    delivered: int = 0
+
+
+class Queues:
+    def __init__(self, host: QueueHost, config: dict[str, dict[str, Any]] | None = None,
+                 default_timeout_ms: int | None = None) -> None:
+        self.host = host
+        #: ``[queues.NAME]`` tables from the config file (validated by the daemon).
+        self._config = config or {}
+        self._default_timeout_ms = default_timeout_ms
+        self.lanes: dict[tuple[str, str], Lane] = {}
+        #: Dead letters by queue, in the order they died.
+        self.dead: dict[str, dict[str, Message]] = collections.defaultdict(dict)
+        #: Lanes that may have something to deliver.
+        self.dirty: set[tuple[str, str]] = set()
+        self._order = itertools.count()
+        #: Messages whose enqueue write is in flight (counted, not deliverable).
+        self.writing = 0
+
+    # --- policies and lanes ---------------------------------------------------------------
+
+    def policy(self, queue: str, override: dict[str, Any] | None = None) -> QueuePolicy:
+        base = make_policy(QueuePolicy(), self._config.get(queue))
+        return make_policy(base, override)
+
+    def _lane(self, queue: str, function_id: str) -> Lane:
+        lane = self.lanes.get((queue, function_id))
+        if lane is None:
+            lane = self.lanes[(queue, function_id)] = Lane(queue, function_id,
+                                                           self.policy(queue))
+        return lane
+
+    # --- in -------------------------------------------------------------------------------
+
+    def load(self, rows: Iterable[PutMessage]) -> None:
+        """Messages the store held at start-up: each waits for delivery again."""
+        for row in rows:
+            message = Message(row.id, row.queue, row.function_id, row.data, row.attempts,
+                              row.available_at, row.enqueued_at, row.group, row.trigger_id,
+                              row.last_error, row.dead)
+            if message.dead:
+                self.dead[message.queue][message.id] = message
+            else:
+                self._place(self._lane(message.queue, message.function_id), message)
+
+    def enqueue(self, queue: str, function_id: str, data: Raw, out: Output,
+                then: AfterCommit, *, delay_ms: int = 0, trigger_id: str | None = None,
+                override: dict[str, Any] | None = None) -> Message:
+        """Keep a message; ``then(failure, out)`` runs once it is durable (or not), and
+        only then may it be delivered."""
+        lane = self._lane(queue, function_id)
+        if override is not None:
+            lane.policy = self.policy(queue, override)
+        policy = lane.policy
+        wall = self.host.clock.wall
+        raw = bytes(data)
+        group = None
+        if policy.type == "fifo":
+            group = _group_of(raw, policy.message_group_field)
+        message = Message(id=str(uuid.uuid4()), queue=queue, function_id=function_id,
+                          data=raw, attempts=0,
+                          available_at=wall + (delay_ms + policy.delay_ms) / 1000,
+                          enqueued_at=wall, group=group, trigger_id=trigger_id)
+        self.writing += 1
+
+        def landed(failure: str | None, out: Output) -> None:
+            self.writing -= 1
+            if failure is None:
+                self._place(lane, message)
+            then(failure, out)
+
+        out.append((EVENTS, Persist((message.row(),), landed)))
+        return message
+
+    def _place(self, lane: Lane, message: Message) -> None:
+        """Put a message where it waits: ready, or delayed until its time."""
+        if message.available_at > self.host.clock.wall:
+            heapq.heappush(lane.delayed, (message.available_at, next(self._order), message))
+            if message.group is not None and message.attempts:
+                lane.busy_groups.add(message.group)  # a retry holds its group's order
+        else:
+            lane.ready.append(message)
+        self.dirty.add((lane.queue, lane.function_id))
+
+    # --- out ------------------------------------------------------------------------------
+
+    def function_added(self, function_id: str) -> None:
+        """A worker now serves ``function_id``: its waiting messages may go."""
+        for key in self.lanes:
+            if key[1] == function_id:
+                self.dirty.add(key)
+
+    def next_due(self) -> float | None:
+        """The earliest wall time a delayed message becomes deliverable."""
+        due = [lane.delayed[0][0] for lane in self.lanes.values() if lane.delayed]
+        return min(due) if due else None
+
+    def pump(self, out: Output) -> None:
+        """Deliver what may go now: due delayed messages join the ready ones, and each
+        lane fills its concurrency from them."""
+        clock = self.host.clock
+        for key, lane in self.lanes.items():
+            while lane.delayed and lane.delayed[0][0] <= clock.wall:
+                _, _, message = heapq.heappop(lane.delayed)
+                if message.group is not None and message.attempts:
+                    lane.busy_groups.discard(message.group)
+                    lane.ready.appendleft(message)  # a retry goes before its group's later
+                else:
+                    lane.ready.append(message)
+                self.dirty.add(key)
+        dirty, self.dirty = self.dirty, set()
+        for key in dirty:
+            found = self.lanes.get(key)
+            if found is not None and found.ready and self.host.serves(found.function_id):
+                self._fill(found, clock, out)
+
+    def _fill(self, lane: Lane, clock: Clock, out: Output) -> None:
+        policy = lane.policy
+        skipped: list[Message] = []
+        while lane.ready and len(lane.in_flight) < policy.concurrency:
+            message = lane.ready.popleft()
+            if message.group is not None and message.group in lane.busy_groups:
+                skipped.append(message)  # its group has one in flight: keep the order
+                continue
+            if message.group is not None:
+                lane.busy_groups.add(message.group)
+            lane.in_flight[message.id] = message
+            self._deliver(lane, message, clock, out)
+        lane.ready.extendleft(reversed(skipped))
+
+    def _deliver(self, lane: Lane, message: Message, clock: Clock, out: Output) -> None:
+        timeout_ms = lane.policy.visibility_timeout_ms or self._default_timeout_ms
+        data = Raw(message.data)
+        binding = self.host.binding(message.trigger_id) if message.trigger_id else None
+        condition = binding.config.get("condition_function_id") if binding else None
+        started = clock.now
+
+        def done(result: Any, error: p.ErrorBody | None, out: Output) -> None:
+            self._finished(lane, message, error, started, out)
+
+        if condition is None:
+            self.host.call_internal(lane.function_id, data, done, clock, out, timeout_ms)
+            return
+
+        def decide(result: Any, error: p.ErrorBody | None, out: Output) -> None:
+            if error is not None:
+                self._finished(lane, message, p.ErrorBody(
+                    code=error.code, message=f"condition '{condition}' failed: "
+                                             f"{error.message}"), started, out)
+            elif not _truthy(result):
+                self.host.record("trigger.skipped", out, trigger_id=message.trigger_id,
+                                 trigger_type="queue", function_id=lane.function_id,
+                                 reason=f"condition '{condition}' returned "
+                                        f"{bytes(result or p.NULL).decode()}")
+                self._finished(lane, message, None, started, out)
+            else:
+                self.host.call_internal(lane.function_id, data, done, self.host.clock, out,
+                                        timeout_ms)
+
+        self.host.call_internal(condition, data, decide, clock, out, timeout_ms)
+
+    def _finished(self, lane: Lane, message: Message, error: p.ErrorBody | None,
+                  started: float, out: Output) -> None:
+        if lane.in_flight.pop(message.id, None) is None:
+            return  # purged meanwhile
+        self.dirty.add((lane.queue, lane.function_id))
+        clock = self.host.clock
+        source = f"queue:{lane.queue}"
+        duration_ms = round((clock.now - started) * 1000, 3)
+        if error is None:
+            lane.delivered += 1
+            if message.group is not None:
+                lane.busy_groups.discard(message.group)
+            out.append((EVENTS, Persist((DropMessage(message.id),), _nothing)))
+            return
+        if error.code == "function_not_found":  # nobody serves it (any more): it waits
+            if message.group is not None:
+                lane.busy_groups.discard(message.group)
+            lane.ready.appendleft(message)
+            return
+        message.attempts += 1
+        message.last_error = {"code": error.code, "message": error.message}
+        self.host.record("invocation.finished", out, function_id=lane.function_id,
+                         source=source, message_id=message.id, status="error",
+                         error=message.last_error, attempt=message.attempts,
+                         duration_ms=duration_ms)
+        if message.attempts > lane.policy.max_retries:
+            message.dead, message.available_at = True, clock.wall
+            if message.group is not None:
+                lane.busy_groups.discard(message.group)
+            self.dead[lane.queue][message.id] = message
+            self.host.record("queue.dead_letter", out, queue=lane.queue,
+                             function_id=lane.function_id, message_id=message.id,
+                             attempts=message.attempts, error=message.last_error)
+        else:
+            message.available_at = clock.wall + lane.policy.retry_delay_s(message.attempts)
+            self.host.record("queue.retry", out, queue=lane.queue,
+                             function_id=lane.function_id, message_id=message.id,
+                             attempt=message.attempts, at=round(message.available_at, 3))
+            self._place(lane, message)
+        out.append((EVENTS, Persist((message.row(),), _nothing)))
+
+    # --- operating them -------------------------------------------------------------------
+
+    def redrive(self, queue: str, message_id: str | None, out: Output) -> int:
+        """Dead letters of ``queue`` (one, or all) go back for delivery, attempts reset."""
+        letters = self.dead.get(queue, {})
+        chosen = [letters[message_id]] if message_id in letters else \
+            [] if message_id is not None else list(letters.values())
+        wall = self.host.clock.wall
+        for message in chosen:
+            del letters[message.id]
+            message.dead, message.attempts, message.available_at = False, 0, wall
+            self._place(self._lane(queue, message.function_id), message)
+            out.append((EVENTS, Persist((message.row(),), _nothing)))
+        return len(chosen)
+
+    def purge(self, queue: str, out: Output) -> int:
+        """Drop every message of ``queue`` that is not in flight, dead letters too."""
+        dropped: list[Message] = list(self.dead.pop(queue, {}).values())
+        for (name, _), lane in self.lanes.items():
+            if name == queue:
+                dropped += lane.ready
+                dropped += [entry[2] for entry in lane.delayed]
+                lane.ready.clear()
+                lane.delayed.clear()
+                lane.busy_groups.clear()
+        if dropped:
+            out.append((EVENTS, Persist(tuple(DropMessage(m.id) for m in dropped),
+                                        _nothing)))
+        return len(dropped)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per queue and function, with counts, sorted."""
+        rows = []
+        keys = set(self.lanes) | {(m.queue, m.function_id) for letters in self.dead.values()
+                                  for m in letters.values()}
+        for queue, function_id in sorted(keys):
+            lane = self.lanes.get((queue, function_id))
+            dead = sum(1 for m in self.dead.get(queue, {}).values()
+                       if m.function_id == function_id)
+            served = self.host.serves(function_id)
+            ready = len(lane.ready) if lane else 0
+            rows.append({
+                "queue": queue, "function_id": function_id,
+                "ready": ready if served else 0,
+                "waiting_for_function": 0 if served else ready,
+                "delayed": len(lane.delayed) if lane else 0,
+                "in_flight": len(lane.in_flight) if lane else 0,
+                "dead_letters": dead,
+                "delivered": lane.delivered if lane else 0,
+                "type": (lane.policy if lane else self.policy(queue)).type,
+            })
+        return rows
+
+    def dead_letters(self, queue: str) -> list[dict[str, Any]]:
+        return [{"id": m.id, "queue": m.queue, "function_id": m.function_id,
+                 "payload": p.from_raw(Raw(m.data)), "attempts": m.attempts,
+                 "last_error": m.last_error, "enqueued_at": round(m.enqueued_at, 3),
+                 "failed_at": round(m.available_at, 3)}
+                for m in self.dead.get(queue, {}).values()]
+
+    def count(self) -> int:
+        """Messages kept: waiting, in flight and dead."""
+        return sum(len(lane.ready) + len(lane.delayed) + len(lane.in_flight)
+                   for lane in self.lanes.values()) + \
+            sum(len(letters) for letters in self.dead.values())
+
+
+def _nothing(failure: str | None, out: Output) -> None:
+    """After a write nobody waits for (an ack, a retry's new time): a failure is logged
+    by the store writer; the message is delivered again after a restart (at least once)."""
+
+
+def _truthy(result: Any) -> bool:
+    from iii_daemon.triggers.manager import is_truthy
+
+    return is_truthy(p.from_raw(result or p.NULL))
+
+
+def _group_of(data: bytes, group_field: str | None) -> str:
+    """A fifo message's group: the payload's ``group_field`` (as text), else one group."""
+    if group_field:
+        payload = p.from_raw(Raw(data))
+        if isinstance(payload, dict) and group_field in payload:
+            return str(payload[group_field])
+    return ""
+

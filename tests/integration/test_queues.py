@@ -1,0 +1,203 @@
+"""Durable queues through a real daemon: the CLI, the SDK (ours and the official one), a
+topic two functions consume, retries into the dead-letter list, redrive, and a kill -9
+mid-stream that loses nothing acknowledged."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii_sdk import III, InitOptions, TriggerAction, register_worker
+from iii_sdk.options import ReconnectionConfig
+from tests.helpers import DaemonProcess, RawClient, run_iii, wait_for
+
+FAST = InitOptions(connect_timeout_s=5, reconnection_config=ReconnectionConfig(
+    initial_delay_ms=50, max_delay_ms=200))
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, Any]] = []
+
+    def add(self, function_id: str, data: Any) -> None:
+        with self.lock:
+            self.calls.append((function_id, data))
+
+    def of(self, function_id: str) -> list[Any]:
+        with self.lock:
+            return [d for f, d in self.calls if f == function_id]
+
+
+@pytest.fixture
+def queued(short_tmp: Path) -> Iterator[DaemonProcess]:
+    (short_tmp / "config.toml").write_text(
+        "[queues.jobs]\nmax_retries = 1\nbackoff_ms = 50\n")
+    daemon = DaemonProcess(short_tmp).start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def worker(queued: DaemonProcess) -> Iterator[tuple[III, Seen]]:
+    client = register_worker(str(queued.socket_path), FAST)
+    seen = Seen()
+
+    def ok(data: Any) -> Any:
+        seen.add("ok", data)
+        return None
+
+    def flaky(data: Any) -> Any:
+        seen.add("flaky", data)
+        raise RuntimeError(f"cannot handle {data}")
+
+    client.register_function("ok", ok)
+    client.register_function("flaky", flaky)
+    client.ping()
+    yield client, seen
+    client.shutdown()
+
+
+def iii_json(daemon: DaemonProcess, *args: str) -> Any:
+    proc = run_iii(daemon.tmp, *args, "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_from_the_cli_retries_dead_letters_and_redrive(queued: DaemonProcess,
+                                                       worker: tuple[III, Seen]) -> None:
+    _, seen = worker
+    proc = run_iii(queued.tmp, "trigger", "ok", "--enqueue", "jobs", "n=1")
+    assert proc.returncode == 0, proc.stderr
+    assert "messageReceiptId" in json.loads(proc.stdout) and proc.stderr == ""
+    wait_for(lambda: seen.of("ok") == [{"n": 1}], message="the message to arrive")
+
+    assert run_iii(queued.tmp, "trigger", "flaky", "--enqueue", "jobs", "n=2").returncode == 0
+    # max_retries 1: two attempts, then a dead letter with the last error.
+    wait_for(lambda: len(iii_json(queued, "queue", "dlq", "jobs")) == 1,
+             message="the dead letter")
+    [dead] = iii_json(queued, "queue", "dlq", "jobs")
+    assert dead["attempts"] == 2 and dead["payload"] == {"n": 2}
+    assert "cannot handle" in dead["last_error"]["message"]
+    assert len(seen.of("flaky")) == 2
+    rows = {r["function_id"]: r for r in iii_json(queued, "queue", "list")}
+    assert rows["flaky"]["dead_letters"] == 1 and rows["ok"]["delivered"] == 1
+    assert iii_json(queued, "list", "queues") == iii_json(queued, "queue", "list")
+
+    redriven = run_iii(queued.tmp, "queue", "redrive", "jobs")
+    assert redriven.returncode == 0 and "1 message sent again" in redriven.stderr
+    wait_for(lambda: len(seen.of("flaky")) == 4, message="the redriven attempts")
+    wait_for(lambda: len(iii_json(queued, "queue", "dlq", "jobs")) == 1,
+             message="dead again")
+    missing = run_iii(queued.tmp, "queue", "redrive", "jobs", "--id", "nope")
+    assert missing.returncode == 4 and "no dead letter" in missing.stderr
+
+    waiting = run_iii(queued.tmp, "trigger", "nobody::yet", "--enqueue", "jobs")
+    assert waiting.returncode == 0 and "nothing serves nobody::yet yet" in waiting.stderr
+    assert "queued message" in run_iii(queued.tmp, "daemon", "status").stdout
+
+    refused = run_iii(queued.tmp, "queue", "purge", "jobs")  # no terminal: must say --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    purged = run_iii(queued.tmp, "queue", "purge", "jobs", "--yes")
+    assert purged.returncode == 0 and "2 messages dropped" in purged.stderr
+    assert iii_json(queued, "queue", "dlq", "jobs") == []
+
+
+def test_from_the_sdk_a_topic_that_two_functions_consume(queued: DaemonProcess,
+                                                          worker: tuple[III, Seen]) -> None:
+    client, seen = worker
+    def recorder(function_id: str) -> Any:
+        return lambda data: seen.add(function_id, data)
+
+    for function_id in ("audit", "mail"):
+        client.register_function(function_id, recorder(function_id))
+        handle = client.register_trigger({"type": "queue", "function_id": function_id,
+                                          "config": {"topic": "order.placed"}})
+        handle.ready(5)
+    assert client.trigger({"function_id": "enqueue",
+                           "payload": {"topic": "order.placed", "data": {"id": 7}}}) is None
+    wait_for(lambda: seen.of("audit") == [{"id": 7}] and seen.of("mail") == [{"id": 7}],
+             message="both copies")
+    receipt = client.trigger({"function_id": "ok", "payload": {"n": 3},
+                              "action": TriggerAction.Enqueue(queue="jobs")})
+    assert isinstance(receipt["messageReceiptId"], str)
+    wait_for(lambda: {"n": 3} in seen.of("ok"), message="the enqueued call")
+
+
+def test_the_official_sdk_enqueues_and_consumes_a_topic(short_tmp: Path) -> None:
+    iii = pytest.importorskip("iii")
+    from tests.helpers import free_port
+
+    port = free_port()
+    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    official = iii.register_worker(f"ws://127.0.0.1:{port}")
+    got: list[Any] = []
+    try:
+        official.register_function("consume", lambda data: got.append(data))
+        official.register_trigger({"type": "queue", "function_id": "consume",
+                                   "config": {"topic": "t"}})
+        wait_for(lambda: any(t["id"] for t in iii_json(daemon, "list", "triggers")
+                             if t["trigger_type"] == "queue"), message="the queue trigger")
+        official.trigger({"function_id": "enqueue", "payload": {"topic": "t", "data": 5}})
+        receipt = official.trigger({"function_id": "consume", "payload": 6,
+                                    "action": iii.TriggerAction.Enqueue(queue="q")})
+        assert "messageReceiptId" in receipt
+        wait_for(lambda: sorted(got) == [5, 6], message="both messages")
+    finally:
+        official.shutdown()
+        daemon.stop()
+
+
+def test_nothing_acknowledged_is_lost_to_a_kill_9(short_tmp: Path) -> None:
+    daemon = DaemonProcess(short_tmp).start()
+    client = RawClient(daemon.socket_path, timeout=30)
+    assert "error" not in client.call("engine::register_trigger", {
+        "id": "sink-topic", "type": "queue", "function_id": "sink",
+        "config": {"topic": "stream"}})
+    seen = Seen()
+    worker = register_worker(str(daemon.socket_path), FAST)
+    worker.register_function("sink", lambda data: seen.add("sink", data["n"]))
+    worker.ping()
+    frames = []
+    for n in range(3_000):  # both ways in, interleaved
+        if n % 2:
+            frames.append({"type": "invokefunction", "function_id": "sink",
+                           "invocation_id": f"a{n}", "data": {"n": n},
+                           "action": {"type": "enqueue", "queue": "direct"}})
+        else:
+            frames.append({"type": "invokefunction", "function_id": "enqueue",
+                           "invocation_id": f"a{n}",
+                           "data": {"topic": "stream", "data": {"n": n}}})
+    sender = threading.Thread(target=client.send_raw, args=(
+        b"".join(json.dumps(f).encode() + b"\n" for f in frames),), daemon=True)
+    sender.start()
+    acknowledged: set[int] = set()
+    try:
+        while len(acknowledged) < 1_500:  # mid-stream: about half are acknowledged
+            answer = client.recv()
+            if answer.get("type") == "invocationresult" and "error" not in answer:
+                acknowledged.add(int(answer["invocation_id"][1:]))
+    finally:
+        daemon.kill()
+        client.close()
+    # What the store still holds is what will be delivered again: messages not delivered
+    # yet, and delivered ones whose acknowledgement had not landed.
+    with sqlite3.connect(daemon.data_dir / "iii.db") as db:
+        kept = {json.loads(row[0])["n"] for row in db.execute("SELECT data FROM messages")}
+    daemon.start()
+    try:
+        wait_for(lambda: acknowledged <= set(seen.of("sink")), timeout=60,
+                 message="every acknowledged message to be delivered after the restart")
+        wait_for(lambda: kept <= set(seen.of("sink")), message="every kept message")
+        twice = {n for n, count in collections.Counter(seen.of("sink")).items() if count > 1}
+        assert twice <= kept  # again only where the acknowledgement was lost
+    finally:
+        worker.shutdown()
+        daemon.stop()
