@@ -51,9 +51,9 @@ WRITES_LIMIT = 20_000
 
 
 class Writer(Protocol):
-    """Where :class:`Persist` effects go (the store writer thread)."""
+    """Where :class:`Persist` effects go (the store writer thread), a batch at a time."""
 
-    def submit(self, persist: Persist) -> None: ...
+    def submit(self, persists: list[Persist]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -61,8 +61,9 @@ class Writer(Protocol):
 class NoStore:
     """The writer of a hub without a store: every write fails, and says why."""
 
-    def submit(self, persist: Persist) -> None:
-        persist.failure, persist.done = "this daemon has no store", True
+    def submit(self, persists: list[Persist]) -> None:
+        for persist in persists:
+            persist.failure, persist.done = "this daemon has no store", True
 
     def close(self) -> None:
         pass
@@ -94,8 +95,11 @@ class Hub:
         self.router = router
         self.loop = loop
         self.writer: Writer = writer if writer is not None else NoStore()
-        #: Writes submitted and not handed back to the core yet, oldest first.
+        #: Writes not handed back to the core yet, oldest first.
         self._writes: collections.deque[Persist] = collections.deque()
+        #: Writes made since the last flush: submitted together (one wake-up of the
+        #: writer thread per batch of input, not one per write).
+        self._unsubmitted: list[Persist] = []
         self.writes_limit = writes_limit
         #: Connections not read until fewer writes are in flight.
         self._waiting_for_store: set[int] = set()
@@ -272,10 +276,8 @@ class Hub:
         added = 0
         for conn_id, message in out:
             if type(message) is Persist:
-                self.writer.submit(message)
+                self._unsubmitted.append(message)
                 self._writes.append(message)
-                if message.done:  # refused at once (no store, shutting down)
-                    self.loop.call_soon(self.landed)
             else:
                 added += self._put(conn_id, message)
         return added
@@ -326,6 +328,11 @@ class Hub:
         if self._out:
             for conn_id in list(self._out):
                 self._flush_one(conn_id)
+        if self._unsubmitted:
+            batch, self._unsubmitted = self._unsubmitted, []
+            self.writer.submit(batch)
+            if batch[-1].done:  # refused at once (no store, shutting down)
+                self.loop.call_soon(self.landed)
         self._schedule_timer()
 
     def _flush_one(self, conn_id: int) -> None:
@@ -377,7 +384,8 @@ class Hub:
         # What is queued commits (writes made from now on fail and say so), and the
         # calls that wrote get their answers.
         self.writer.close()
-        self.landed()
+        while self._writes and self._writes[0].done:
+            self.landed()
         self.deliver(self.router.shutdown())
         self.flush()
         for link in list(self.links.values()):

@@ -164,6 +164,8 @@ class Lane:
     #: FIFO groups with a message in flight or waiting for its retry.
     busy_groups: set[str] = field(default_factory=set)
     delivered: int = 0
+    #: The queue_config the policy was last made from (topic lanes).
+    override: dict[str, Any] | None = None
 
 
 class Queues:
@@ -181,6 +183,10 @@ class Queues:
         self._order = itertools.count()
         #: Messages whose enqueue write is in flight (counted, not deliverable).
         self.writing = 0
+        # Receipt ids: UUID-shaped, unique across restarts (a random prefix per start),
+        # for the price of a counter.
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._ids = itertools.count(1)
 
     # --- policies and lanes ---------------------------------------------------------------
 
@@ -213,19 +219,18 @@ class Queues:
                 override: dict[str, Any] | None = None) -> Message:
         """Keep a message; ``then(failure, out)`` runs once it is durable (or not), and
         only then may it be delivered."""
-        lane = self._lane(queue, function_id)
-        if override is not None:
-            lane.policy = self.policy(queue, override)
+        lane = self.lanes.get((queue, function_id)) or self._lane(queue, function_id)
+        if override is not lane.override:  # a queue trigger's own queue_config
+            lane.policy, lane.override = self.policy(queue, override), override
         policy = lane.policy
         wall = self.host.clock.wall
         raw = bytes(data)
         group = None
         if policy.type == "fifo":
             group = _group_of(raw, policy.message_group_field)
-        message = Message(id=str(uuid.uuid4()), queue=queue, function_id=function_id,
-                          data=raw, attempts=0,
-                          available_at=wall + (delay_ms + policy.delay_ms) / 1000,
-                          enqueued_at=wall, group=group, trigger_id=trigger_id)
+        message = Message(f"{self._id_prefix}{next(self._ids):012x}", queue, function_id,
+                          raw, 0, wall + (delay_ms + policy.delay_ms) / 1000, wall, group,
+                          trigger_id)
         self.writing += 1
 
         def landed(failure: str | None, out: Output) -> None:

@@ -11,11 +11,13 @@ which promise more, will use ``FULL`` for their own writes).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +82,61 @@ def _stored_trigger(row: tuple[Any, ...]) -> StoredTrigger:
     return trigger
 
 
-def _put_message(db: sqlite3.Connection, m: PutMessage) -> None:
-    # An update keeps the row (and its place in the order): the upsert leaves seq alone.
-    db.execute(
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """How a run of writes of one kind goes into SQLite: ``head`` + one ``row`` per
+    write joined by commas + ``tail``, with ``params`` of each write in order."""
+
+    head: str
+    row: str
+    tail: str
+    params: Callable[[Any], tuple[Any, ...]]
+
+
+#: Each kind of write, as one statement for many writes.
+_STATEMENTS: dict[type, _Statement] = {
+    PutState: _Statement("INSERT OR REPLACE INTO state VALUES ", "(?,?,?)", "",
+                         lambda w: (w.scope, w.key, json.dumps(w.value))),
+    DropState: _Statement("DELETE FROM state WHERE (scope, key) IN (VALUES ", "(?,?)", ")",
+                          lambda w: (w.scope, w.key)),
+    PutTrigger: _Statement("INSERT OR REPLACE INTO triggers VALUES ", "(?,?,?,?,?)", "",
+                           lambda w: (w.id, w.trigger_type, w.function_id,
+                                      json.dumps(w.config), _json_or_none(w.metadata))),
+    DropTrigger: _Statement("DELETE FROM triggers WHERE id IN (", "?", ")",
+                            lambda w: (w.id,)),
+    # An update (a retry, a dead letter) keeps the row and its place in the order.
+    PutMessage: _Statement(
         "INSERT INTO messages (id, queue, function_id, data, attempts, available_at, "
-        "enqueued_at, grp, last_error, dead, trigger_id) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts, "
+        "enqueued_at, grp, last_error, dead, trigger_id) VALUES ", "(?,?,?,?,?,?,?,?,?,?,?)",
+        " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts, "
         "available_at = excluded.available_at, last_error = excluded.last_error, "
         "dead = excluded.dead",
-        (m.id, m.queue, m.function_id, m.data, m.attempts, m.available_at, m.enqueued_at,
-         m.group, None if m.last_error is None else json.dumps(m.last_error), int(m.dead),
-         m.trigger_id))
+        lambda m: (m.id, m.queue, m.function_id, m.data, m.attempts, m.available_at,
+                   m.enqueued_at, m.group, _json_or_none(m.last_error), int(m.dead),
+                   m.trigger_id)),
+    DropMessage: _Statement("DELETE FROM messages WHERE id IN (", "?", ")",
+                            lambda w: (w.id,)),
+}
+
+#: Writes per statement (at most 11 parameters each; SQLite allows 32 766).
+_WRITES_PER_STATEMENT = 500
+
+
+def _write_run(db: sqlite3.Connection, statement: _Statement, run: list[Any]) -> None:
+    """Writes of one kind in as few statements as fit: one step into SQLite each, so the
+    writer thread gives up and takes back the GIL once per statement, not once per
+    write (executemany would, and wait for the event loop's thread every time)."""
+    for first in range(0, len(run), _WRITES_PER_STATEMENT):
+        chunk = run[first:first + _WRITES_PER_STATEMENT]
+        params: list[Any] = []
+        for write in chunk:
+            params += statement.params(write)
+        db.execute(statement.head + ",".join([statement.row] * len(chunk)) + statement.tail,
+                   params)
 
 
 def _stored_message(row: tuple[Any, ...]) -> PutMessage:
@@ -146,25 +192,9 @@ class Store:
                 self._durable = durable
             db.execute("BEGIN")
             try:
-                for write in writes:
-                    if isinstance(write, PutState):
-                        db.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                                   (write.scope, write.key, json.dumps(write.value)))
-                    elif isinstance(write, DropState):
-                        db.execute("DELETE FROM state WHERE scope = ? AND key = ?",
-                                   (write.scope, write.key))
-                    elif isinstance(write, PutTrigger):
-                        db.execute(
-                            "INSERT OR REPLACE INTO triggers VALUES (?, ?, ?, ?, ?)",
-                            (write.id, write.trigger_type, write.function_id,
-                             json.dumps(write.config), None if write.metadata is None
-                             else json.dumps(write.metadata)))
-                    elif isinstance(write, DropTrigger):
-                        db.execute("DELETE FROM triggers WHERE id = ?", (write.id,))
-                    elif isinstance(write, PutMessage):
-                        _put_message(db, write)
-                    elif isinstance(write, DropMessage):
-                        db.execute("DELETE FROM messages WHERE id = ?", (write.id,))
+                # Runs of writes of one kind go in one statement (see _write_run).
+                for kind, run in itertools.groupby(writes, type):
+                    _write_run(db, _STATEMENTS[kind], list(run))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -31,17 +31,20 @@ class StoreWriter:
         hand over to the event loop (``loop.call_soon_threadsafe``)."""
         self._store = store
         self._landed = landed
-        self._queue: queue.SimpleQueue[Persist | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[Persist] | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="iii-store-writer",
                                         daemon=True)
         self._thread.start()
 
-    def submit(self, persist: Persist) -> None:
+    def submit(self, persists: list[Persist]) -> None:
+        """Queue a batch of writes (the hub hands over everything one batch of input
+        made, in one wake-up)."""
         if self._closed:  # shutting down: the core hears it was not kept
-            persist.failure, persist.done = "the daemon is shutting down", True
+            for persist in persists:
+                persist.failure, persist.done = "the daemon is shutting down", True
             return
-        self._queue.put(persist)
+        self._queue.put(persists)
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread (blocks until it has)."""
@@ -55,7 +58,7 @@ class StoreWriter:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
+            batch = list(first)
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
@@ -65,7 +68,7 @@ class StoreWriter:
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
+                batch += item
             self._commit(batch)
             try:
                 self._landed()

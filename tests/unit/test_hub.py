@@ -164,8 +164,8 @@ class HeldWriter:
     def __init__(self) -> None:
         self.queued: list[Any] = []
 
-    def submit(self, persist: Any) -> None:
-        self.queued.append(persist)
+    def submit(self, persists: list[Any]) -> None:
+        self.queued += persists
 
     def close(self) -> None:
         self.land()

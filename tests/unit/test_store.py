@@ -45,7 +45,7 @@ def test_the_writer_commits_many_writes_in_few_transactions(tmp_path: Path) -> N
     writer = StoreWriter(store, landings)
     persists = [_persist(PutState("s", f"k{i}", i)) for i in range(2_000)]
     for persist in persists:
-        writer.submit(persist)
+        writer.submit([persist])
     _wait_done(persists)
     writer.close()
     assert all(p.failure is None for p in persists)
@@ -62,7 +62,7 @@ def test_a_failing_write_costs_only_its_own_call(tmp_path: Path) -> None:
     writer = StoreWriter(store, lambda: None)
     persists = [_persist(PutState("s", key, 1)) for key in ("a", "bad", "b")]
     for persist in persists:
-        writer.submit(persist)
+        writer.submit([persist])
     writer.close()  # commits what is queued, then stops
     assert [p.done for p in persists] == [True, True, True]
     assert [p.failure is not None for p in persists] == [False, True, False]
@@ -76,7 +76,7 @@ def test_after_close_writes_fail_and_say_why(tmp_path: Path) -> None:
     writer = StoreWriter(store, lambda: None)
     writer.close()
     late = _persist(PutState("s", "k", 1))
-    writer.submit(late)
+    writer.submit([late])
     assert late.done and late.failure == "the daemon is shutting down"
     store.close()
 
@@ -110,4 +110,29 @@ def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -
     store.apply(writes)
     [(_, answer)] = core.land()
     assert "error" not in answer and len(store.load_triggers()) == 3
+    store.close()
+
+
+def test_every_kind_of_write_in_one_batch(tmp_path: Path) -> None:
+    """Runs of one kind go in one statement each; the result is as if applied in order."""
+    from iii_daemon.writes import DropMessage, DropState, PutMessage
+
+    def message(message_id: str, attempts: int = 0, dead: bool = False) -> PutMessage:
+        return PutMessage(message_id, "q", "f", b'{"n": 1}', attempts, 1.0, 1.0, None,
+                          {"code": "x", "message": "y"} if attempts else None, dead, None)
+
+    store = Store(tmp_path / "iii.db")
+    store.apply([PutState("s", "a", 1), PutState("s", "b", [2]), PutState("t", "c", None),
+                 DropState("s", "a"), PutState("s", "a", "again"),
+                 PutTrigger("t1", "subscribe", "f", {"topic": "x"}, None),
+                 PutTrigger("t2", "cron", "f", {"expression": "* * * * *"}, {"m": 1}),
+                 DropTrigger("t1"),
+                 message("m1"), message("m2"), message("m3"), DropMessage("m2"),
+                 message("m1", attempts=2, dead=True)], durable=True)
+    stored = store.load()
+    assert sorted(stored.state) == [("s", "a", "again"), ("s", "b", [2]), ("t", "c", None)]
+    assert [(t.id, t.metadata) for t in stored.triggers] == [("t2", {"m": 1})]
+    assert [(m.id, m.attempts, m.dead) for m in stored.messages] == [
+        ("m1", 2, True), ("m3", 0, False)]  # the update kept m1's place
+    assert stored.messages[0].last_error == {"code": "x", "message": "y"}
     store.close()
