@@ -60,6 +60,8 @@ class DaemonConfig:
     max_parked_bytes: int | None = None
     #: ``[queues.NAME]`` tables (validated), by queue name.
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Keep the store in memory (application tests: nothing survives the daemon).
+    store_in_memory: bool = False
 
     @property
     def parked_limit(self) -> int:
@@ -82,7 +84,7 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     pidfile = unix_listener.acquire_pidfile(config.socket_path)
     try:
         try:
-            store = Store(config.data_dir / "iii.db")
+            store = Store(None if config.store_in_memory else config.data_dir / "iii.db")
         except StoreError as exc:
             raise StartupError(str(exc)) from None
         try:

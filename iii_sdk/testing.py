@@ -9,7 +9,8 @@
             assert worker.trigger({"function_id": "math::add", "payload": {"a": 1, "b": 2}})
 
 The daemon runs on its own event loop in a background thread, on a socket in a fresh
-temporary directory, so tests never touch the user's daemon and start in milliseconds.
+temporary directory, with its store (state, triggers, durable queues) in memory, so
+tests never touch the user's daemon and start in milliseconds.
 
 This module is the one place where ``iii_sdk`` imports ``iii_daemon`` (a deliberate,
 tested exception to the import rules): application tests want the real routing
@@ -49,8 +50,9 @@ class InProcessDaemon:
         from iii_daemon.daemon import DaemonConfig, serve
 
         ready = threading.Event()
+        # Queues, state and triggers in an in-memory SQLite store: no fsync in tests.
         config = DaemonConfig(socket_path=self.socket_path, data_dir=self.data_dir,
-                              ws_port=0, http_port=0)
+                              ws_port=0, http_port=0, store_in_memory=True)
 
         async def main() -> None:
             self._stop = asyncio.Event()

@@ -8,11 +8,12 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iii_sdk.testing import InProcessDaemon
-from tests.helpers import REPO, DaemonProcess, RawClient, can_connect, child_env
+from tests.helpers import REPO, DaemonProcess, RawClient, can_connect, child_env, wait_for
 
 
 def test_socket_is_0600_in_a_0700_directory(short_tmp: Path) -> None:
@@ -139,6 +140,23 @@ def test_in_process_daemon_for_application_tests() -> None:
         path = daemon.socket_path
         assert can_connect(path)
     assert not path.exists()
+
+
+def test_in_process_daemon_runs_queues_in_memory() -> None:
+    from iii_sdk import TriggerAction
+
+    with InProcessDaemon() as daemon:
+        got: list[Any] = []
+        worker = daemon.worker()
+        worker.register_function("job", got.append)
+        worker.register_trigger({"type": "queue", "function_id": "job",
+                                 "config": {"topic": "t"}}).ready(5)
+        receipt = worker.trigger({"function_id": "job", "payload": 1,
+                                  "action": TriggerAction.Enqueue(queue="q")})
+        assert isinstance(receipt["messageReceiptId"], str)
+        worker.trigger({"function_id": "enqueue", "payload": {"topic": "t", "data": 2}})
+        wait_for(lambda: sorted(got) == [1, 2], message="both messages")
+        assert not (daemon.data_dir / "iii.db").exists()  # nothing on disk
 
 
 def test_in_process_daemon_raw_clients_too() -> None:

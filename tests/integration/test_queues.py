@@ -166,7 +166,7 @@ def test_nothing_acknowledged_is_lost_to_a_kill_9(short_tmp: Path) -> None:
     worker.register_function("sink", lambda data: seen.add("sink", data["n"]))
     worker.ping()
     frames = []
-    for n in range(3_000):  # both ways in, interleaved
+    for n in range(10_000):  # both ways in, interleaved
         if n % 2:
             frames.append({"type": "invokefunction", "function_id": "sink",
                            "invocation_id": f"a{n}", "data": {"n": n},
@@ -180,7 +180,7 @@ def test_nothing_acknowledged_is_lost_to_a_kill_9(short_tmp: Path) -> None:
     sender.start()
     acknowledged: set[int] = set()
     try:
-        while len(acknowledged) < 1_500:  # mid-stream: about half are acknowledged
+        while len(acknowledged) < 5_000:  # mid-stream: about half are acknowledged
             answer = client.recv()
             if answer.get("type") == "invocationresult" and "error" not in answer:
                 acknowledged.add(int(answer["invocation_id"][1:]))
@@ -201,3 +201,23 @@ def test_nothing_acknowledged_is_lost_to_a_kill_9(short_tmp: Path) -> None:
     finally:
         worker.shutdown()
         daemon.stop()
+
+
+def test_a_broken_database_gives_no_receipt_and_calls_go_on(queued: DaemonProcess,
+                                                            worker: tuple[III, Seen]) -> None:
+    """The store refuses writes (as a full disk would): the caller gets queue_error and
+    no receipt; what needs no disk keeps working; once it is fixed, queues work again."""
+    client, seen = worker
+    with sqlite3.connect(queued.data_dir / "iii.db") as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON messages "
+                   "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    proc = run_iii(queued.tmp, "trigger", "ok", "--enqueue", "jobs", "n=1")
+    assert proc.returncode == 1 and proc.stdout == ""
+    error = json.loads(proc.stderr)
+    assert error["code"] == "queue_error" and "database or disk is full" in error["message"]
+    assert client.trigger({"function_id": "ok", "payload": {"n": 2}}) is None  # no disk
+    assert seen.of("ok") == [{"n": 2}]
+    with sqlite3.connect(queued.data_dir / "iii.db") as db:
+        db.execute("DROP TRIGGER refuse")
+    assert run_iii(queued.tmp, "trigger", "ok", "--enqueue", "jobs", "n=3").returncode == 0
+    wait_for(lambda: {"n": 3} in seen.of("ok"), message="the queue to work again")
