@@ -180,6 +180,9 @@ class Queues:
         self.dead: dict[str, dict[str, Message]] = collections.defaultdict(dict)
         #: Lanes that may have something to deliver.
         self.dirty: set[tuple[str, str]] = set()
+        #: ``(available_at, order, lane)`` of every delayed message, earliest first
+        #: (entries of messages that left their lane's heap are skipped when met).
+        self._due: list[tuple[float, int, Lane]] = []
         self._order = itertools.count()
         #: Messages whose enqueue write is in flight (counted, not deliverable).
         self.writing = 0
@@ -245,7 +248,9 @@ class Queues:
     def _place(self, lane: Lane, message: Message) -> None:
         """Put a message where it waits: ready, or delayed until its time."""
         if message.available_at > self.host.clock.wall:
-            heapq.heappush(lane.delayed, (message.available_at, next(self._order), message))
+            order = next(self._order)
+            heapq.heappush(lane.delayed, (message.available_at, order, message))
+            heapq.heappush(self._due, (message.available_at, order, lane))
             if message.group is not None and message.attempts:
                 lane.busy_groups.add(message.group)  # a retry holds its group's order
         else:
@@ -262,22 +267,28 @@ class Queues:
 
     def next_due(self) -> float | None:
         """The earliest wall time a delayed message becomes deliverable."""
-        due = [lane.delayed[0][0] for lane in self.lanes.values() if lane.delayed]
-        return min(due) if due else None
+        due = self._due
+        # Entries whose message left its lane's heap (delivered, purged) are stale.
+        while due and not (due[0][2].delayed and due[0][2].delayed[0][1] == due[0][1]):
+            heapq.heappop(due)
+        return due[0][0] if due else None
 
     def pump(self, out: Output) -> None:
         """Deliver what may go now: due delayed messages join the ready ones, and each
         lane fills its concurrency from them."""
         clock = self.host.clock
-        for key, lane in self.lanes.items():
-            while lane.delayed and lane.delayed[0][0] <= clock.wall:
-                _, _, message = heapq.heappop(lane.delayed)
-                if message.group is not None and message.attempts:
-                    lane.busy_groups.discard(message.group)
-                    lane.ready.appendleft(message)  # a retry goes before its group's later
-                else:
-                    lane.ready.append(message)
-                self.dirty.add(key)
+        due = self._due
+        while due and due[0][0] <= clock.wall:
+            _, order, lane = heapq.heappop(due)
+            if not lane.delayed or lane.delayed[0][1] != order:
+                continue  # stale: that message left the heap already
+            _, _, message = heapq.heappop(lane.delayed)
+            if message.group is not None and message.attempts:
+                lane.busy_groups.discard(message.group)
+                lane.ready.appendleft(message)  # a retry goes before its group's later
+            else:
+                lane.ready.append(message)
+            self.dirty.add((lane.queue, lane.function_id))
         dirty, self.dirty = self.dirty, set()
         for key in dirty:
             found = self.lanes.get(key)
@@ -287,7 +298,9 @@ class Queues:
     def _fill(self, lane: Lane, clock: Clock, out: Output) -> None:
         policy = lane.policy
         skipped: list[Message] = []
-        while lane.ready and len(lane.in_flight) < policy.concurrency:
+        serves = self.host.serves
+        while lane.ready and len(lane.in_flight) < policy.concurrency \
+                and serves(lane.function_id):  # a delivery may find it gone
             message = lane.ready.popleft()
             if message.group is not None and message.group in lane.busy_groups:
                 skipped.append(message)  # its group has one in flight: keep the order
@@ -313,10 +326,11 @@ class Queues:
             return
 
         def decide(result: Any, error: p.ErrorBody | None, out: Output) -> None:
-            if error is not None:
+            if error is not None:  # an attempt, even when the condition is missing
                 self._finished(lane, message, p.ErrorBody(
                     code=error.code, message=f"condition '{condition}' failed: "
-                                             f"{error.message}"), started, out)
+                                             f"{error.message}"), started, out,
+                    waits=False)
             elif not _truthy(result):
                 self.host.record("trigger.skipped", out, trigger_id=message.trigger_id,
                                  trigger_type="queue", function_id=lane.function_id,
@@ -330,7 +344,7 @@ class Queues:
         self.host.call_internal(condition, data, decide, clock, out, timeout_ms)
 
     def _finished(self, lane: Lane, message: Message, error: p.ErrorBody | None,
-                  started: float, out: Output) -> None:
+                  started: float, out: Output, waits: bool = True) -> None:
         if lane.in_flight.pop(message.id, None) is None:
             return  # purged meanwhile
         self.dirty.add((lane.queue, lane.function_id))
@@ -343,7 +357,7 @@ class Queues:
                 lane.busy_groups.discard(message.group)
             out.append((EVENTS, Persist((DropMessage(message.id),), _nothing)))
             return
-        if error.code == "function_not_found":  # nobody serves it (any more): it waits
+        if waits and error.code == "function_not_found":  # nobody serves it: it waits
             if message.group is not None:
                 lane.busy_groups.discard(message.group)
             lane.ready.appendleft(message)

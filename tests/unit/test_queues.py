@@ -222,3 +222,26 @@ def test_purge_drops_waiting_messages_and_dead_letters(core: Core) -> None:
     out = core.call(2, "engine::queues::purge", {"queue": "jobs"}, invocation_id="p")
     assert answer_of(out, "p")["result"] == {"purged": 3}
     assert core.disk.messages == {} and core.router.queues.count() == 0
+
+
+def test_a_missing_condition_is_a_failed_attempt_not_a_wait(core: Core) -> None:
+    core.register(1, "job")
+    reg(core, id="t", type="queue", function_id="job",
+        config={"topic": "t", "condition_function_id": "no::such::gate",
+                "queue_config": {"maxRetries": 0}})
+    out = core.call(2, "enqueue", {"topic": "t", "data": 1}, invocation_id="e")
+    assert invocations(out) == []
+    [dead] = core.router.queues.dead_letters("t")
+    assert dead["last_error"]["code"] == "function_not_found"
+    assert "condition 'no::such::gate' failed" in dead["last_error"]["message"]
+
+
+def test_purged_delayed_messages_wake_nobody(core: Core) -> None:
+    core.register(1, "job")
+    reg(core, id="t", type="queue", function_id="job", config={"topic": "later"})
+    core.router.tick_clock(core.now, WALL)
+    core.call(2, "enqueue", {"topic": "later", "data": 1, "delay_ms": 5_000},
+              invocation_id="e")
+    assert core.router.queues.next_due() == pytest.approx(WALL + 5)
+    core.call(2, "engine::queues::purge", {"queue": "later"}, invocation_id="p")
+    assert core.router.queues.next_due() is None and core.router.next_deadline() is None
