@@ -126,9 +126,21 @@ async def calls_while_draining(path: Path, calls: int, backlog: int) -> tuple[fl
                      "data": {"sent": 0}, "action": {"type": "enqueue", "queue": "drain"}})
     await filler.writer.drain()
     await asyncio.sleep(1.0)  # let the writes land
-    await serve(path, "bench::drain", None)  # now it drains at full speed
+    # Now it drains at full speed, into a worker in its own process.
+    drainer = subprocess.Popen([sys.executable, __file__, "--drain", str(path)],
+                               stdout=subprocess.PIPE)
+    assert drainer.stdout is not None and drainer.stdout.readline() == b"ready\n"
     meanwhile = await sync_calls(path, calls)
+    drainer.terminate()
+    drainer.wait(10)
     return alone, meanwhile
+
+
+async def drain_worker(path: Path) -> None:
+    """``--drain SOCKET``: serve bench::drain until terminated."""
+    await serve(path, "bench::drain", None)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
 
 
 def raw_group_commit(messages: int) -> float:
@@ -186,7 +198,11 @@ def measure(repo: Path, messages: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--drain", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.drain:
+        asyncio.run(drain_worker(args.drain))
+        return
     baseline = raw_group_commit(args.messages)
     figures = measure(HERE.parent, args.messages)
     print(f"{'figure':40} {'value':>12}")
