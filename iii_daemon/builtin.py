@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any
 
+from iii_daemon.effects import EVENTS, Persist
 from iii_daemon.errors import CallError
+from iii_sdk import protocol as p
+from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     import collections
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
     from iii_daemon.triggers.base import Clock
     from iii_daemon.triggers.manager import TriggerManager
     from iii_daemon.writes import Write
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -80,6 +86,8 @@ class AfterWrites:
 
 
 Handler = Callable[[Services, CallContext], Any]
+#: How a daemon function's outcome reaches whoever called it: ``(result, error, out)``.
+Answer = Callable[[Any, "p.ErrorBody | None", "Output"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +99,6 @@ class BuiltinFunction:
 
 def field(data: Any, name: str, kind: type, optional: bool = False) -> Any:
     """``data[name]`` checked for type; raises ``bad_request`` naming what is wrong."""
-    from iii_sdk.error_codes import ErrorCode
-
     if not isinstance(data, dict):
         raise CallError(ErrorCode.BAD_REQUEST, "the payload must be an object")
     value = data.get(name)
@@ -103,3 +109,47 @@ def field(data: Any, name: str, kind: type, optional: bool = False) -> Any:
                         f"'{name}' must be a{'' if kind is int else ' non-empty'} "
                         f"{kind.__name__}")
     return value
+
+
+def run_builtin(services: Services, builtin: BuiltinFunction, ctx: CallContext,
+                answer: Answer) -> None:
+    """Run a daemon function; ``answer`` gets its outcome at once, or, when it asked the
+    store to keep something (or read something still on its way there), once that
+    landed: a failed write is an ``invocation_failed`` error."""
+    result: Any = None
+    error: p.ErrorBody | None = None
+    try:
+        result = builtin.handler(services, ctx)
+    except CallError as exc:
+        error = p.ErrorBody(code=exc.code, message=exc.message)
+    except Exception as exc:  # a daemon bug must not take the daemon down
+        log.exception("engine function %s failed", builtin.id)
+        error = p.ErrorBody(code=ErrorCode.INVOCATION_FAILED,
+                            message=f"{type(exc).__name__}: {exc}")
+    out = ctx.out
+    if isinstance(result, AfterWrites):  # it read a change still on its way to disk
+        compute = result.compute
+
+        def later(failure: str | None, out: Output) -> None:
+            try:
+                value, late_error = compute(), None
+            except CallError as exc:
+                value, late_error = None, p.ErrorBody(code=exc.code, message=exc.message)
+            answer(value, late_error, out)
+
+        out.append((EVENTS, Persist((), later)))
+        return
+    if not ctx.writes:
+        answer(result, error, out)
+        return
+    then = ctx.then
+
+    def landed(failure: str | None, out: Output) -> None:
+        for step in then:
+            step(failure, out)
+        if failure is None:
+            answer(result, error, out)
+        else:
+            answer(None, p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=failure), out)
+
+    out.append((EVENTS, Persist(tuple(ctx.writes), landed)))

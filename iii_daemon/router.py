@@ -21,9 +21,9 @@ from typing import Any
 from msgspec import Raw
 
 from iii_daemon import engine_functions
-from iii_daemon.builtin import AfterWrites, BuiltinFunction, CallContext, Services
+from iii_daemon.builtin import Answer, BuiltinFunction, CallContext, Services, run_builtin
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
-from iii_daemon.errors import CallError, TriggerError
+from iii_daemon.errors import TriggerError
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.queues import Queues
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
@@ -44,8 +44,6 @@ RESERVED_ACTIONS = frozenset({"void", "enqueue"})
 
 
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
-#: How a daemon function's outcome reaches whoever called it: ``(result, error, out)``.
-_Answer = Callable[[Any, "p.ErrorBody | None", Output], None]
 
 
 def _error(code: str, message: str) -> p.ErrorBody:
@@ -406,45 +404,9 @@ class Router:
                                                     function_id=entry.id)))
 
     def _run_builtin(self, conn: Connection | None, builtin: BuiltinFunction, data: Raw,
-                     out: Output, answer: _Answer) -> None:
-        """Run a daemon function; ``answer`` gets its outcome at once, or, when it asked
-        the store to keep something, once that committed (a failed write is an error)."""
-        ctx = CallContext(conn, p.from_raw(data), out, self.clock)
-        result: Any = None
-        error: p.ErrorBody | None = None
-        try:
-            result = builtin.handler(self.services, ctx)
-        except CallError as exc:
-            error = _error(exc.code, exc.message)
-        except Exception as exc:  # a daemon bug must not take the daemon down
-            log.exception("engine function %s failed", builtin.id)
-            error = _error(ErrorCode.INVOCATION_FAILED, f"{type(exc).__name__}: {exc}")
-        if isinstance(result, AfterWrites):  # it read a change still on its way to disk
-            compute = result.compute
-
-            def later(failure: str | None, out: Output) -> None:
-                try:
-                    value, late_error = compute(), None
-                except CallError as exc:
-                    value, late_error = None, _error(exc.code, exc.message)
-                answer(value, late_error, out)
-
-            out.append((EVENTS, Persist((), later)))
-            return
-        if not ctx.writes:
-            answer(result, error, out)
-            return
-        then = ctx.then
-
-        def landed(failure: str | None, out: Output) -> None:
-            for step in then:
-                step(failure, out)
-            if failure is None:
-                answer(result, error, out)
-            else:
-                answer(None, _error(ErrorCode.INVOCATION_FAILED, failure), out)
-
-        out.append((EVENTS, Persist(tuple(ctx.writes), landed)))
+                     out: Output, answer: Answer) -> None:
+        run_builtin(self.services, builtin, CallContext(conn, p.from_raw(data), out,
+                                                        self.clock), answer)
 
     def _call_builtin(self, conn: Connection, msg: p.InvokeFunction,
                       builtin: BuiltinFunction, void: bool, out: Output) -> None:
