@@ -348,9 +348,6 @@ class Queues:
         if lane.in_flight.pop(message.id, None) is None:
             return  # purged meanwhile
         self.dirty.add((lane.queue, lane.function_id))
-        clock = self.host.clock
-        source = f"queue:{lane.queue}"
-        duration_ms = round((clock.now - started) * 1000, 3)
         if error is None:
             lane.delivered += 1
             if message.group is not None:
@@ -362,6 +359,9 @@ class Queues:
                 lane.busy_groups.discard(message.group)
             lane.ready.appendleft(message)
             return
+        clock = self.host.clock
+        source = f"queue:{lane.queue}"
+        duration_ms = round((clock.now - started) * 1000, 3)
         message.attempts += 1
         message.last_error = {"code": error.code, "message": error.message}
         self.host.record("invocation.finished", out, function_id=lane.function_id,
