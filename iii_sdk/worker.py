@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import platform
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +80,8 @@ class III:
             p.TriggerRegistrationResult: registrations.on_trigger_verdict,
             p.Error: registrations.on_error,
         }
+        #: Set by shutdown() (and by SIGTERM in run_forever()).
+        self._stopped = threading.Event()
         self._session.start()
 
     # --- the session --------------------------------------------------------------------
@@ -139,6 +144,7 @@ class III:
         """Close the connection and stop the background thread; calls still waiting fail
         with ``invocation_stopped``. The instance cannot be used afterwards."""
         session = self._session
+        self._stopped.set()
         if not session.thread.is_alive():
             return
         if session.on_sdk_thread():
@@ -152,6 +158,20 @@ class III:
         await self._session.close_async()
         self._calls.stop("the worker shut down")
         await self._handlers.cancel_async()
+
+    def run_forever(self) -> None:
+        """Serve until Ctrl-C or SIGTERM (or :meth:`shutdown` from another thread), then
+        shut down cleanly: what a worker script calls last."""
+        previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                self._stopped.wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.shutdown()
 
     def __enter__(self) -> III:
         return self
@@ -267,13 +287,21 @@ class III:
         Also a barrier: the daemon handles a connection's frames in order, so when
         ``ping`` returns, every registration made before it is in effect.
 
+        Waits for a connection first when there is none yet (within ``timeout_s``).
+
         Raises:
-            InvocationError: ``TIMEOUT`` or ``invocation_stopped`` (not connected).
+            InvocationError: ``TIMEOUT`` (no connection or no pong in time), or
+                ``invocation_stopped`` (the link dropped meanwhile).
         """
         if self._session.on_sdk_thread():
             raise RuntimeError("ping() would block the SDK loop")
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
         started = time.perf_counter()
+        # Not connected yet (the daemon is starting, or being restarted): wait for it
+        # within the same time budget rather than fail at once.
+        if not self._session.connected.wait(timeout_s):
+            raise InvocationError(ErrorCode.TIMEOUT, f"not connected to the daemon at "
+                                                     f"{self._address} within {timeout_s} s")
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._session.loop.call_soon_threadsafe(self._calls.ping, settler(done))
         try:
             done.result(timeout=timeout_s)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
-import threading
 from typing import Any
 
 from iii_sdk import InitOptions, InvocationError, register_worker
@@ -57,15 +55,13 @@ def main() -> None:
     worker.register_function("math::echo", echo, description="returns data and metadata")
     worker.register_function("math::is_positive", is_positive,
                              description="true when data.n > 0 (a trigger condition)")
+    # Started before the daemon? The SDK says once on stderr what it waits for.
+    worker.wait_until_connected()
     worker.ping()  # every registration is in effect once the daemon answered
     print("math-worker ready", flush=True)
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    worker.shutdown()
+    worker.run_forever()  # until Ctrl-C or SIGTERM, then a clean shutdown
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C while still waiting
+        main()

@@ -342,3 +342,37 @@ def test_a_plain_client_is_not_listed_as_a_worker(daemon: DaemonProcess,
     finally:
         client.shutdown()
         worker.shutdown()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_run_forever_stops_cleanly_on_ctrl_c_and_sigterm(daemon: DaemonProcess,
+                                                          stop: signal.Signals) -> None:
+    proc = spawn_worker(daemon.tmp)  # the example ends in worker.run_forever()
+    proc.send_signal(stop)
+    assert proc.wait(10) == 0
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    wait_for(lambda: RawClient(daemon.socket_path).call("engine::workers::list")
+             ["result"]["workers"] == [], message="the worker to be gone")
+
+
+def test_a_worker_started_before_the_daemon_says_so_once_and_waits(short_tmp: Path) -> None:
+    daemon = DaemonProcess(short_tmp)
+    err = short_tmp / "worker.err"
+    with open(err, "w") as stderr_file:
+        proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "math_worker.py")],
+                                stdout=subprocess.PIPE, stderr=stderr_file, text=True,
+                                env=child_env(short_tmp))
+    try:
+        wait_for(lambda: "not reachable" in err.read_text(), message="the worker to say so")
+        daemon.start()
+        assert proc.stdout is not None and "ready" in proc.stdout.readline()
+        answer = RawClient(daemon.socket_path).call("math::add", {"a": 1, "b": 2})
+        assert answer["result"] == {"sum": 3}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        stderr = err.read_text()
+        assert stderr.count("not reachable") == 1 and str(daemon.socket_path) in stderr
+        assert "iii daemon start" in stderr and "Traceback" not in stderr
+    finally:
+        proc.kill()
+        daemon.stop()
