@@ -252,21 +252,26 @@ def register_trigger(
     function_id: Annotated[str, typer.Option(
         "--function", help="The function to run.", autocompletion=_complete_function_ids)],
     config: Annotated[str | None, typer.Option(
-        "--config", help='The type\'s config as JSON, e.g. {"expression":"*/5 * * * * *"}.')
+        "--config", help='The type\'s config as a JSON object, @file or - for stdin, e.g. '
+                         '{"expression":"*/5 * * * * *"}.')
     ] = None,
     condition: Annotated[str | None, typer.Option(
         "--condition", help="Run only when this function returns something truthy.")
     ] = None,
     trigger_id: Annotated[str | None, typer.Option("--id", help="Choose the id.")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Change the trigger with this --id if it exists.")] = False,
     socket: SocketOption = None,
     url: UrlOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Add a daemon-owned trigger (kept across restarts); prints its id."""
+    from iii_cli.trigger_fast import UsageError, read_json
+
     try:
-        parsed = json.loads(config) if config is not None else {}
-    except ValueError as exc:
-        fail(ec.USAGE, f"--config is not valid JSON: {exc}")
+        parsed = read_json(config, "--config") if config is not None else {}
+    except UsageError as exc:
+        fail(ec.USAGE, str(exc))
     if not isinstance(parsed, dict):
         fail(ec.USAGE, "--config must be a JSON object")
     if condition:
@@ -276,6 +281,8 @@ def register_trigger(
                                "config": parsed}
     if trigger_id:
         request["id"] = trigger_id
+    if replace:
+        request["replace"] = True
     result = call_function(target, "engine::register_trigger", request)
     functions = {f["function_id"]
                  for f in call_function(target, "engine::functions::list")["functions"]}
@@ -377,8 +384,7 @@ def daemon_status(
     except Unreachable as exc:
         fail(ec.UNREACHABLE, unreachable_message(exc))
     except Timeout:
-        fail(ec.UNREACHABLE, f"the daemon {place} did not answer within "
-                              f"{CALL_DEADLINE_S:.0f} s")
+        fail(ec.UNREACHABLE, f"the daemon {place}: no answer within {CALL_DEADLINE_S:.0f} s")
     except (Refused, dc.DaemonError) as exc:
         fail(ec.UNREACHABLE, f"the daemon {place} did not report its status: {exc}")
     if fmt is StatusFormat.json:
@@ -478,7 +484,7 @@ def _show_log(data: bytes) -> None:
 
 @config_app.command("path")
 def config_path() -> None:
-    """Where the config file is (``III_CONFIG`` overrides)."""
+    """Where the config file is ($III_CONFIG overrides)."""
     from iii_sdk import config
 
     typer.echo(str(config.config_path()))

@@ -83,8 +83,7 @@ def call_function(target: str | Path, function_id: str, data: Any = None) -> Any
     except Refused as exc:
         fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
     except Timeout:
-        fail(ec.TIMEOUT, f"{function_id}: no answer from the daemon within "
-                          f"{CALL_DEADLINE_S:.0f} s")
+        fail(ec.TIMEOUT, f"{function_id}: no answer within {CALL_DEADLINE_S:.0f} s")
     error = answer.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else str(error)

@@ -134,6 +134,25 @@ def _loads(text: str | bytes, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
+def read_json(source: str, option: str) -> Any:
+    """The JSON an option gives: the text itself, ``@file``, or ``-`` for stdin (each
+    at most the daemon's frame limit).
+
+    Raises:
+        UsageError: unreadable file, too large, invalid JSON.
+    """
+    if source == "-":
+        return _loads(_read_capped(sys.stdin.buffer, "stdin"), "stdin")
+    if source.startswith("@"):
+        try:
+            with open(source[1:], "rb") as handle:
+                text = _read_capped(handle, source[1:])
+        except OSError as exc:
+            raise UsageError(f"cannot read {source[1:]}: {exc.strerror or exc}") from None
+        return _loads(text, source[1:])
+    return _loads(source, option)
+
+
 def build_payload(args: Args) -> Any:
     """``--json`` (object, @file or - for stdin) merged with ``k=v`` pairs (k=v wins).
 
@@ -142,20 +161,7 @@ def build_payload(args: Args) -> Any:
     """
     base: Any = None
     if args.json is not None:
-        source = args.json
-        if source == "-":
-            text: str | bytes = _read_capped(sys.stdin.buffer, "stdin")
-            what = "stdin"
-        elif source.startswith("@"):
-            try:
-                with open(source[1:], "rb") as handle:
-                    text = _read_capped(handle, source[1:])
-            except OSError as exc:
-                raise UsageError(f"cannot read {source[1:]}: {exc.strerror or exc}") from None
-            what = source[1:]
-        else:
-            text, what = source, "--json"
-        base = _loads(text, what)
+        base = read_json(args.json, "--json")
     if not args.pairs:
         return {} if base is None else base
     if base is None:

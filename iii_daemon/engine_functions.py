@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon import queue_functions, state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
+from iii_daemon.triggers.base import Binding
 from iii_daemon.unsettled import MISSING
 from iii_daemon.writes import DropTrigger, PutTrigger
 from iii_sdk.error_codes import ErrorCode
@@ -115,6 +116,14 @@ def register_trigger(services: Services, ctx: CallContext) -> Any:
     config = data.get("config") or {}
     triggers = services.triggers
     before = triggers.bindings.get(trigger_id, MISSING)
+    if isinstance(before, Binding) and before.owner is None and not data.get("replace") \
+            and (before.trigger_type, before.function_id, before.config) != \
+            (trigger_type, function_id, config):
+        # Asked twice the same is fine (scripts re-run); a different trigger under a
+        # taken id is a mistake unless said so.
+        raise CallError(ErrorCode.BAD_REQUEST,
+                        f"trigger '{trigger_id}' already exists ({before.trigger_type} -> "
+                        f"{before.function_id}); pass replace: true (--replace) to change it")
     try:
         binding = triggers.register(None, trigger_id, trigger_type, function_id, config,
                                     data.get("metadata"), ctx.clock, ctx.out)
@@ -171,7 +180,8 @@ _ENGINE = (
     BuiltinFunction("engine::workers::register",
                     "records a worker's name, runtime, version and pid", register_worker),
     BuiltinFunction("engine::register_trigger",
-                    "adds a daemon-owned trigger {id?, trigger_type, function_id, config}",
+                    "adds a daemon-owned trigger {id?, trigger_type, function_id, config, "
+                    "replace?}",
                     register_trigger),
     BuiltinFunction("engine::unregister_trigger", "removes a daemon-owned trigger {id}",
                     unregister_trigger),

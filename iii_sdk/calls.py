@@ -128,7 +128,8 @@ class Calls:
         if pending is not None:
             self.outbox = [m for m in self.outbox if m.invocation_id != invocation_id]
             pending.settle(None, InvocationError(
-                ErrorCode.TIMEOUT, f"invocation timed out after {timeout_ms}ms",
+                ErrorCode.TIMEOUT,
+                f"invocation of '{pending.function_id}' timed out after {timeout_ms} ms",
                 function_id=pending.function_id, invocation_id=invocation_id))
 
     def on_result(self, message: p.InvocationResult) -> None:

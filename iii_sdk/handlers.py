@@ -83,7 +83,9 @@ def _metadata_mode(handler: Handler) -> str:
 def error_body(exc: BaseException) -> p.ErrorBody:
     if isinstance(exc, InvocationError):
         return p.ErrorBody(code=exc.code, message=exc.message, stacktrace=exc.stacktrace)
-    message = str(exc) or type(exc).__name__
+    # The exception's type is part of the message: "KeyError: 'a'" says more than "'a'".
+    text = str(exc)
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     stack = "".join(traceback.format_exception(exc))
     return p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=message, stacktrace=stack)
 

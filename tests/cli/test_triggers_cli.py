@@ -109,3 +109,28 @@ def test_list_trigger_types(daemon: DaemonProcess) -> None:
     assert rows["webhook"]["provider"] is None and rows["webhook"]["triggers"] == 1
     table = run_iii(daemon.tmp, "list", "trigger-types", "-o", "table").stdout
     assert "(nobody)" in table and "(daemon)" in table
+
+
+def test_register_trigger_config_forms_and_replace(daemon: DaemonProcess,
+                                                   tmp_path: Path) -> None:
+    config = tmp_path / "cron.json"
+    config.write_text('{"expression": "0 0 * * * *"}')
+    from_file = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
+                        "--config", f"@{config}", "--id", "hourly", "-q")
+    assert from_file.returncode == 0 and from_file.stdout == "hourly\n"
+    from_stdin = run_iii(daemon.tmp, "register-trigger", "--type", "subscribe", "--function",
+                         "f", "--config", "-", "--id", "news", "-q", stdin='{"topic": "n"}')
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    # The same id for something else is refused, and nothing changes...
+    taken = run_iii(daemon.tmp, "register-trigger", "--type", "subscribe", "--function", "g",
+                    "--config", '{"topic": "other"}', "--id", "news", "-q")
+    assert taken.returncode == 2 and "already exists (subscribe -> f)" in taken.stderr
+    assert "--replace" in taken.stderr
+    listed = {t["id"]: t for t in iii(daemon.tmp, "list", "triggers", "-o", "json")}
+    assert listed["news"]["function_id"] == "f"
+    # ...unless asked.
+    assert run_iii(daemon.tmp, "register-trigger", "--type", "subscribe", "--function", "g",
+                   "--config", '{"topic": "other"}', "--id", "news", "--replace",
+                   "-q").returncode == 0
+    listed = {t["id"]: t for t in iii(daemon.tmp, "list", "triggers", "-o", "json")}
+    assert listed["news"]["function_id"] == "g"

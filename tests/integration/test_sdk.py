@@ -60,7 +60,7 @@ def test_a_raising_handler_gives_invocation_failed_with_its_message(
         with pytest.raises(InvocationError) as err:
             caller.trigger({"function_id": "broken", "payload": {}})
         assert err.value.code == "invocation_failed"
-        assert "missing thing" in err.value.message
+        assert err.value.message == "KeyError: 'missing thing'"  # the type, then the text
         assert err.value.stacktrace and "KeyError" in err.value.stacktrace
     finally:
         worker.shutdown()
@@ -78,6 +78,7 @@ def test_timeout_from_the_daemon(math_worker: Any, caller: III) -> None:
         caller.trigger({"function_id": "math::sleep", "payload": {"seconds": 5},
                         "timeout_ms": 200})
     assert err.value.code == "TIMEOUT"
+    assert err.value.message == "invocation of 'math::sleep' timed out after 200 ms"
 
 
 def test_local_timeout_when_the_daemon_is_not_asked(daemon: DaemonProcess,
@@ -86,7 +87,8 @@ def test_local_timeout_when_the_daemon_is_not_asked(daemon: DaemonProcess,
     try:
         with pytest.raises(InvocationError) as err:
             client.trigger({"function_id": "math::sleep", "payload": {"seconds": 5}})
-        assert err.value.code == "TIMEOUT"
+        assert err.value.code == "TIMEOUT"  # the same words as the daemon's own timeout
+        assert err.value.message == "invocation of 'math::sleep' timed out after 200 ms"
     finally:
         client.shutdown()
 

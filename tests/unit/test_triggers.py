@@ -473,3 +473,17 @@ def test_writes_that_fail_among_writes_that_land_leave_what_the_disk_has() -> No
     core._render(core.router.persisted(b, core.now))
     assert state.get("s", "k") == "a" == core.disk.state[("s", "k")]
     assert len(state.unsettled) == 0
+
+
+def test_a_taken_id_is_not_silently_replaced(core: Core) -> None:
+    first = reg(core, id="x", type="subscribe", function_id="job", config={"topic": "a"})
+    assert "error" not in first
+    again = reg(core, id="x", type="subscribe", function_id="job", config={"topic": "a"})
+    assert "error" not in again  # the same registration twice: fine (scripts re-run)
+    other = reg(core, id="x", type="subscribe", function_id="gate", config={"topic": "a"})
+    assert other["error"]["code"] == "bad_request"
+    assert "already exists (subscribe -> job)" in other["error"]["message"]
+    assert core.router.triggers.bindings["x"].function_id == "job"
+    replaced = reg(core, id="x", type="subscribe", function_id="gate",
+                   config={"topic": "a"}, replace=True)
+    assert "error" not in replaced and core.router.triggers.bindings["x"].function_id == "gate"
