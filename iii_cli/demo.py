@@ -8,6 +8,7 @@ synchronously and fire-and-forget, and prints what happened.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from iii_sdk import InvocationError, TriggerAction, connect
 
 #: The example worker, run as a module: it ships inside the package, not the checkout.
 WORKER_MODULE = "iii_cli.examples.math_worker"
+#: The state scope the demo writes to (and cleans up).
+DEMO_SCOPE = "iii-demo"
 
 
 def _say(text: str) -> None:
@@ -41,16 +44,19 @@ def run(socket_path: Path) -> int:
                 return 1
             _say(f"daemon: started on {socket_path} (pid {pid})")
 
-        worker_proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], env=env,
-                                       stdout=subprocess.PIPE, text=True)
-        assert worker_proc.stdout is not None
-        if "ready" not in worker_proc.stdout.readline():
-            _say("iii demo: the example worker did not start")
-            return 1
-        _say(f"worker: {WORKER_MODULE} attached (pid {worker_proc.pid})")
-
         client = connect(str(socket_path))  # a caller, not a worker: not listed as one
         try:
+            if _served(client, "math::add"):
+                # Its functions are taken: a second copy would only be refused.
+                _say("worker: the math worker is already attached; the demo uses it")
+            else:
+                worker_proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE],
+                                               env=env, stdout=subprocess.PIPE, text=True)
+                assert worker_proc.stdout is not None
+                if "ready" not in worker_proc.stdout.readline():
+                    _say("iii demo: the example worker did not start")
+                    return 1
+                _say(f"worker: {WORKER_MODULE} attached (pid {worker_proc.pid})")
             _tour(client)
         finally:
             client.shutdown()
@@ -62,6 +68,15 @@ def run(socket_path: Path) -> int:
         if started:
             dc.stop_daemon(socket_path)
             _say("daemon: stopped (the demo started it)")
+
+
+def _served(client: Any, function_id: str) -> bool:
+    functions = client.trigger({"function_id": "engine::functions::list"})["functions"]
+    return any(f["function_id"] == function_id for f in functions)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "))
 
 
 def _events(client: Any, trigger_ids: set[str], kind: str) -> list[dict[str, Any]]:
@@ -79,14 +94,14 @@ def _triggers(client: Any) -> None:
     tick = client.register_trigger({"type": "cron", "function_id": "math::echo",
                                     "config": {"expression": "* * * * * *"}})
     on_order = client.register_trigger({"type": "state", "function_id": "math::echo",
-                                        "config": {"scope": "orders"}})
+                                        "config": {"scope": DEMO_SCOPE}})
     news = client.register_trigger({"type": "subscribe", "function_id": "math::echo",
                                     "config": {"topic": "news",
                                                "condition_function_id": "math::is_positive"}})
     client.ping()
     ids = {tick.id, on_order.id, news.id}
     client.trigger({"function_id": "state::set",
-                    "payload": {"scope": "orders", "key": "o1", "value": {"total": 3}}})
+                    "payload": {"scope": DEMO_SCOPE, "key": "o1", "value": {"total": 3}}})
     client.trigger({"function_id": "publish", "payload": {"topic": "news", "data": {"n": 1}}})
     client.trigger({"function_id": "publish", "payload": {"topic": "news", "data": {"n": 0}}})
     deadline = time.monotonic() + 5  # leaves as soon as it has seen enough
@@ -100,13 +115,16 @@ def _triggers(client: Any) -> None:
     skipped = _events(client, {news.id}, "trigger.skipped")
     _row("cron", "* * * * * * -> math::echo",
         f"ran {sum(1 for e in finished if e['trigger_id'] == tick.id)} times")
-    _row("state", "state::set orders/o1 -> math::echo",
+    _row("state", f"state::set {DEMO_SCOPE}/o1 -> math::echo",
         f"ran {sum(1 for e in finished if e['trigger_id'] == on_order.id)} time")
     _row("subscribe", "publish news {n: 1}, then {n: 0}",
         f"ran {sum(1 for e in finished if e['trigger_id'] == news.id)}, skipped "
         f"{len(skipped)} (condition math::is_positive)")
     for trigger in (tick, on_order, news):
         trigger.unregister()
+    # The demo leaves nothing behind in the user's state.
+    client.trigger({"function_id": "state::delete", "payload": {"scope": DEMO_SCOPE,
+                                                                "key": "o1"}})
 
 
 def _tour(client: Any) -> None:
@@ -117,7 +135,7 @@ def _tour(client: Any) -> None:
     t0 = time.perf_counter()
     answer = client.trigger({"function_id": "math::add", "payload": {"a": 2, "b": 3}})
     elapsed_ms = (time.perf_counter() - t0) * 1e3
-    _row("sync", "math::add {a: 2, b: 3}", f"{answer}  ({elapsed_ms:.2f} ms)")
+    _row("sync", "math::add {a: 2, b: 3}", f"{_json(answer)}  ({elapsed_ms:.2f} ms)")
 
     t0 = time.perf_counter()
     n = 1000
@@ -127,7 +145,7 @@ def _tour(client: Any) -> None:
 
     client.trigger({"function_id": "math::echo", "payload": {"msg": "hi"},
                     "action": TriggerAction.Void()})
-    _row("void", "math::echo {msg: 'hi'}", "None (fire and forget; the worker ran it)")
+    _row("void", "math::echo {msg: 'hi'}", "accepted (fire and forget; the worker runs it)")
 
     failing = [
         ("math::divide {a: 1, b: 0}", {"function_id": "math::divide",
