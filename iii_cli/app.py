@@ -382,7 +382,7 @@ def daemon_status(
     try:
         info = dc.daemon_status(target, CALL_DEADLINE_S)
     except Unreachable as exc:
-        fail(ec.UNREACHABLE, unreachable_message(exc))
+        fail(ec.UNREACHABLE, unreachable_message(exc, str(socket) if socket else None))
     except Timeout:
         fail(ec.UNREACHABLE, f"the daemon {place}: no answer within {CALL_DEADLINE_S:.0f} s")
     except (Refused, dc.DaemonError) as exc:

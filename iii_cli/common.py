@@ -44,8 +44,14 @@ UrlOption = Annotated[str | None, typer.Option(
          "beats --socket.")]
 
 
+#: The ``--socket`` a command was given, for the "start it with" hint.
+_socket_flag: list[str] = []
+
+
 def where(socket: Path | None, url: str | None = None) -> str:
     """Where to send a daemon function call: a ws:// URL, or a socket path."""
+    if socket is not None:
+        _socket_flag[:] = [str(socket)]
     if url:
         if url.startswith("unix://"):
             return url[len("unix://"):]
@@ -79,7 +85,8 @@ def call_function(target: str | Path, function_id: str, data: Any = None) -> Any
         with connect(str(target), CALL_DEADLINE_S) as conn:
             answer = conn.call(function_id, data)
     except Unreachable as exc:
-        fail(ec.UNREACHABLE, unreachable_message(exc))
+        fail(ec.UNREACHABLE, unreachable_message(exc, _socket_flag[0] if _socket_flag
+                                                 else None))
     except Refused as exc:
         fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
     except Timeout:

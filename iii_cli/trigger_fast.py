@@ -246,7 +246,7 @@ def run(argv: list[str]) -> int:
             answer = conn.call(args.function_id, payload, timeout_ms=args.timeout_ms,
                                action=args.action)
     except Unreachable as exc:
-        fail(ec.UNREACHABLE, unreachable_message(exc))
+        fail(ec.UNREACHABLE, unreachable_message(exc, args.socket))
     except Refused as exc:
         fail(ec.USAGE, f"the daemon refused the request: {exc}")
     except Timeout:

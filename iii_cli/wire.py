@@ -38,11 +38,13 @@ class Refused(Exception):
     """The daemon refused what we sent before answering it (a frame over its limit)."""
 
 
-def unreachable_message(exc: Unreachable) -> str:
-    """The one line every command prints when no daemon answers."""
+def unreachable_message(exc: Unreachable, socket_flag: str | None = None) -> str:
+    """The one line every command prints when no daemon answers; the hint names the
+    socket when the command was given one with ``--socket``."""
     if isinstance(exc, Broken):
         return str(exc)
-    return f"daemon not running: {exc}; start it with `iii daemon start`"
+    start = f"iii daemon start --socket {socket_flag}" if socket_flag else "iii daemon start"
+    return f"daemon not running: {exc}; start it with `{start}`"
 
 
 class Timeout(Exception):
@@ -240,7 +242,7 @@ class WsConnection(Calls):
 
     def __init__(self, url: str, timeout_s: float | None = 10.0,
                  max_reply: int = DEFAULT_MAX_REPLY) -> None:
-        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
         from websockets.sync.client import connect
 
         headers = {}
@@ -253,6 +255,13 @@ class WsConnection(Calls):
             self.ws = connect(url, open_timeout=timeout_s, compression=None,
                               max_size=max_reply,
                               additional_headers=headers).__enter__()  # closed by close()
+        except InvalidStatus as exc:  # it is there, and said no: say why, not "not running"
+            status = exc.response.status_code
+            why = bytes(exc.response.body or b"").decode(errors="replace").strip()[:200]
+            hint = ("; set III_TOKEN to its token" if status == 401 and not token
+                    else "; III_TOKEN does not match its token" if status == 401 else "")
+            raise Broken(f"{url} refused the connection (HTTP {status}"
+                         f"{': ' + why if why else ''}){hint}") from None
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise Unreachable(f"no iii engine at {url} ({exc})") from None
 

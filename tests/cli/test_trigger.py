@@ -87,6 +87,35 @@ def test_daemon_not_running_exit_3_one_line(short_tmp: Path) -> None:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1
     assert str(short_tmp / "iii.sock") in lines[0] and "iii daemon start" in lines[0]
+    # Given --socket, the hint names the same socket.
+    other = short_tmp / "other.sock"
+    for args in (["trigger", "math::add", "--socket", str(other)],
+                 ["list", "functions", "--socket", str(other)],
+                 ["daemon", "status", "--socket", str(other)]):
+        proc = run_iii(short_tmp, *args)
+        assert proc.returncode == 3, args
+        assert f"`iii daemon start --socket {other}`" in proc.stderr, (args, proc.stderr)
+
+
+def test_a_refused_token_is_not_called_not_running(short_tmp: Path) -> None:
+    from tests.helpers import free_port
+
+    port = free_port()
+    (short_tmp / "config.toml").write_text('[websocket]\ntoken = "s3cret"\n')
+    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    url = f"ws://127.0.0.1:{port}"
+    try:
+        missing = run_iii(short_tmp, "trigger", "math::add", "--url", url)
+        assert missing.returncode == 3 and "not running" not in missing.stderr
+        assert "refused the connection (HTTP 401" in missing.stderr
+        assert "set III_TOKEN" in missing.stderr
+        env = dict(child_env(short_tmp), III_TOKEN="wrong")
+        wrong = run_iii(short_tmp, "list", "functions", "--url", url, env=env)
+        assert wrong.returncode == 3 and "III_TOKEN does not match" in wrong.stderr
+        env["III_TOKEN"] = "s3cret"
+        assert run_iii(short_tmp, "list", "functions", "--url", url, env=env).returncode == 0
+    finally:
+        daemon.stop()
 
 
 def test_unknown_function_exit_4_also_with_void(daemon: DaemonProcess) -> None:
