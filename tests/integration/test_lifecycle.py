@@ -202,7 +202,7 @@ def test_the_log_says_what_happened(daemon: DaemonProcess) -> None:
                                             "config": {"topic": "t"}})
     for _ in range(3):
         other.call("publish", {"topic": "t"})
-    wait_for(lambda: "failed: invocation_failed: always" in daemon.log(),
+    wait_for(lambda: "failed: invocation_failed: RuntimeError: always" in daemon.log(),
              message="the trigger failure in the log")
     pid = os.getpid()
     worker.shutdown()
@@ -211,5 +211,5 @@ def test_the_log_says_what_happened(daemon: DaemonProcess) -> None:
     log = daemon.log()
     assert f"worker 'logger' joined over unix (python 0.1.0, pid {pid}" in log
     assert "refused function 'taken' of worker" in log and "already served" in log
-    assert log.count("failed: invocation_failed: always") == 1  # once, not per firing
+    assert log.count("failed: invocation_failed: RuntimeError: always") == 1  # once, not per firing
     assert f"worker 'logger' ({worker.worker_id}) left (pid {pid}, 2 functions)" in log
