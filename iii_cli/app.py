@@ -196,14 +196,24 @@ LIST_KINDS = {
 }
 
 
+def _list_kinds(incomplete: str) -> list[str]:
+    return [kind.value for kind in ListKind if kind.value.startswith(incomplete)]
+
+
 @app.command("list")
 def list_(
-    kind: Annotated[ListKind, typer.Argument(help="What to list.")],
+    kind_name: Annotated[str, typer.Argument(
+        metavar="KIND", help=f"What to list: {', '.join(k.value for k in ListKind)}.",
+        autocompletion=_list_kinds)],
     fmt: FormatOption = None,
     socket: SocketOption = None,
     url: UrlOption = None,
 ) -> None:
     """List functions, workers, actions, triggers, trigger types or queues."""
+    if kind_name not in {k.value for k in ListKind}:
+        fail(ec.USAGE, f"cannot list {kind_name!r}: `iii list` lists "
+                       f"{', '.join(k.value for k in ListKind)}")
+    kind = ListKind(kind_name)
     target = where(socket, url)
     function_id, key, columns = LIST_KINDS[kind.value]
     rows: list[dict[str, Any]] = call_function(target, function_id)[key]
@@ -321,13 +331,15 @@ def daemon_start(
     socket: SocketOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Start the daemon (a no-op when it already runs)."""
+    """Start the daemon detached: exit 0 once one runs, also when one already did. With
+    --foreground this process becomes the daemon: exit 1 when one already runs there."""
     socket_path = socket_of(socket)
     options = dc.StartOptions(data_dir=data_dir, ws_port=ws_port, http_port=http_port)
     if foreground:
+        # The same rule as `python -m iii_daemon`, which this becomes: it cannot run here.
         if dc.running_pid(socket_path) is not None and dc.answers(socket_path):
-            say(f"iii daemon already running on {socket_path}", quiet)
-            raise typer.Exit(ec.OK)
+            fail(ec.FUNCTION_ERROR, f"a daemon is already running on {socket_path}; "
+                                    "`iii daemon stop` it first, or use another --socket")
         command = dc.daemon_command(socket_path, options)
         os.execv(command[0], command)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +111,27 @@ def test_foreground_stays_attached_and_logs_to_stderr(short_tmp: Path) -> None:
         while ready not in (line := proc.stderr.readline()):
             assert line, "the foreground daemon exited"
         assert can_connect(short_tmp / "iii.sock")
+        # One rule: running a daemon here (--foreground, python -m iii_daemon) on a live
+        # socket is an error, exit 1; `daemon start` (detached) just makes sure one runs.
         again = run_iii(short_tmp, "daemon", "start", "--foreground")
-        assert again.returncode == 0 and "already running" in again.stderr
+        assert again.returncode == 1 and "already running" in again.stderr
+        assert len(again.stderr.splitlines()) == 1
+        module = subprocess.run([sys.executable, "-m", "iii_daemon"], capture_output=True,
+                                text=True, env=child_env(short_tmp), timeout=30)
+        assert module.returncode == 1 and "already running" in module.stderr
+        detached = run_iii(short_tmp, "daemon", "start")
+        assert detached.returncode == 0 and "already running" in detached.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     assert not (short_tmp / "iii.sock").exists()
+
+
+def test_list_says_what_it_can_list(short_tmp: Path) -> None:
+    proc = run_iii(short_tmp, "list", "bogus")
+    assert proc.returncode == 2
+    assert proc.stderr == ("iii: cannot list 'bogus': `iii list` lists functions, workers, "
+                           "actions, triggers, trigger-types, queues\n")
 
 
 def test_list_actions(daemon: DaemonProcess) -> None:
