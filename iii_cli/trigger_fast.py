@@ -223,6 +223,20 @@ def _print_json(value: Any, stream: Any, output: str | None) -> None:
     stream.flush()
 
 
+def _print_error(error: Any, output: str | None) -> None:
+    """The error object: JSON when piped (scripts parse it) or with ``-o json``; on a
+    terminal, readable: ``code: message``, then the stack trace if there is one."""
+    if output == "json" or not sys.stderr.isatty() or not isinstance(error, dict):
+        _print_json(error, sys.stderr, "json")
+        return
+    lines = [f"{error_prefix(sys.stderr)}{printable(str(error.get('code')))}: "
+             f"{printable(str(error.get('message')))}"]
+    stack = error.get("stacktrace")
+    if isinstance(stack, str) and stack:
+        lines += [printable(line) for line in stack.rstrip("\n").splitlines()]
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
 def run(argv: list[str]) -> int:
     try:
         args = parse(argv)
@@ -253,7 +267,7 @@ def run(argv: list[str]) -> int:
         fail(ec.TIMEOUT, f"no answer within {args.timeout_ms} ms", args.quiet)
     error = answer.get("error")
     if error is not None:
-        _print_json(error, sys.stderr, "json")
+        _print_error(error, args.output)
         return ec.for_error(error)
     result = answer.get("result")
     if isinstance(result, dict) and result.get("function_served") is False \

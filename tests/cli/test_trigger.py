@@ -58,6 +58,44 @@ def test_function_error_exit_1_with_the_error_json_on_stderr(
                                        "message": "cannot divide by zero"}
 
 
+def test_on_a_terminal_an_error_reads_as_text_with_its_stack(daemon: DaemonProcess,
+                                                             sdk_worker: III) -> None:
+    import os
+    import pty
+
+    def broken(data: Any) -> Any:
+        return {}["missing"]
+
+    sdk_worker.register_function("broken", broken)
+    sdk_worker.ping()
+
+    def on_a_terminal(*args: str) -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        proc = subprocess.run([IIIBIN, "trigger", "broken", *args], stderr=follower,
+                              stdout=subprocess.PIPE, env=child_env(daemon.tmp), timeout=30)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        return proc.returncode, b"".join(chunks).decode().replace("\r\n", "\n")
+
+    code, text = on_a_terminal()
+    lines = text.splitlines()
+    assert code == 1 and "invocation_failed: KeyError: 'missing'" in lines[0]
+    assert lines[1].startswith("Traceback") and "KeyError: 'missing'" in lines[-1]
+    code, text = on_a_terminal("-o", "json")  # asked for JSON: JSON, even on a terminal
+    assert code == 1 and json.loads(text)["message"] == "KeyError: 'missing'"
+    piped = run_iii(daemon.tmp, "trigger", "broken")  # piped: JSON for scripts
+    assert json.loads(piped.stderr)["stacktrace"].startswith("Traceback")
+
+
 def test_usage_errors_exit_2_and_send_nothing(short_tmp: Path) -> None:
     # No daemon at all: exit 2 (not 3) proves the command gave up before connecting.
     bad = [
