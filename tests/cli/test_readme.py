@@ -1,0 +1,93 @@
+"""The README's guide runs as shown: its shell blocks, in order, against a temp daemon.
+
+The guide is the blocks from "The command line" to the end of "Queues" and the closing
+block after it. Each line must exit 0 (a line that is documented to exit otherwise says
+"exit N" in its comment, and is checked for that). A line ending in `&` starts a
+background process (the worker), and the next line runs once the worker's functions are
+served, as a person would wait for its "ready". `iii daemon logs -f` follows forever: it
+must still be following after a moment. Not run here: the quick start (`iii demo` has
+its own tests; pip and pytest are what CI runs), the WebSocket block (npm and the
+official SDK), the security block (placeholders by design), benchmarks and lint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.helpers import IIIBIN, REPO, child_env, wait_for
+
+GUIDE_START, GUIDE_END = "## The command line", "## WebSocket"
+
+
+def guide_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    guide = text[text.index(GUIDE_START):text.index(GUIDE_END)]
+    commands: list[str] = []
+    for block in re.findall(r"```sh\n(.*?)```", guide, re.S):
+        pending = ""
+        for line in block.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue  # a comment continuing the line above
+            pending += line
+            if pending.rstrip().endswith("\\"):
+                pending = pending.rstrip()[:-1]
+                continue
+            commands.append(pending.strip())
+            pending = ""
+    return commands
+
+
+def expected_exit(command: str) -> int:
+    found = re.search(r"#.*\bexit (\d+)\b(?! when)", command)
+    return int(found.group(1)) if found else 0
+
+
+def served(env: dict[str, str], function_id: str) -> bool:
+    proc = subprocess.run([IIIBIN, "list", "functions", "-o", "json"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    return proc.returncode == 0 and function_id in {
+        f["function_id"] for f in json.loads(proc.stdout)}
+
+
+def test_the_guide_has_the_commands_this_test_knows() -> None:
+    commands = guide_commands()
+    assert commands[0].startswith("iii daemon start")
+    assert any(c.startswith("iii queue dlq") for c in commands)
+    assert commands[-2].startswith("iii daemon logs -f")
+    assert commands[-1].startswith("iii daemon stop")
+
+
+def test_the_readme_guide_runs_as_shown(short_tmp: Path) -> None:
+    env = child_env(short_tmp)
+    background: list[subprocess.Popen[bytes]] = []
+    try:
+        for command in guide_commands():
+            if command.split("#")[0].rstrip().endswith("&"):
+                line = command.split("#")[0].rstrip()[:-1]
+                background.append(subprocess.Popen(["bash", "-c", line], env=env, cwd=REPO,
+                                                   stdout=subprocess.DEVNULL))
+                wait_for(lambda: served(env, "math::add"), message=f"{line} to be ready")
+                continue
+            if command.startswith("iii daemon logs -f"):
+                follower = subprocess.Popen(["bash", "-c", command], env=env, cwd=REPO,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                try:
+                    follower.wait(1.0)
+                except subprocess.TimeoutExpired:  # still following, as it should
+                    follower.send_signal(signal.SIGINT)
+                    follower.wait(10)
+                else:
+                    raise AssertionError(f"{command} stopped: {follower.stderr.read()!r}")
+                continue
+            proc = subprocess.run(["bash", "-c", command], env=env, cwd=REPO,
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == expected_exit(command), (command, proc.stderr)
+    finally:
+        for proc in background:
+            proc.terminate()
+            proc.wait(10)
+        subprocess.run([IIIBIN, "daemon", "stop"], env=env, capture_output=True, timeout=30)
