@@ -159,14 +159,18 @@ class III:
         self._calls.stop("the worker shut down")
         await self._handlers.cancel_async()
 
-    def run_forever(self) -> None:
+    def run_forever(self, ready: Callable[[], object] | None = None) -> None:
         """Serve until Ctrl-C or SIGTERM (or :meth:`shutdown` from another thread), then
-        shut down cleanly: what a worker script calls last."""
+        shut down cleanly: what a worker script calls last. ``ready()``, if given, runs
+        once Ctrl-C and SIGTERM are handled (say "ready" there: a supervisor that stops
+        the worker right after never kills it mid-way)."""
         previous: Any = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
         try:
             with contextlib.suppress(KeyboardInterrupt):
+                if ready is not None:
+                    ready()
                 self._stopped.wait()
         finally:
             if previous is not None:

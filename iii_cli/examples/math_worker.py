@@ -58,8 +58,8 @@ def main() -> None:
     # Started before the daemon? The SDK says once on stderr what it waits for.
     worker.wait_until_connected()
     worker.ping()  # every registration is in effect once the daemon answered
-    print("math-worker ready", flush=True)
-    worker.run_forever()  # until Ctrl-C or SIGTERM, then a clean shutdown
+    # Until Ctrl-C or SIGTERM, then a clean shutdown; "ready" once those are handled.
+    worker.run_forever(ready=lambda: print("math-worker ready", flush=True))
 
 
 if __name__ == "__main__":
