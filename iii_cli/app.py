@@ -29,6 +29,7 @@ from iii_cli.common import (
     WsPortOption,
     call_function,
     fail,
+    one_of,
     say,
     socket_of,
     where,
@@ -384,7 +385,9 @@ def daemon_restart(
 
 @daemon_app.command("status")
 def daemon_status(
-    fmt: Annotated[StatusFormat, typer.Option("-o", "--output")] = StatusFormat.text,
+    fmt: Annotated[StatusFormat, typer.Option(
+        "-o", "--output", parser=one_of(StatusFormat), metavar="text|json")
+    ] = StatusFormat.text,
     socket: SocketOption = None,
     url: UrlOption = None,
 ) -> None:
@@ -576,7 +579,8 @@ def completion_script(shell: str) -> str:
 
 @app.command()
 def completions(
-    shell: Annotated[Shell, typer.Argument()],
+    shell: Annotated[Shell, typer.Argument(parser=one_of(Shell), metavar="SHELL",
+                                           help="bash, zsh or fish.")],
 ) -> None:
     """Print the shell completion script (also shipped in completions/)."""
     typer.echo(completion_script(shell.value), nl=False)

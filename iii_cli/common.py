@@ -4,9 +4,10 @@ daemon is, one call with one deadline, and failing with one line and an exit cod
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -14,9 +15,24 @@ from iii_cli import exit_codes as ec
 from iii_cli.style import error_prefix, printable
 from iii_cli.wire import Refused, Timeout, Unreachable, connect, unreachable_message
 
+E = TypeVar("E", bound=StrEnum)
+
 COMPLETION_BUDGET_S = 0.3
 #: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
 CALL_DEADLINE_S = 5.0
+
+
+def one_of(kind: type[E]) -> Callable[[str], E]:
+    """A parser for an option that takes one of ``kind``'s values: a wrong value is told
+    what is allowed, in our words (typer's own message reads "Value error, ...")."""
+    def parse(value: str) -> E:
+        try:
+            return kind(value)
+        except ValueError:
+            allowed = [member.value for member in kind]  # type: ignore[attr-defined]
+            raise typer.BadParameter(f"use {', '.join(allowed[:-1])} or {allowed[-1]}, "
+                                     f"not {value!r}") from None
+    return parse
 
 
 class ListFormat(StrEnum):
@@ -34,7 +50,7 @@ DataDirOption = Annotated[str | None, typer.Option("--data-dir", envvar="III_DAT
 WsPortOption = Annotated[int | None, typer.Option("--ws-port", help="WebSocket port, 0: off.")]
 HttpPortOption = Annotated[int | None, typer.Option("--http-port", help="HTTP port, 0: off.")]
 FormatOption = Annotated[ListFormat | None, typer.Option(
-    "-o", "--output",
+    "-o", "--output", parser=one_of(ListFormat), metavar="table|json|jsonl",
     help="table (default on a terminal), json (default when piped) or jsonl.")]
 
 

@@ -134,6 +134,15 @@ def test_list_says_what_it_can_list(short_tmp: Path) -> None:
                            "actions, triggers, trigger-types, queues\n")
 
 
+def test_a_wrong_choice_is_told_what_is_allowed(short_tmp: Path) -> None:
+    for args, allowed in ((["list", "functions", "-o", "bogus"], "use table, json or jsonl"),
+                          (["daemon", "status", "-o", "bogus"], "use text or json"),
+                          (["completions", "bogus"], "use bash, zsh or fish")):
+        proc = run_iii(short_tmp, *args)
+        assert proc.returncode == 2, args
+        assert f"{allowed}, not 'bogus'" in proc.stderr and "Value error" not in proc.stderr
+
+
 def test_list_actions(daemon: DaemonProcess) -> None:
     from iii_sdk import InitOptions, register_worker
 
