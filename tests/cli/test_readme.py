@@ -91,3 +91,25 @@ def test_the_readme_guide_runs_as_shown(short_tmp: Path) -> None:
             proc.terminate()
             proc.wait(10)
         subprocess.run([IIIBIN, "daemon", "stop"], env=env, capture_output=True, timeout=30)
+
+
+def test_the_quick_start_is_two_commands_and_the_demo_runs(short_tmp: Path) -> None:
+    """The quick start: one command installs and runs the demo, one installs and runs the
+    tests (CI runs that one: .ci/run). The demo part runs here."""
+    text = (REPO / "README.md").read_text()
+    quick = text[text.index("## Quick start"):text.index(GUIDE_START)]
+    [block] = re.findall(r"```sh\n(.*?)```", quick, re.S)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands == ["pip install -e . && iii demo",
+                        "pip install -e '.[test]' && python -m pytest -q"]
+    assert "python -m pytest -q" in (REPO / ".ci" / "run").read_text()
+    demo = subprocess.run(["bash", "-c", commands[0].split("&&")[1]], env=child_env(short_tmp),
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+
+
+def test_help_shows_no_markup(short_tmp: Path) -> None:
+    for args in (["config", "path", "--help"], ["queue", "--help"], ["--help"]):
+        proc = subprocess.run([IIIBIN, *args], env=child_env(short_tmp), capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 0 and "``" not in proc.stdout, args
