@@ -90,7 +90,7 @@ class StoreWriter:
                 for persist in batch:
                     try:
                         self._store.apply(persist.writes, durable)
-                    except StoreError as alone:
+                    except Exception as alone:  # StoreError, or a bug: this one only
                         persist.failure = str(alone)
         except Exception as exc:  # a bug must not kill the thread and hang every answer
             log.exception("store writer failed")
