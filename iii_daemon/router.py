@@ -450,15 +450,16 @@ class Router:
                  out: Output) -> None:
         """A call through a named durable queue: the receipt once the message is on disk."""
         queue = action.get("queue")
-        problem = "action.queue must be a non-empty string" if not isinstance(queue, str) \
-            or not queue else id_problem("queue", queue) or id_problem("function id",
-                                                                        msg.function_id)
-        if problem:
-            self._reject(conn, msg, ErrorCode.BAD_REQUEST, problem, out)
+        if not isinstance(queue, str) or not queue:
+            problem: str | None = "action.queue must be a non-empty string"
+        else:
+            problem = id_problem("queue", queue) or id_problem("function id",
+                                                               msg.function_id)
+        if problem or not isinstance(queue, str):
+            self._reject(conn, msg, ErrorCode.BAD_REQUEST, problem or "", out)
             return
-        assert isinstance(queue, str)
         caller_id, conn_id, function_id = msg.invocation_id, conn.id, msg.function_id
-        receipt: list[str] = []
+        receipt = ""  # set below, read once the message is on disk
 
         def kept(failure: str | None, out: Output) -> None:
             if caller_id is None:
@@ -466,13 +467,13 @@ class Router:
             out.append((conn_id, p.InvocationResult(
                 invocation_id=caller_id, function_id=function_id,
                 result=NULL if failure else p.to_raw({
-                    "messageReceiptId": receipt[0],
+                    "messageReceiptId": receipt,
                     # extension: whether anyone serves the function now (else it waits)
                     "function_served": self.serves(function_id)}),
                 error=_error(ErrorCode.QUEUE_ERROR, f"not enqueued: {failure}")
                 if failure else None)))
 
-        receipt.append(self.queues.enqueue(queue, function_id, msg.data, out, kept).id)
+        receipt = self.queues.enqueue(queue, function_id, msg.data, out, kept).id
 
     def _call_action(self, conn: Connection, msg: p.InvokeFunction, action_type: str,
                      now: float, out: Output) -> None:

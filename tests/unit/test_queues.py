@@ -245,3 +245,11 @@ def test_purged_delayed_messages_wake_nobody(core: Core) -> None:
     assert core.router.queues.next_due() == pytest.approx(WALL + 5)
     core.call(2, "engine::queues::purge", {"queue": "later"}, invocation_id="p")
     assert core.router.queues.next_due() is None and core.router.next_deadline() is None
+
+
+@pytest.mark.parametrize("action", [{"type": "enqueue"}, {"type": "enqueue", "queue": ""},
+                                    {"type": "enqueue", "queue": 7},
+                                    {"type": "enqueue", "queue": "bad\x1bname"}])
+def test_a_bad_queue_name_is_a_bad_request(core: Core, action: dict[str, Any]) -> None:
+    [(_, answer)] = core.call(2, "job", 1, invocation_id="q", action=action)
+    assert answer["error"]["code"] == "bad_request" and core.router.queues.count() == 0
