@@ -8,7 +8,8 @@ per read, not one per message.
 Bounds, so that no client can make the daemon hold unbounded memory or stall others:
 
 - *Output budget*: while handling a connection's frames, the hub stops once they have
-  produced ``output_budget`` bytes of output; the rest wait (the connection is not read)
+  produced ``output_budget`` bytes of output (or after ``FRAMES_PER_TURN`` frames, to
+  give the others a turn); the rest wait (the connection is not read)
   until its own unsent output drains. A few bytes of pipelined ``engine::functions::list``
   calls cannot make gigabytes of answers.
 - *Write limit*: a connection whose unsent output still grows past ``write_limit`` is
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 OUTPUT_BUDGET = 4 * 1024 * 1024
 #: The longest the hub's timer sleeps; far deadlines are re-armed (loops reject huge delays).
 MAX_TIMER_S = 3600.0
+#: Frames of one connection handled in one go before the others get a turn.
+FRAMES_PER_TURN = 512
 #: Writes in flight before the hub stops reading the connection that adds more.
 WRITES_LIMIT = 20_000
 
@@ -189,6 +192,10 @@ class Hub:
                 produced += self.deliver(out)
                 if produced > budget or len(self._writes) > self.writes_limit:
                     return frames[index + 1:] if conn_id in self.links else None
+            if index + 1 == FRAMES_PER_TURN and len(frames) > FRAMES_PER_TURN:
+                # Others get a turn: a pipelined burst (writes make no output to count)
+                # must not hold every other connection for the whole read.
+                return frames[index + 1:] if conn_id in self.links else None
         return None
 
     def _internal_error(self, conn_id: int, frame: bytes) -> Output:

@@ -211,3 +211,24 @@ def test_without_a_store_writes_fail_and_say_so(loop: asyncio.AbstractEventLoop)
     [answer] = [m for m in link.messages() if m["type"] == "invocationresult"]
     assert answer["error"] == {"code": "invocation_failed",
                                "message": "this daemon has no store"}
+
+
+def test_a_long_burst_gives_others_a_turn(loop: asyncio.AbstractEventLoop) -> None:
+    """Frames that make little output (writes, voids) still yield after FRAMES_PER_TURN:
+    another connection's ping is answered before the burst is done."""
+    from iii_daemon.hub import FRAMES_PER_TURN
+
+    writer = HeldWriter()
+    hub = Hub(Router(), loop, write_limit=10**9, writer=writer)
+    burst, other = FakeLink(), FakeLink()
+    hub.attach(burst, "unix")
+    hub.attach(other, "unix")
+    frames = [state_set(f"s{i}", "k") for i in range(3 * FRAMES_PER_TURN)]
+    hub.receive(burst.conn_id, frames)
+    assert burst.paused  # a turn ended; the rest waits for the loop to come round
+    hub.receive(other.conn_id, [b'{"type":"ping"}'])
+    assert other.messages()[-1]["type"] == "pong"
+    for _ in range(10):
+        run_pending(loop)
+    assert not burst.paused  # and the burst went on by itself, every frame of it
+    assert len(writer.queued) == 3 * FRAMES_PER_TURN
