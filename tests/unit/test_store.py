@@ -89,8 +89,13 @@ def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -
     store._db.execute("INSERT INTO triggers VALUES ('bad', 'cron', 'job', '{', NULL)")
     store._db.execute("INSERT INTO triggers VALUES (7, 'state', 'job', '[]', '{}')")
     store._db.execute("INSERT INTO state VALUES ('s', 'broken', '{')")
+    store._db.execute("INSERT INTO messages (id, queue, function_id, data, attempts, "
+                      "available_at, enqueued_at, dead) VALUES "
+                      "('m-bad', 'q', 'f', x'7b7d', 'many', 'soon', 1.0, 0), "
+                      "('m-ok', 'q', 'f', x'7b7d', 0, 1.0, 1.0, 0)")
     stored = store.load()
     assert stored.state == [("s", "good", {"n": 1})]  # the broken value is left out
+    assert [m.id for m in stored.messages] == ["m-ok"]  # so is the broken message
     core = Core()
     core.router.start(100.0, WALL, stored)
     rows: dict[str, Any] = {b.id: b for b in core.router.triggers.bindings.values()}
