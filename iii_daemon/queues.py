@@ -186,6 +186,9 @@ class Queues:
         self._order = itertools.count()
         #: Messages whose enqueue write is in flight (counted, not deliverable).
         self.writing = 0
+        #: Deliveries acknowledged since the last pump (a success always marks its lane
+        #: dirty, so a pump follows and writes them).
+        self._acks: list[DropMessage] = []
         # Receipt ids: UUID-shaped, unique across restarts (a random prefix per start),
         # for the price of a counter.
         self._id_prefix = str(uuid.uuid4())[:24]
@@ -294,6 +297,9 @@ class Queues:
             found = self.lanes.get(key)
             if found is not None and found.ready and self.host.serves(found.function_id):
                 self._fill(found, clock, out)
+        if self._acks:  # the acknowledgements of this turn, as one write
+            acks, self._acks = tuple(self._acks), []
+            out.append((EVENTS, Persist(acks, _nothing)))
 
     def _fill(self, lane: Lane, clock: Clock, out: Output) -> None:
         policy = lane.policy
@@ -352,7 +358,7 @@ class Queues:
             lane.delivered += 1
             if message.group is not None:
                 lane.busy_groups.discard(message.group)
-            out.append((EVENTS, Persist((DropMessage(message.id),), _nothing)))
+            self._acks.append(DropMessage(message.id))  # written together by pump()
             return
         if waits and error.code == "function_not_found":  # nobody serves it: it waits
             if message.group is not None:
