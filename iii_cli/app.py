@@ -29,6 +29,7 @@ from iii_cli.common import (
     WsPortOption,
     call_function,
     fail,
+    not_running,
     one_of,
     say,
     socket_of,
@@ -42,7 +43,6 @@ from iii_cli.wire import (
     Timeout,
     Unreachable,
     connect,
-    unreachable_message,
 )
 from iii_daemon.triggers import catalog
 
@@ -397,7 +397,7 @@ def daemon_status(
     try:
         info = dc.daemon_status(target, CALL_DEADLINE_S)
     except Unreachable as exc:
-        fail(ec.UNREACHABLE, unreachable_message(exc, str(socket) if socket else None))
+        fail(ec.UNREACHABLE, not_running(exc, target))
     except Timeout:
         fail(ec.UNREACHABLE, f"the daemon {place}: no answer within {CALL_DEADLINE_S:.0f} s")
     except (Refused, dc.DaemonError) as exc:

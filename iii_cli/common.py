@@ -60,14 +60,8 @@ UrlOption = Annotated[str | None, typer.Option(
          "beats --socket.")]
 
 
-#: The ``--socket`` a command was given, for the "start it with" hint.
-_socket_flag: list[str] = []
-
-
 def where(socket: Path | None, url: str | None = None) -> str:
     """Where to send a daemon function call: a ws:// URL, or a socket path."""
-    if socket is not None:
-        _socket_flag[:] = [str(socket)]
     if url:
         if url.startswith("unix://"):
             return url[len("unix://"):]
@@ -81,6 +75,14 @@ def socket_of(socket: Path | None) -> Path:
     from iii_sdk.paths import resolve_socket_path
 
     return resolve_socket_path(socket)
+
+
+def not_running(exc: Unreachable, target: str | Path) -> str:
+    """The not-running line for ``target``; its "start it with" hint names the socket
+    when ``iii daemon start`` alone would not use that one."""
+    target = str(target)
+    other = not target.startswith(("ws://", "wss://")) and target != str(socket_of(None))
+    return unreachable_message(exc, target if other else None)
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -101,8 +103,7 @@ def call_function(target: str | Path, function_id: str, data: Any = None) -> Any
         with connect(str(target), CALL_DEADLINE_S) as conn:
             answer = conn.call(function_id, data)
     except Unreachable as exc:
-        fail(ec.UNREACHABLE, unreachable_message(exc, _socket_flag[0] if _socket_flag
-                                                 else None))
+        fail(ec.UNREACHABLE, not_running(exc, target))
     except Refused as exc:
         fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
     except Timeout:
