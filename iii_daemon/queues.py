@@ -184,8 +184,6 @@ class Queues:
         #: (entries of messages that left their lane's heap are skipped when met).
         self._due: list[tuple[float, int, Lane]] = []
         self._order = itertools.count()
-        #: Messages whose enqueue write is in flight (counted, not deliverable).
-        self.writing = 0
         #: Deliveries acknowledged since the last pump (a success always marks its lane
         #: dirty, so a pump follows and writes them).
         self._acks: list[DropMessage] = []
@@ -237,10 +235,8 @@ class Queues:
         message = Message(f"{self._id_prefix}{next(self._ids):012x}", queue, function_id,
                           raw, 0, wall + (delay_ms + policy.delay_ms) / 1000, wall, group,
                           trigger_id)
-        self.writing += 1
 
         def landed(failure: str | None, out: Output) -> None:
-            self.writing -= 1
             if failure is None:
                 self._place(lane, message)
             then(failure, out)

@@ -121,11 +121,6 @@ class III:
     def _address(self) -> str:
         return self._session.address
 
-    @property
-    def _outbox(self) -> list[p.InvokeFunction]:
-        """Calls waiting for a connection (tests look at it)."""
-        return self._calls.outbox
-
     # --- lifecycle ----------------------------------------------------------------------
 
     @property

@@ -259,7 +259,7 @@ def test_calls_made_while_disconnected_wait_for_the_daemon(short_tmp: Path) -> N
         thread = threading.Thread(target=lambda: answers.append(
             caller.trigger({"function_id": "engine::workers::list", "timeout_ms": 10_000})))
         thread.start()
-        wait_for(lambda: len(caller._outbox) == 1, message="the call to wait in the outbox")
+        wait_for(lambda: len(caller._calls.outbox) == 1, message="the call to wait in the outbox")
         daemon.start()
         thread.join(10)
         assert answers and "workers" in answers[0]
