@@ -1,6 +1,6 @@
 """Durable queues against a real daemon, next to raw SQLite measured in the same run.
 
-    python benchmarks/queues.py [--messages 20000]
+    python benchmarks/queues.py [--messages 20000] [--repo CHECKOUT]
 
 Figures (targets.md § Queues):
 
@@ -9,8 +9,9 @@ Figures (targets.md § Queues):
   next to the baseline: the same rows inserted by one thread in transactions of 64
   (one fsync each, WAL, ``synchronous=FULL``): raw SQLite group commit;
 - enqueue -> delivery latency p50/p99 (one message at a time to a worker);
-- routed sync calls/s alone, and while a queue drains at full speed into another worker
-  (the loop never waits on fsync).
+- routed sync calls/s alone (before and after), and while a backlog drains into a worker
+  in another process (the loop never waits on fsync, and a backlog yields to calls: see
+  iii_daemon/hub.py), with the rate the queue drained at meanwhile.
 
 Writes JSON to benchmarks/results/queues.json.
 """
@@ -118,7 +119,9 @@ async def sync_calls(path: Path, calls: int) -> float:
 
 
 async def calls_while_draining(path: Path, calls: int,
-                               backlog: int) -> tuple[float, float, float]:
+                               backlog: int) -> tuple[float, float, float, float]:
+    """Sync calls/s alone, while a backlog drains, and alone again (the machine's pace
+    drifts: the two alone figures bracket the other); and how fast the queue drained."""
     await serve(path, "bench::echo", None)
     alone = await sync_calls(path, calls)
     filler = await Client.open(path)
@@ -136,7 +139,8 @@ async def calls_while_draining(path: Path, calls: int,
     drained = (await delivered(path, "drain") - before) / (time.perf_counter() - started)
     drainer.terminate()
     drainer.wait(10)
-    return alone, meanwhile, drained
+    alone_after = await sync_calls(path, calls)
+    return alone, meanwhile, alone_after, drained
 
 
 async def delivered(path: Path, queue: str) -> int:
@@ -198,11 +202,12 @@ def measure(repo: Path, messages: int) -> dict[str, float]:
             async def run() -> dict[str, float]:
                 enqueue = await enqueue_throughput(sock, messages)
                 p50, p99 = await delivery_latency(sock, 1_000)
-                alone, draining, drained = await calls_while_draining(sock, 5_000,
-                                                                      messages * 3)
+                alone, draining, after, drained = await calls_while_draining(
+                    sock, 5_000, messages * 3)
                 return {"enqueue_per_s": enqueue, "delivery_p50_us": p50,
                         "delivery_p99_us": p99, "sync_calls_per_s_alone": alone,
                         "sync_calls_per_s_while_draining": draining,
+                        "sync_calls_per_s_alone_after": after,
                         "drained_per_s_meanwhile": drained}
 
             return asyncio.run(run())
@@ -214,13 +219,15 @@ def measure(repo: Path, messages: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repo", type=Path, default=HERE.parent,
+                        help="the checkout whose daemon to measure (default: this one)")
     parser.add_argument("--drain", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drain:
         asyncio.run(drain_worker(args.drain))
         return
     baseline = raw_group_commit(args.messages)
-    figures = measure(HERE.parent, args.messages)
+    figures = measure(args.repo.resolve(), args.messages)
     print(f"{'figure':40} {'value':>12}")
     print(f"{'raw SQLite group commit (rows/s, baseline)':40} {baseline:12.0f}")
     print(f"{'durable enqueue, 64 in flight (msg/s)':40} {figures['enqueue_per_s']:12.0f}"
@@ -228,8 +235,11 @@ def main() -> None:
     print(f"{'enqueue -> delivery p50 (µs)':40} {figures['delivery_p50_us']:12.0f}")
     print(f"{'enqueue -> delivery p99 (µs)':40} {figures['delivery_p99_us']:12.0f}")
     print(f"{'sync calls/s, alone':40} {figures['sync_calls_per_s_alone']:12.0f}")
+    alone = (figures["sync_calls_per_s_alone"] + figures["sync_calls_per_s_alone_after"]) / 2
+    print(f"{'sync calls/s, alone again':40} {figures['sync_calls_per_s_alone_after']:12.0f}")
     print(f"{'sync calls/s, while a queue drains':40} "
-          f"{figures['sync_calls_per_s_while_draining']:12.0f}")
+          f"{figures['sync_calls_per_s_while_draining']:12.0f}"
+          f"   {figures['sync_calls_per_s_while_draining'] / alone:.2f}x alone")
     print(f"{'  the queue meanwhile (msg/s delivered)':40} "
           f"{figures['drained_per_s_meanwhile']:12.0f}")
     (HERE / "results").mkdir(exist_ok=True)

@@ -99,7 +99,8 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
                             ready: Callable[[], None] | None) -> None:
     loop = asyncio.get_running_loop()
     router = Router(info=_info(config), history=config.history_events,
-                    call_timeout_ms=config.call_timeout_ms, queues=config.queues)
+                    call_timeout_ms=config.call_timeout_ms, queues=config.queues,
+                    paced_queues=True)
     hub = Hub(router, loop, config.write_limit, config.parked_limit)
     # Reads happen once, here; from now on only the writer thread touches the store.
     try:

@@ -178,8 +178,9 @@ class Queues:
         self.lanes: dict[tuple[str, str], Lane] = {}
         #: Dead letters by queue, in the order they died.
         self.dead: dict[str, dict[str, Message]] = collections.defaultdict(dict)
-        #: Lanes that may have something to deliver.
-        self.dirty: set[tuple[str, str]] = set()
+        #: Lanes that may have something to deliver, in the order they became so (a
+        #: pump cut short by its limit goes on where it stopped: no lane starves).
+        self.dirty: dict[tuple[str, str], None] = {}
         #: ``(available_at, order, lane)`` of every delayed message, earliest first
         #: (entries of messages that left their lane's heap are skipped when met).
         self._due: list[tuple[float, int, Lane]] = []
@@ -254,7 +255,7 @@ class Queues:
                 lane.busy_groups.add(message.group)  # a retry holds its group's order
         else:
             lane.ready.append(message)
-        self.dirty.add((lane.queue, lane.function_id))
+        self.dirty[(lane.queue, lane.function_id)] = None
 
     # --- out ------------------------------------------------------------------------------
 
@@ -262,7 +263,7 @@ class Queues:
         """A worker now serves ``function_id``: its waiting messages may go."""
         for key in self.lanes:
             if key[1] == function_id:
-                self.dirty.add(key)
+                self.dirty[key] = None
 
     def next_due(self) -> float | None:
         """The earliest wall time a delayed message becomes deliverable."""
@@ -272,12 +273,11 @@ class Queues:
             heapq.heappop(due)
         return due[0][0] if due else None
 
-    def pump(self, out: Output) -> None:
-        """Deliver what may go now: due delayed messages join the ready ones, and each
-        lane fills its concurrency from them."""
-        clock = self.host.clock
+    def release_due(self) -> None:
+        """Delayed messages whose time came join their lanes' ready ones."""
         due = self._due
-        while due and due[0][0] <= clock.wall:
+        wall = self.host.clock.wall
+        while due and due[0][0] <= wall:
             _, order, lane = heapq.heappop(due)
             if not lane.delayed or lane.delayed[0][1] != order:
                 continue  # stale: that message left the heap already
@@ -287,21 +287,43 @@ class Queues:
                 lane.ready.appendleft(message)  # a retry goes before its group's later
             else:
                 lane.ready.append(message)
-            self.dirty.add((lane.queue, lane.function_id))
-        dirty, self.dirty = self.dirty, set()
+            self.dirty[(lane.queue, lane.function_id)] = None
+
+    def pump(self, out: Output, limit: int | None = None) -> None:
+        """Deliver what may go now: due delayed messages join the ready ones, and each
+        lane fills its concurrency from them, ``limit`` deliveries at most (None: no
+        limit). Lanes the limit cut short stay dirty, at the back."""
+        clock = self.host.clock
+        self.release_due()
+        dirty, self.dirty = self.dirty, {}
+        left = limit
+        cut_short = None
         for key in dirty:
+            if left is not None and left <= 0:
+                self.dirty[key] = None  # for the next pump, in the same order
+                continue
             found = self.lanes.get(key)
             if found is not None and found.ready and self.host.serves(found.function_id):
-                self._fill(found, clock, out)
+                sent = self._fill(found, clock, out, left)
+                if left is not None:
+                    left -= sent
+                    if left <= 0 and found.ready:
+                        cut_short = key
+        if cut_short is not None:  # maybe more to send: after the lanes not reached
+            self.dirty[cut_short] = None
         if self._acks:  # the acknowledgements of this turn, as one write
             acks, self._acks = tuple(self._acks), []
             out.append((EVENTS, Persist(acks, _nothing)))
 
-    def _fill(self, lane: Lane, clock: Clock, out: Output) -> None:
+    def _fill(self, lane: Lane, clock: Clock, out: Output, limit: int | None) -> int:
+        """Deliver from the lane's ready messages up to its concurrency (and ``limit``);
+        return how many went."""
         policy = lane.policy
         skipped: list[Message] = []
         serves = self.host.serves
+        sent = 0
         while lane.ready and len(lane.in_flight) < policy.concurrency \
+                and (limit is None or sent < limit) \
                 and serves(lane.function_id):  # a delivery may find it gone
             message = lane.ready.popleft()
             if message.group is not None and message.group in lane.busy_groups:
@@ -311,7 +333,9 @@ class Queues:
                 lane.busy_groups.add(message.group)
             lane.in_flight[message.id] = message
             self._deliver(lane, message, clock, out)
+            sent += 1
         lane.ready.extendleft(reversed(skipped))
+        return sent
 
     def _deliver(self, lane: Lane, message: Message, clock: Clock, out: Output) -> None:
         timeout_ms = lane.policy.visibility_timeout_ms or self._default_timeout_ms
@@ -349,7 +373,7 @@ class Queues:
                   started: float, out: Output, waits: bool = True) -> None:
         if lane.in_flight.pop(message.id, None) is None:
             return  # purged meanwhile
-        self.dirty.add((lane.queue, lane.function_id))
+        self.dirty[(lane.queue, lane.function_id)] = None
         if error is None:
             lane.delivered += 1
             if message.group is not None:

@@ -70,7 +70,8 @@ class Router:
     def __init__(self, builtins: dict[str, BuiltinFunction] | None = None,
                  info: dict[str, Any] | None = None, history: int = 10_000,
                  call_timeout_ms: int = 300_000,
-                 queues: dict[str, dict[str, Any]] | None = None) -> None:
+                 queues: dict[str, dict[str, Any]] | None = None,
+                 paced_queues: bool = False) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -84,6 +85,13 @@ class Router:
         self.triggers = TriggerManager(self)
         #: Durable queues (config ``[queues.NAME]`` tables by name).
         self.queues = Queues(self, queues, call_timeout_ms)
+        #: False: queue deliveries go out with whatever made them possible. True: the
+        #: driver paces them (:meth:`pump_queues` while ``queues.dirty``), so that a
+        #: draining queue yields to calls routed meanwhile.
+        self.paced_queues = paced_queues
+        #: Calls routed from connections to workers so far: the driver's sign of
+        #: foreground work (queue deliveries and the daemon's own calls do not count).
+        self.calls_routed = 0
         #: Recent events (trigger fired / skipped, outcomes of trigger calls), newest last.
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         #: What daemon functions get to work with.
@@ -115,8 +123,20 @@ class Router:
         out: Output = []
         self._now = now
         persist.then(persist.failure, out)
-        if self.queues.dirty:
+        self._pump_now(out)
+        return out
+
+    def _pump_now(self, out: Output) -> None:
+        """Deliver what became deliverable, unless the driver paces the queues."""
+        if self.queues.dirty and not self.paced_queues:
             self.queues.pump(out)
+
+    def pump_queues(self, now: float, limit: int | None = None) -> Output:
+        """Queue deliveries, ``limit`` at most (paced mode: the driver calls this while
+        ``queues.dirty``)."""
+        out: Output = []
+        self._now = now
+        self.queues.pump(out, limit)
         return out
 
     def tick_clock(self, now: float, wall: float) -> None:
@@ -196,8 +216,7 @@ class Router:
                 if worker is not None:
                     worker.serving.discard(invocation_id)
         self.triggers.connection_closed(conn_id, out)
-        if self.queues.dirty:
-            self.queues.pump(out)
+        self._pump_now(out)
         return out
 
     def shutdown(self) -> Output:
@@ -232,8 +251,7 @@ class Router:
             )))
         else:
             handler(self, conn, message, now, out)
-        if self.queues.dirty:  # a message became deliverable, or a slot came free
-            self.queues.pump(out)
+        self._pump_now(out)  # a message became deliverable, or a slot came free
         return out
 
     def bad_frame(self, conn_id: int, frame: bytes, reason: str) -> Output:
@@ -266,7 +284,10 @@ class Router:
         out: Output = []
         self._now = now
         self.triggers.fire_due(self.clock, out)
-        self.queues.pump(out)
+        if self.paced_queues:  # due retries and delays; the driver delivers them
+            self.queues.release_due()
+        else:
+            self.queues.pump(out)
         for inv in self.invocations.pop_expired(now):
             worker = self.registry.connections.get(inv.worker)
             if worker is not None:
@@ -377,6 +398,8 @@ class Router:
         invocations = self.invocations
         inv_id = invocations.new_id()
         caller_id = msg.invocation_id
+        if conn is not None:
+            self.calls_routed += 1
         waits = conn is not None and caller_id is not None and not void
         # Every tracked call ends: its own timeout_ms, else the daemon's default.
         default = msg.timeout_ms is None

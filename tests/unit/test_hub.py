@@ -232,3 +232,58 @@ def test_a_long_burst_gives_others_a_turn(loop: asyncio.AbstractEventLoop) -> No
         run_pending(loop)
     assert not burst.paused  # and the burst went on by itself, every frame of it
     assert len(writer.queued) == 3 * FRAMES_PER_TURN
+
+
+def deliveries(link: FakeLink) -> list[Any]:
+    return [m["data"] for m in link.messages()
+            if m["type"] == "invokefunction" and m["function_id"] == "job"]
+
+
+def backlog_hub(loop: asyncio.AbstractEventLoop) -> tuple[Hub, FakeLink, FakeLink]:
+    """A paced hub with 100 messages for ``job`` on disk, a worker serving ``job`` and
+    ``echo``, and a caller."""
+    writer = HeldWriter()
+    hub = Hub(Router(paced_queues=True, queues={"jobs": {"concurrency": 1000}}), loop,
+              write_limit=10**9, writer=writer)
+    worker, caller = FakeLink(), FakeLink()
+    hub.attach(worker, "unix")
+    hub.attach(caller, "unix")
+    hub.receive(caller.conn_id, [json.dumps({
+        "type": "invokefunction", "function_id": "job", "data": i,
+        "action": {"type": "enqueue", "queue": "jobs"}}).encode() for i in range(100)])
+    writer.land()
+    hub.landed()
+    hub.receive(worker.conn_id, [b'{"type":"registerfunction","id":"job"}',
+                                 b'{"type":"registerfunction","id":"echo"}'])
+    return hub, worker, caller
+
+
+def test_a_backlog_drains_at_full_speed_when_no_calls_come(
+        loop: asyncio.AbstractEventLoop) -> None:
+    _, worker, _ = backlog_hub(loop)
+    assert deliveries(worker) == []  # after the turn's input, not inside it
+    run_pending(loop)
+    assert deliveries(worker) == list(range(100))
+
+
+def test_a_backlog_takes_a_share_while_calls_are_routed(
+        loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iii_daemon import hub as hub_module
+
+    # Long enough that no pause ends, and no call goes stale, while the test runs.
+    monkeypatch.setattr(hub_module, "QUEUE_YIELD_S", 60.0)
+    monkeypatch.setattr(hub_module, "BUSY_WINDOW_S", 60.0)
+    hub, worker, caller = backlog_hub(loop)
+    hub.receive(caller.conn_id, [call("c1", "echo")])  # a routed call: foreground work
+    [routed] = [m for m in worker.messages() if m["type"] == "invokefunction"]
+    assert routed["function_id"] == "echo"  # the call went at once
+    for _ in range(3):
+        run_pending(loop)
+    assert len(deliveries(worker)) == hub_module.QUEUE_SHARE  # then a pause
+    assert isinstance(hub._pump, asyncio.TimerHandle)
+    hub._last_call_at = -1e9  # no call for a while: full speed again
+    hub._pump.cancel()
+    hub._pump = None
+    hub.flush()
+    run_pending(loop)
+    assert deliveries(worker) == list(range(100))

@@ -253,3 +253,45 @@ def test_purged_delayed_messages_wake_nobody(core: Core) -> None:
 def test_a_bad_queue_name_is_a_bad_request(core: Core, action: dict[str, Any]) -> None:
     [(_, answer)] = core.call(2, "job", 1, invocation_id="q", action=action)
     assert answer["error"]["code"] == "bad_request" and core.router.queues.count() == 0
+
+
+def paced_core(concurrency: int = 10) -> Core:
+    core = Core()
+    core.router = Router(paced_queues=True, queues={
+        "a": {"concurrency": concurrency}, "b": {"concurrency": concurrency}})
+    core.router.start(core.now, WALL)
+    core.connect(1)
+    core.connect(2)
+    return core
+
+
+def test_paced_queues_deliver_only_when_the_driver_pumps() -> None:
+    core = paced_core()
+    core.register(1, "job")
+    out = enqueue(core, "job", 1, "a")
+    assert answer_of(out, "q")["result"]["messageReceiptId"] and invocations(out) == []
+    assert core.router.queues.dirty  # the driver's cue to pump
+    [delivery] = invocations(core._render(core.router.pump_queues(core.now)))
+    assert delivery["data"] == 1
+    # A retry that comes due is released by the timer, and delivered by the next pump.
+    core.send(1, result(delivery["invocation_id"], error={"code": "x", "message": "y"}))
+    core.router.tick_clock(core.now, WALL + 10)
+    assert invocations(core.advance(0)) == []
+    [again] = invocations(core._render(core.router.pump_queues(core.now)))
+    assert again["data"] == 1
+
+
+def test_a_limited_pump_goes_on_where_it_stopped_and_starves_no_lane() -> None:
+    core = paced_core(concurrency=100)
+    core.register(1, "job")
+    for queue in ("a", "b"):
+        for i in range(10):
+            enqueue(core, "job", f"{queue}{i}", queue, invocation_id=f"{queue}{i}")
+    turns = [[m["data"] for m in invocations(core._render(core.router.pump_queues(
+        core.now, limit=4)))] for _ in range(4)]
+    # Each lane in its turn, in order: a cut-short lane goes after the ones not reached.
+    assert turns == [["a0", "a1", "a2", "a3"], ["b0", "b1", "b2", "b3"],
+                     ["a4", "a5", "a6", "a7"], ["b4", "b5", "b6", "b7"]]
+    rest = invocations(core._render(core.router.pump_queues(core.now)))  # no limit
+    assert sorted(m["data"] for m in rest) == ["a8", "a9", "b8", "b9"]
+    assert not core.router.queues.dirty
