@@ -29,6 +29,20 @@ class Emit:
     event: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """Driver command: answer HTTP request ``request_id``. Either the daemon's own
+    ``status`` with a JSON ``body`` (404, 422, 500, ...), or (``status`` None) the
+    function's ``result`` for the listener to turn into a response, unless the function
+    wrote one to the request's response channel."""
+
+    request_id: int
+    status: int | None = None
+    body: Any = None
+    result: bytes | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 #: What the core runs once a :class:`Persist` landed: ``then(failure, out)``, where
 #: ``failure`` is None when the writes committed, else why they did not.
 AfterCommit = Callable[["str | None", "Output"], None]
@@ -54,4 +68,4 @@ class Persist:
 EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
-Output = list[tuple[int, "p.Message | Close | Emit | Persist"]]
+Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply"]]

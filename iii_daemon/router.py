@@ -20,15 +20,17 @@ from typing import Any
 
 from msgspec import Raw
 
-from iii_daemon import engine_functions
+from iii_daemon import engine_functions, http_requests
 from iii_daemon.builtin import Answer, BuiltinFunction, CallContext, Services, run_builtin
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
 from iii_daemon.errors import TriggerError
+from iii_daemon.http_requests import HttpRequest
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.queues import Queues
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.state_table import StateTable
 from iii_daemon.triggers.base import Binding, Clock
+from iii_daemon.triggers.http import HttpType, Match
 from iii_daemon.triggers.manager import TriggerManager
 from iii_daemon.writes import Stored
 from iii_sdk import protocol as p
@@ -296,6 +298,30 @@ class Router:
                 ErrorCode.TIMEOUT,
                 f"invocation of '{inv.function_id}' timed out after {inv.timeout_ms} ms",
             ), out)
+        return out
+
+    # --- http ---------------------------------------------------------------------------
+
+    def http_request(self, request: HttpRequest, now: float) -> Output:
+        """An HTTP request for an ``http`` trigger: its function is called and the
+        request answered with an :class:`HttpReply` (now, or when the call ends)."""
+        out: Output = []
+        self._now = now
+        kind = self.triggers.types["http"]
+        assert isinstance(kind, HttpType)
+        found = kind.match(request.method, request.path)
+        if not isinstance(found, Match):
+            http_requests.no_route(request, found, out)
+            return out
+        match = found
+
+        def answer(skipped: str | None, result: Any, error: p.ErrorBody | None,
+                   out: Output) -> None:
+            http_requests.reply(request, match, skipped, result, error, out)
+
+        self.triggers.fire(match.binding, http_requests.payload(request, match), self.clock,
+                           out, answer, http_requests.timeout_of(match))
+        self._pump_now(out)
         return out
 
     # --- functions ----------------------------------------------------------------------

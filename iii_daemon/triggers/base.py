@@ -100,6 +100,16 @@ class Reactive(Protocol):
         """The bindings ``event`` fires, each with the payload its function gets."""
 
 
+@runtime_checkable
+class Exclusive(Protocol):
+    """Optional hook of a type where two bindings may not claim the same thing (an http
+    route): a registration that would is refused with the reason."""
+
+    def conflict(self, binding: Binding) -> str | None:
+        """Why ``binding`` cannot be bound next to the others (one with its own id, being
+        replaced, never conflicts), or None."""
+
+
 def require_string(config: dict[str, Any], key: str, optional: bool = False) -> str | None:
     """An error message unless ``config[key]`` is a non-empty string."""
     value = config.get(key)

@@ -13,8 +13,9 @@ BUILTIN = {
     "state": "iii_daemon.triggers.state:StateType",
     "subscribe": "iii_daemon.triggers.subscribe:SubscribeType",
     "queue": "iii_daemon.triggers.queue:QueueType",
+    "http": "iii_daemon.triggers.http:HttpType",
 }
 
 #: Built-in types announced by the design and not built yet: no worker may take their
 #: ids, and their triggers wait as ``pending`` until they land.
-COMING = ("http", "stream")
+COMING = ("stream",)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,6 +21,7 @@ from iii_daemon.triggers.base import (
     PENDING,
     Binding,
     Clock,
+    Exclusive,
     Reactive,
     Scheduled,
     TriggerHost,
@@ -41,6 +43,10 @@ log = logging.getLogger("iii_daemon")
 
 #: How long a condition function may take before the firing is skipped.
 CONDITION_TIMEOUT_MS = 30_000
+
+#: How a firing that someone waits for ended: ``answer(skipped, result, error, out)``,
+#: where ``skipped`` is the reason it did not run (else None).
+Answered = Callable[["str | None", "Raw | None", "p.ErrorBody | None", "Output"], None]
 
 
 
@@ -144,13 +150,18 @@ class TriggerManager:
         if problem:
             raise TriggerConfigError(problem)
         existing = self.bindings.get(trigger_id)
-        if existing is not None:
-            if existing.owner != owner:
-                raise TriggerError(f"trigger id '{trigger_id}' is already registered by "
-                                   f"{self._owner_name(existing)}")
-            self._remove(existing, out)
+        if existing is not None and existing.owner != owner:
+            raise TriggerError(f"trigger id '{trigger_id}' is already registered by "
+                               f"{self._owner_name(existing)}")
         binding = Binding(id=trigger_id, trigger_type=trigger_type, function_id=function_id,
                           config=config, metadata=metadata, owner=owner)
+        kind = self.types.get(trigger_type)
+        if isinstance(kind, Exclusive):
+            problem = kind.conflict(binding)
+            if problem:
+                raise TriggerError(problem)
+        if existing is not None:
+            self._remove(existing, out)
         self._add(binding, clock, out)
         return binding
 
@@ -259,39 +270,42 @@ class TriggerManager:
 
     # --- firing -------------------------------------------------------------------------
 
-    def fire(self, binding: Binding, payload: Any, clock: Clock, out: Output) -> None:
+    def fire(self, binding: Binding, payload: Any, clock: Clock, out: Output,
+             answer: Answered | None = None, timeout_ms: int | None = None) -> None:
         """Run the binding's function like a void call, after its condition if it has one.
 
         A binding whose earlier firings still run (as many as its type allows) skips
-        with reason ``still_running``: a silent target never piles up calls.
+        with reason ``still_running``: a silent target never piles up calls. With
+        ``answer`` (http), whoever fired it is told how it ended.
         """
         kind = self.types.get(binding.trigger_type)
         if kind is not None and binding.running >= kind.max_running:
-            self._skip(binding, "still_running", out)
+            self._skip(binding, "still_running", out, answer)
             return
         binding.running += 1
         data = p.to_raw(payload)
         condition = binding.config.get("condition_function_id")
         if condition is None:
-            self._run(binding, data, clock, out)
+            self._run(binding, data, clock, out, answer, timeout_ms)
             return
 
         def decide(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
             if error is not None:
                 binding.running -= 1
                 self._skip(binding, f"condition '{condition}' failed: "
-                                    f"{error.code}: {error.message}", out)
+                                    f"{error.code}: {error.message}", out, answer)
             elif not is_truthy(p.from_raw(result or p.NULL)):
                 binding.running -= 1
                 self._skip(binding, f"condition '{condition}' returned "
-                                    f"{bytes(result or p.NULL).decode()}", out)
+                                    f"{bytes(result or p.NULL).decode()}", out, answer)
             else:
-                self._run(binding, data, self.host.clock, out)
+                self._run(binding, data, self.host.clock, out, answer, timeout_ms)
 
         self.host.call_internal(condition, data, decide, clock, out,
                                   timeout_ms=CONDITION_TIMEOUT_MS)
 
-    def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output) -> None:
+    def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output,
+             answer: Answered | None, timeout_ms: int | None) -> None:
         started = clock.now
         self.host.record("trigger.fired", out, trigger_id=binding.id,
                          trigger_type=binding.trigger_type, function_id=binding.function_id)
@@ -305,13 +319,18 @@ class TriggerManager:
                 status="error" if error is not None else "ok",
                 error=None if error is None else msgspec.to_builtins(error),
                 duration_ms=round((self.host.clock.now - started) * 1000, 3))
+            if answer is not None:
+                answer(None, result, error, out)
 
-        self.host.call_internal(binding.function_id, data, finished, clock, out)
+        self.host.call_internal(binding.function_id, data, finished, clock, out, timeout_ms)
 
-    def _skip(self, binding: Binding, reason: str, out: Output) -> None:
+    def _skip(self, binding: Binding, reason: str, out: Output,
+              answer: Answered | None = None) -> None:
         self.host.record("trigger.skipped", out, trigger_id=binding.id,
                          trigger_type=binding.trigger_type, function_id=binding.function_id,
                          reason=reason)
+        if answer is not None:
+            answer(reason, None, None, out)
 
     def next_due(self) -> float | None:
         """The earliest time a scheduled type wants to fire something."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.effects import EVENTS, Close, Emit, Persist
+from iii_daemon.effects import EVENTS, Close, Emit, HttpReply, Persist
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
@@ -67,7 +67,9 @@ class Core:
                 if self.disk.take(message):
                     rendered += self._render(self.router.persisted(message, self.now))
                 continue
-            if isinstance(message, Close):
+            if isinstance(message, HttpReply):
+                rendered.append((conn_id, message))
+            elif isinstance(message, Close):
                 rendered.append((conn_id, "CLOSE"))
             else:
                 rendered.append((conn_id, json.loads(p.encode(message))))
