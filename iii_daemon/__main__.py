@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "else config [websocket] port)")
     parser.add_argument("--http-port", type=_port,
                         help="HTTP trigger port, 0 for none (default: $III_HTTP_PORT, else "
-                             "config [http] port; the listener is not built yet)")
+                             "config [http] port)")
     parser.add_argument("--max-frame-bytes", type=_positive)
     parser.add_argument("--max-parked-bytes", type=_positive,
                         help="bytes all clients together may hold in unfinished frames "
@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         ws_allowed_origins=tuple(settings.get("websocket.allowed_origins")),
         ws_allowed_hosts=tuple(settings.get("websocket.allowed_hosts")),
         http_port=http_port,
+        http_host=str(settings.get("http.host")),
+        http_token=settings.get("http.token"),
+        http_max_body_bytes=int(settings.get("http.max_body_bytes")),
+        http_cors_origins=tuple(settings.get("http.cors_origins")),
+        http_allowed_hosts=tuple(settings.get("http.allowed_hosts")),
         history_events=int(settings.get("history.events")),
         call_timeout_ms=int(settings.get("call_timeout_ms")),
         max_parked_bytes=args.max_parked_bytes,

@@ -1,5 +1,5 @@
-"""Who may connect to a TCP listener: one check for every one of them (WebSocket now,
-HTTP and channels next).
+"""Who may connect to a TCP listener: one check for every one of them (WebSocket,
+channels, HTTP).
 
 Anything on TCP, even on 127.0.0.1, is reachable by web pages the user visits (browsers
 send ``Origin`` and do not block cross-origin WebSockets), by DNS-rebinding pages (a
@@ -105,6 +105,8 @@ class AccessPolicy:
     token: str | None = None
     allowed_origins: frozenset[str] = frozenset()
     allowed_hosts: frozenset[str] = frozenset()
+    #: The config key that lists allowed origins (named in refusals).
+    origins_key: str = "allowed_origins"
     #: Looks up the uid behind a loopback peer; replaceable in tests.
     peer_uid: Callable[[tuple[str, int], tuple[str, int]], int | None] = tcp_peer_uid
     _log: RefusalLog = field(init=False)
@@ -115,19 +117,21 @@ class AccessPolicy:
         self.allowed_hosts = frozenset(host_name(h) for h in self.allowed_hosts)
 
     def check(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
-              local: tuple[str, int] | None) -> Refusal | None:
-        """None when the request may go on, else why not (logged here)."""
-        refusal = self._refusal(header, peer, local)
+              local: tuple[str, int] | None, uid_checked: bool = False) -> Refusal | None:
+        """None when the request may go on, else why not (logged here).
+        ``uid_checked``: this connection's peer passed the uid rule already (HTTP
+        keep-alive: the kernel table is read once per connection, not per request)."""
+        refusal = self._refusal(header, peer, local, uid_checked)
         if refusal is not None:
             self._log.refused(refusal, peer)
         return refusal
 
     def _refusal(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
-                 local: tuple[str, int] | None) -> Refusal | None:
+                 local: tuple[str, int] | None, uid_checked: bool) -> Refusal | None:
         origin = header("Origin")
         if origin is not None and origin.rstrip("/").lower() not in self.allowed_origins:
             return Refusal(403, f"origin {origin!r} is not allowed (add it to "
-                                f"[{self.listener}] allowed_origins to let a browser in)",
+                                f"[{self.listener}] {self.origins_key} to let a browser in)",
                            "origin")
         if self.token is not None:
             given = header("Authorization") or ""
@@ -141,8 +145,8 @@ class AccessPolicy:
                                 f"[{self.listener}] allowed_hosts)", "host")
         if peer is None or local is None or not is_loopback(peer[0]):
             return Refusal(403, "only loopback clients may connect without a token", "remote")
-        if not can_check_peer_uid():
-            return None  # no kernel table to ask; the daemon warned at start
+        if uid_checked or not can_check_peer_uid():
+            return None  # asked already, or no kernel table to ask (warned at start)
         uid = self.peer_uid(peer, local)
         if uid != os.getuid():
             who = "an unknown user" if uid is None else f"uid {uid}"

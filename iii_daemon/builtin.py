@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iii_daemon.effects import EVENTS, Persist
 from iii_daemon.errors import CallError
@@ -47,6 +47,17 @@ class CallContext:
         self.then.append(then)
 
 
+class ChannelMaker(Protocol):
+    """The driver's channel relay, as daemon functions see it."""
+
+    def create_refs(self, buffer_size: int | None) -> dict[str, Any]:
+        """``{writer, reader}`` refs of a new channel.
+
+        Raises:
+            CallError: no channel can be made (why is in the message).
+        """
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What daemon functions may use: the parts of the core they need, never the router
@@ -70,6 +81,8 @@ class Services:
     clock: Callable[[], Clock]
     #: Durable queues.
     queues: Queues
+    #: Makes channels (the driver's; None: this daemon has none).
+    channels: ChannelMaker | None = None
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None

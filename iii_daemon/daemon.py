@@ -8,14 +8,16 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon import __version__, unix_listener, ws_listener
 from iii_daemon.access import AccessPolicy
+from iii_daemon.channels import Channels
 from iii_daemon.errors import ListenerOff, StartupError, StoreError
+from iii_daemon.http_listener import HttpConfig, HttpListener, start_http_server
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_daemon.store import Store
@@ -42,8 +44,14 @@ class DaemonConfig:
     ws_allowed_origins: tuple[str, ...] = ()
     #: Host names accepted besides loopback names and the listening address.
     ws_allowed_hosts: tuple[str, ...] = ()
-    #: Accepted now; the HTTP trigger listener comes with its own issue.
+    #: The HTTP trigger listener (``[http]``); port 0 turns it off.
     http_port: int = 3111
+    http_host: str = "127.0.0.1"
+    http_token: str | None = None
+    http_max_body_bytes: int = 64 * 1024 * 1024
+    #: Browser origins that may call http triggers (and get CORS headers).
+    http_cors_origins: tuple[str, ...] = ()
+    http_allowed_hosts: tuple[str, ...] = ()
     #: Events kept for engine::events::list (config [history] events).
     history_events: int = 10_000
     #: How long the daemon tracks a call that set no timeout_ms (void calls, trigger
@@ -98,9 +106,10 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
 async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Event,
                             ready: Callable[[], None] | None) -> None:
     loop = asyncio.get_running_loop()
+    channels = Channels()
     router = Router(info=_info(config), history=config.history_events,
                     call_timeout_ms=config.call_timeout_ms, queues=config.queues,
-                    paced_queues=True)
+                    paced_queues=True, channels=channels)
     hub = Hub(router, loop, config.write_limit, config.parked_limit)
     # Reads happen once, here; from now on only the writer thread touches the store.
     try:
@@ -113,13 +122,16 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
         hub.flush()
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).
-        ws_server = await _start_ws(hub, config, router.info["listeners"])
+        ws_server = await _start_ws(hub, config, router.info["listeners"], channels)
+        close_http = await _start_http(hub, config, router.info["listeners"], channels)
         try:
             sock = unix_listener.bind_socket(config.socket_path)
             server = await unix_listener.start_unix_server(hub, sock, config.max_frame_bytes)
         except BaseException:
             if ws_server is not None:
                 ws_server.close()
+            if close_http is not None:
+                await close_http()
             raise
         log.info("listening on %s", config.socket_path)
         if ready is not None:
@@ -132,6 +144,8 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
             hub.shutdown()
+            if close_http is not None:
+                await close_http()
             unix_listener.remove_socket(config.socket_path)
             await _drain(hub)
             for link in list(hub.links.values()):
@@ -144,8 +158,35 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
         hub.writer.close()
 
 
-async def _start_ws(hub: Hub, config: DaemonConfig,
-                    listeners: dict[str, Any]) -> WsServer | None:
+async def _start_http(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
+                      channels: Channels) -> Callable[[], Awaitable[None]] | None:
+    """The HTTP trigger listener, if configured; when it cannot run, the daemon still
+    serves everything else and ``status`` says why."""
+    if not config.http_port:
+        return None
+    listener = HttpListener(hub, channels, HttpConfig(
+        host=config.http_host, port=config.http_port,
+        max_body_bytes=config.http_max_body_bytes, cors_origins=config.http_cors_origins,
+        token=config.http_token, allowed_hosts=config.http_allowed_hosts))
+    try:
+        close = await start_http_server(listener)
+    except ListenerOff as exc:
+        log.warning("HTTP listener off: %s", exc)
+        listeners["http"] = {"state": "off", "port": config.http_port, "reason": str(exc)}
+        return None
+    log.info("listening on http://%s:%d", config.http_host, config.http_port)
+    listeners["http"] = {"state": "on", "host": config.http_host, "port": config.http_port,
+                         "url": f"http://{_url_host(config.http_host)}:{config.http_port}",
+                         "token": bool(config.http_token)}
+    return close
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _start_ws(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
+                    channels: Channels) -> WsServer | None:
     """The WebSocket listener, if configured; when it cannot run, the daemon still serves
     its Unix socket and ``status`` says why."""
     if not config.ws_port:
@@ -155,14 +196,15 @@ async def _start_ws(hub: Hub, config: DaemonConfig,
                           frozenset(config.ws_allowed_hosts))
     try:
         ws = await ws_listener.start_ws_server(hub, policy, config.ws_port,
-                                               config.max_frame_bytes)
+                                               config.max_frame_bytes, channels)
     except ListenerOff as exc:
         log.warning("WebSocket listener off: %s", exc)
         listeners["websocket"] = {"state": "off", "port": config.ws_port, "reason": str(exc)}
         return None
     log.info("listening on ws://%s:%d", config.ws_host, config.ws_port)
+    channels.base_url = f"ws://{_url_host(config.ws_host)}:{config.ws_port}"
     listeners["websocket"] = {"state": "on", "host": config.ws_host, "port": config.ws_port,
-                              "token": bool(config.ws_token)}
+                              "url": channels.base_url, "token": bool(config.ws_token)}
     return ws
 
 
@@ -173,11 +215,10 @@ def _info(config: DaemonConfig) -> dict[str, Any]:
         "started_at": time.time(),
         "socket": str(config.socket_path),
         "data_dir": str(config.data_dir),
-        # Filled in as listeners start; the HTTP listener is not built yet.
+        # Filled in as listeners start.
         "listeners": {
             "websocket": {"state": "off", "port": config.ws_port, "reason": "disabled"},
-            "http": {"state": "off", "port": config.http_port,
-                     "reason": "not built yet" if config.http_port else "disabled"},
+            "http": {"state": "off", "port": config.http_port, "reason": "disabled"},
         },
     }
 

@@ -192,6 +192,20 @@ _ENGINE = (
                     list_events),
 )
 
+def create_channel(services: Services, ctx: CallContext) -> Any:
+    buffer_size = field(ctx.data, "buffer_size", int, optional=True) \
+        if ctx.data is not None else None
+    if services.channels is None:
+        raise CallError(ErrorCode.INVOCATION_FAILED, "this daemon has no channels")
+    return services.channels.create_refs(buffer_size)
+
+
+_CHANNELS = (
+    BuiltinFunction("engine::channels::create", "a streaming channel {buffer_size?}: "
+                                                "{writer, reader} refs", create_channel),
+)
+
 BUILTINS: dict[str, BuiltinFunction] = {
-    b.id: b for b in (*_ENGINE, *state_functions.FUNCTIONS, *queue_functions.FUNCTIONS)
+    b.id: b for b in (*_ENGINE, *_CHANNELS, *state_functions.FUNCTIONS,
+                      *queue_functions.FUNCTIONS)
 }

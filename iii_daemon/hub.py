@@ -36,10 +36,11 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from iii_daemon.effects import Close, Emit, Output, Persist
+from iii_daemon.effects import Close, Emit, HttpReply, Output, Persist
+from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
@@ -135,6 +136,9 @@ class Hub:
         self._timer_floor = 0.0
         #: The next queue deliveries, when the router leaves pacing them to the hub.
         self._pump: asyncio.Handle | None = None
+        #: HTTP requests waiting for their reply, by request id.
+        self._http: dict[int, Callable[[HttpReply], None]] = {}
+        self._next_http = 0
         #: ``router.calls_routed`` when last looked at, and when it last moved.
         self._calls_seen = 0
         self._last_call_at = -1e9
@@ -256,6 +260,28 @@ class Hub:
         elif conn_id in self.links:
             link.resume_reading()
 
+    def http_request(self, make: Callable[[int], HttpRequest],
+                     on_reply: Callable[[HttpReply], None]) -> int:
+        """Hand an HTTP request to the core; ``on_reply`` gets its answer (now or
+        later). Returns the request's id (for :meth:`http_gone`)."""
+        self._next_http += 1
+        request_id = self._next_http
+        self._http[request_id] = on_reply
+        try:
+            out = self.router.http_request(make(request_id), self.loop.time())
+        except Exception:
+            log.exception("error while handling an http request")
+            out = [(0, HttpReply(request_id, 500, {"error": "internal error while "
+                                                            "handling this request (see "
+                                                            "the daemon log)"}))]
+        self.deliver(out)
+        self.flush()
+        return request_id
+
+    def http_gone(self, request_id: int) -> None:
+        """Its client went away: a reply that comes later is dropped."""
+        self._http.pop(request_id, None)
+
     def parked(self, conn_id: int, size: int) -> bool:
         """The link now holds ``size`` bytes of incomplete frames. False when the daemon
         is over its global limit and this connection was the largest holder (cut off)."""
@@ -309,6 +335,11 @@ class Hub:
         """Carry out one effect now; return the bytes of output it added."""
         if isinstance(message, Emit):
             return 0  # no watchers yet (`watch` is refused); the router keeps history
+        if isinstance(message, HttpReply):
+            waiting = self._http.pop(message.request_id, None)
+            if waiting is not None:  # else the client went away meanwhile
+                waiting(message)
+            return 0
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot
         if isinstance(message, Close):

@@ -21,7 +21,14 @@ from typing import Any
 from msgspec import Raw
 
 from iii_daemon import engine_functions, http_requests
-from iii_daemon.builtin import Answer, BuiltinFunction, CallContext, Services, run_builtin
+from iii_daemon.builtin import (
+    Answer,
+    BuiltinFunction,
+    CallContext,
+    ChannelMaker,
+    Services,
+    run_builtin,
+)
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
 from iii_daemon.errors import TriggerError
 from iii_daemon.http_requests import HttpRequest
@@ -73,7 +80,7 @@ class Router:
                  info: dict[str, Any] | None = None, history: int = 10_000,
                  call_timeout_ms: int = 300_000,
                  queues: dict[str, dict[str, Any]] | None = None,
-                 paced_queues: bool = False) -> None:
+                 paced_queues: bool = False, channels: ChannelMaker | None = None) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -101,7 +108,7 @@ class Router:
                                  triggers=self.triggers, events=self.events, info=self.info,
                                  builtins=self.builtins, in_flight=self.invocations.__len__,
                                  record=self.record, clock=lambda: self.clock,
-                                 queues=self.queues)
+                                 queues=self.queues, channels=channels)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0

@@ -6,7 +6,9 @@ What the official SDK does, and what we answer (protocol.md § Transports):
 - a second socket at ``<path>/otel`` carries binary telemetry: read and dropped, and
   nothing is ever sent on it (its keepalive breaks if we do);
 - who may connect is decided by :mod:`iii_daemon.access` (Origin, Host, peer uid, token);
-  without a token the listener only binds to loopback addresses.
+  without a token the listener only binds to loopback addresses;
+- ``/ws/channels/{id}?key=KEY&dir=read|write`` opens one end of a channel
+  (:mod:`iii_daemon.channels`): the key is checked during the handshake.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from iii_daemon.access import AccessPolicy, can_check_peer_uid, is_loopback
+from iii_daemon.channels import FRAME_LIMIT, Channel, ChannelError, Channels
 from iii_daemon.errors import ListenerOff
 from iii_daemon.hub import Hub
 from iii_sdk.ws_sender import OrderedSender
@@ -40,6 +44,8 @@ class CountingConnection(ServerConnection):
 
     link: WsLink | None = None
     unconsumed = 0
+    #: The channel end this connection opened (``/ws/channels/...``), if any.
+    channel: Channel | None = None
 
     def data_received(self, data: bytes) -> None:
         link = self.link
@@ -128,8 +134,42 @@ async def _discard(conn: ServerConnection) -> None:
         pass  # the SDK closes it with 1011 when it shuts down: that is its normal end
 
 
+CHANNEL_PREFIX = "/ws/channels/"
+
+
+def channel_request(path: str) -> tuple[str, str, str] | None:
+    """``(channel_id, key, direction)`` of a channel URL, or None for other paths."""
+    parts = urlsplit(path)
+    if not parts.path.startswith(CHANNEL_PREFIX):
+        return None
+    query = parse_qs(parts.query)
+    return (parts.path[len(CHANNEL_PREFIX):].strip("/"), (query.get("key") or [""])[-1],
+            (query.get("dir") or [""])[-1])
+
+
+async def serve_channel_end(conn: ServerConnection, channels: Channels, channel: Channel,
+                            direction: str) -> None:
+    """Relay one end: a writer's frames into the channel, or the channel to a reader."""
+    try:
+        if direction == "write":
+            async for message in conn:
+                if not await channel.put(message):
+                    break  # the reader went away
+        else:
+            while (frame := await channel.get()) is not None:
+                await conn.send(frame)
+            await conn.close()
+    except ConnectionClosed:
+        pass
+    finally:
+        if direction == "write":
+            channel.end()
+        else:
+            channels.drop(channel)
+
+
 async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
-                          max_frame_bytes: int) -> Server:
+                          max_frame_bytes: int, channels: Channels | None = None) -> Server:
     """Start listening on ``policy.host``.
 
     Raises:
@@ -145,12 +185,30 @@ async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
 
     def check(conn: ServerConnection, request: Request) -> Response | None:
         refusal = policy.check(request.headers.get, conn.remote_address, conn.local_address)
-        if refusal is None:
-            return None
-        return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
+        if refusal is not None:
+            return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
+        wanted = channel_request(request.path)
+        if wanted is not None:
+            try:
+                if channels is None:
+                    raise ChannelError(404, "this daemon has no channels")
+                channel = channels.open(*wanted)
+            except ChannelError as exc:
+                return conn.respond(HTTPStatus(exc.status), f"{exc}\n")
+            assert isinstance(conn, CountingConnection)
+            conn.channel = channel
+            # A channel's frames are small (the SDKs send 64 KiB): bound them from the
+            # first frame on.
+            conn.protocol.max_message_size = FRAME_LIMIT
+        return None
 
     async def handler(conn: ServerConnection) -> None:
         assert isinstance(conn, CountingConnection)
+        channel = conn.channel
+        if channel is not None and channels is not None:
+            wanted = channel_request(conn.request.path if conn.request else "")
+            await serve_channel_end(conn, channels, channel, wanted[2] if wanted else "")
+            return
         if conn.request is not None and conn.request.path.rstrip("/").endswith("/otel"):
             await _discard(conn)
             return

@@ -25,13 +25,15 @@ DEFAULTS: dict[str, Any] = {
     "call_timeout_ms": 300_000,
     "websocket": {"enabled": True, "host": "127.0.0.1", "port": 49134, "token": None,
                   "allowed_origins": [], "allowed_hosts": []},
-    "http": {"enabled": True, "host": "127.0.0.1", "port": 3111},
+    "http": {"enabled": True, "host": "127.0.0.1", "port": 3111, "token": None,
+             "max_body_bytes": 64 * 1024 * 1024, "cors_origins": [], "allowed_hosts": []},
     "history": {"events": 10_000},
     "queues": {},
 }
 
 #: Whole-number keys that must be above zero.
-POSITIVE_KEYS = frozenset({"max_frame_bytes", "call_timeout_ms", "history.events"})
+POSITIVE_KEYS = frozenset({"max_frame_bytes", "call_timeout_ms", "history.events",
+                           "http.max_body_bytes"})
 
 #: Settings of one ``[queues.NAME]`` table.
 QUEUE_KEYS: dict[str, type] = {

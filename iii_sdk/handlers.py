@@ -91,8 +91,11 @@ def error_body(exc: BaseException) -> p.ErrorBody:
 
 
 class Handlers:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session,
+                 resolve: Callable[[Any], Any] | None = None) -> None:
         self._session = session
+        #: Turns channel refs in a handler's input into readers and writers.
+        self._resolve = resolve
         self._executor = concurrent.futures.ThreadPoolExecutor(
             thread_name_prefix="iii-handler")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,6 +111,8 @@ class Handlers:
                                       message=f"Function '{message.function_id}' not found")))
             return
         data = p.from_raw(message.data)
+        if self._resolve is not None and b'"channel_id"' in bytes(message.data):
+            data = self._resolve(data)  # only payloads that may hold a channel ref
         metadata = None if message.metadata is NULL else p.from_raw(message.metadata)
         function_id = function.message.id
         self.run(function.call, (data, metadata), function.is_async,

@@ -27,11 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from iii_sdk import protocol as p
 from iii_sdk.calls import Calls, settler
+from iii_sdk.channels import Channel, ChannelReader, ChannelWriter, resolve_refs
 from iii_sdk.error_codes import ErrorCode
-from iii_sdk.errors import InvocationError
+from iii_sdk.errors import ConnectionFailed, InvocationError
 from iii_sdk.handlers import Handler, Handlers
 from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
 from iii_sdk.options import (
@@ -60,7 +62,9 @@ class III:
         self._session = Session(address, self._options, self._on_message,
                                 self._on_connected, self._on_lost, self._gave_up)
         self._calls = Calls(self._session)
-        self._handlers = Handlers(self._session)
+        self._handlers = Handlers(self._session, self._resolve_channels)
+        #: The daemon's WebSocket listener, where channels are opened (asked once).
+        self._channel_base: str | None = None
         self._registrations = Registrations(self._session, self._calls)
         registrations = self._registrations
         #: What the SDK does with each message the daemon sends (others are ignored).
@@ -279,6 +283,59 @@ class III:
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
         loop.call_soon_threadsafe(calls.start, message, timeout_ms, settler(result))
         return await asyncio.wrap_future(result)
+
+    # --- channels -----------------------------------------------------------------------
+
+    def create_channel(self, buffer_size: int | None = None) -> Channel:
+        """A new channel (``engine::channels::create``): hand one ref to another
+        function, use the other end here.
+
+        Raises:
+            InvocationError: the daemon cannot make one (its WebSocket listener is off).
+        """
+        refs = self.trigger({"function_id": "engine::channels::create",
+                             "payload": {} if buffer_size is None
+                             else {"buffer_size": buffer_size}})
+        return self._channel(refs)
+
+    async def create_channel_async(self, buffer_size: int | None = None) -> Channel:
+        refs = await self.trigger_async({"function_id": "engine::channels::create",
+                                         "payload": {} if buffer_size is None
+                                         else {"buffer_size": buffer_size}})
+        return self._channel(refs)
+
+    def _channel(self, refs: dict[str, Any]) -> Channel:
+        writer, reader = self._channel_end(refs["writer"]), self._channel_end(refs["reader"])
+        assert isinstance(writer, ChannelWriter) and isinstance(reader, ChannelReader)
+        return Channel(writer, reader, refs["writer"], refs["reader"])
+
+    def _channel_end(self, ref: dict[str, str]) -> ChannelReader | ChannelWriter:
+        kind = ChannelReader if ref["direction"] == "read" else ChannelWriter
+        return kind(self._session.loop, self._channels_at, ref, self._options.headers)
+
+    def _resolve_channels(self, data: Any) -> Any:
+        return resolve_refs(data, self._channel_end)
+
+    async def _channels_at(self) -> str:
+        """The base URL channels open at: the engine's own URL over WebSocket; over the
+        Unix socket, the daemon's WebSocket listener (asked once, engine::status).
+
+        Raises:
+            ConnectionFailed: the daemon's WebSocket listener is off.
+        """
+        if self._session.ws_url is not None:
+            parts = urlsplit(self._session.ws_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        if self._channel_base is None:
+            status = await self.trigger_async({"function_id": "engine::status",
+                                               "payload": {}})
+            listener = (status.get("listeners") or {}).get("websocket") or {}
+            if listener.get("state") != "on" or not listener.get("url"):
+                raise ConnectionFailed(
+                    "channels need the daemon's WebSocket listener, which is off ("
+                    f"{listener.get('reason', 'unknown reason')}); see iii daemon status")
+            self._channel_base = str(listener["url"])
+        return self._channel_base
 
     def ping(self, timeout_s: float = 5.0) -> float:
         """Round trip to the daemon, in seconds.

@@ -113,10 +113,11 @@ def test_every_public_name_resolves() -> None:
 #: The daemon's drivers: everything else under iii_daemon is the pure core.
 DRIVERS = {"iii_daemon.__main__", "iii_daemon.daemon", "iii_daemon.hub",
            "iii_daemon.unix_listener", "iii_daemon.ws_listener", "iii_daemon.access",
-           "iii_daemon.store", "iii_daemon.store_writer"}
+           "iii_daemon.store", "iii_daemon.store_writer", "iii_daemon.http_listener",
+           "iii_daemon.channels"}
 #: What the core never touches: I/O, threads and event loops belong to the drivers.
 IMPURE = {"sqlite3", "asyncio", "socket", "selectors", "ssl", "websockets", "uvloop",
-          "threading", "queue", "subprocess", "os"}
+          "threading", "queue", "subprocess", "os", "aiohttp"}
 
 
 def test_the_core_is_pure() -> None:
