@@ -243,6 +243,9 @@ def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str
     for row in rows:
         if kind is ListKind.triggers:
             row["owner_name"] = name(row["owner"])
+            if row.get("url"):  # an http trigger: where to send the request
+                method = str(row["config"].get("http_method") or "GET").upper()
+                row["config"] = f"{method} {row['url']}"
         elif kind is ListKind.trigger_types:
             row["provider_name"] = "(nobody)" if row["provider"] is None \
                 else name(row["provider"])
@@ -415,7 +418,8 @@ def daemon_status(
 def _status_text(info: dict[str, Any]) -> str:
     """The status as lines; every value the daemon sent is escaped for the terminal."""
     def listener(name: str, v: dict[str, Any]) -> str:
-        state = f"on :{v['port']}" if v["state"] == "on" else f"off ({v['reason']})"
+        where = v.get("url") or f":{v['port']}"
+        state = f"on {where}" if v["state"] == "on" else f"off ({v['reason']})"
         return printable(f"{name} {state}")
 
     listeners = ", ".join(listener(name, v) for name, v in info.get("listeners", {}).items())

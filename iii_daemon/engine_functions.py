@@ -15,6 +15,7 @@ from iii_daemon import queue_functions, state_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
 from iii_daemon.triggers.base import Binding
+from iii_daemon.triggers.http import segments
 from iii_daemon.unsettled import MISSING
 from iii_daemon.writes import DropTrigger, PutTrigger
 from iii_sdk.error_codes import ErrorCode
@@ -156,8 +157,16 @@ def list_trigger_types(services: Services, ctx: CallContext) -> Any:
 
 def list_registered_triggers(services: Services, ctx: CallContext) -> Any:
     triggers = services.triggers
-    return {"triggers": [triggers.describe(b)
-                         for b in sorted(triggers.bindings.values(), key=lambda b: b.id)]}
+    rows = [triggers.describe(b) for b in sorted(triggers.bindings.values(),
+                                                  key=lambda b: b.id)]
+    http = services.info.get("listeners", {}).get("http", {})
+    if http.get("state") == "on":  # extension: where an http trigger answers
+        for row in rows:
+            api_path = row["config"].get("api_path") if row["trigger_type"] == "http" \
+                else None
+            if isinstance(api_path, str):
+                row["url"] = f"{http['url']}/{'/'.join(segments(api_path))}"
+    return {"triggers": rows}
 
 
 def list_events(services: Services, ctx: CallContext) -> Any:

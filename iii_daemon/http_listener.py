@@ -26,6 +26,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -34,7 +35,7 @@ from iii_daemon.access import AccessPolicy, can_check_peer_uid, is_loopback
 from iii_daemon.channels import Channel, Channels
 from iii_daemon.effects import HttpReply
 from iii_daemon.errors import ListenerOff
-from iii_daemon.http_requests import HttpRequest, Response, response_of
+from iii_daemon.http_requests import HttpRequest, Response, response_of, response_of_raw
 from iii_daemon.hub import Hub
 from iii_daemon.triggers.http import METHODS
 
@@ -169,13 +170,19 @@ class HttpListener:
         request_id = self.hub.http_request(lambda request_id: HttpRequest(
             request_id, request.method, request.path, query, headers, body,
             request_channel.ref("read"), response_channel.ref("write")), on_reply)
+        opened = asyncio.ensure_future(response_channel.opened_by_writer(REPLY_WITHIN_S))
         try:
-            try:
-                reply = await asyncio.wait_for(replied, REPLY_WITHIN_S)
-            except TimeoutError:
-                return _json_response(504, {"error": "no answer from the daemon's core"})
-            return await self._respond(request, reply, response_channel)
+            first: set[asyncio.Future[Any]] = {replied, opened}
+            await asyncio.wait(first, timeout=REPLY_WITHIN_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if replied.done():
+                return await self._respond(request, replied.result(), response_channel)
+            if opened.done() and opened.result():
+                # The function streams its response while it runs.
+                return await self._stream(request, response_channel, replied)
+            return _json_response(504, {"error": "no answer from the daemon's core"})
         finally:
+            opened.cancel()
             self.hub.http_gone(request_id)
             pump.cancel()
             self.channels.drop(request_channel)
@@ -223,35 +230,59 @@ class HttpListener:
         result_bytes = reply.result or b"null"
         if "write" in channel.opened or (result_bytes == b"null" and
                                          await channel.opened_by_writer(STREAM_GRACE_S)):
-            return await self._stream(request, channel)
+            return await self._stream(request, channel, None)
+        plain = response_of_raw(result_bytes)
+        if plain is not None:
+            return _plain(plain)
         try:
             result = msgspec.json.decode(result_bytes)
         except _JSON_ERRORS:  # the daemon checked it on the way in; a guard only
             return _json_response(500, {"error": "the function's result is not JSON"})
         return _plain(response_of(result))
 
-    async def _stream(self, request: web.BaseRequest,
-                      channel: Channel) -> web.StreamResponse:
-        """The response the function writes to its channel, streamed as it comes."""
+    async def _stream(self, request: web.BaseRequest, channel: Channel,
+                      replied: asyncio.Future[HttpReply] | None) -> web.StreamResponse:
+        """The response the function writes to its channel, streamed as it comes. While
+        the function still runs (``replied`` pending), its failure before the body began
+        is answered as a failure; once the body began, it ends the response there."""
         status, headers = 200, dict[str, str]()
         response: web.StreamResponse | None = None
-        while True:
-            try:
-                frame = await asyncio.wait_for(channel.get(), STREAM_IDLE_S)
-            except TimeoutError:
-                log.warning("http %s %s: the response channel was silent for %.0f s; "
-                            "ending the response", request.method, request.path,
-                            STREAM_IDLE_S)
-                break
-            if frame is None:
-                break
-            if isinstance(frame, str):
-                status, headers = _control(frame, status, headers, response is not None)
-                continue
-            if response is None:
-                response = _stream_response(status, headers)
-                await response.prepare(request)
-            await response.write(frame)
+        next_frame: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if next_frame is None:
+                    next_frame = asyncio.ensure_future(channel.get())
+                waiting: set[asyncio.Future[Any]] = {next_frame}
+                if replied is not None:
+                    waiting.add(replied)
+                await asyncio.wait(waiting, timeout=STREAM_IDLE_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if replied is not None and replied.done():
+                    reply, replied = replied.result(), None
+                    if reply.status is not None:  # failed, timed out, its worker gone
+                        if response is None:
+                            return _json_response(reply.status, reply.body, reply.headers)
+                        break
+                    if not next_frame.done():
+                        continue  # it returned; what it wrote goes on coming
+                if not next_frame.done():
+                    log.warning("http %s %s: the response channel was silent for %.0f s; "
+                                "ending the response", request.method, request.path,
+                                STREAM_IDLE_S)
+                    break
+                frame, next_frame = next_frame.result(), None
+                if frame is None:
+                    break
+                if isinstance(frame, str):
+                    status, headers = _control(frame, status, headers, response is not None)
+                    continue
+                if response is None:
+                    response = _stream_response(status, headers)
+                    await response.prepare(request)
+                await response.write(frame)
+        finally:
+            if next_frame is not None:
+                next_frame.cancel()
         if response is None:
             return _stream_response(status, headers, empty=True)
         await response.write_eof()

@@ -114,6 +114,14 @@ class Response:
     body: bytes
 
 
+def response_of_raw(result: bytes) -> Response | None:
+    """The response for a result that cannot ask for one (no ``status_code`` key in
+    it): its JSON as it came, never decoded. None: decode it, :func:`response_of`."""
+    if b'"status_code"' in result or b'"statusCode"' in result:
+        return None
+    return Response(200, [("Content-Type", JSON_TYPE)], result)
+
+
 def response_of(result: Any) -> Response:
     """The response a function's (decoded) result asks for."""
     if isinstance(result, dict) and ("status_code" in result or "statusCode" in result):
