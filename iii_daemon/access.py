@@ -19,6 +19,7 @@ Rules, in order (protocol.md § Transports):
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -36,6 +37,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _PROC_TCP = {socket.AF_INET: Path("/proc/net/tcp"), socket.AF_INET6: Path("/proc/net/tcp6")}
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

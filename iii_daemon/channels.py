@@ -16,10 +16,13 @@ not both opened within ``OPEN_WITHIN_S`` expires: its ends are closed and it is 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import hmac
+import itertools
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +67,8 @@ class Channel:
     ended: bool = False
     #: Directions whose end was opened (by a peer, or held by the daemon).
     opened: set[str] = field(default_factory=set)
+    #: Called once when a peer opens the write end (the http listener waits for it).
+    on_writer: Callable[[], None] | None = None
     #: The reader, or the writer, went away for good.
     closed: bool = False
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -132,6 +137,10 @@ class Channels:
 
     def __init__(self) -> None:
         self.channels: dict[str, Channel] = {}
+        # Ids need only be unique (the keys are the secret): a random prefix per start
+        # and a counter, for the price of a counter.
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count(1)
         #: The WebSocket listener's base URL, once it is up (``None``: channels cannot
         #: be opened by peers).
         self.base_url: str | None = None
@@ -148,15 +157,15 @@ class Channels:
                                     f"{MAX_BUFFER}")
         if len(self.channels) >= MAX_CHANNELS:
             raise ChannelError(503, f"too many channels open ({MAX_CHANNELS})")
-        channel = Channel(id=secrets.token_hex(16),
-                          keys={"read": secrets.token_urlsafe(24),
-                                "write": secrets.token_urlsafe(24)},
-                          buffer_size=size)
-        if held is not None:
-            channel.opened.add(held)
+        key = base64.urlsafe_b64encode(secrets.token_bytes(36)).decode()
+        channel = Channel(id=f"{self._id_prefix}{next(self._ids):016x}",
+                          keys={"read": key[:24], "write": key[24:]}, buffer_size=size)
         self.channels[channel.id] = channel
-        channel.expiry = asyncio.get_running_loop().call_later(
-            OPEN_WITHIN_S, self._expire, channel)
+        if held is not None:
+            channel.opened.add(held)  # whoever holds it drops it when done
+        else:
+            channel.expiry = asyncio.get_running_loop().call_later(
+                OPEN_WITHIN_S, self._expire, channel)
         return channel
 
     def create_refs(self, buffer_size: int | None) -> dict[str, Any]:
@@ -204,4 +213,6 @@ class Channels:
             raise ChannelError(409, f"the {direction} end of this channel is open already")
         channel.opened.add(direction)
         channel._wake()
+        if direction == "write" and channel.on_writer is not None:
+            channel.on_writer()
         return channel

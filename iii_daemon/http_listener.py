@@ -102,7 +102,7 @@ class HttpListener:
                                     uid_checked=transport in self._uid_ok)
         if refusal is not None:
             return web.Response(status=refusal.status, text=refusal.reason + "\n")
-        if transport is not None:
+        if transport is not None and transport not in self._uid_ok:
             self._uid_ok.add(transport)
         origin = request.headers.get("Origin")
         if origin is not None and request.method == "OPTIONS" and \
@@ -151,16 +151,32 @@ class HttpListener:
                 return _json_response(400, {"error": f"the body is not valid JSON: {exc}"})
         request_channel = self.channels.create(held="write")
         response_channel = self.channels.create(held="read")
-        replied: asyncio.Future[HttpReply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        replied: asyncio.Future[HttpReply] = loop.create_future()
+        #: The reply, or the function opening its response channel: whichever is first.
+        first: asyncio.Future[None] = loop.create_future()
 
         def on_reply(reply: HttpReply) -> None:
             if not replied.done():
                 replied.set_result(reply)
+            if not first.done():
+                first.set_result(None)
+
+        def on_writer() -> None:
+            if not first.done():
+                first.set_result(None)
+
+        response_channel.on_writer = on_writer
 
         def too_large() -> None:  # a streamed body went past the limit
             on_reply(HttpReply(0, 413, {"error": f"the body is larger than {limit} bytes"}))
 
-        pump = asyncio.create_task(self._pump_body(request, request_channel, raw, too_large))
+        pump: asyncio.Task[None] | None = None
+        if raw or (raw is None and request.body_exists):
+            pump = asyncio.create_task(self._pump_body(request, request_channel, raw,
+                                                       too_large))
+        else:
+            request_channel.end()  # no body: the function reads an empty stream
 
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
@@ -170,21 +186,19 @@ class HttpListener:
         request_id = self.hub.http_request(lambda request_id: HttpRequest(
             request_id, request.method, request.path, query, headers, body,
             request_channel.ref("read"), response_channel.ref("write")), on_reply)
-        opened = asyncio.ensure_future(response_channel.opened_by_writer(REPLY_WITHIN_S))
+        guard = loop.call_later(REPLY_WITHIN_S, on_reply, HttpReply(0, 504, {
+            "error": "no answer from the daemon's core"}))
         try:
-            first: set[asyncio.Future[Any]] = {replied, opened}
-            await asyncio.wait(first, timeout=REPLY_WITHIN_S,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await first
             if replied.done():
                 return await self._respond(request, replied.result(), response_channel)
-            if opened.done() and opened.result():
-                # The function streams its response while it runs.
-                return await self._stream(request, response_channel, replied)
-            return _json_response(504, {"error": "no answer from the daemon's core"})
+            # The function opened its response channel: it streams while it runs.
+            return await self._stream(request, response_channel, replied)
         finally:
-            opened.cancel()
+            guard.cancel()
             self.hub.http_gone(request_id)
-            pump.cancel()
+            if pump is not None:
+                pump.cancel()
             self.channels.drop(request_channel)
             self.channels.drop(response_channel)
 

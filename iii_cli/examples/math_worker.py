@@ -41,6 +41,19 @@ def echo(data: Any, metadata: Any = None) -> dict[str, Any]:
     return {"data": data, "metadata": metadata}
 
 
+def add_http(request: dict[str, Any]) -> dict[str, Any]:
+    """Behind an http trigger on ``add/:a/:b``: the status, headers and body it chose."""
+    a, b = float(request["path_params"]["a"]), float(request["path_params"]["b"])
+    return {"status_code": 200, "headers": {"X-Sum": str(a + b)}, "body": {"sum": a + b}}
+
+
+def count_bytes(request: dict[str, Any]) -> dict[str, Any]:
+    """Behind an http POST trigger: an upload of any size streams in through the
+    request channel, a chunk at a time, never held whole."""
+    size = sum(len(chunk) for chunk in request["request_body"])
+    return {"status_code": 201, "body": {"bytes": size}}
+
+
 def is_positive(data: Any) -> bool:
     """A trigger condition: run the target only for payloads with n > 0."""
     return isinstance(data, dict) and isinstance(data.get("n"), int | float) and data["n"] > 0
@@ -53,6 +66,10 @@ def main() -> None:
     worker.register_function("math::divide", divide, description="divides a by b")
     worker.register_function("math::sleep", sleep, description="sleeps, then answers")
     worker.register_function("math::echo", echo, description="returns data and metadata")
+    worker.register_function("math::add_http", add_http,
+                             description="adds path parameters a and b (an http trigger)")
+    worker.register_function("math::count_bytes", count_bytes,
+                             description="counts the bytes of an uploaded body (http POST)")
     worker.register_function("math::is_positive", is_positive,
                              description="true when data.n > 0 (a trigger condition)")
     # Started before the daemon? The SDK says once on stderr what it waits for.

@@ -18,7 +18,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.helpers import IIIBIN, REPO, child_env, wait_for
+from tests.helpers import IIIBIN, REPO, child_env, free_port, wait_for
 
 GUIDE_START, GUIDE_END = "## The command line", "## WebSocket"
 
@@ -63,9 +63,14 @@ def test_the_guide_has_the_commands_this_test_knows() -> None:
 
 def test_the_readme_guide_runs_as_shown(short_tmp: Path) -> None:
     env = child_env(short_tmp)
+    # The guide's HTTP block talks to the default port; this daemon listens on a free one
+    # (and channels, which the upload streams through, need the WebSocket listener).
+    port = free_port()
+    env["III_HTTP_PORT"], env["III_WS_PORT"] = str(port), str(free_port())
     background: list[subprocess.Popen[bytes]] = []
     try:
         for command in guide_commands():
+            command = command.replace("localhost:3111", f"localhost:{port}")
             if command.split("#")[0].rstrip().endswith("&"):
                 line = command.split("#")[0].rstrip()[:-1]
                 background.append(subprocess.Popen(["bash", "-c", line], env=env, cwd=REPO,
@@ -86,6 +91,8 @@ def test_the_readme_guide_runs_as_shown(short_tmp: Path) -> None:
             proc = subprocess.run(["bash", "-c", command], env=env, cwd=REPO,
                                   capture_output=True, text=True, timeout=60)
             assert proc.returncode == expected_exit(command), (command, proc.stderr)
+            if "curl" in command and "404" not in command:  # curl exits 0 on a 500 too
+                assert '"error"' not in proc.stdout, (command, proc.stdout)
     finally:
         for proc in background:
             proc.terminate()
