@@ -41,7 +41,7 @@ def echo(data: Any, metadata: Any = None) -> dict[str, Any]:
     return {"data": data, "metadata": metadata}
 
 
-def add_http(request: dict[str, Any]) -> dict[str, Any]:
+def http_add(request: dict[str, Any]) -> dict[str, Any]:
     """Behind an http trigger on ``add/:a/:b``: the status, headers and body it chose."""
     a, b = float(request["path_params"]["a"]), float(request["path_params"]["b"])
     return {"status_code": 200, "headers": {"X-Sum": str(a + b)}, "body": {"sum": a + b}}
@@ -66,7 +66,7 @@ def main() -> None:
     worker.register_function("math::divide", divide, description="divides a by b")
     worker.register_function("math::sleep", sleep, description="sleeps, then answers")
     worker.register_function("math::echo", echo, description="returns data and metadata")
-    worker.register_function("math::add_http", add_http,
+    worker.register_function("math::http_add", http_add,
                              description="adds path parameters a and b (an http trigger)")
     worker.register_function("math::count_bytes", count_bytes,
                              description="counts the bytes of an uploaded body (http POST)")

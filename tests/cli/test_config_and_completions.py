@@ -107,7 +107,8 @@ def test_function_ids_complete_from_the_running_daemon(daemon: DaemonProcess,
                                                        math_worker: Any) -> None:
     assert complete(daemon.tmp, "iii trigger math::d") == ["math::divide"]
     assert set(complete(daemon.tmp, "iii trigger math::")) == {
-        "math::add", "math::divide", "math::sleep", "math::echo", "math::is_positive"}
+        "math::add", "math::divide", "math::sleep", "math::echo", "math::is_positive",
+        "math::http_add", "math::count_bytes"}
     assert "list" in complete(daemon.tmp, "iii li")
     # III_URL wins over the socket, as for every command that talks to the daemon.
     elsewhere = {"III_SOCKET": "/nonexistent/elsewhere.sock"}

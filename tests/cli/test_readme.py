@@ -1,7 +1,7 @@
 """The README's guide runs as shown: its shell blocks, in order, against a temp daemon.
 
-The guide is the blocks from "The command line" to the end of "Queues" and the closing
-block after it. Each line must exit 0 (a line that is documented to exit otherwise says
+The guide is the blocks from "The command line" to the end of "HTTP triggers" and the
+closing block after it. Each line must exit 0 (a line that is documented to exit otherwise says
 "exit N" in its comment, and is checked for that). A line ending in `&` starts a
 background process (the worker), and the next line runs once the worker's functions are
 served, as a person would wait for its "ready". `iii daemon logs -f` follows forever: it

@@ -16,6 +16,7 @@ import pytest
 
 from iii_sdk import InitOptions, register_worker
 from tests.helpers import DaemonProcess, free_port, run_iii, wait_for
+from tests.integration.test_security import ROOT, as_nobody
 
 
 class Site:
@@ -407,3 +408,18 @@ def test_the_official_sdk_serves_http_triggers_over_websocket(site: Site) -> Non
         assert (status, headers["x-total"], body) == (202, "3000000", b"got 3000000")
     finally:
         official.shutdown()
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to act as another user")
+def test_another_user_over_loopback_is_refused(site: Site) -> None:
+    site.serve("uid::f", lambda data: "mine", "uid")
+    proc = as_nobody(f"""
+s = socket.create_connection(("127.0.0.1", {site.http_port}), timeout=5)
+s.sendall(b"GET /uid HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
+print(s.recv(4096).split(b"\\r\\n", 1)[0].split()[1].decode())
+""")
+    assert proc.stdout.strip() == "403", proc.stderr
+    wait_for(lambda: "http listener refused" in site.daemon.log()
+             and "connections from other users are refused (uid 65534)" in site.daemon.log(),
+             message="the refusal in the log")
+    assert site.request("GET", "/uid")[2] == b'"mine"'  # our own user still gets in

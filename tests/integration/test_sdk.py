@@ -222,7 +222,8 @@ def test_workers_list_shows_the_workers_metadata(math_worker: Any, caller: III) 
     assert math["runtime"] == "python" and math["pid"] == math_worker.pid
     assert math["transport"] == "unix"
     assert set(math["functions"]) == {"math::add", "math::divide", "math::sleep",
-                                      "math::echo", "math::is_positive"}
+                                      "math::echo", "math::is_positive", "math::http_add",
+                                      "math::count_bytes"}
 
 
 def test_worker_reconnects_and_replays_after_a_daemon_restart(short_tmp: Path) -> None:
