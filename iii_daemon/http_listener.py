@@ -32,7 +32,7 @@ import msgspec
 from aiohttp import web
 
 from iii_daemon.access import AccessPolicy, can_check_peer_uid, is_loopback
-from iii_daemon.channels import Channel, Channels
+from iii_daemon.channels import Channel, ChannelError, Channels
 from iii_daemon.effects import HttpReply
 from iii_daemon.errors import ListenerOff
 from iii_daemon.http_requests import HttpRequest, Response, response_of, response_of_raw
@@ -149,8 +149,15 @@ class HttpListener:
                 body = msgspec.json.decode(raw) if raw else None
             except _JSON_ERRORS as exc:
                 return _json_response(400, {"error": f"the body is not valid JSON: {exc}"})
-        request_channel = self.channels.create(held="write")
-        response_channel = self.channels.create(held="read")
+        try:
+            request_channel = self.channels.create(held="write")
+        except ChannelError as exc:  # too many at once
+            return _json_response(exc.status, {"error": str(exc)})
+        try:
+            response_channel = self.channels.create(held="read")
+        except ChannelError as exc:
+            self.channels.drop(request_channel)
+            return _json_response(exc.status, {"error": str(exc)})
         loop = asyncio.get_running_loop()
         replied: asyncio.Future[HttpReply] = loop.create_future()
         #: The reply, or the function opening its response channel: whichever is first.
@@ -230,8 +237,9 @@ class HttpListener:
                     return
                 if not await channel.put(chunk):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return  # the client went away; the function sees the body end early
+        except Exception as exc:  # the client went away, or sent a broken body
+            log.debug("http %s %s: the body ended early: %s", request.method, request.path,
+                      exc)
         finally:
             channel.end()
 
