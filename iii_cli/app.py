@@ -16,7 +16,7 @@ from typer.completion import completion_init
 
 from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
-from iii_cli import output, trigger_options
+from iii_cli import output, trigger_options, watch_command
 from iii_cli.common import (
     CALL_DEADLINE_S,
     COMPLETION_BUDGET_S,
@@ -63,6 +63,7 @@ config_app = typer.Typer(help="Read and change the config file.", no_args_is_hel
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
 app.add_typer(queue_app, name="queue")
+app.command("watch")(watch_command.watch)
 
 
 

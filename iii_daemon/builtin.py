@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from iii_daemon.queues import Queues
     from iii_daemon.registry import Connection, Registry
     from iii_daemon.state_table import StateTable
+    from iii_daemon.stats import Stats
     from iii_daemon.triggers.base import Clock
     from iii_daemon.triggers.manager import TriggerManager
     from iii_daemon.writes import Write
@@ -83,6 +84,8 @@ class Services:
     queues: Queues
     #: Makes channels (the driver's; None: this daemon has none).
     channels: ChannelMaker | None = None
+    #: Calls, errors and durations per function.
+    stats: Stats | None = None
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None

@@ -118,7 +118,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
         raise StartupError(str(exc)) from None
     hub.writer = StoreWriter(store, lambda: loop.call_soon_threadsafe(hub.landed))
     try:
-        hub.deliver(router.start(loop.time(), time.time(), stored))
+        hub.deliver(router.start(time.monotonic(), time.time(), stored))
         hub.flush()
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).

@@ -22,11 +22,13 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """Driver command: an event happened (trigger fired or skipped, worker joined or
-    left, registration refused, ...). The router also keeps it in its history ring; the
-    driver hands it to watchers (once ``watch`` exists) and drops it otherwise."""
+    """Driver command: an event happened (an invocation finished, a trigger fired or
+    was skipped, a worker joined or left, ...). The driver sends it to every watcher
+    that wants it, or (``to``) to that one watcher only (a replay), as an ``event``
+    frame; what does not fit a watcher's buffer is dropped and counted."""
 
     event: dict[str, Any]
+    to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

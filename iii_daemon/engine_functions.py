@@ -179,6 +179,18 @@ def list_events(services: Services, ctx: CallContext) -> Any:
     return {"events": events[-limit:]}
 
 
+def function_stats(services: Services, ctx: CallContext) -> Any:
+    """Calls, errors, p50/p95/p99 and the last minute's rate of each function called
+    through the daemon (``{function?}``: one function)."""
+    function_id = field(ctx.data, "function", str, optional=True) \
+        if ctx.data is not None else None
+    assert services.stats is not None
+    rows = services.stats.describe(ctx.clock.now)
+    if function_id is not None:
+        rows = [row for row in rows if row["function_id"] == function_id]
+    return {"functions": rows}
+
+
 _ENGINE = (
     BuiltinFunction("engine::functions::list", "lists every registered function",
                     list_functions),
@@ -197,8 +209,10 @@ _ENGINE = (
     BuiltinFunction("engine::triggers::list", "lists the trigger types", list_trigger_types),
     BuiltinFunction("engine::registered-triggers::list",
                     "lists every trigger with its owner and status", list_registered_triggers),
-    BuiltinFunction("engine::events::list", "recent trigger events {limit?, event?, after?}",
+    BuiltinFunction("engine::events::list", "recent events {limit?, event?, after?}",
                     list_events),
+    BuiltinFunction("engine::functions::stats", "calls, errors, p50/p95/p99 and rate per "
+                                                "function {function?}", function_stats),
 )
 
 def create_channel(services: Services, ctx: CallContext) -> Any:

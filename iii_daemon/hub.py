@@ -20,6 +20,9 @@ Bounds, so that no client can make the daemon hold unbounded memory or stall oth
 - *Containment*: an exception while handling or delivering one message is logged with
   its traceback and answered as an error to that message; it never closes a connection.
 
+Time: the core gets ``time.monotonic()`` (the loop's own clock may tick in whole
+milliseconds, too coarse for call durations); the loop's timers follow it to within one.
+
 Writes: a :class:`Persist` effect goes to the store writer at once; when the writer
 says it landed, the hub hands it back to the core, which answers the call that wrote
 (the core holds back whatever depends on the write; nothing else waits). While more
@@ -39,6 +42,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import msgspec
+
 from iii_daemon.effects import Close, Emit, HttpReply, Output, Persist
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
@@ -56,6 +61,8 @@ MAX_TIMER_S = 3600.0
 FRAMES_PER_TURN = 512
 #: Writes in flight before the hub stops reading the connection that adds more.
 WRITES_LIMIT = 20_000
+#: Unsent event bytes a watcher may hold; past that its events are dropped and counted.
+WATCH_BUFFER = 1024 * 1024
 #: While calls are being routed (one came within ``BUSY_WINDOW_S``), queue deliveries go
 #: ``QUEUE_SHARE`` at a time, a pause of ``QUEUE_YIELD_S`` between (at most 4 000/s):
 #: a draining backlog then leaves the callers and their workers the CPU (see
@@ -106,7 +113,8 @@ class Hub:
     def __init__(self, router: Router, loop: asyncio.AbstractEventLoop, write_limit: int,
                  parked_limit: int = 256 * 1024 * 1024,
                  output_budget: int = OUTPUT_BUDGET, writer: Writer | None = None,
-                 writes_limit: int = WRITES_LIMIT) -> None:
+                 writes_limit: int = WRITES_LIMIT,
+                 watch_buffer: int = WATCH_BUFFER) -> None:
         self.router = router
         self.loop = loop
         self.writer: Writer = writer if writer is not None else NoStore()
@@ -116,6 +124,8 @@ class Hub:
         #: writer thread per batch of input, not one per write).
         self._unsubmitted: list[Persist] = []
         self.writes_limit = writes_limit
+        #: Unsent bytes a watcher may hold before events for it are dropped (counted).
+        self.watch_buffer = watch_buffer
         #: Connections not read until fewer writes are in flight.
         self._waiting_for_store: set[int] = set()
         #: A connection whose unsent output grows past this is cut off (it is not reading).
@@ -190,7 +200,7 @@ class Hub:
         frames not handled yet (maybe none): the connection must wait. None: all done
         within the budget."""
         router = self.router
-        now = self.loop.time()
+        now = time.monotonic()
         decode = p.decode
         # What the connection has not sent yet counts against the budget too: one
         # message per batch (WebSocket) must not add up without end.
@@ -268,7 +278,7 @@ class Hub:
         request_id = self._next_http
         self._http[request_id] = on_reply
         try:
-            out = self.router.http_request(make(request_id), self.loop.time())
+            out = self.router.http_request(make(request_id), time.monotonic())
         except Exception:
             log.exception("error while handling an http request")
             out = [(0, HttpReply(request_id, 500, {"error": "internal error while "
@@ -334,7 +344,8 @@ class Hub:
     def _put(self, conn_id: int, message: object) -> int:
         """Carry out one effect now; return the bytes of output it added."""
         if isinstance(message, Emit):
-            return 0  # no watchers yet (`watch` is refused); the router keeps history
+            self._fan_out(message)
+            return 0
         if isinstance(message, HttpReply):
             waiting = self._http.pop(message.request_id, None)
             if waiting is not None:  # else the client went away meanwhile
@@ -361,11 +372,41 @@ class Hub:
             return 0
         return len(buf) - size
 
+    def _fan_out(self, emit: Emit) -> None:
+        """Send an event to its watchers, each within ``WATCH_BUFFER`` bytes of unsent
+        output: what does not fit is dropped and counted, and the watcher hears how
+        many it missed before the next event that fits."""
+        watchers = self.router.watchers
+        event = emit.event
+        frame: bytes | None = None
+        for conn_id in (watchers if emit.to is None else (emit.to,)):
+            watcher = watchers.get(conn_id)
+            link = self.links.get(conn_id)
+            if watcher is None or link is None or (emit.to is None and
+                                                   not watcher.wants(event)):
+                continue
+            buf = self._out.get(conn_id)
+            if buf is None:
+                buf = self._out[conn_id] = bytearray()
+            if len(buf) + link.write_buffer_size() > self.watch_buffer:
+                watcher.missed += 1
+                continue
+            if watcher.missed:
+                buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
+                watcher.missed = 0
+            if frame is None:
+                try:
+                    frame = b'{"type":"event",' + msgspec.json.encode(event)[1:] + b"\n"
+                except (TypeError, msgspec.EncodeError):
+                    log.exception("cannot encode a %s event; dropped", event.get("event"))
+                    return
+            buf += frame
+
     def landed(self) -> None:
         """The store writer finished a batch: hand the writes that landed back to the
         core, in the order they were made, and deliver what that produces."""
         writes = self._writes
-        now = self.loop.time()
+        now = time.monotonic()
         while writes and writes[0].done:
             persist = writes.popleft()
             try:
@@ -414,7 +455,7 @@ class Hub:
         self._pump = None
         try:
             self.deliver(self.router.pump_queues(
-                self.loop.time(), QUEUE_SHARE if self._calls_busy() else None))
+                time.monotonic(), QUEUE_SHARE if self._calls_busy() else None))
         except Exception:
             log.exception("error while delivering queued messages; the hub goes on")
         self.flush()
@@ -448,7 +489,7 @@ class Hub:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        now = self.loop.time()
+        now = time.monotonic()
         try:
             self.router.tick_clock(now, time.time())  # cron follows the wall clock
             self.deliver(self.router.expire(now))

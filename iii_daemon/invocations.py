@@ -30,6 +30,13 @@ class Invocation:
     deadline: float | None = None
     #: For the daemon's own calls (trigger targets, conditions): what to do with the answer.
     then: Continuation | None = None
+    #: For its event: who called (cli, sdk, trigger:TYPE, queue:NAME), how (sync, void),
+    #: the serving worker's id, the start of the payload, and fields of the caller's.
+    source: str = ""
+    action: str = "sync"
+    worker_id: str = ""
+    payload: bytes = b""
+    tags: dict[str, Any] | None = None
 
 
 class InvocationTable:

@@ -126,7 +126,8 @@ class QueueHost(Protocol):
     def record(self, kind: str, out: Output, **fields: Any) -> None: ...
 
     def call_internal(self, function_id: str, data: Any, then: Any, clock: Clock,
-                      out: Output, timeout_ms: int | None = None) -> None: ...
+                      out: Output, timeout_ms: int | None = None, source: str = "daemon",
+                      tags: dict[str, Any] | None = None) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -342,35 +343,38 @@ class Queues:
         data = Raw(message.data)
         binding = self.host.binding(message.trigger_id) if message.trigger_id else None
         condition = binding.config.get("condition_function_id") if binding else None
-        started = clock.now
+        # The router records each invocation with these (success and failure alike).
+        source = f"queue:{lane.queue}"
+        tags = {"message_id": message.id, "attempt": message.attempts + 1}
 
         def done(result: Any, error: p.ErrorBody | None, out: Output) -> None:
-            self._finished(lane, message, error, started, out)
+            self._finished(lane, message, error, out)
 
         if condition is None:
-            self.host.call_internal(lane.function_id, data, done, clock, out, timeout_ms)
+            self.host.call_internal(lane.function_id, data, done, clock, out, timeout_ms,
+                                    source, tags)
             return
 
         def decide(result: Any, error: p.ErrorBody | None, out: Output) -> None:
             if error is not None:  # an attempt, even when the condition is missing
                 self._finished(lane, message, p.ErrorBody(
                     code=error.code, message=f"condition '{condition}' failed: "
-                                             f"{error.message}"), started, out,
-                    waits=False)
+                                             f"{error.message}"), out, waits=False)
             elif not _truthy(result):
                 self.host.record("trigger.skipped", out, trigger_id=message.trigger_id,
                                  trigger_type="queue", function_id=lane.function_id,
                                  reason=f"condition '{condition}' returned "
                                         f"{bytes(result or p.NULL).decode()}")
-                self._finished(lane, message, None, started, out)
+                self._finished(lane, message, None, out)
             else:
                 self.host.call_internal(lane.function_id, data, done, self.host.clock, out,
-                                        timeout_ms)
+                                        timeout_ms, source, tags)
 
-        self.host.call_internal(condition, data, decide, clock, out, timeout_ms)
+        self.host.call_internal(condition, data, decide, clock, out, timeout_ms, source,
+                                {"condition_of": message.trigger_id})
 
     def _finished(self, lane: Lane, message: Message, error: p.ErrorBody | None,
-                  started: float, out: Output, waits: bool = True) -> None:
+                  out: Output, waits: bool = True) -> None:
         if lane.in_flight.pop(message.id, None) is None:
             return  # purged meanwhile
         self.dirty[(lane.queue, lane.function_id)] = None
@@ -386,14 +390,8 @@ class Queues:
             lane.ready.appendleft(message)
             return
         clock = self.host.clock
-        source = f"queue:{lane.queue}"
-        duration_ms = round((clock.now - started) * 1000, 3)
         message.attempts += 1
         message.last_error = {"code": error.code, "message": error.message}
-        self.host.record("invocation.finished", out, function_id=lane.function_id,
-                         source=source, message_id=message.id, status="error",
-                         error=message.last_error, attempt=message.attempts,
-                         duration_ms=duration_ms)
         if message.attempts > lane.policy.max_retries:
             message.dead, message.available_at = True, clock.wall
             if message.group is not None:

@@ -36,9 +36,12 @@ from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.queues import Queues
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.state_table import StateTable
+from iii_daemon.stats import Stats
 from iii_daemon.triggers.base import Binding, Clock
 from iii_daemon.triggers.http import HttpType, Match
 from iii_daemon.triggers.manager import TriggerManager
+from iii_daemon.watchers import DEFAULT_REPLAY, FilterError, Watcher
+from iii_daemon.watchers import parse as parse_filter
 from iii_daemon.writes import Stored
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
@@ -49,6 +52,9 @@ from iii_sdk.protocol import NULL
 log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "engine::"
+#: How much of a payload or result an ``invocation.finished`` event shows.
+PREVIEW_BYTES = 512
+STACK_BYTES = 8192
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
 
 
@@ -65,6 +71,14 @@ def _valid_error(error: Any) -> Any:
     body = p.error_body(error)
     return error if isinstance(error, dict) and body.code == error.get("code") \
         and body.message == error.get("message") else body
+
+
+def _preview(raw: Any) -> str:
+    """The start of a JSON payload as text (an ellipsis when cut)."""
+    data = bytes(raw) if len(raw) <= PREVIEW_BYTES else \
+        bytes(memoryview(raw)[:PREVIEW_BYTES])
+    text = data.decode(errors="replace")
+    return text if len(raw) <= PREVIEW_BYTES else text + "…"
 
 
 def worker_name(conn: Connection) -> str:
@@ -101,14 +115,22 @@ class Router:
         #: Calls routed from connections to workers so far: the driver's sign of
         #: foreground work (queue deliveries and the daemon's own calls do not count).
         self.calls_routed = 0
-        #: Recent events (trigger fired / skipped, outcomes of trigger calls), newest last.
+        #: Recent events (invocations finished, triggers fired or skipped, workers, queue
+        #: retries ...), newest last.
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        #: Connections that sent ``watch``, with what they want.
+        self.watchers: dict[int, Watcher] = {}
+        #: How many watchers want ``invocation.started`` (made only for them).
+        self._watching_starts = 0
+        #: Calls, errors, durations and rate of every function called through here.
+        self.stats = Stats()
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, state=self.state,
                                  triggers=self.triggers, events=self.events, info=self.info,
                                  builtins=self.builtins, in_flight=self.invocations.__len__,
                                  record=self.record, clock=lambda: self.clock,
-                                 queues=self.queues, channels=channels)
+                                 queues=self.queues, channels=channels,
+                                 stats=self.stats)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -169,14 +191,18 @@ class Router:
     def binding(self, trigger_id: str) -> Binding | None:
         return self.triggers.bindings.get(trigger_id)
 
-    def record(self, kind: str, out: Output, **fields: Any) -> None:
-        """An event: kept in the history ring (``engine::events::list``) and put out as
-        an :class:`Emit` effect for the driver to fan out."""
+    def record(self, kind: str, out: Output, watchers_only: bool = False,
+               **fields: Any) -> None:
+        """An event: kept in the history ring (``engine::events::list``; not with
+        ``watchers_only``) and put out as an :class:`Emit` effect for the driver to fan
+        out to watchers."""
         self._event_seq += 1
-        event = {"seq": self._event_seq, "event": kind, "time": round(self.clock.wall, 3),
-                 **fields}
-        self.events.append(event)
-        out.append((EVENTS, Emit(event)))
+        event = {"seq": self._event_seq, "event": kind,
+                 "time": round(self._now + self._wall_offset, 3), **fields}
+        if not watchers_only:
+            self.events.append(event)
+        if self.watchers:
+            out.append((EVENTS, Emit(event)))
 
     def _refused(self, conn: Connection, what: str, registration_id: str, reason: str,
                  out: Output) -> None:
@@ -206,6 +232,9 @@ class Router:
         conn = self.registry.remove_connection(conn_id)
         if conn is None:
             return out
+        watcher = self.watchers.pop(conn_id, None)
+        if watcher is not None and watcher.started:
+            self._watching_starts -= 1
         if conn.is_worker:
             log.info("worker %s left (pid %s, %d functions)", worker_name(conn),
                      conn.info.get("pid", "?"), len(conn.functions))
@@ -426,13 +455,17 @@ class Router:
         self._route(conn, msg, entry, void, now, out)
 
     def _route(self, conn: Connection | None, msg: p.InvokeFunction, entry: FunctionEntry,
-               void: bool, now: float, out: Output, then: Continuation | None = None) -> None:
+               void: bool, now: float, out: Output, then: Continuation | None = None,
+               source: str = "daemon", tags: dict[str, Any] | None = None) -> None:
         """Hand the call to the worker serving ``entry``; track it until answered."""
         invocations = self.invocations
         inv_id = invocations.new_id()
         caller_id = msg.invocation_id
         if conn is not None:
             self.calls_routed += 1
+            source = "sdk" if conn.is_worker else "cli"
+        worker = self.registry.connections[entry.owner]
+        data = msg.data
         waits = conn is not None and caller_id is not None and not void
         # Every tracked call ends: its own timeout_ms, else the daemon's default.
         default = msg.timeout_ms is None
@@ -447,8 +480,18 @@ class Router:
             timeout_ms=timeout_ms,
             deadline=now + timeout_ms / 1000,
             then=then,
+            source=source,
+            action="void" if void else "sync",
+            worker_id=worker.worker_id,
+            payload=bytes(data) if len(data) <= PREVIEW_BYTES
+            else bytes(memoryview(data)[:PREVIEW_BYTES]),
+            tags=tags,
         ), in_order=default)
-        self.registry.connections[entry.owner].serving.add(inv_id)
+        worker.serving.add(inv_id)
+        if self._watching_starts:
+            self.record("invocation.started", out, function_id=entry.id,
+                        invocation_id=inv_id, worker_id=worker.worker_id, source=source,
+                        action="void" if void else "sync", watchers_only=True)
         if waits and conn is not None:
             conn.calling.add(inv_id)
         out.append((entry.owner, p.InvokeFunction(
@@ -484,23 +527,29 @@ class Router:
         self._run_builtin(conn, builtin, msg.data, out, answer)
 
     def call_internal(self, function_id: str, data: Raw, then: Continuation, clock: Clock,
-                      out: Output, timeout_ms: int | None = None) -> None:
-        """A call the daemon makes itself (trigger targets, conditions); ``then`` gets
-        ``(result, error, out)`` once, whatever happens: answer, error, timeout, the
-        worker leaving, or no such function."""
+                      out: Output, timeout_ms: int | None = None, source: str = "daemon",
+                      tags: dict[str, Any] | None = None) -> None:
+        """A call the daemon makes itself (trigger targets, conditions, deliveries);
+        ``then`` gets ``(result, error, out)`` once, whatever happens: answer, error,
+        timeout, the worker leaving, or no such function. ``source`` and ``tags`` go
+        into its ``invocation.finished`` event."""
         entry = self.registry.functions.get(function_id)
         if entry is not None:
             message = p.InvokeFunction(function_id=function_id, data=data,
                                        timeout_ms=timeout_ms)
-            self._route(None, message, entry, False, clock.now, out, then)
+            self._route(None, message, entry, False, clock.now, out, then, source, tags)
             return
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             self._run_builtin(None, builtin, data, out, lambda result, error, out: then(
                 None if error else p.to_raw(result), error, out))
             return
-        then(None, _error(ErrorCode.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found"),
-             out)
+        missing = _error(ErrorCode.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found")
+        self.record("invocation.finished", out, function_id=function_id, invocation_id=None,
+                    worker_id=None, source=source, action="sync", status="error",
+                    duration_ms=0.0, error={"code": missing.code, "message": missing.message},
+                    payload=_preview(data), result=None, **(tags or {}))
+        then(None, missing, out)
 
     def _enqueue(self, conn: Connection, msg: p.InvokeFunction, action: dict[str, Any],
                  out: Output) -> None:
@@ -571,15 +620,38 @@ class Router:
             return  # late (timed out, caller gone) or not this worker's to answer
         self.invocations.pop(msg.invocation_id)
         conn.serving.discard(inv.id)
+        error = None if msg.error is None else _valid_error(msg.error)
+        self._finished(inv, msg.result, error, out)
         if inv.caller is None and inv.then is None:
             return
-        if msg.error is not None:
-            self._answer(inv, None, _valid_error(msg.error), out, msg)
-        else:
-            self._answer(inv, msg.result, None, out, msg)
+        self._answer(inv, msg.result if error is None else None, error, out, msg)
+
+    def _finished(self, inv: Invocation, result: Any, error: Any, out: Output) -> None:
+        """Stats and the ``invocation.finished`` event of a routed call, however it
+        ended (answered, timed out, its worker gone)."""
+        duration_ms = round((self._now - inv.started) * 1000, 3)
+        body = None if error is None else (
+            {"code": error.code, "message": error.message} if isinstance(error, p.ErrorBody)
+            else {"code": error.get("code"), "message": error.get("message")})
+        self.stats.add(inv.function_id, duration_ms, body, self._now)
+        fields: dict[str, Any] = {
+            "function_id": inv.function_id, "invocation_id": inv.id,
+            "worker_id": inv.worker_id, "source": inv.source, "action": inv.action,
+            "status": "ok" if error is None else "error", "duration_ms": duration_ms,
+            "error": body, "payload": _preview(inv.payload),
+            "result": None if error is not None or result is None else _preview(result)}
+        if error is not None and isinstance(error, p.ErrorBody) and error.stacktrace:
+            fields["stacktrace"] = error.stacktrace[:STACK_BYTES]
+        elif isinstance(error, dict) and isinstance(error.get("stacktrace"), str):
+            fields["stacktrace"] = error["stacktrace"][:STACK_BYTES]
+        if inv.tags:
+            fields.update(inv.tags)
+        self.record("invocation.finished", out, **fields)
 
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:
+        if source is None:  # ended without an answer: timed out, or its worker left
+            self._finished(inv, None, error, out)
         if inv.then is not None:
             inv.then(result, None if error is None else p.error_body(error), out)
             return
@@ -655,11 +727,33 @@ class Router:
                            now: float, out: Output) -> None:
         self.triggers.provider_answered(conn.id, msg, out)
 
-    def _not_yet(self, conn: Connection, msg: p.Message, now: float, out: Output) -> None:
-        out.append((conn.id, p.Error(
-            code=ErrorCode.BAD_REQUEST,
-            message=f"'{msg.__struct_config__.tag}' is not supported by this daemon yet",
-        )))
+    # --- watching -------------------------------------------------------------------------
+
+    def _on_watch(self, conn: Connection, msg: p.Watch, now: float, out: Output) -> None:
+        """Stream events to this connection: the recent ones that match first."""
+        try:
+            watcher = parse_filter(msg.filter)
+        except FilterError as exc:
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, message=str(exc),
+                                         request_type="watch")))
+            return
+        replay = DEFAULT_REPLAY if msg.replay is None else msg.replay
+        if replay < 0:
+            out.append((conn.id, p.Error(code=ErrorCode.BAD_REQUEST, request_type="watch",
+                                         message="replay must be 0 or more")))
+            return
+        previous = self.watchers.get(conn.id)
+        if previous is not None and previous.started:
+            self._watching_starts -= 1
+        self.watchers[conn.id] = watcher
+        if watcher.started:
+            self._watching_starts += 1
+        recent = [e for e in self.events if watcher.wants(e)][-replay:] if replay else []
+        out.append((conn.id, Emit({"seq": self._event_seq, "event": "watching",
+                                   "time": round(self.clock.wall, 3),
+                                   "replayed": len(recent)}, to=conn.id)))
+        for event in recent:
+            out.append((conn.id, Emit(event, to=conn.id)))
 
 
 _HANDLERS: dict[type, _Handler] = {
@@ -675,6 +769,5 @@ _HANDLERS: dict[type, _Handler] = {
     p.RegisterTriggerType: Router._on_register_trigger_type,
     p.UnregisterTriggerType: Router._on_unregister_trigger_type,
     p.TriggerRegistrationResult: Router._on_trigger_result,
-    # Streaming events to watchers arrives with its own issue; until then it is refused.
-    p.Watch: Router._not_yet,
+    p.Watch: Router._on_watch,
 }

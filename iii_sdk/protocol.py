@@ -134,9 +134,11 @@ class RegisterActionType(Message, tag="registeractiontype"):
 
 
 class Watch(Message, tag="watch"):
-    """(extension) Stream daemon events to this connection."""
+    """(extension) Stream daemon events to this connection: ``filter`` is
+    ``{function?, kinds?, errors?}``; ``replay`` recent events come first (default 100)."""
 
     filter: Any = None
+    replay: int | None = None
 
 
 class Ping(Message, tag="ping"):

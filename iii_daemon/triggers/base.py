@@ -55,7 +55,8 @@ class TriggerHost(Protocol):
     def record(self, kind: str, out: Output, **fields: Any) -> None: ...
 
     def call_internal(self, function_id: str, data: Any, then: Any, clock: Clock,
-                      out: Output, timeout_ms: int | None = None) -> None: ...
+                      out: Output, timeout_ms: int | None = None, source: str = "daemon",
+                      tags: dict[str, Any] | None = None) -> None: ...
 
 
 class TriggerType(Protocol):

@@ -11,8 +11,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from iii_daemon.errors import TriggerConfigError, TriggerError
 from iii_daemon.triggers import catalog
 from iii_daemon.triggers.base import (
@@ -301,28 +299,24 @@ class TriggerManager:
             else:
                 self._run(binding, data, self.host.clock, out, answer, timeout_ms)
 
-        self.host.call_internal(condition, data, decide, clock, out,
-                                  timeout_ms=CONDITION_TIMEOUT_MS)
+        self.host.call_internal(condition, data, decide, clock, out, CONDITION_TIMEOUT_MS,
+                                f"trigger:{binding.trigger_type}",
+                                {"condition_of": binding.id})
 
     def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output,
              answer: Answered | None, timeout_ms: int | None) -> None:
-        started = clock.now
         self.host.record("trigger.fired", out, trigger_id=binding.id,
                          trigger_type=binding.trigger_type, function_id=binding.function_id)
 
         def finished(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
             binding.running -= 1
             _log_outcome(binding, error)
-            self.host.record(
-                "invocation.finished", out, function_id=binding.function_id,
-                source=f"trigger:{binding.trigger_type}", trigger_id=binding.id,
-                status="error" if error is not None else "ok",
-                error=None if error is None else msgspec.to_builtins(error),
-                duration_ms=round((self.host.clock.now - started) * 1000, 3))
             if answer is not None:
                 answer(None, result, error, out)
 
-        self.host.call_internal(binding.function_id, data, finished, clock, out, timeout_ms)
+        # The router records the invocation (source and trigger id with it).
+        self.host.call_internal(binding.function_id, data, finished, clock, out, timeout_ms,
+                                f"trigger:{binding.trigger_type}", {"trigger_id": binding.id})
 
     def _skip(self, binding: Binding, reason: str, out: Output,
               answer: Answered | None = None) -> None:

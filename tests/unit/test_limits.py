@@ -176,19 +176,21 @@ def test_state_triggers_fire_for_each_change_up_to_a_bound(core: Core) -> None:
     assert len(events(core, "trigger.skipped")) == 5
 
 
-def test_events_leave_the_core_as_effects(core: Core) -> None:
-    """Every recorded event is also an Emit effect (what the hub will fan out to
-    watchers), the same object the history ring keeps."""
+def test_events_leave_the_core_as_effects_once_someone_watches(core: Core) -> None:
+    """Every recorded event is also an Emit effect (what the hub fans out to watchers),
+    the same object the history ring keeps; with nobody watching, only the ring."""
     reg(core, id="tick", type="cron", function_id="job",
         config={"expression": "* * * * * *"})
     core.router.tick_clock(core.now, WALL)
     out = core.router.expire(core.now + 1.0)
-    emitted = [m.event for c, m in out if isinstance(m, Emit)]
-    assert [e["event"] for e in emitted] == ["trigger.fired"]
-    assert emitted[0] is core.router.events[-1]
+    assert not [m for c, m in out if isinstance(m, Emit)]
+    assert core.router.events[-1]["event"] == "trigger.fired"
+    core.connect(9)
+    core.router.handle(9, p.decode(b'{"type":"watch","replay":0}'), core.now)
     out = core.router.expire(core.now + 2.0)  # the first firing still runs
     [skipped] = [m.event for c, m in out if isinstance(m, Emit)]
     assert skipped["event"] == "trigger.skipped" and skipped["reason"] == "still_running"
+    assert skipped is core.router.events[-1]
     out = core.router.handle(2, p.decode(b'{"type":"registerfunction","id":"job"}'),
                              core.now)
     [refused] = [m.event for c, m in out if isinstance(m, Emit)]

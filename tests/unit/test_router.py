@@ -495,9 +495,14 @@ def test_action_types_belong_to_one_worker_and_leave_with_it(core: Core) -> None
 # --- not yet built ---------------------------------------------------------------------
 
 
-def test_watch_is_refused_openly_for_now(core: Core) -> None:
-    [(_, error)] = core.send(1, {"type": "watch"})
-    assert error["type"] == "error" and "not supported" in error["message"]
+
+def test_a_bad_watch_filter_is_a_bad_request(core: Core) -> None:
+    for bad in ({"nope": 1}, {"kinds": "invocation"}, {"errors": "yes"}, [1]):
+        [(_, error)] = core.send(1, {"type": "watch", "filter": bad})
+        assert error["type"] == "error" and error["code"] == "bad_request", bad
+    [(_, error)] = core.send(1, {"type": "watch", "replay": -1})
+    assert error["code"] == "bad_request"
+    assert not core.router.watchers
 
 
 def test_actions_list(core: Core) -> None:

@@ -1,0 +1,81 @@
+"""How an event reads as one line: what ``iii watch`` prints and the TUI's log shows.
+
+``time  KIND  STATUS  DURATION  FUNCTION  SOURCE  detail``, the duration right-aligned
+in ms, the status coloured where colour is wanted; every value from the daemon is
+escaped for the terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from iii_cli.style import printable
+
+#: What each kind shows in the status column (invocations show ok / error).
+_STATUS = {"invocation.started": "run", "trigger.fired": "fire", "trigger.skipped": "skip",
+           "worker.joined": "join", "worker.left": "left", "registration.refused": "refused",
+           "queue.retry": "retry", "queue.dead_letter": "dead", "missed": "missed"}
+_COLOURS = {"ok": "32", "error": "31", "skip": "33", "retry": "33", "dead": "31",
+            "refused": "31", "missed": "35", "fire": "36", "run": "2"}
+
+
+def status_of(event: dict[str, Any]) -> str:
+    kind = str(event.get("event"))
+    if kind == "invocation.finished":
+        return "ok" if event.get("status") == "ok" else "error"
+    return _STATUS.get(kind, kind.rpartition(".")[2])
+
+
+def detail_of(event: dict[str, Any]) -> str:
+    """The most telling thing about an event, short."""
+    kind = event.get("event")
+    error = event.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    if kind == "trigger.skipped":
+        return str(event.get("reason"))
+    if kind in ("trigger.fired",):
+        return f"{event.get('trigger_type')} {event.get('trigger_id')}"
+    if kind in ("worker.joined", "worker.left"):
+        return f"{event.get('name') or ''} {event.get('worker_id')}".strip()
+    if kind == "registration.refused":
+        return f"{event.get('what')} {event.get('id')}: {event.get('reason')}"
+    if kind == "queue.retry":
+        return f"{event.get('queue')} attempt {event.get('attempt')}"
+    if kind == "queue.dead_letter":
+        return f"{event.get('queue')} after {event.get('attempts')} attempts"
+    if kind == "missed":
+        return f"{event.get('count')} events dropped: this watcher was too slow"
+    if kind == "invocation.finished":
+        return str(event.get("result") or "")
+    return ""
+
+
+def clock_of(event: dict[str, Any]) -> str:
+    stamp = event.get("time")
+    if not isinstance(stamp, int | float):
+        return " " * 12
+    return datetime.fromtimestamp(stamp).strftime("%H:%M:%S.%f")[:12]
+
+
+def duration_of(event: dict[str, Any]) -> str:
+    duration = event.get("duration_ms")
+    return f"{duration:10.3f}ms" if isinstance(duration, int | float) else " " * 12
+
+
+def line(event: dict[str, Any], colour: bool = False, width: int = 200) -> str:
+    """One event as one line of at most ``width`` characters."""
+    status = status_of(event)
+    shown = f"{status:<7}"
+    if colour and status in _COLOURS:
+        shown = f"\x1b[{_COLOURS[status]}m{shown}\x1b[0m"
+    function_id = printable(str(event.get("function_id") or "-"))
+    source = printable(str(event.get("source") or ""))
+    kind = printable(str(event.get("event")))
+    text = (f"{clock_of(event)}  {kind:<20} {shown} {duration_of(event)}  "
+            f"{function_id:<28} {source:<16} ")
+    detail = printable(detail_of(event)).replace("\n", " ")
+    visible = len(text) - (len(shown) - 7 if colour else 0)
+    room = max(width - visible, 0)
+    return text + (detail if len(detail) <= room else detail[:max(room - 1, 0)] + "…")

@@ -1,0 +1,82 @@
+"""Who watches the daemon's events, and which events each wants (pure).
+
+``watch {filter?, replay?}`` (extension) subscribes a connection: ``filter`` is
+``{function?: GLOB, kinds?: [KIND, ...], errors?: bool}`` where a kind is an event name
+(``invocation.finished``) or a prefix of one (``invocation``, ``queue``); ``errors``
+keeps only failures (an invocation with an error, a skipped firing, a refused
+registration, retries and dead letters). ``replay`` (default 100) recent events from
+the history come first. A slow watcher never slows anyone: the driver drops what does
+not fit its buffer and counts it, and the watcher is told ``{event: "missed", count}``
+before the next event that fits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_REPLAY = 100
+#: Events that are failures for ``errors: true`` (besides those with an ``error``).
+FAILURES = frozenset({"trigger.skipped", "registration.refused", "queue.retry",
+                      "queue.dead_letter"})
+
+
+class FilterError(ValueError):
+    """A watch filter that cannot be used; the message says why."""
+
+
+@dataclass(slots=True, eq=False)
+class Watcher:
+    function: re.Pattern[str] | None = None
+    kinds: tuple[str, ...] = ()
+    errors: bool = False
+    #: Events dropped since the last one delivered (the driver counts them).
+    missed: int = 0
+    #: Whether it wants ``invocation.started`` (those are made only for watchers).
+    started: bool = field(default=False)
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        kind = event["event"]
+        if self.kinds and not any(kind == k or kind.startswith(k + ".") for k in self.kinds):
+            return False
+        if self.function is not None:
+            function_id = event.get("function_id")
+            if not isinstance(function_id, str) or not self.function.match(function_id):
+                return False
+        if self.errors:
+            return event.get("error") is not None or kind in FAILURES
+        return True
+
+
+def parse(raw: Any) -> Watcher:
+    """A watcher from a ``watch`` message's filter.
+
+    Raises:
+        FilterError: the filter is not an object of known keys and types.
+    """
+    if raw is None:
+        return Watcher(started=True)
+    if not isinstance(raw, dict):
+        raise FilterError("filter must be an object {function?, kinds?, errors?}")
+    unknown = set(raw) - {"function", "kinds", "errors"}
+    if unknown:
+        raise FilterError(f"unknown filter keys: {', '.join(sorted(unknown))} (known: "
+                          f"function, kinds, errors)")
+    function = raw.get("function")
+    if function is not None and (not isinstance(function, str) or not function):
+        raise FilterError("filter.function must be a non-empty glob, e.g. 'orders::*'")
+    kinds = raw.get("kinds") or []
+    if not isinstance(kinds, list) or not all(isinstance(k, str) and k for k in kinds):
+        raise FilterError("filter.kinds must be a list of event kinds, e.g. "
+                          "['invocation', 'trigger.skipped']")
+    errors = raw.get("errors", False)
+    if not isinstance(errors, bool):
+        raise FilterError("filter.errors must be true or false")
+    kinds_tuple = tuple(k.removesuffix(".*") for k in kinds)
+    return Watcher(function=re.compile(fnmatch.translate(function)) if function else None,
+                   kinds=kinds_tuple, errors=errors,
+                   started=(not errors and not kinds_tuple) or (not errors and any(
+                       k == "invocation.started" or "invocation.started".startswith(k + ".")
+                       for k in kinds_tuple)))

@@ -1,0 +1,98 @@
+"""A headless client for the daemon's event stream (what ``iii watch``, the TUI and
+tests share). It is not a worker: it never introduces itself, so it is never listed in
+``engine::workers::list``.
+
+    async for event in watch("unix:///run/user/1000/iii/iii.sock", {"errors": True}):
+        print(event["event"], event.get("function_id"))
+
+Events are dicts: ``{seq, event, time, ...}`` (``invocation.started``,
+``invocation.finished``, ``trigger.fired``, ``trigger.skipped``, ``worker.joined``,
+``worker.left``, ``registration.refused``, ``queue.retry``, ``queue.dead_letter``), a
+first ``{event: "watching", replayed: N}`` after the replayed history, and
+``{event: "missed", count}`` when the daemon dropped events this client was too slow
+to take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from iii_sdk.errors import ConnectionFailed, IIIError
+from iii_sdk.paths import socket_path_from_url
+
+#: The longest event line accepted (events carry bounded previews).
+LINE_LIMIT = 16 * 1024 * 1024
+
+
+class WatchRefused(IIIError):
+    """The daemon refused the watch (a bad filter); the message says why."""
+
+
+async def watch(address: str, filter: dict[str, Any] | None = None,
+                replay: int | None = None,
+                headers: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Yield the daemon's events until the connection ends.
+
+    Raises:
+        ConnectionFailed: the daemon cannot be reached (or closed the connection).
+        WatchRefused: the daemon refused the filter.
+    """
+    request = {"type": "watch", "filter": filter, "replay": replay}
+    if address.startswith(("ws://", "wss://")):
+        frames = _ws_frames(address, request, headers)
+    else:
+        path = socket_path_from_url(address)
+        if path is None:
+            raise ConnectionFailed(f"unsupported address {address!r}")
+        frames = _unix_frames(os.fspath(path), request)
+    async for frame in frames:
+        kind = frame.get("type")
+        if kind == "event":
+            frame.pop("type")
+            yield frame
+        elif kind == "error" and frame.get("request_type") == "watch":
+            raise WatchRefused(str(frame.get("message")))
+
+
+async def _unix_frames(path: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=LINE_LIMIT)
+    except OSError as exc:
+        raise ConnectionFailed(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    try:
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        while line := await reader.readline():
+            yield json.loads(line)
+        raise ConnectionFailed(f"the daemon at {path} closed the connection")
+    finally:
+        writer.close()
+
+
+async def _ws_frames(url: str, request: dict[str, Any],
+                     headers: dict[str, str] | None) -> AsyncIterator[dict[str, Any]]:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    extra = dict(headers or {})
+    token = os.environ.get("III_TOKEN", "").strip()
+    if token and "Authorization" not in extra:
+        extra["Authorization"] = f"Bearer {token}"
+    try:
+        ws = await connect(url, additional_headers=extra, compression=None,
+                           max_size=LINE_LIMIT)
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise ConnectionFailed(f"cannot connect to {url}: {exc}") from None
+    try:
+        await ws.send(json.dumps(request))
+        async for message in ws:
+            yield json.loads(message)
+    except ConnectionClosed:
+        pass
+    finally:
+        await ws.close()
+    raise ConnectionFailed(f"{url} closed the connection")
