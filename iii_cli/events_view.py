@@ -1,8 +1,9 @@
 """How an event reads as one line: what ``iii watch`` prints and the TUI's log shows.
 
-``time  KIND  STATUS  DURATION  FUNCTION  SOURCE  detail``, the duration right-aligned
-in ms, the status coloured where colour is wanted; every value from the daemon is
-escaped for the terminal.
+``time  STATUS  DURATION  FUNCTION  SOURCE  detail``: the status says the kind (ok and
+error for invocations, run, fire, skip, join, left, retry, dead, missed), the duration
+is right-aligned in ms, colour only where wanted; every value from the daemon is escaped
+for the terminal.
 """
 
 from __future__ import annotations
@@ -64,18 +65,19 @@ def duration_of(event: dict[str, Any]) -> str:
     return f"{duration:10.3f}ms" if isinstance(duration, int | float) else " " * 12
 
 
-def line(event: dict[str, Any], colour: bool = False, width: int = 200) -> str:
-    """One event as one line of at most ``width`` characters."""
+def line(event: dict[str, Any], colour: bool = False, width: int | None = None) -> str:
+    """One event as one line; cut to ``width`` characters where that leaves the detail
+    some room (None: never cut)."""
     status = status_of(event)
     shown = f"{status:<7}"
     if colour and status in _COLOURS:
         shown = f"\x1b[{_COLOURS[status]}m{shown}\x1b[0m"
     function_id = printable(str(event.get("function_id") or "-"))
     source = printable(str(event.get("source") or ""))
-    kind = printable(str(event.get("event")))
-    text = (f"{clock_of(event)}  {kind:<20} {shown} {duration_of(event)}  "
-            f"{function_id:<28} {source:<16} ")
+    text = f"{clock_of(event)}  {shown} {duration_of(event)}  {function_id:<24} {source:<14} "
     detail = printable(detail_of(event)).replace("\n", " ")
     visible = len(text) - (len(shown) - 7 if colour else 0)
-    room = max(width - visible, 0)
-    return text + (detail if len(detail) <= room else detail[:max(room - 1, 0)] + "…")
+    room = (width or 0) - visible
+    if width is None or room < 20 or len(detail) <= room:
+        return text + detail
+    return text + detail[:room - 1] + "…"

@@ -5,12 +5,12 @@ events until Ctrl-C (exit 130). Pretty lines on a terminal, JSON lines when pipe
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 from enum import StrEnum
 from typing import Annotated, Any
 
+import msgspec
 import typer
 
 from iii_cli import exit_codes as ec
@@ -53,16 +53,27 @@ def watch(
     if kind:
         wanted["kinds"] = kind
 
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    out = sys.stdout
+    encode = msgspec.json.encode
+    flush_due = [False]
+
+    def flush() -> None:
+        flush_due[0] = False
+        out.flush()
+
     async def run() -> None:
+        loop = asyncio.get_running_loop()
         async for event in follow(target, wanted, replay):
             if event.get("event") == "watching":
                 continue
             if chosen is WatchFormat.jsonl:
-                sys.stdout.write(json.dumps(event) + "\n")
-            else:
-                width = shutil.get_terminal_size((200, 24)).columns
-                sys.stdout.write(line(event, colour, width) + "\n")
-            sys.stdout.flush()
+                out.write(encode(event).decode() + "\n")
+            else:  # cut to the terminal's width; piped, whole lines
+                out.write(line(event, colour, width) + "\n")
+            if not flush_due[0]:  # once the events that came together are written
+                flush_due[0] = True
+                loop.call_soon(flush)
 
     try:
         asyncio.run(run())

@@ -86,6 +86,8 @@ class Services:
     channels: ChannelMaker | None = None
     #: Calls, errors and durations per function.
     stats: Stats | None = None
+    #: How many connections watch the event stream (engine::status).
+    watching: Callable[[], int] = lambda: 0
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None

@@ -88,6 +88,7 @@ def status(services: Services, ctx: CallContext) -> Any:
         "triggers": len(services.triggers.bindings),
         "pending_invocations": services.in_flight(),
         "queued_messages": services.queues.count(),
+        "watchers": services.watching(),
     }
 
 

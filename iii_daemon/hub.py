@@ -63,6 +63,8 @@ FRAMES_PER_TURN = 512
 WRITES_LIMIT = 20_000
 #: Unsent event bytes a watcher may hold; past that its events are dropped and counted.
 WATCH_BUFFER = 1024 * 1024
+#: How often live events go out to watchers (together).
+WATCH_FLUSH_S = 0.05
 #: While calls are being routed (one came within ``BUSY_WINDOW_S``), queue deliveries go
 #: ``QUEUE_SHARE`` at a time, a pause of ``QUEUE_YIELD_S`` between (at most 4 000/s):
 #: a draining backlog then leaves the callers and their workers the CPU (see
@@ -126,6 +128,9 @@ class Hub:
         self.writes_limit = writes_limit
         #: Unsent bytes a watcher may hold before events for it are dropped (counted).
         self.watch_buffer = watch_buffer
+        #: Live events waiting for the next watcher flush, by connection.
+        self._watch_out: dict[int, bytearray] = {}
+        self._watch_timer: asyncio.TimerHandle | None = None
         #: Connections not read until fewer writes are in flight.
         self._waiting_for_store: set[int] = set()
         #: A connection whose unsent output grows past this is cut off (it is not reading).
@@ -168,6 +173,7 @@ class Hub:
         if self.links.pop(conn_id, None) is None:
             return
         self._out.pop(conn_id, None)
+        self._watch_out.pop(conn_id, None)
         self._backlog.pop(conn_id, None)
         self.parked_total -= self._parked.pop(conn_id, 0)
         try:
@@ -373,9 +379,11 @@ class Hub:
         return len(buf) - size
 
     def _fan_out(self, emit: Emit) -> None:
-        """Send an event to its watchers, each within ``WATCH_BUFFER`` bytes of unsent
+        """Send an event to its watchers, each within ``watch_buffer`` bytes of unsent
         output: what does not fit is dropped and counted, and the watcher hears how
-        many it missed before the next event that fits."""
+        many it missed before the next event that fits. Live events go out together
+        every ``WATCH_FLUSH_S``: a watcher is woken a few times a second, not once per
+        call (on a small machine every wake-up costs the callers)."""
         watchers = self.router.watchers
         event = emit.event
         frame: bytes | None = None
@@ -385,10 +393,13 @@ class Hub:
             if watcher is None or link is None or (emit.to is None and
                                                    not watcher.wants(event)):
                 continue
-            buf = self._out.get(conn_id)
+            pending = self._out if emit.to is not None else self._watch_out
+            buf = pending.get(conn_id)
             if buf is None:
-                buf = self._out[conn_id] = bytearray()
-            if len(buf) + link.write_buffer_size() > self.watch_buffer:
+                buf = pending[conn_id] = bytearray()
+            held = link.write_buffer_size() + len(self._watch_out.get(conn_id, b"")) + \
+                len(self._out.get(conn_id, b""))
+            if emit.to is None and held > self.watch_buffer:
                 watcher.missed += 1
                 continue
             if watcher.missed:
@@ -401,6 +412,16 @@ class Hub:
                     log.exception("cannot encode a %s event; dropped", event.get("event"))
                     return
             buf += frame
+        if self._watch_out and self._watch_timer is None:
+            self._watch_timer = self.loop.call_later(WATCH_FLUSH_S, self._flush_watchers)
+
+    def _flush_watchers(self) -> None:
+        self._watch_timer = None
+        pending, self._watch_out = self._watch_out, {}
+        for conn_id, buf in pending.items():
+            # Behind anything already queued for it (a replay): append, in order.
+            self._out.setdefault(conn_id, bytearray()).extend(buf)
+        self.flush()
 
     def landed(self) -> None:
         """The store writer finished a batch: hand the writes that landed back to the
@@ -508,6 +529,8 @@ class Hub:
             self._timer.cancel()
         if self._pump is not None:
             self._pump.cancel()
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
         # What is queued commits (writes made from now on fail and say so), and the
         # calls that wrote get their answers.
         self.writer.close()

@@ -130,7 +130,7 @@ class Router:
                                  builtins=self.builtins, in_flight=self.invocations.__len__,
                                  record=self.record, clock=lambda: self.clock,
                                  queues=self.queues, channels=channels,
-                                 stats=self.stats)
+                                 stats=self.stats, watching=self.watchers.__len__)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -483,8 +483,9 @@ class Router:
             source=source,
             action="void" if void else "sync",
             worker_id=worker.worker_id,
+            # One byte more than a preview shows: enough to know it was cut.
             payload=bytes(data) if len(data) <= PREVIEW_BYTES
-            else bytes(memoryview(data)[:PREVIEW_BYTES]),
+            else bytes(memoryview(data)[:PREVIEW_BYTES + 1]),
             tags=tags,
         ), in_order=default)
         worker.serving.add(inv_id)

@@ -2,7 +2,9 @@
 
 ``watch {filter?, replay?}`` (extension) subscribes a connection: ``filter`` is
 ``{function?: GLOB, kinds?: [KIND, ...], errors?: bool}`` where a kind is an event name
-(``invocation.finished``) or a prefix of one (``invocation``, ``queue``); ``errors``
+(``invocation.finished``) or a prefix of one (``invocation``, ``queue``;
+``invocation.started`` comes only to a watcher whose kinds name it or ``invocation``,
+as it doubles the stream); ``errors``
 keeps only failures (an invocation with an error, a skipped firing, a refused
 registration, retries and dead letters). ``replay`` (default 100) recent events from
 the history come first. A slow watcher never slows anyone: the driver drops what does
@@ -39,6 +41,8 @@ class Watcher:
 
     def wants(self, event: dict[str, Any]) -> bool:
         kind = event["event"]
+        if kind == "invocation.started" and not self.started:
+            return False
         if self.kinds and not any(kind == k or kind.startswith(k + ".") for k in self.kinds):
             return False
         if self.function is not None:
@@ -57,7 +61,7 @@ def parse(raw: Any) -> Watcher:
         FilterError: the filter is not an object of known keys and types.
     """
     if raw is None:
-        return Watcher(started=True)
+        return Watcher()
     if not isinstance(raw, dict):
         raise FilterError("filter must be an object {function?, kinds?, errors?}")
     unknown = set(raw) - {"function", "kinds", "errors"}
@@ -75,8 +79,9 @@ def parse(raw: Any) -> Watcher:
     if not isinstance(errors, bool):
         raise FilterError("filter.errors must be true or false")
     kinds_tuple = tuple(k.removesuffix(".*") for k in kinds)
+    # Started events double the stream: made only for a watcher that names them (or
+    # "invocation"), never for errors only.
+    started = not errors and any(k in ("invocation", "invocation.started")
+                                 for k in kinds_tuple)
     return Watcher(function=re.compile(fnmatch.translate(function)) if function else None,
-                   kinds=kinds_tuple, errors=errors,
-                   started=(not errors and not kinds_tuple) or (not errors and any(
-                       k == "invocation.started" or "invocation.started".startswith(k + ".")
-                       for k in kinds_tuple)))
+                   kinds=kinds_tuple, errors=errors, started=started)

@@ -21,6 +21,8 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
+
 from iii_sdk.errors import ConnectionFailed, IIIError
 from iii_sdk.paths import socket_path_from_url
 
@@ -66,8 +68,16 @@ async def _unix_frames(path: str, request: dict[str, Any]) -> AsyncIterator[dict
     try:
         writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
-        while line := await reader.readline():
-            yield json.loads(line)
+        decode = msgspec.json.decode
+        rest = b""
+        # A read at a time, many lines each: events come in bursts.
+        while chunk := await reader.read(1 << 16):
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                yield decode(line)
+            if len(rest) > LINE_LIMIT:
+                raise ConnectionFailed(f"the daemon at {path} sent a line over "
+                                       f"{LINE_LIMIT} bytes")
         raise ConnectionFailed(f"the daemon at {path} closed the connection")
     finally:
         writer.close()
@@ -90,7 +100,7 @@ async def _ws_frames(url: str, request: dict[str, Any],
     try:
         await ws.send(json.dumps(request))
         async for message in ws:
-            yield json.loads(message)
+            yield msgspec.json.decode(message)
     except ConnectionClosed:
         pass
     finally:

@@ -1,0 +1,102 @@
+"""Routed calls with watchers attached, next to none, measured in the same run.
+
+    python benchmarks/watchers.py [--calls 10000] [--rounds 3]
+
+The daemon and bench_worker.py as in run.py; a caller makes sync calls one at a time,
+then pipelined void calls, first with nobody watching, then with two ``iii watch``
+processes following everything (one pretty, one JSON lines, both to /dev/null), rounds
+alternating. Reports calls/s for each and the ratio (targets.md: >= 0.8x, goal 0.9x).
+Writes JSON to benchmarks/results/watchers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from run import _wait_for_socket  # noqa: E402
+
+
+def calls(sock: Path, count: int, env: dict[str, str]) -> dict[str, float]:
+    """bench_caller.py's sync and void figures (``count`` sync, 5 x as many voids)."""
+    out = subprocess.run([sys.executable, str(HERE / "bench_caller.py"), str(sock),
+                          str(count), str(count * 5)], capture_output=True, text=True,
+                         env=env, cwd=REPO, check=True, timeout=600)
+    figures: dict[str, float] = json.loads(out.stdout)
+    return figures
+
+
+def watchers(sock: Path, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    iii = shutil.which("iii") or str(Path(sys.executable).parent / "iii")
+    procs = [subprocess.Popen([iii, "watch", "--socket", str(sock), "-o", fmt,
+                               "--replay", "0"], stdout=subprocess.DEVNULL, env=env)
+             for fmt in ("pretty", "jsonl")]
+    time.sleep(1.0)  # both subscribed (they print nothing until the first event)
+    return procs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, float]]] = {"none": [], "watched": []}
+    with tempfile.TemporaryDirectory(prefix="iii-wb-", dir="/tmp") as tmp:
+        sock = Path(tmp) / "iii.sock"
+        env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(Path(tmp) / "c.toml"))
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "iii_daemon", "--socket", str(sock), "--data-dir",
+             str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0",
+             "--log-level", "WARNING"], env=env, cwd=REPO)
+        worker = None
+        try:
+            _wait_for_socket(sock, daemon)
+            worker = subprocess.Popen([sys.executable, str(HERE / "bench_worker.py"),
+                                       str(sock)], stdout=subprocess.PIPE, text=True,
+                                      env=env)
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+            for _ in range(args.rounds):
+                for name in ("none", "watched"):
+                    attached = watchers(sock, env) if name == "watched" else []
+                    try:
+                        figures = calls(sock, args.calls, env)
+                        runs[name].append({key: figures[key] for key in
+                                           ("sync_calls_per_s", "void_calls_per_s")})
+                    finally:
+                        for proc in attached:
+                            proc.terminate()
+                            proc.wait(10)
+        finally:
+            if worker is not None:
+                worker.terminate()
+                worker.wait(10)
+            daemon.terminate()
+            daemon.wait(10)
+    medians: dict[str, dict[str, Any]] = {
+        name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        for name, rounds in runs.items()}
+    print(f"{'figure':36} {'none':>10} {'watched':>10} {'ratio':>7}")
+    for key, label in (("sync_calls_per_s", "sync calls/s, 1 in flight"),
+                       ("void_calls_per_s", "void calls/s, pipelined")):
+        none, watched = medians["none"][key], medians["watched"][key]
+        print(f"{label:36} {none:10.0f} {watched:10.0f} {watched / none:6.2f}x")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "watchers.json").write_text(json.dumps(
+        {"rounds": runs, "median": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
