@@ -113,6 +113,15 @@ class DaemonProcess:
         self.proc.wait(10)
 
 
+def rss_kib(daemon: DaemonProcess) -> int:
+    """The daemon's resident memory, in KiB (Linux)."""
+    assert daemon.proc is not None
+    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 class RawClient:
     """A blocking NDJSON client for wire-level tests."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from iii_sdk import III, InvocationError, register_worker
-from tests.helpers import IIIBIN, DaemonProcess, child_env, run_iii, wait_for
+from tests.helpers import IIIBIN, DaemonProcess, child_env, rss_kib, run_iii, wait_for
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_a_watcher_that_never_reads_is_told_what_it_missed(daemon: DaemonProcess
     sock.connect(str(daemon.socket_path))
     sock.sendall(b'{"type":"watch","replay":0}\n')
     time.sleep(0.2)  # let it subscribe
-    rss = _rss_kib(daemon)
+    rss = rss_kib(daemon)
     started = time.monotonic()
     for i in range(3000):
         worker.trigger({"function_id": "mail::send", "payload": {"n": i, "pad": "x" * 400},
@@ -128,7 +128,7 @@ def test_a_watcher_that_never_reads_is_told_what_it_missed(daemon: DaemonProcess
     worker.ping()
     wait_for(lambda: stats(worker)["calls"] >= 3000, message="the calls to finish")
     assert time.monotonic() - started < 30  # routing went on while it did not read
-    assert _rss_kib(daemon) - rss < 30_000  # its buffer is bounded
+    assert rss_kib(daemon) - rss < 30_000  # its buffer is bounded
     sock.settimeout(5)
     received = b""
     while b'"missed"' not in received:  # it reads now: the marker, then it goes on
@@ -146,14 +146,6 @@ def stats(worker: III) -> dict[str, Any]:
     rows = worker.trigger({"function_id": "engine::functions::stats",
                            "payload": {"function": "mail::send"}})["functions"]
     return rows[0] if rows else {"calls": 0}
-
-
-def _rss_kib(daemon: DaemonProcess) -> int:
-    assert daemon.proc is not None
-    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_pretty_lines_and_not_running(daemon: DaemonProcess, worker: III,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from iii_sdk import InitOptions, register_worker
-from tests.helpers import DaemonProcess, free_port, run_iii, wait_for
+from tests.helpers import DaemonProcess, free_port, rss_kib, run_iii, wait_for
 from tests.integration.test_security import ROOT, as_nobody
 
 
@@ -192,21 +192,13 @@ def test_a_large_upload_streams_through_the_request_channel(site: Site) -> None:
         return {"bytes": total, "body": data["body"]}
 
     site.serve("up::count", count, "up", "POST")
-    rss_before = _rss_kib(site.daemon)
+    rss_before = rss_kib(site.daemon)
     payload = b"z" * 60_000_000
     status, _, body = site.request("POST", "/up", payload,
                                    {"Content-Type": "application/octet-stream"})
     assert (status, json.loads(body)) == (200, {"bytes": 60_000_000, "body": None})
     # Streamed, never held whole: the daemon grew by far less than the body.
-    assert _rss_kib(site.daemon) - rss_before < 30_000
-
-
-def _rss_kib(daemon: DaemonProcess) -> int:
-    assert daemon.proc is not None
-    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    assert rss_kib(site.daemon) - rss_before < 30_000
 
 
 def test_a_response_streams_as_the_function_writes_it(site: Site) -> None:
@@ -267,7 +259,7 @@ def test_a_slow_route_does_not_block_others_and_keep_alive_and_pipelining_work(
 def test_a_client_that_sends_slowly_or_never_reads_costs_only_itself(site: Site) -> None:
     site.serve("big::get", lambda data: "x" * 2_000_000, "big")
     site.serve("small::get", lambda data: "ok", "small")
-    rss_before = _rss_kib(site.daemon)
+    rss_before = rss_kib(site.daemon)
     slow = socket.create_connection(("127.0.0.1", site.http_port))
     slow.sendall(b"GET /small HTTP/1.1\r\nHo")  # and then nothing
     readers = []
@@ -284,7 +276,7 @@ def test_a_client_that_sends_slowly_or_never_reads_costs_only_itself(site: Site)
                  ["pending_invocations"] == 0, message="the answers it could write")
         # Each connection waits with its first answers unsent; the other 48 are not
         # made: 4 x 50 x 2 MB would be 400 MB.
-        assert _rss_kib(site.daemon) - rss_before < 60_000
+        assert rss_kib(site.daemon) - rss_before < 60_000
     finally:
         slow.close()
         for sock in readers:
