@@ -66,6 +66,18 @@ app.add_typer(queue_app, name="queue")
 app.command("watch")(watch_command.watch)
 
 
+@app.command("tui")
+def tui(socket: SocketOption = None) -> None:
+    """The dashboard: functions with their rates, the live log, triggers, workers and
+    queues; `?` lists the keys."""
+    from iii_cli.common import socket_of
+
+    path = str(socket_of(socket))
+    from iii_cli.tui.app import IIIApp  # textual loads only here
+
+    IIIApp(path).run()
+
+
 
 class StatusFormat(StrEnum):
     text = "text"

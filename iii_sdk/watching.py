@@ -106,3 +106,85 @@ async def _ws_frames(url: str, request: dict[str, Any],
     finally:
         await ws.close()
     raise ConnectionFailed(f"{url} closed the connection")
+
+
+class Calls:
+    """Calls of daemon (or any) functions over one Unix-socket connection, for a client
+    that is not a worker (the TUI): ``await calls.call("engine::status")``.
+
+    Raises (from :meth:`open` and :meth:`call`):
+        ConnectionFailed: the daemon cannot be reached, or the connection dropped.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = 0
+
+    async def open(self) -> None:
+        try:
+            reader, self._writer = await asyncio.open_unix_connection(self.path,
+                                                                      limit=LINE_LIMIT)
+        except OSError as exc:
+            raise ConnectionFailed(f"cannot connect to {self.path}: "
+                                   f"{exc.strerror or exc}") from None
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                answer = msgspec.json.decode(line)
+                waiter = self._waiting.pop(str(answer.get("invocation_id")), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(answer)
+        except (OSError, ValueError, msgspec.DecodeError):
+            pass
+        finally:
+            for waiter in self._waiting.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionFailed("the daemon closed the connection"))
+            self._waiting.clear()
+            self._writer = None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def call(self, function_id: str, data: Any = None, timeout_s: float = 10.0) -> Any:
+        """The function's result.
+
+        Raises:
+            ConnectionFailed: not connected, or the connection dropped meanwhile.
+            InvocationError: the call failed (its code and message), or timed out.
+        """
+        from iii_sdk.errors import InvocationError
+
+        if self._writer is None:
+            raise ConnectionFailed(f"not connected to {self.path}")
+        self._ids += 1
+        invocation_id = f"tui-{self._ids}"
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[invocation_id] = waiter
+        self._writer.write(json.dumps({"type": "invokefunction", "function_id": function_id,
+                                       "invocation_id": invocation_id, "data": data,
+                                       "timeout_ms": int(timeout_s * 1000)}).encode()
+                           + b"\n")
+        try:
+            answer = await asyncio.wait_for(waiter, timeout_s + 1)
+        except TimeoutError:
+            self._waiting.pop(invocation_id, None)
+            raise InvocationError("TIMEOUT", f"no answer within {timeout_s} s",
+                                  function_id) from None
+        error = answer.get("error")
+        if error is not None:
+            raise InvocationError(str(error.get("code")), str(error.get("message")),
+                                  function_id, stacktrace=error.get("stacktrace"))
+        return answer.get("result")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()

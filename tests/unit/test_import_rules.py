@@ -140,3 +140,17 @@ def test_the_core_is_pure() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout
     assert {"sqlite3", "asyncio", "socket"} & set(json.loads(out)) == set()
+
+
+def test_only_the_tui_imports_textual() -> None:
+    """architecture.md: nothing but iii_cli/tui imports Textual, and the CLI loads it
+    only when `iii tui` runs."""
+    offences = [str(path.relative_to(REPO)) for path in sorted((REPO / "iii_cli").rglob("*.py"))
+                if "tui" not in path.relative_to(REPO / "iii_cli").parts
+                and "textual" in imported_roots(path)]
+    assert offences == []
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, iii_cli.app; "
+                               "print(any(m.startswith('textual') for m in sys.modules))"],
+        capture_output=True, text=True, cwd=REPO, check=True)
+    assert loaded.stdout.strip() == "False"

@@ -1,0 +1,1 @@
+"""The Textual dashboard (``iii tui``); imported only when it runs."""

@@ -1,0 +1,506 @@
+"""``iii tui``: a Textual dashboard over the daemon's socket.
+
+A thin shell over the headless client (:mod:`iii_sdk.watching`): the event stream feeds
+the live log; a poll once a second feeds the header, the functions table (with each
+function's last minute as a sparkline) and the triggers, workers and queues views. Events
+are added in batches (every ``BATCH_S``) and the log keeps ``LOG_ROWS`` rows, so a flood
+of events never freezes it. It reconnects by itself when the daemon restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from iii_cli.events_view import clock_of, detail_of, status_of
+from iii_cli.style import printable
+from iii_sdk.errors import ConnectionFailed, IIIError
+from iii_sdk.watching import Calls, watch
+
+#: How often queued events are added to the log, and how many rows it keeps.
+BATCH_S = 0.2
+LOG_ROWS = 500
+#: Rows added per batch at most: in a flood the log shows the newest (nobody reads
+#: thousands of rows a second; every event stays for detail and export).
+ROWS_PER_BATCH = 100
+#: Events kept for the detail pane, export and re-run (the log's rows and a margin).
+KEPT = 2_000
+POLL_S = 1.0
+SPARKS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(counts: list[int], width: int = 20) -> str:
+    recent = counts[-width:]
+    top = max(recent, default=0)
+    if not top:
+        return "·" * len(recent)
+    return "".join(SPARKS[min(8, round(8 * c / top))] for c in recent)
+
+
+def pretty_json(text: str | None) -> Syntax | Text:
+    """A payload or result preview as highlighted JSON (as text when it was cut)."""
+    if text is None:
+        return Text("—")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return Text(printable(text))
+    return Syntax(json.dumps(value, indent=2, ensure_ascii=False), "json",
+                  theme="ansi_dark", word_wrap=True)
+
+
+class DetailScreen(ModalScreen[None]):
+    """One event: its fields, payload, result, error and stack."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "dismiss", "Close")]
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__()
+        self.event = event
+
+    def compose(self) -> ComposeResult:
+        e = self.event
+        facts = " ".join(f"{k}={printable(str(e.get(k)))}" for k in (
+            "event", "function_id", "source", "action", "status", "duration_ms",
+            "worker_id", "invocation_id", "trigger_id") if e.get(k) is not None)
+        with Vertical(id="detail"):
+            yield Static(facts, id="facts")
+            yield Static("payload", classes="title")
+            yield Static(pretty_json(e.get("payload")), id="payload")
+            yield Static("result", classes="title")
+            yield Static(pretty_json(e.get("result")), id="result")
+            if e.get("error"):
+                yield Static("error", classes="title")
+                yield Static(pretty_json(json.dumps(e["error"])), id="error")
+            if e.get("stacktrace"):
+                yield Static(Text(printable(str(e["stacktrace"]))), id="stack")
+
+
+class PayloadScreen(ModalScreen[str | None]):
+    """Ask for a payload (JSON) to trigger a function with."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss", "Cancel")]
+
+    def __init__(self, function_id: str, last: str) -> None:
+        super().__init__()
+        self.function_id, self.last = function_id, last
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt"):
+            yield Static(f"trigger {printable(self.function_id)} with (JSON):")
+            yield Input(value=self.last, id="payload-input")
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        self.dismiss(message.value)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "dismiss",
+                                                     "Close")]
+
+    def compose(self) -> ComposeResult:
+        rows = [f"{b.key:>8}  {b.description}" for b in IIIApp.BINDINGS
+                if isinstance(b, Binding)]
+        yield Static("\n".join(["keys", "", *rows, "", "ctrl+p  command palette"]),
+                     id="help")
+
+
+class IIIApp(App[None]):
+    """The dashboard."""
+
+    TITLE = "iii"
+    CSS = """
+    #header { height: 1; background: $boost; }
+    #tabs { height: 1fr; }
+    TabPane { height: 1fr; padding: 0; }
+    #functions { height: 40%; }
+    #log { height: 1fr; }
+    #filter { dock: bottom; display: none; }
+    #filter.shown { display: block; }
+    DetailScreen, PayloadScreen, HelpScreen { align: center middle; }
+    #detail, #prompt, #help { width: 90%; height: auto; max-height: 90%;
+                              border: round $accent; background: $surface; padding: 0 1; }
+    .title { color: $accent; text-style: bold; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("space", "pause", "Pause"),
+        Binding("e", "errors", "Errors only"),
+        Binding("slash", "filter", "Filter"),
+        Binding("enter", "detail", "Detail", show=False),
+        Binding("t", "trigger", "Trigger"),
+        Binding("a", "again", "Re-run"),
+        Binding("r", "redrive", "Redrive"),
+        Binding("y", "copy", "Copy JSON"),
+        Binding("x", "export", "Export"),
+        Binding("1", "tab('live')", "Live", show=False),
+        Binding("2", "tab('triggers')", "Triggers", show=False),
+        Binding("3", "tab('workers')", "Workers", show=False),
+        Binding("4", "tab('queues')", "Queues", show=False),
+    ]
+
+    def __init__(self, socket_path: str) -> None:
+        super().__init__()
+        self.socket_path = socket_path
+        self.calls = Calls(socket_path)
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=KEPT)
+        self.incoming: list[dict[str, Any]] = []
+        self.paused = False
+        self.unseen = 0
+        self.errors_only = False
+        self.function_filter = ""
+        self.last_payload: dict[str, str] = {}
+        self.state = "connecting"
+        self.status: dict[str, Any] = {}
+        self.rate = 0.0
+        #: The log's rows: a key each (events from two daemons may share a seq).
+        self._rows = 0
+        self._row_events: dict[str, dict[str, Any]] = {}
+        #: The newest events the log shows (what a rebuild shows again).
+        self._shown: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_ROWS)
+
+    # --- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        with TabbedContent(initial="live", id="tabs"):
+            with TabPane("1 Live", id="live"):
+                yield DataTable(id="functions", cursor_type="row")
+                yield DataTable(id="log", cursor_type="row")
+            with TabPane("2 Triggers", id="triggers"):
+                yield DataTable(id="triggers-table", cursor_type="row")
+            with TabPane("3 Workers", id="workers"):
+                yield DataTable(id="workers-table", cursor_type="row")
+            with TabPane("4 Queues", id="queues"):
+                yield DataTable(id="queues-table", cursor_type="row")
+        yield Input(placeholder="function glob (enter to apply, empty for all)", id="filter",
+                    disabled=True)  # hidden until `/`: it must not take the keys
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#functions", DataTable).add_columns(
+            "FUNCTION", "WORKER", "CALLS", "ERRORS", "P50 MS", "P95 MS", "LAST MINUTE")
+        self.query_one("#log", DataTable).add_columns(
+            "TIME", "STATUS", "MS", "FUNCTION", "SOURCE", "DETAIL")
+        self.query_one("#triggers-table", DataTable).add_columns(
+            "ID", "TYPE", "FUNCTION", "STATUS", "CONFIG")
+        self.query_one("#workers-table", DataTable).add_columns(
+            "NAME", "ID", "PID", "TRANSPORT", "FUNCTIONS")
+        self.query_one("#queues-table", DataTable).add_columns(
+            "QUEUE", "FUNCTION", "READY", "IN FLIGHT", "DELAYED", "DEAD", "DELIVERED")
+        self._render_header()
+        self.query_one("#log", DataTable).focus()
+        self.follow_events()
+        self.set_interval(BATCH_S, self._add_batch)
+        self.set_interval(POLL_S, self.poll)
+        self.poll()
+
+    # --- data in --------------------------------------------------------------------------
+
+    @work(exclusive=True, group="events")
+    async def follow_events(self) -> None:
+        """The event stream, reconnecting (with the recent history) after a restart."""
+        while True:
+            try:
+                async for event in watch(self.socket_path, None, LOG_ROWS):
+                    if event.get("event") == "watching":  # (re)connected: its replay
+                        self.state = "connected"
+                        self.incoming.clear()  # follows, in place of what we had
+                        self.events.clear()
+                        self.query_one("#log", DataTable).clear()
+                        self._row_events.clear()
+                        self._shown.clear()
+                        self._render_header()
+                        continue
+                    self.incoming.append(event)
+                    if len(self.incoming) > 4 * LOG_ROWS:  # a flood: keep the newest
+                        del self.incoming[:len(self.incoming) - LOG_ROWS]
+            except (ConnectionFailed, IIIError, OSError):
+                pass
+            self.state = "reconnecting"
+            self._render_header()
+            await asyncio.sleep(1.0)
+
+    @work(exclusive=True, group="poll")
+    async def poll(self) -> None:
+        try:
+            if not self.calls.connected:
+                await self.calls.open()
+            self.status = await self.calls.call("engine::status")
+            stats = (await self.calls.call("engine::functions::stats"))["functions"]
+            functions = (await self.calls.call("engine::functions::list"))["functions"]
+            workers = (await self.calls.call("engine::workers::list"))["workers"]
+            triggers = (await self.calls.call("engine::registered-triggers::list"))["triggers"]
+            queues = (await self.calls.call("engine::queues::list"))["queues"]
+        except (ConnectionFailed, IIIError, OSError, KeyError, TypeError):
+            self.state = "reconnecting"
+            await self.calls.close()
+            self.calls = Calls(self.socket_path)
+            self._render_header()
+            return
+        self.rate = sum(row["rate_per_s"] for row in stats)
+        self._render_header()
+        self._fill_functions(functions, stats, workers)
+        self._fill(self.query_one("#triggers-table", DataTable), [
+            (t["id"], t["trigger_type"], t["function_id"], t["status"],
+             t.get("url") or json.dumps(t["config"])) for t in triggers])
+        self._fill(self.query_one("#workers-table", DataTable), [
+            (w.get("name") or "", w["id"], str(w.get("pid") or ""), w.get("transport") or "",
+             str(len(w.get("functions") or []))) for w in workers])
+        self._fill(self.query_one("#queues-table", DataTable), [
+            (q["queue"], q["function_id"], str(q["ready"] + q["waiting_for_function"]),
+             str(q["in_flight"]), str(q["delayed"]), str(q["dead_letters"]),
+             str(q["delivered"])) for q in queues])
+
+    # --- rendering ------------------------------------------------------------------------
+
+    def _render_header(self) -> None:
+        s = self.status
+        state = {"connected": "[green]● connected[/]", "connecting": "[yellow]○ connecting[/]",
+                 "reconnecting": "[red]○ daemon not answering, retrying[/]"}[self.state]
+        counts = (f"{s.get('workers', 0)} workers  {s.get('functions', 0)} functions  "
+                  f"{s.get('triggers', 0)} triggers  {self.rate:.1f} calls/s") if s else ""
+        flags = "  ".join(f for f in (
+            f"[b]paused: {self.unseen} new[/]" if self.paused else "",
+            "[b]errors only[/]" if self.errors_only else "",
+            f"[b]filter {printable(self.function_filter)}[/]" if self.function_filter else "")
+            if f)
+        version = s.get("version", "")
+        self.query_one("#header", Static).update(
+            f" iii {printable(str(version))}  {state}  {printable(self.socket_path)}  "
+            f"{counts}  {flags}")
+
+    def _fill_functions(self, functions: list[dict[str, Any]], stats: list[dict[str, Any]],
+                        workers: list[dict[str, Any]]) -> None:
+        names = {w["id"]: w.get("name") or w["id"][:8] for w in workers}
+        by_id = {row["function_id"]: row for row in stats}
+        rows = []
+        for f in functions:
+            if f["function_id"].startswith("engine::") or f.get("worker_id") is None:
+                continue
+            st = by_id.get(f["function_id"], {})
+            rows.append((f["function_id"], names.get(f["worker_id"], ""),
+                         str(st.get("calls", 0)), str(st.get("errors", 0)),
+                         _ms(st.get("p50_ms")), _ms(st.get("p95_ms")),
+                         sparkline(st.get("per_second") or [0] * 20)))
+        self._fill(self.query_one("#functions", DataTable), rows)
+
+    @staticmethod
+    def _fill(table: DataTable[Any], rows: list[tuple[str, ...]]) -> None:
+        """Replace a table's rows, keeping the cursor on the same row key."""
+        keep = table.cursor_row
+        table.clear()
+        for row in rows:
+            table.add_row(*(Text(printable(str(cell))) for cell in row))
+        if rows:
+            table.move_cursor(row=min(keep, len(rows) - 1))
+
+    @staticmethod
+    def _first_cell(table: DataTable[Any]) -> str | None:
+        """The first column of the row under the cursor (an id, a queue name)."""
+        if not table.row_count:
+            return None
+        cell = table.get_row_at(table.cursor_row)[0]
+        return cell.plain if isinstance(cell, Text) else str(cell)
+
+    def _wanted(self, event: dict[str, Any]) -> bool:
+        if self.errors_only and status_of(event) not in ("error", "skip", "retry", "dead",
+                                                         "refused", "missed"):
+            return False
+        if self.function_filter:
+            import fnmatch
+
+            return fnmatch.fnmatchcase(str(event.get("function_id") or ""),
+                                       self.function_filter)
+        return True
+
+    def _add_batch(self) -> None:
+        batch, self.incoming = self.incoming, []
+        self.events.extend(batch)
+        if self.paused:
+            self.unseen += sum(1 for e in batch if self._wanted(e))
+            if batch:
+                self._render_header()
+            return
+        self._append_rows([e for e in batch if self._wanted(e)][-ROWS_PER_BATCH:])
+
+    def _append_rows(self, events: list[dict[str, Any]]) -> None:
+        """Add rows at the bottom. Removing a row costs a DataTable as much as adding
+        hundreds, so the log grows to twice LOG_ROWS and is then rebuilt from its newest
+        LOG_ROWS in one go."""
+        table = self.query_one("#log", DataTable)
+        follow = table.cursor_row >= table.row_count - 1
+        self._shown.extend(events)
+        if table.row_count + len(events) > 2 * LOG_ROWS:
+            table.clear()
+            self._row_events.clear()
+            events = list(self._shown)
+        for event in events[-LOG_ROWS:]:
+            self._rows += 1
+            key = str(self._rows)
+            self._row_events[key] = event
+            table.add_row(clock_of(event), _status_cell(event), _duration(event),
+                          Text(printable(str(event.get("function_id") or "-"))),
+                          Text(printable(str(event.get("source") or ""))),
+                          Text(printable(detail_of(event))[:200]), key=key)
+        if follow and table.row_count:
+            table.move_cursor(row=table.row_count - 1)
+
+    def _redraw_log(self) -> None:
+        self.query_one("#log", DataTable).clear()
+        self._row_events.clear()
+        self._shown.clear()
+        self._append_rows([e for e in self.events if self._wanted(e)][-LOG_ROWS:])
+
+    def _selected_event(self) -> dict[str, Any] | None:
+        table = self.query_one("#log", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return self._row_events.get(str(key))
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        if message.data_table.id == "log":
+            self.action_detail()
+        elif message.data_table.id == "functions":
+            self.action_trigger()
+
+    # --- actions --------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        # Focus follows (a focused widget in another pane would switch it back).
+        self.query_one("#log" if tab == "live" else f"#{tab}-table", DataTable).focus()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.unseen = 0
+            self._redraw_log()
+        self._render_header()
+
+    def action_errors(self) -> None:
+        self.errors_only = not self.errors_only
+        self._redraw_log()
+        self._render_header()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.disabled = False
+        box.add_class("shown")
+        box.value = self.function_filter
+        box.focus()
+
+    def on_input_submitted(self, message: Input.Submitted) -> None:
+        if message.input.id != "filter":
+            return
+        self.function_filter = message.value.strip()
+        message.input.remove_class("shown")
+        message.input.disabled = True
+        self.query_one("#log", DataTable).focus()
+        self._redraw_log()
+        self._render_header()
+
+    def action_detail(self) -> None:
+        event = self._selected_event()
+        if event is not None:
+            self.push_screen(DetailScreen(event))
+
+    def action_copy(self) -> None:
+        event = self._selected_event()
+        if event is not None:
+            self.copy_to_clipboard(json.dumps(event))
+            self.notify("copied the event as JSON")
+
+    def action_export(self) -> None:
+        path = Path.cwd() / f"iii-events-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        shown = [e for e in self.events if self._wanted(e)]
+        path.write_text("".join(json.dumps(e) + "\n" for e in shown))
+        self.notify(f"wrote {len(shown)} events to {path}")
+
+    def action_trigger(self) -> None:
+        function_id = self._first_cell(self.query_one("#functions", DataTable))
+        if function_id is None:
+            self.notify("no function to trigger", severity="warning")
+            return
+
+        def chosen(payload: str | None) -> None:
+            if payload is not None:
+                self.last_payload[function_id] = payload
+                self.run_call(function_id, payload)
+
+        self.push_screen(PayloadScreen(function_id, self.last_payload.get(function_id, "{}")),
+                         chosen)
+
+    def action_again(self) -> None:
+        """Re-run the selected invocation with its payload (when the preview is whole)."""
+        event = self._selected_event()
+        if event is None or event.get("event") != "invocation.finished":
+            self.notify("select an invocation to run again", severity="warning")
+            return
+        payload = str(event.get("payload") or "null")
+        if payload.endswith("…"):
+            self.notify("its payload was too large to keep; use t", severity="warning")
+            return
+        self.run_call(str(event["function_id"]), payload)
+
+    @work(group="calls")
+    async def run_call(self, function_id: str, payload: str) -> None:
+        try:
+            data = json.loads(payload) if payload.strip() else None
+        except ValueError as exc:
+            self.notify(f"not JSON: {exc}", severity="error")
+            return
+        try:
+            result = await self.calls.call(function_id, data, timeout_s=30)
+        except IIIError as exc:
+            self.notify(printable(f"{function_id}: {exc}"), severity="error")
+            return
+        self.notify(printable(f"{function_id} -> {json.dumps(result)[:200]}"))
+
+    @work(group="calls")
+    async def action_redrive(self) -> None:
+        queue = self._first_cell(self.query_one("#queues-table", DataTable))
+        if self.query_one("#tabs", TabbedContent).active != "queues" or queue is None:
+            self.notify("select a queue in the queues view (4) to redrive", severity="warning")
+            return
+        try:
+            answer = await self.calls.call("engine::queues::redrive", {"queue": queue})
+        except IIIError as exc:
+            self.notify(printable(str(exc)), severity="error")
+            return
+        self.notify(printable(f"redrove {answer['redriven']} dead letters of {queue}"))
+        self.poll()
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _duration(event: dict[str, Any]) -> str:
+    value = event.get("duration_ms")
+    return f"{value:.2f}" if isinstance(value, int | float) else ""
+
+
+def _status_cell(event: dict[str, Any]) -> Text:
+    status = status_of(event)
+    colour = {"ok": "green", "error": "red", "skip": "yellow", "retry": "yellow",
+              "dead": "red", "missed": "magenta"}.get(status, "")
+    return Text(status, style=colour)

@@ -1,0 +1,261 @@
+"""The TUI driven by Textual's pilot against a real daemon and a worker: every key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii_cli.tui.app import DetailScreen, HelpScreen, IIIApp, PayloadScreen
+from iii_sdk import III, InvocationError, register_worker
+from tests.helpers import DaemonProcess
+
+Check = Callable[[], bool]
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+        self.lock = threading.Lock()
+
+    def handler(self, answer: Any = None) -> Callable[[Any], Any]:
+        def record(data: Any) -> Any:
+            with self.lock:
+                self.calls.append(data)
+            return answer
+        return record
+
+
+@pytest.fixture
+def worker(daemon: DaemonProcess) -> Iterator[tuple[III, Seen]]:
+    seen = Seen()
+    w = register_worker(str(daemon.socket_path))
+    w.register_function("orders::create", seen.handler({"id": 1}))
+
+    def broken(data: Any) -> Any:
+        raise ValueError("bad order")
+
+    w.register_function("orders::broken", broken)
+    w.ping()
+    yield w, seen
+    w.shutdown()
+
+
+async def until(pilot: Any, check: Check, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def log_rows(app: IIIApp) -> list[list[str]]:
+    table = app.query_one("#log")
+    return [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)]
+            for i in range(table.row_count)]
+
+
+def header(app: IIIApp) -> str:
+    return str(app.query_one("#header").render())
+
+
+def run(daemon: DaemonProcess, scenario: Callable[[IIIApp, Any], Awaitable[None]],
+        size: tuple[int, int] = (80, 24)) -> IIIApp:
+    app = IIIApp(str(daemon.socket_path))
+
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: app.state == "connected", "the connection")
+            await scenario(app, pilot)
+
+    asyncio.run(main())
+    return app
+
+
+def call(worker: III, function_id: str, payload: Any = None) -> None:
+    with contextlib.suppress(InvocationError):
+        worker.trigger({"function_id": function_id, "payload": payload})
+
+
+def test_calls_appear_live_and_the_header_counts(daemon: DaemonProcess,
+                                                 worker: tuple[III, Seen]) -> None:
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        call(worker[0], "orders::create", {"n": 1})
+        await until(pilot, lambda: any("orders::create" in r for r in log_rows(app)),
+                    "the call in the log")
+        await until(pilot, lambda: "2 functions" in header(app), "the counts")
+        assert "connected" in header(app) and str(daemon.socket_path) in header(app)
+        functions = app.query_one("#functions")
+        await until(pilot, lambda: functions.row_count >= 2, "the functions table")
+
+    run(daemon, scenario)
+
+
+def test_space_pauses_and_counts_what_is_new(daemon: DaemonProcess,
+                                             worker: tuple[III, Seen]) -> None:
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        await pilot.press("space")
+        call(worker[0], "orders::create", {"n": 1})
+        await until(pilot, lambda: "paused: 1 new" in header(app), "the new count")
+        assert not any("orders::create" in r for r in log_rows(app))
+        await pilot.press("space")
+        assert any("orders::create" in r for r in log_rows(app))
+        assert "paused" not in header(app)
+
+    run(daemon, scenario)
+
+
+def test_e_shows_errors_only_and_slash_filters_by_function(
+        daemon: DaemonProcess, worker: tuple[III, Seen]) -> None:
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        call(worker[0], "orders::create", {"n": 1})
+        call(worker[0], "orders::broken", {"n": 2})
+        await until(pilot, lambda: sum("orders::" in " ".join(r) for r in log_rows(app)) >= 2,
+                    "both calls")
+        await pilot.press("e")
+        assert [r[3] for r in log_rows(app) if r[3].startswith("orders")] == \
+            ["orders::broken"]
+        await pilot.press("e", "slash")
+        await pilot.press(*"*create", "enter")
+        assert {r[3] for r in log_rows(app)} == {"orders::create"}
+        assert "filter *create" in header(app)
+
+    run(daemon, scenario)
+
+
+def test_enter_opens_the_detail_and_y_copies_and_x_exports(
+        daemon: DaemonProcess, worker: tuple[III, Seen], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        call(worker[0], "orders::broken", {"qty": 3})
+        await until(pilot, lambda: any("orders::broken" in r for r in log_rows(app)),
+                    "the failure")
+        app.query_one("#log").focus()
+        app.query_one("#log").move_cursor(row=app.query_one("#log").row_count - 1)
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        shown = app.screen.event
+        assert shown["error"]["message"] == "ValueError: bad order"
+        assert json.loads(shown["payload"]) == {"qty": 3}
+        assert "raise ValueError" in shown["stacktrace"]
+        assert app.screen.query_one("#stack") and app.screen.query_one("#error")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)
+        await pilot.press("y")
+        assert json.loads(app.clipboard)["function_id"] == "orders::broken"
+        await pilot.press("x")
+        [exported] = list(tmp_path.glob("iii-events-*.jsonl"))
+        assert any(json.loads(line).get("function_id") == "orders::broken"
+                   for line in exported.read_text().splitlines())
+
+    run(daemon, scenario)
+
+
+def test_t_triggers_the_selected_function_and_a_runs_an_invocation_again(
+        daemon: DaemonProcess, worker: tuple[III, Seen]) -> None:
+    seen = worker[1]
+
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        functions = app.query_one("#functions")
+        await until(pilot, lambda: functions.row_count >= 2, "the functions")
+        rows = [functions.get_row_at(i)[0].plain for i in range(functions.row_count)]
+        functions.focus()
+        functions.move_cursor(row=rows.index("orders::create"))
+        await pilot.press("t")
+        assert isinstance(app.screen, PayloadScreen)
+        box = app.screen.query_one("#payload-input")
+        box.value = '{"from": "tui"}'
+        await pilot.press("enter")
+        await until(pilot, lambda: {"from": "tui"} in seen.calls, "the triggered call")
+        await pilot.press("t")  # the last payload is remembered
+        assert app.screen.query_one("#payload-input").value == '{"from": "tui"}'
+        await pilot.press("escape")
+        await until(pilot, lambda: any("orders::create" in r for r in log_rows(app)),
+                    "its invocation")
+        log = app.query_one("#log")
+        log.focus()
+        log.move_cursor(row=[r[3] for r in log_rows(app)].index("orders::create"))
+        await pilot.press("a")
+        await until(pilot, lambda: seen.calls.count({"from": "tui"}) == 2, "the re-run")
+
+    run(daemon, scenario)
+
+
+def test_views_help_and_quit(daemon: DaemonProcess, worker: tuple[III, Seen]) -> None:
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        tabs = app.query_one("#tabs")
+        for key, view in (("2", "triggers"), ("3", "workers"), ("4", "queues"),
+                          ("1", "live")):
+            await pilot.press(key)
+            assert tabs.active == view
+        await pilot.press("3")
+        workers = app.query_one("#workers-table")
+        await until(pilot, lambda: workers.row_count >= 1, "the workers view")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert any(b.description == "Redrive" for b in IIIApp.BINDINGS
+                   if hasattr(b, "description"))
+        await pilot.press("escape")
+        await pilot.press("q")
+
+    app = run(daemon, scenario)
+    assert app.return_code in (0, None)
+
+
+def test_r_redrives_the_selected_queues_dead_letters(short_tmp: Path) -> None:
+    (short_tmp / "config.toml").write_text("[queues.jobs]\nmax_retries = 0\n")
+    daemon = DaemonProcess(short_tmp).start()
+    w = register_worker(str(daemon.socket_path))
+    try:
+        def broken(data: Any) -> Any:
+            raise ValueError("no")
+
+        w.register_function("jobs::run", broken)
+        w.ping()
+        w.trigger({"function_id": "jobs::run", "payload": {"n": 1},
+                   "action": {"type": "enqueue", "queue": "jobs"}})
+
+        def dead() -> int:
+            rows = w.trigger({"function_id": "engine::queues::list"})["queues"]
+            return sum(r["dead_letters"] for r in rows)
+
+        async def scenario(app: IIIApp, pilot: Any) -> None:
+            await until(pilot, lambda: dead() == 1, "the dead letter")
+            await pilot.press("4")
+            queues = app.query_one("#queues-table")
+            await until(pilot, lambda: queues.row_count == 1, "the queue row")
+            await pilot.press("r")  # it goes again, and (max_retries 0) dies again
+            await until(pilot, lambda: len([e for e in app.events
+                                            if e.get("event") == "queue.dead_letter"]) >= 2,
+                        "the redriven letter to fail again")
+
+        run(daemon, scenario)
+    finally:
+        w.shutdown()
+        daemon.stop()
+
+
+def test_it_reconnects_when_the_daemon_restarts(short_tmp: Path) -> None:
+    daemon = DaemonProcess(short_tmp).start()
+
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        daemon.stop()
+        await until(pilot, lambda: app.state == "reconnecting", "the daemon to be gone")
+        assert "retrying" in header(app)
+        daemon.start()
+        await until(pilot, lambda: app.state == "connected", "the reconnect", timeout=15)
+
+    try:
+        run(daemon, scenario)
+    finally:
+        if daemon.alive:
+            daemon.stop()
