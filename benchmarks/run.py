@@ -42,6 +42,19 @@ def _wait_for_socket(path: Path, proc: subprocess.Popen[Any]) -> None:
     raise SystemExit(f"server did not listen on {path}")
 
 
+def start_daemon(tmp: Path) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:
+    """A daemon on a socket in ``tmp`` (no TCP listeners), answering; with its socket
+    and the environment its clients should get."""
+    sock = tmp / "iii.sock"
+    env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(tmp / "c.toml"))
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "iii_daemon", "--socket", str(sock), "--data-dir",
+         str(tmp / "data"), "--ws-port", "0", "--http-port", "0", "--log-level", "WARNING"],
+        env=env, cwd=REPO)
+    _wait_for_socket(sock, daemon)
+    return daemon, sock, env
+
+
 def measure(server: str, calls: int, voids: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="iii-bench-", dir="/tmp") as tmp:
         path = Path(tmp) / "s.sock"

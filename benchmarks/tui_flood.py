@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from run import _wait_for_socket  # noqa: E402
+from run import start_daemon  # noqa: E402
 
 
 def flood(path: Path, rate: int, seconds: float) -> float:
@@ -53,15 +52,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="iii-tf-", dir="/tmp") as tmp:
-        sock = Path(tmp) / "iii.sock"
-        env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(Path(tmp) / "c.toml"))
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "iii_daemon", "--socket", str(sock), "--data-dir",
-             str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0",
-             "--log-level", "WARNING"], env=env, cwd=REPO)
+        daemon, sock, env = start_daemon(Path(tmp))
         procs: list[subprocess.Popen[str]] = []
         try:
-            _wait_for_socket(sock, daemon)
             for script, extra in (("bench_worker.py", []), ("tui_headless.py",
                                                             ["--flood-report"])):
                 proc = subprocess.Popen([sys.executable, str(HERE / script), str(sock),

@@ -3,8 +3,8 @@
     python benchmarks/watchers.py [--calls 10000] [--rounds 3]
 
 The daemon and bench_worker.py as in run.py; a caller makes sync calls one at a time,
-then pipelined void calls, first with nobody watching, then with two ``iii watch``
-processes following everything (one pretty, one JSON lines, both to /dev/null), rounds
+then pipelined void calls, first with nobody watching, then with one TUI (headless,
+tui_headless.py) and one ``iii watch -o jsonl`` following everything, rounds
 alternating. Reports calls/s for each and the ratio (targets.md: >= 0.8x, goal 0.9x).
 Writes JSON to benchmarks/results/watchers.json.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from run import _wait_for_socket  # noqa: E402
+from run import start_daemon  # noqa: E402
 
 
 def calls(sock: Path, count: int, env: dict[str, str]) -> dict[str, float]:
@@ -39,13 +38,17 @@ def calls(sock: Path, count: int, env: dict[str, str]) -> dict[str, float]:
     return figures
 
 
-def watchers(sock: Path, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+def watchers(sock: Path, env: dict[str, str]) -> list[subprocess.Popen[str]]:
+    """One TUI (headless) and one ``iii watch -o jsonl`` to /dev/null, both following."""
     iii = shutil.which("iii") or str(Path(sys.executable).parent / "iii")
-    procs = [subprocess.Popen([iii, "watch", "--socket", str(sock), "-o", fmt,
-                               "--replay", "0"], stdout=subprocess.DEVNULL, env=env)
-             for fmt in ("pretty", "jsonl")]
-    time.sleep(1.0)  # both subscribed (they print nothing until the first event)
-    return procs
+    tui = subprocess.Popen([sys.executable, str(HERE / "tui_headless.py"), str(sock)],
+                           stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    assert tui.stdout is not None and tui.stdout.readline().strip() == "ready"
+    watch = subprocess.Popen([iii, "watch", "--socket", str(sock), "-o", "jsonl",
+                              "--replay", "0"], stdout=subprocess.DEVNULL, text=True,
+                             env=env)
+    time.sleep(1.0)  # subscribed (it prints nothing until the first event)
+    return [tui, watch]
 
 
 def main() -> None:
@@ -55,15 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"none": [], "watched": []}
     with tempfile.TemporaryDirectory(prefix="iii-wb-", dir="/tmp") as tmp:
-        sock = Path(tmp) / "iii.sock"
-        env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(Path(tmp) / "c.toml"))
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "iii_daemon", "--socket", str(sock), "--data-dir",
-             str(Path(tmp) / "data"), "--ws-port", "0", "--http-port", "0",
-             "--log-level", "WARNING"], env=env, cwd=REPO)
+        daemon, sock, env = start_daemon(Path(tmp))
         worker = None
         try:
-            _wait_for_socket(sock, daemon)
             worker = subprocess.Popen([sys.executable, str(HERE / "bench_worker.py"),
                                        str(sock)], stdout=subprocess.PIPE, text=True,
                                       env=env)

@@ -35,7 +35,7 @@ BATCH_S = 0.2
 LOG_ROWS = 500
 #: Rows added per batch at most: in a flood the log shows the newest (nobody reads
 #: thousands of rows a second; every event stays for detail and export).
-ROWS_PER_BATCH = 100
+ROWS_PER_BATCH = 50
 #: Events kept for the detail pane, export and re-run (the log's rows and a margin).
 KEPT = 2_000
 POLL_S = 1.0
