@@ -15,6 +15,7 @@ from iii_cli.style import printable
 
 #: What each kind shows in the status column (invocations show ok / error).
 _STATUS = {"invocation.started": "run", "trigger.fired": "fire", "trigger.skipped": "skip",
+           "registration": "reg",
            "worker.joined": "join", "worker.left": "left", "registration.refused": "refused",
            "queue.retry": "retry", "queue.dead_letter": "dead", "missed": "missed"}
 _COLOURS = {"ok": "32", "error": "31", "skip": "33", "retry": "33", "dead": "31",
@@ -40,6 +41,8 @@ def detail_of(event: dict[str, Any]) -> str:
         return f"{event.get('trigger_type')} {event.get('trigger_id')}"
     if kind in ("worker.joined", "worker.left"):
         return f"{event.get('name') or ''} {event.get('worker_id')}".strip()
+    if kind == "registration":
+        return f"{event.get('what')} {event.get('id')}"
     if kind == "registration.refused":
         return f"{event.get('what')} {event.get('id')}: {event.get('reason')}"
     if kind == "queue.retry":

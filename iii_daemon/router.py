@@ -384,6 +384,8 @@ class Router:
                     metadata=msg.metadata,
                 ))
                 self.queues.function_added(function_id)
+                self.record("registration", out, what="function", id=function_id,
+                            function_id=function_id, worker_id=conn.worker_id)
                 return
             owner = self.registry.connections[existing.owner].worker_id
         message = (f"function '{function_id}' is reserved by the daemon" if owner is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
@@ -213,6 +215,10 @@ class IIIApp(App[None]):
 
     @work(exclusive=True, group="events")
     async def follow_events(self) -> None:
+        with contextlib.suppress(NoMatches):  # the app closed while it followed
+            await self._follow_events()
+
+    async def _follow_events(self) -> None:
         """The event stream, reconnecting (with the recent history) after a restart."""
         while True:
             try:
@@ -237,6 +243,10 @@ class IIIApp(App[None]):
 
     @work(exclusive=True, group="poll")
     async def poll(self) -> None:
+        with contextlib.suppress(NoMatches):  # the app closed while it asked
+            await self._poll()
+
+    async def _poll(self) -> None:
         try:
             if not self.calls.connected:
                 await self.calls.open()

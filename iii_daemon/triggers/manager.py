@@ -161,6 +161,10 @@ class TriggerManager:
         if existing is not None:
             self._remove(existing, out)
         self._add(binding, clock, out)
+        self.host.record("registration", out, what="trigger", id=trigger_id,
+                         trigger_type=trigger_type, function_id=function_id,
+                         owner="daemon" if owner is None else self.host.worker_id(owner),
+                         status=binding.status)
         return binding
 
     def _add(self, binding: Binding, clock: Clock, out: Output) -> None:

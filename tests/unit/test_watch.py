@@ -88,7 +88,7 @@ def test_a_worker_calling_is_sdk_and_a_void_call_says_so(core: Core) -> None:
 def test_watchers_get_the_history_first_then_what_they_asked_for(core: Core) -> None:
     call_and_answer(core, "orders::create", 1, result=1)
     call_and_answer(core, "mail::send", 1, error={"code": "x", "message": "y"})
-    first = watch(core, filter={"function": "orders::*"})
+    first = watch(core, filter={"function": "orders::*", "kinds": ["invocation"]})
     assert [e["event"] for e in first] == ["watching", "invocation.finished"]
     assert first[0]["replayed"] == 1 and first[1]["function_id"] == "orders::create"
     live = emitted(raw_call(core, "mail::send", 2, result=None))
@@ -182,3 +182,13 @@ def test_a_watcher_that_does_not_read_misses_events_and_is_told(
         assert frames[-1]["result"] == "100"  # and it goes on with what came next
     finally:
         loop.close()
+
+
+def test_registrations_are_events(core: Core) -> None:
+    core.send(2, {"type": "registertrigger", "id": "t", "trigger_type": "subscribe",
+                  "function_id": "mail::send", "config": {"topic": "x"}})
+    kinds = [(e["event"], e.get("what"), e.get("id")) for e in core.router.events]
+    assert ("registration", "function", "orders::create") in kinds
+    assert ("registration", "trigger", "t") in kinds
+    [trigger] = [e for e in core.router.events if e.get("what") == "trigger"]
+    assert trigger["owner"] == core.hello[2]["worker_id"] and trigger["status"] == "active"
