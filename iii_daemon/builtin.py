@@ -14,9 +14,8 @@ from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
-    import collections
-
     from iii_daemon.effects import AfterCommit, Output
+    from iii_daemon.event_log import EventLog
     from iii_daemon.queues import Queues
     from iii_daemon.registry import Connection, Registry
     from iii_daemon.state_table import StateTable
@@ -69,7 +68,7 @@ class Services:
     state: StateTable
     triggers: TriggerManager
     #: Recent events, newest last (engine::events::list).
-    events: collections.deque[dict[str, Any]]
+    events: EventLog
     #: Static facts about this daemon (pid, socket, listeners, ...).
     info: dict[str, Any]
     #: Every daemon function, by id (engine::functions::list).

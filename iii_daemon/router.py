@@ -10,7 +10,6 @@ an argument; :meth:`Router.next_deadline` says when the driver must call
 
 from __future__ import annotations
 
-import collections
 import hmac
 import logging
 import secrets
@@ -31,6 +30,7 @@ from iii_daemon.builtin import (
 )
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
 from iii_daemon.errors import TriggerError
+from iii_daemon.event_log import PREVIEW_BYTES, EventLog, Finished, preview
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.queues import Queues
@@ -52,9 +52,7 @@ from iii_sdk.protocol import NULL
 log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "engine::"
-#: How much of a payload or result an ``invocation.finished`` event shows.
-PREVIEW_BYTES = 512
-STACK_BYTES = 8192
+
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
 
 
@@ -71,14 +69,6 @@ def _valid_error(error: Any) -> Any:
     body = p.error_body(error)
     return error if isinstance(error, dict) and body.code == error.get("code") \
         and body.message == error.get("message") else body
-
-
-def _preview(raw: Any) -> str:
-    """The start of a JSON payload as text (an ellipsis when cut)."""
-    data = bytes(raw) if len(raw) <= PREVIEW_BYTES else \
-        bytes(memoryview(raw)[:PREVIEW_BYTES])
-    text = data.decode(errors="replace")
-    return text if len(raw) <= PREVIEW_BYTES else text + "…"
 
 
 def worker_name(conn: Connection) -> str:
@@ -117,7 +107,7 @@ class Router:
         self.calls_routed = 0
         #: Recent events (invocations finished, triggers fired or skipped, workers, queue
         #: retries ...), newest last.
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        self.events = EventLog(history)
         #: Connections that sent ``watch``, with what they want.
         self.watchers: dict[int, Watcher] = {}
         #: How many watchers want ``invocation.started`` (made only for them).
@@ -551,7 +541,7 @@ class Router:
         self.record("invocation.finished", out, function_id=function_id, invocation_id=None,
                     worker_id=None, source=source, action="sync", status="error",
                     duration_ms=0.0, error={"code": missing.code, "message": missing.message},
-                    payload=_preview(data), result=None, **(tags or {}))
+                    payload=preview(data), result=None, **(tags or {}))
         then(None, missing, out)
 
     def _enqueue(self, conn: Connection, msg: p.InvokeFunction, action: dict[str, Any],
@@ -631,25 +621,21 @@ class Router:
 
     def _finished(self, inv: Invocation, result: Any, error: Any, out: Output) -> None:
         """Stats and the ``invocation.finished`` event of a routed call, however it
-        ended (answered, timed out, its worker gone)."""
-        duration_ms = round((self._now - inv.started) * 1000, 3)
-        body = None if error is None else (
-            {"code": error.code, "message": error.message} if isinstance(error, p.ErrorBody)
-            else {"code": error.get("code"), "message": error.get("message")})
-        self.stats.add(inv.function_id, duration_ms, body, self._now)
-        fields: dict[str, Any] = {
-            "function_id": inv.function_id, "invocation_id": inv.id,
-            "worker_id": inv.worker_id, "source": inv.source, "action": inv.action,
-            "status": "ok" if error is None else "error", "duration_ms": duration_ms,
-            "error": body, "payload": _preview(inv.payload),
-            "result": None if error is not None or result is None else _preview(result)}
-        if error is not None and isinstance(error, p.ErrorBody) and error.stacktrace:
-            fields["stacktrace"] = error.stacktrace[:STACK_BYTES]
-        elif isinstance(error, dict) and isinstance(error.get("stacktrace"), str):
-            fields["stacktrace"] = error["stacktrace"][:STACK_BYTES]
-        if inv.tags:
-            fields.update(inv.tags)
-        self.record("invocation.finished", out, **fields)
+        ended (answered, timed out, its worker gone). The event is kept as its parts and
+        made into a dict only when someone reads it (a watcher now, or the history
+        later): most never are, and this runs for every call."""
+        now = self._now
+        duration_ms = (now - inv.started) * 1000.0
+        self.stats.add(inv.function_id, duration_ms, error, now)
+        self._event_seq += 1
+        finished = Finished(self._event_seq, now + self._wall_offset, inv, result, error,
+                            duration_ms)
+        if self.watchers:
+            event = finished.event()
+            self.events.append(event)
+            out.append((EVENTS, Emit(event)))
+        else:
+            self.events.append(finished)
 
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:

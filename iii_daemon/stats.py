@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from iii_daemon.event_log import error_of
+
 #: The smallest duration told apart (ms); shorter ones share the first bucket.
 FLOOR_MS = 0.01
 #: Each bucket is this much wider than the one before (2 ** 0.25).
@@ -40,7 +42,8 @@ class FunctionStats:
     #: Calls per second over the last WINDOW_S seconds: slot -> (second, count).
     seconds: list[int] = field(default_factory=lambda: [0] * WINDOW_S)
     counts: list[int] = field(default_factory=lambda: [0] * WINDOW_S)
-    last_error: dict[str, Any] | None = None
+    #: The last failure as it came (made into {code, message} when described).
+    last_error: Any = None
 
     def add(self, duration_ms: float, failed: bool, now: float) -> None:
         self.calls += 1
@@ -77,7 +80,7 @@ class FunctionStats:
                 "p50_ms": self.percentile_ms(0.50), "p95_ms": self.percentile_ms(0.95),
                 "p99_ms": self.percentile_ms(0.99), "calls_last_minute": sum(recent),
                 "rate_per_s": round(sum(recent[:-1]) / (WINDOW_S - 1), 3),
-                "per_second": recent, "last_error": self.last_error}
+                "per_second": recent, "last_error": error_of(self.last_error)}
 
 
 class Stats:
@@ -86,8 +89,8 @@ class Stats:
     def __init__(self) -> None:
         self.functions: dict[str, FunctionStats] = {}
 
-    def add(self, function_id: str, duration_ms: float, error: dict[str, Any] | None,
-            now: float) -> None:
+    def add(self, function_id: str, duration_ms: float, error: Any, now: float) -> None:
+        """One call; ``error`` (an ErrorBody or a worker's error dict) when it failed."""
         stats = self.functions.get(function_id)
         if stats is None:
             stats = self.functions[function_id] = FunctionStats()
