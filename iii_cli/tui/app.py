@@ -14,8 +14,9 @@ import collections
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -23,8 +24,10 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from iii_cli.events_view import clock_of, detail_of, status_of
@@ -41,6 +44,7 @@ ROWS_PER_BATCH = 50
 #: Events kept for the detail pane, export and re-run (the log's rows and a margin).
 KEPT = 2_000
 POLL_S = 1.0
+W = TypeVar("W", bound=Widget)
 SPARKS = " ▁▂▃▄▅▆▇█"
 
 
@@ -177,6 +181,11 @@ class IIIApp(App[None]):
 
     # --- layout ---------------------------------------------------------------------------
 
+    def widget(self, selector: str, kind: type[W]) -> W:
+        """A widget of the main screen, whichever screen is on top (``query_one`` would
+        look in a detail or help screen open over it)."""
+        return self.screen_stack[0].query_one(selector, kind)
+
     def compose(self) -> ComposeResult:
         yield Static(id="header")
         with TabbedContent(initial="live", id="tabs"):
@@ -194,18 +203,18 @@ class IIIApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#functions", DataTable).add_columns(
+        self.widget("#functions", DataTable).add_columns(
             "FUNCTION", "WORKER", "CALLS", "ERRORS", "P50 MS", "P95 MS", "LAST MINUTE")
-        self.query_one("#log", DataTable).add_columns(
+        self.widget("#log", DataTable).add_columns(
             "TIME", "STATUS", "MS", "FUNCTION", "SOURCE", "DETAIL")
-        self.query_one("#triggers-table", DataTable).add_columns(
+        self.widget("#triggers-table", DataTable).add_columns(
             "ID", "TYPE", "FUNCTION", "STATUS", "CONFIG")
-        self.query_one("#workers-table", DataTable).add_columns(
+        self.widget("#workers-table", DataTable).add_columns(
             "NAME", "ID", "PID", "TRANSPORT", "FUNCTIONS")
-        self.query_one("#queues-table", DataTable).add_columns(
+        self.widget("#queues-table", DataTable).add_columns(
             "QUEUE", "FUNCTION", "READY", "IN FLIGHT", "DELAYED", "DEAD", "DELIVERED")
         self._render_header()
-        self.query_one("#log", DataTable).focus()
+        self.widget("#log", DataTable).focus()
         self.follow_events()
         self.set_interval(BATCH_S, self._add_batch)
         self.set_interval(POLL_S, self.poll)
@@ -227,7 +236,7 @@ class IIIApp(App[None]):
                         self.state = "connected"
                         self.incoming.clear()  # follows, in place of what we had
                         self.events.clear()
-                        self.query_one("#log", DataTable).clear()
+                        self.widget("#log", DataTable).clear()
                         self._row_events.clear()
                         self._shown.clear()
                         self._render_header()
@@ -265,13 +274,13 @@ class IIIApp(App[None]):
         self.rate = sum(row["rate_per_s"] for row in stats)
         self._render_header()
         self._fill_functions(functions, stats, workers)
-        self._fill(self.query_one("#triggers-table", DataTable), [
+        self._fill(self.widget("#triggers-table", DataTable), [
             (t["id"], t["trigger_type"], t["function_id"], t["status"],
              t.get("url") or json.dumps(t["config"])) for t in triggers])
-        self._fill(self.query_one("#workers-table", DataTable), [
+        self._fill(self.widget("#workers-table", DataTable), [
             (w.get("name") or "", w["id"], str(w.get("pid") or ""), w.get("transport") or "",
              str(len(w.get("functions") or []))) for w in workers])
-        self._fill(self.query_one("#queues-table", DataTable), [
+        self._fill(self.widget("#queues-table", DataTable), [
             (q["queue"], q["function_id"], str(q["ready"] + q["waiting_for_function"]),
              str(q["in_flight"]), str(q["delayed"]), str(q["dead_letters"]),
              str(q["delivered"])) for q in queues])
@@ -290,7 +299,7 @@ class IIIApp(App[None]):
             f"[b]filter {printable(self.function_filter)}[/]" if self.function_filter else "")
             if f)
         version = s.get("version", "")
-        self.query_one("#header", Static).update(
+        self.widget("#header", Static).update(
             f" iii {printable(str(version))}  {state}  {printable(self.socket_path)}  "
             f"{counts}  {flags}")
 
@@ -307,10 +316,10 @@ class IIIApp(App[None]):
                          str(st.get("calls", 0)), str(st.get("errors", 0)),
                          _ms(st.get("p50_ms")), _ms(st.get("p95_ms")),
                          sparkline(st.get("per_second") or [0] * 20)))
-        self._fill(self.query_one("#functions", DataTable), rows)
+        self._fill(self.widget("#functions", DataTable), rows)
 
     @staticmethod
-    def _fill(table: DataTable[Any], rows: list[tuple[str, ...]]) -> None:
+    def _fill(table: DataTable[Any], rows: Sequence[tuple[Any, ...]]) -> None:
         """Replace a table's rows, keeping the cursor on the same row key."""
         keep = table.cursor_row
         table.clear()
@@ -352,7 +361,7 @@ class IIIApp(App[None]):
         """Add rows at the bottom. Removing a row costs a DataTable as much as adding
         hundreds, so the log grows to twice LOG_ROWS and is then rebuilt from its newest
         LOG_ROWS in one go."""
-        table = self.query_one("#log", DataTable)
+        table = self.widget("#log", DataTable)
         follow = table.cursor_row >= table.row_count - 1
         self._shown.extend(events)
         if table.row_count + len(events) > 2 * LOG_ROWS:
@@ -371,16 +380,16 @@ class IIIApp(App[None]):
             table.move_cursor(row=table.row_count - 1)
 
     def _redraw_log(self) -> None:
-        self.query_one("#log", DataTable).clear()
+        self.widget("#log", DataTable).clear()
         self._row_events.clear()
         self._shown.clear()
         self._append_rows([e for e in self.events if self._wanted(e)][-LOG_ROWS:])
 
     def _selected_event(self) -> dict[str, Any] | None:
-        table = self.query_one("#log", DataTable)
+        table = self.widget("#log", DataTable)
         if not table.row_count:
             return None
-        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         return self._row_events.get(str(key))
 
     def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
@@ -395,9 +404,9 @@ class IIIApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_tab(self, tab: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = tab
+        self.widget("#tabs", TabbedContent).active = tab
         # Focus follows (a focused widget in another pane would switch it back).
-        self.query_one("#log" if tab == "live" else f"#{tab}-table", DataTable).focus()
+        self.widget("#log" if tab == "live" else f"#{tab}-table", DataTable).focus()
 
     def action_pause(self) -> None:
         self.paused = not self.paused
@@ -412,7 +421,7 @@ class IIIApp(App[None]):
         self._render_header()
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.widget("#filter", Input)
         box.disabled = False
         box.add_class("shown")
         box.value = self.function_filter
@@ -424,7 +433,7 @@ class IIIApp(App[None]):
         self.function_filter = message.value.strip()
         message.input.remove_class("shown")
         message.input.disabled = True
-        self.query_one("#log", DataTable).focus()
+        self.widget("#log", DataTable).focus()
         self._redraw_log()
         self._render_header()
 
@@ -446,7 +455,7 @@ class IIIApp(App[None]):
         self.notify(f"wrote {len(shown)} events to {path}")
 
     def action_trigger(self) -> None:
-        function_id = self._first_cell(self.query_one("#functions", DataTable))
+        function_id = self._first_cell(self.widget("#functions", DataTable))
         if function_id is None:
             self.notify("no function to trigger", severity="warning")
             return
@@ -487,8 +496,8 @@ class IIIApp(App[None]):
 
     @work(group="calls")
     async def action_redrive(self) -> None:
-        queue = self._first_cell(self.query_one("#queues-table", DataTable))
-        if self.query_one("#tabs", TabbedContent).active != "queues" or queue is None:
+        queue = self._first_cell(self.widget("#queues-table", DataTable))
+        if self.widget("#tabs", TabbedContent).active != "queues" or queue is None:
             self.notify("select a queue in the queues view (4) to redrive", severity="warning")
             return
         try:

@@ -58,14 +58,14 @@ async def until(pilot: Any, check: Check, what: str, timeout: float = 10.0) -> N
 
 def log_rows(app: IIIApp) -> list[list[str]]:
     """The log's invocation rows (registrations and the like left out)."""
-    table = app.query_one("#log")
+    table = app.screen_stack[0].query_one("#log")
     rows = [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)]
             for i in range(table.row_count)]
     return [r for r in rows if r[1] in ("ok", "error")]
 
 
 def header(app: IIIApp) -> str:
-    return str(app.query_one("#header").render())
+    return str(app.screen_stack[0].query_one("#header").render())
 
 
 def run(daemon: DaemonProcess, scenario: Callable[[IIIApp, Any], Awaitable[None]],
