@@ -163,6 +163,12 @@ def test_enter_opens_the_detail_and_y_copies_and_x_exports(
         [exported] = list(tmp_path.glob("iii-events-*.jsonl"))
         assert any(json.loads(line).get("function_id") == "orders::broken"
                    for line in exported.read_text().splitlines())
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        call(worker[0], "orders::create", {"meanwhile": True})  # the log goes on beneath
+        await until(pilot, lambda: any("orders::create" in r for r in log_rows(app)),
+                    "a row added while the detail is open")
+        await pilot.press("escape")
 
     run(daemon, scenario)
 
