@@ -393,6 +393,10 @@ class Hub:
             if watcher is None or link is None or (emit.to is None and
                                                    not watcher.wants(event)):
                 continue
+            if emit.to is not None and conn_id in self._watch_out:
+                # A replay: what waited for the next flush goes first, in order.
+                self._out.setdefault(conn_id, bytearray()).extend(
+                    self._watch_out.pop(conn_id))
             pending = self._out if emit.to is not None else self._watch_out
             buf = pending.get(conn_id)
             if buf is None:
