@@ -15,6 +15,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -23,6 +24,7 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
@@ -124,8 +126,30 @@ class HelpScreen(ModalScreen[None]):
                      id="help")
 
 
+class Actions(Provider):
+    """The command palette (ctrl+p) lists the same actions as the keys."""
+
+    def _actions(self) -> list[tuple[str, str, str]]:
+        return [(b.description, b.action, f"key {b.key}") for b in IIIApp.BINDINGS
+                if isinstance(b, Binding) and b.description and b.action != "quit"]
+
+    async def discover(self) -> Hits:
+        for name, action, help_text in self._actions():
+            yield DiscoveryHit(name, partial(self.app.run_action, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, action, help_text in self._actions():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action),
+                          help=help_text)
+
+
 class IIIApp(App[None]):
     """The dashboard."""
+
+    COMMANDS = App.COMMANDS | {Actions}
 
     TITLE = "iii"
     CSS = """
@@ -184,6 +208,8 @@ class IIIApp(App[None]):
     def widget(self, selector: str, kind: type[W]) -> W:
         """A widget of the main screen, whichever screen is on top (``query_one`` would
         look in a detail or help screen open over it)."""
+        if not self.screen_stack:  # closing: the screens are gone already
+            raise NoMatches(f"no screen to find {selector} on")
         return self.screen_stack[0].query_one(selector, kind)
 
     def compose(self) -> ComposeResult:
@@ -348,6 +374,10 @@ class IIIApp(App[None]):
         return True
 
     def _add_batch(self) -> None:
+        with contextlib.suppress(NoMatches):  # the app is closing
+            self._add_batch_now()
+
+    def _add_batch_now(self) -> None:
         batch, self.incoming = self.incoming, []
         self.events.extend(batch)
         if self.paused:

@@ -275,3 +275,16 @@ def test_it_reconnects_when_the_daemon_restarts(short_tmp: Path) -> None:
     finally:
         if daemon.alive:
             daemon.stop()
+
+
+def test_the_command_palette_runs_the_same_actions(daemon: DaemonProcess,
+                                                   worker: tuple[III, Seen]) -> None:
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"errors")
+        await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0,
+                    "the palette's matches")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.errors_only, "errors only, from the palette")
+
+    run(daemon, scenario)
