@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
+from iii_sdk.tokens import with_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -245,10 +246,8 @@ class WsConnection(Calls):
         from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
         from websockets.sync.client import connect
 
-        headers = {}
-        token = os.environ.get("III_TOKEN")
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        headers = with_token()
+        token = headers.get("Authorization")
         self.url = url
         self._start_clock(timeout_s)
         try:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
+
+from iii_sdk.tokens import with_token
 
 #: Bytes per frame: the official SDKs split writes the same way.
 FRAME_SIZE = 64 * 1024
@@ -48,10 +49,7 @@ class _End:
         self.ref = ref
         self._loop = loop
         self._base = base
-        self._headers = dict(headers or {})
-        token = os.environ.get("III_TOKEN", "").strip()
-        if token and not any(k.lower() == "authorization" for k in self._headers):
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._headers = with_token(headers)
         self._ws: Any = None
         self._lock: asyncio.Lock | None = None
 

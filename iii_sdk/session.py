@@ -24,6 +24,7 @@ from iii_sdk.client_link import ClientLink, WsClientLink, open_ws_link
 from iii_sdk.errors import ConnectionFailed
 from iii_sdk.options import InitOptions, ReconnectionConfig
 from iii_sdk.paths import socket_path_from_url
+from iii_sdk.tokens import with_token
 
 log = logging.getLogger("iii_sdk")
 
@@ -160,12 +161,9 @@ class Session:
             OSError: not reachable (the connect loop retries).
         """
         if self.ws_url is not None:
-            headers = dict(self.options.headers or {})
-            token = os.environ.get("III_TOKEN")
-            if token and "Authorization" not in headers:
-                headers["Authorization"] = f"Bearer {token}"
             return await open_ws_link(self.ws_url, self._on_message, on_lost,
-                                      self.options.max_frame_bytes, headers)
+                                      self.options.max_frame_bytes,
+                                      with_token(self.options.headers))
         assert self.socket_path is not None
         _, link = await self.loop.create_unix_connection(
             functools.partial(ClientLink, self._on_message, on_lost,

@@ -25,6 +25,7 @@ import msgspec
 
 from iii_sdk.errors import ConnectionFailed, IIIError
 from iii_sdk.paths import socket_path_from_url
+from iii_sdk.tokens import with_token
 
 #: The longest event line accepted (events carry bounded previews).
 LINE_LIMIT = 16 * 1024 * 1024
@@ -60,11 +61,20 @@ async def watch(address: str, filter: dict[str, Any] | None = None,
             raise WatchRefused(str(frame.get("message")))
 
 
-async def _unix_frames(path: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def _open_unix(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the daemon's socket.
+
+    Raises:
+        ConnectionFailed: nothing answers there.
+    """
     try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=LINE_LIMIT)
+        return await asyncio.open_unix_connection(path, limit=LINE_LIMIT)
     except OSError as exc:
         raise ConnectionFailed(f"cannot connect to {path}: {exc.strerror or exc}") from None
+
+
+async def _unix_frames(path: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    reader, writer = await _open_unix(path)
     try:
         writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
@@ -88,12 +98,8 @@ async def _ws_frames(url: str, request: dict[str, Any],
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-    extra = dict(headers or {})
-    token = os.environ.get("III_TOKEN", "").strip()
-    if token and "Authorization" not in extra:
-        extra["Authorization"] = f"Bearer {token}"
     try:
-        ws = await connect(url, additional_headers=extra, compression=None,
+        ws = await connect(url, additional_headers=with_token(headers), compression=None,
                            max_size=LINE_LIMIT)
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise ConnectionFailed(f"cannot connect to {url}: {exc}") from None
@@ -124,12 +130,7 @@ class Calls:
         self._ids = 0
 
     async def open(self) -> None:
-        try:
-            reader, self._writer = await asyncio.open_unix_connection(self.path,
-                                                                      limit=LINE_LIMIT)
-        except OSError as exc:
-            raise ConnectionFailed(f"cannot connect to {self.path}: "
-                                   f"{exc.strerror or exc}") from None
+        reader, self._writer = await _open_unix(self.path)
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:

@@ -293,16 +293,10 @@ class III:
         Raises:
             InvocationError: the daemon cannot make one (its WebSocket listener is off).
         """
-        refs = self.trigger({"function_id": "engine::channels::create",
-                             "payload": {} if buffer_size is None
-                             else {"buffer_size": buffer_size}})
-        return self._channel(refs)
+        return self._channel(self.trigger(_channel_request(buffer_size)))
 
     async def create_channel_async(self, buffer_size: int | None = None) -> Channel:
-        refs = await self.trigger_async({"function_id": "engine::channels::create",
-                                         "payload": {} if buffer_size is None
-                                         else {"buffer_size": buffer_size}})
-        return self._channel(refs)
+        return self._channel(await self.trigger_async(_channel_request(buffer_size)))
 
     def _channel(self, refs: dict[str, Any]) -> Channel:
         writer, reader = self._channel_end(refs["writer"]), self._channel_end(refs["reader"])
@@ -365,6 +359,11 @@ class III:
             raise InvocationError(ErrorCode.TIMEOUT,
                                   f"no pong within {timeout_s} s") from None
         return time.perf_counter() - started
+
+
+def _channel_request(buffer_size: int | None) -> dict[str, Any]:
+    return {"function_id": "engine::channels::create",
+            "payload": {} if buffer_size is None else {"buffer_size": buffer_size}}
 
 
 def resolve_address(address: str | None = None) -> str:
