@@ -117,20 +117,6 @@ class Channel:
         self._wake()
         return frame
 
-    async def opened_by_writer(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the write end to be opened."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while "write" not in self.opened and not self.closed:
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                return False
-        return "write" in self.opened
-
 
 class Channels:
     """Every live channel, by id."""

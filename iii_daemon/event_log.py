@@ -22,6 +22,13 @@ PREVIEW_BYTES = 512
 STACK_BYTES = 8192
 
 
+def head(raw: Any) -> bytes:
+    """What an event keeps of a payload: one byte more than a preview shows, enough to
+    know it was cut."""
+    return bytes(raw) if len(raw) <= PREVIEW_BYTES else \
+        bytes(memoryview(raw)[:PREVIEW_BYTES + 1])
+
+
 def preview(raw: Any) -> str:
     """The start of a JSON payload as text (an ellipsis when cut)."""
     data = bytes(raw) if len(raw) <= PREVIEW_BYTES else \

@@ -22,6 +22,7 @@ CORS headers are sent only to configured origins (``[http] cors_origins``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -73,6 +74,12 @@ def _json_response(status: int, body: object,
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+def _reply_response(reply: HttpReply) -> web.Response:
+    """The daemon's own answer (a status and a JSON body)."""
+    assert reply.status is not None
+    return _json_response(reply.status, reply.body, reply.headers)
 
 
 def _is_json(content_type: str) -> bool:
@@ -127,10 +134,14 @@ class HttpListener:
                 response.headers["Access-Control-Max-Age"] = "600"
         return response
 
+    def _too_large(self) -> HttpReply:
+        return HttpReply(0, 413, {"error": f"the body is larger than "
+                                           f"{self.config.max_body_bytes} bytes"})
+
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return _json_response(413, {"error": f"the body is larger than {limit} bytes"})
+            return _reply_response(self._too_large())
         expect = request.headers.get("Expect")
         if expect is not None:  # curl asks before a large upload, and waits a second
             if expect.lower() != "100-continue":
@@ -143,20 +154,14 @@ class HttpListener:
         if json_body:
             raw = await self._read_all(request, limit)
             if raw is None:
-                return _json_response(413, {"error": f"the body is larger than {limit} "
-                                                     f"bytes"})
+                return _reply_response(self._too_large())
             try:
                 body = msgspec.json.decode(raw) if raw else None
             except _JSON_ERRORS as exc:
                 return _json_response(400, {"error": f"the body is not valid JSON: {exc}"})
         try:
-            request_channel = self.channels.create(held="write")
+            request_channel, response_channel = self._channel_pair()
         except ChannelError as exc:  # too many at once
-            return _json_response(exc.status, {"error": str(exc)})
-        try:
-            response_channel = self.channels.create(held="read")
-        except ChannelError as exc:
-            self.channels.drop(request_channel)
             return _json_response(exc.status, {"error": str(exc)})
         loop = asyncio.get_running_loop()
         replied: asyncio.Future[HttpReply] = loop.create_future()
@@ -169,14 +174,17 @@ class HttpListener:
             if not first.done():
                 first.set_result(None)
 
+        writer_opened = asyncio.Event()
+
         def on_writer() -> None:
+            writer_opened.set()
             if not first.done():
                 first.set_result(None)
 
         response_channel.on_writer = on_writer
 
         def too_large() -> None:  # a streamed body went past the limit
-            on_reply(HttpReply(0, 413, {"error": f"the body is larger than {limit} bytes"}))
+            on_reply(self._too_large())
 
         pump: asyncio.Task[None] | None = None
         if raw or (raw is None and request.body_exists):
@@ -198,7 +206,8 @@ class HttpListener:
         try:
             await first
             if replied.done():
-                return await self._respond(request, replied.result(), response_channel)
+                return await self._respond(request, replied.result(), response_channel,
+                                           writer_opened)
             # The function opened its response channel: it streams while it runs.
             return await self._stream(request, response_channel, replied)
         finally:
@@ -208,6 +217,20 @@ class HttpListener:
                 pump.cancel()
             self.channels.drop(request_channel)
             self.channels.drop(response_channel)
+
+    def _channel_pair(self) -> tuple[Channel, Channel]:
+        """A request's two channels: the daemon writes the body into the first and
+        reads the response from the second.
+
+        Raises:
+            ChannelError: too many channels at once.
+        """
+        request_channel = self.channels.create(held="write")
+        try:
+            return request_channel, self.channels.create(held="read")
+        except ChannelError:
+            self.channels.drop(request_channel)
+            raise
 
     async def _read_all(self, request: web.BaseRequest, limit: int) -> bytes | None:
         """The whole body, or None past ``limit`` bytes."""
@@ -246,12 +269,14 @@ class HttpListener:
     # --- the response -------------------------------------------------------------------
 
     async def _respond(self, request: web.BaseRequest, reply: HttpReply,
-                       channel: Channel) -> web.StreamResponse:
+                       channel: Channel, writer_opened: asyncio.Event) -> web.StreamResponse:
         if reply.status is not None:
-            return _json_response(reply.status, reply.body, reply.headers)
+            return _reply_response(reply)
         result_bytes = reply.result or b"null"
-        if "write" in channel.opened or (result_bytes == b"null" and
-                                         await channel.opened_by_writer(STREAM_GRACE_S)):
+        if not writer_opened.is_set() and result_bytes == b"null":
+            with contextlib.suppress(TimeoutError):  # the official SDK opens it late
+                await asyncio.wait_for(writer_opened.wait(), STREAM_GRACE_S)
+        if writer_opened.is_set():
             return await self._stream(request, channel, None)
         plain = response_of_raw(result_bytes)
         if plain is not None:
@@ -283,7 +308,7 @@ class HttpListener:
                     reply, replied = replied.result(), None
                     if reply.status is not None:  # failed, timed out, its worker gone
                         if response is None:
-                            return _json_response(reply.status, reply.body, reply.headers)
+                            return _reply_response(reply)
                         break
                     if not next_frame.done():
                         continue  # it returned; what it wrote goes on coming

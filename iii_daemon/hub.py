@@ -44,7 +44,7 @@ from typing import Protocol
 
 import msgspec
 
-from iii_daemon.effects import Close, Emit, HttpReply, Output, Persist
+from iii_daemon.effects import EVENTS, Close, Emit, HttpReply, Output, Persist
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
 from iii_sdk import protocol as p
@@ -287,7 +287,7 @@ class Hub:
             out = self.router.http_request(make(request_id), time.monotonic())
         except Exception:
             log.exception("error while handling an http request")
-            out = [(0, HttpReply(request_id, 500, {"error": "internal error while "
+            out = [(EVENTS, HttpReply(request_id, 500, {"error": "internal error while "
                                                             "handling this request (see "
                                                             "the daemon log)"}))]
         self.deliver(out)
@@ -393,19 +393,16 @@ class Hub:
             if watcher is None or link is None or (emit.to is None and
                                                    not watcher.wants(event)):
                 continue
-            if emit.to is not None and conn_id in self._watch_out:
-                # A replay: what waited for the next flush goes first, in order.
-                self._out.setdefault(conn_id, bytearray()).extend(
-                    self._watch_out.pop(conn_id))
-            pending = self._out if emit.to is not None else self._watch_out
-            buf = pending.get(conn_id)
-            if buf is None:
-                buf = pending[conn_id] = bytearray()
-            held = link.write_buffer_size() + len(self._watch_out.get(conn_id, b"")) + \
-                len(self._out.get(conn_id, b""))
-            if emit.to is None and held > self.watch_buffer:
-                watcher.missed += 1
-                continue
+            if emit.to is None:
+                held = link.write_buffer_size() + len(self._watch_out.get(conn_id, b"")) \
+                    + len(self._out.get(conn_id, b""))
+                if held > self.watch_buffer:
+                    watcher.missed += 1
+                    continue
+                buf = self._watch_out.setdefault(conn_id, bytearray())
+            else:  # a replay: what waited for the next flush goes first, in order
+                buf = self._out.setdefault(conn_id, bytearray())
+                buf += self._watch_out.pop(conn_id, b"")
             if watcher.missed:
                 buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
                 watcher.missed = 0

@@ -30,7 +30,7 @@ from iii_daemon.builtin import (
 )
 from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
 from iii_daemon.errors import TriggerError
-from iii_daemon.event_log import PREVIEW_BYTES, EventLog, Finished, preview
+from iii_daemon.event_log import EventLog, Finished, error_of, head, preview
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
 from iii_daemon.queues import Queues
@@ -52,7 +52,6 @@ from iii_sdk.protocol import NULL
 log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "engine::"
-
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
 
 
@@ -457,7 +456,6 @@ class Router:
             self.calls_routed += 1
             source = "sdk" if conn.is_worker else "cli"
         worker = self.registry.connections[entry.owner]
-        data = msg.data
         waits = conn is not None and caller_id is not None and not void
         # Every tracked call ends: its own timeout_ms, else the daemon's default.
         default = msg.timeout_ms is None
@@ -475,9 +473,7 @@ class Router:
             source=source,
             action="void" if void else "sync",
             worker_id=worker.worker_id,
-            # One byte more than a preview shows: enough to know it was cut.
-            payload=bytes(data) if len(data) <= PREVIEW_BYTES
-            else bytes(memoryview(data)[:PREVIEW_BYTES + 1]),
+            payload=head(msg.data),
             tags=tags,
         ), in_order=default)
         worker.serving.add(inv_id)
@@ -540,7 +536,7 @@ class Router:
         missing = _error(ErrorCode.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found")
         self.record("invocation.finished", out, function_id=function_id, invocation_id=None,
                     worker_id=None, source=source, action="sync", status="error",
-                    duration_ms=0.0, error={"code": missing.code, "message": missing.message},
+                    duration_ms=0.0, error=error_of(missing),
                     payload=preview(data), result=None, **(tags or {}))
         then(None, missing, out)
 

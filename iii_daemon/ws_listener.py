@@ -44,8 +44,9 @@ class CountingConnection(ServerConnection):
 
     link: WsLink | None = None
     unconsumed = 0
-    #: The channel end this connection opened (``/ws/channels/...``), if any.
+    #: The channel end this connection opened (``/ws/channels/...``), if any, and which.
     channel: Channel | None = None
+    channel_direction = ""
 
     def data_received(self, data: bytes) -> None:
         link = self.link
@@ -196,7 +197,7 @@ async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
             except ChannelError as exc:
                 return conn.respond(HTTPStatus(exc.status), f"{exc}\n")
             assert isinstance(conn, CountingConnection)
-            conn.channel = channel
+            conn.channel, conn.channel_direction = channel, wanted[2]
             # A channel's frames are small (the SDKs send 64 KiB): bound them from the
             # first frame on.
             conn.protocol.max_message_size = FRAME_LIMIT
@@ -206,8 +207,7 @@ async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
         assert isinstance(conn, CountingConnection)
         channel = conn.channel
         if channel is not None and channels is not None:
-            wanted = channel_request(conn.request.path if conn.request else "")
-            await serve_channel_end(conn, channels, channel, wanted[2] if wanted else "")
+            await serve_channel_end(conn, channels, channel, conn.channel_direction)
             return
         if conn.request is not None and conn.request.path.rstrip("/").endswith("/otel"):
             await _discard(conn)

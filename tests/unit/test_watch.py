@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from iii_daemon.effects import Emit
+from iii_daemon.event_log import PREVIEW_BYTES
 from iii_daemon.hub import Hub
-from iii_daemon.router import PREVIEW_BYTES, Router
+from iii_daemon.router import Router
 from iii_daemon.stats import FunctionStats
 from iii_sdk import protocol as p
 from tests.unit.test_hub import FakeLink, call
