@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fnmatch
 import json
 import time
 from collections.abc import Sequence
@@ -367,8 +368,6 @@ class IIIApp(App[None]):
                                                          "refused", "missed"):
             return False
         if self.function_filter:
-            import fnmatch
-
             return fnmatch.fnmatchcase(str(event.get("function_id") or ""),
                                        self.function_filter)
         return True
