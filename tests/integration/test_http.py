@@ -326,6 +326,10 @@ def test_channels_between_workers_and_a_wrong_key(site: Site) -> None:
     with pytest.raises(InvalidStatus) as missing:
         connect(f"ws://127.0.0.1:{site.ws_port}/ws/channels/nope?key=x&dir=read")
     assert missing.value.response.status_code == 404
+    with pytest.raises(InvalidStatus) as browser:  # the right key, from a web page
+        connect(f"{base}?key={refs['reader']['access_key']}&dir=read",
+                origin="https://evil.example")  # type: ignore[arg-type]
+    assert browser.value.response.status_code == 403
     with connect(f"{base}?key={refs['reader']['access_key']}&dir=read") as ws:
         with pytest.raises(InvalidStatus) as twice:
             connect(f"{base}?key={refs['reader']['access_key']}&dir=read")
