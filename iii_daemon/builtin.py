@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ class Services:
 
     registry: Registry
     #: State values (kept in memory; changes are persisted through the call context).
-    state: StateTable
+    state: StateTable[str]
+    #: Stream items by ``(stream_name, group_id)``, kept like state values.
+    streams: StateTable[tuple[str, str]]
     triggers: TriggerManager
     #: Recent events, newest last (engine::events::list).
     events: EventLog
@@ -87,6 +90,12 @@ class Services:
     stats: Stats | None = None
     #: How many connections watch the event stream (engine::status).
     watching: Callable[[], int] = lambda: 0
+    #: Call a function the daemon's way (for :class:`Later` outcomes):
+    #: ``call(function_id, data, then, out)``, ``then(result, error, out)`` once.
+    call: Callable[[str, Any, Answer, Output], None] | None = None
+    #: Work waiting for its turn, per key (see :func:`in_turn`).
+    turns: dict[Any, collections.deque[Callable[[Output], None]]] = dataclass_field(
+        default_factory=dict)
 
     def worker_id(self, conn_id: int | None) -> str | None:
         conn = self.registry.connections.get(conn_id) if conn_id is not None else None
@@ -100,6 +109,15 @@ class AfterWrites:
     been undone), so nobody hears of a change before it is on disk."""
 
     compute: Callable[[], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """What a daemon function returns when its outcome comes from elsewhere (a worker
+    serving a custom stream backend): ``start(answer, out)`` runs at once and must see
+    to it that ``answer(result, error, out)`` is called once, now or later."""
+
+    start: Callable[[Answer, Output], None]
 
 
 Handler = Callable[[Services, CallContext], Any]
@@ -144,6 +162,9 @@ def run_builtin(services: Services, builtin: BuiltinFunction, ctx: CallContext,
         error = p.ErrorBody(code=ErrorCode.INVOCATION_FAILED,
                             message=f"{type(exc).__name__}: {exc}")
     out = ctx.out
+    if isinstance(result, Later):
+        result.start(answer, out)
+        return
     if isinstance(result, AfterWrites):  # it read a change still on its way to disk
         compute = result.compute
 
@@ -170,3 +191,24 @@ def run_builtin(services: Services, builtin: BuiltinFunction, ctx: CallContext,
             answer(None, p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=failure), out)
 
     out.append((EVENTS, Persist(tuple(ctx.writes), landed)))
+
+
+def in_turn(services: Services, key: Any, run: Callable[[Output], None],
+            out: Output) -> None:
+    """Run ``run(out)`` now if nothing runs for ``key``, else after what does: one at a
+    time per key, in order. Whatever runs must call :func:`next_turn` when done."""
+    waiting = services.turns.get(key)
+    if waiting is None:
+        services.turns[key] = collections.deque()
+        run(out)
+    else:
+        waiting.append(run)
+
+
+def next_turn(services: Services, key: Any, out: Output) -> None:
+    """What ran for ``key`` is done: start the next in line."""
+    waiting = services.turns.get(key)
+    if waiting:
+        waiting.popleft()(out)
+    else:
+        services.turns.pop(key, None)

@@ -11,7 +11,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon import queue_functions, state_functions
+from iii_daemon import queue_functions, state_functions, stream_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
 from iii_daemon.triggers.base import Binding
@@ -231,5 +231,5 @@ _CHANNELS = (
 
 BUILTINS: dict[str, BuiltinFunction] = {
     b.id: b for b in (*_ENGINE, *_CHANNELS, *state_functions.FUNCTIONS,
-                      *queue_functions.FUNCTIONS)
+                      *stream_functions.FUNCTIONS, *queue_functions.FUNCTIONS)
 }

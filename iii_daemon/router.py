@@ -93,7 +93,8 @@ class Router:
         self.builtins: dict[str, BuiltinFunction] = dict(
             engine_functions.BUILTINS if builtins is None else builtins
         )
-        self.state = StateTable()
+        self.state: StateTable[str] = StateTable()
+        self.streams: StateTable[tuple[str, str]] = StateTable()
         self.triggers = TriggerManager(self)
         #: Durable queues (config ``[queues.NAME]`` tables by name).
         self.queues = Queues(self, queues, call_timeout_ms)
@@ -115,11 +116,13 @@ class Router:
         self.stats = Stats()
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, state=self.state,
-                                 triggers=self.triggers, events=self.events, info=self.info,
+                                 streams=self.streams, triggers=self.triggers,
+                                 events=self.events, info=self.info,
                                  builtins=self.builtins, in_flight=self.invocations.__len__,
                                  record=self.record, clock=lambda: self.clock,
                                  queues=self.queues, channels=channels,
-                                 stats=self.stats, watching=self.watchers.__len__)
+                                 stats=self.stats, watching=self.watchers.__len__,
+                                 call=self._call_for_builtin)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -133,6 +136,8 @@ class Router:
         if stored is not None:
             for scope, key, value in stored.state:
                 self.state.set(scope, key, value)
+            for stream_scope, item, value in stored.streams:
+                self.streams.set(stream_scope, item, value)
             self.triggers.load(stored.triggers, self.clock, out)
             self.queues.load(stored.messages)
         return out
@@ -539,6 +544,13 @@ class Router:
                     duration_ms=0.0, error=error_of(missing),
                     payload=preview(data), result=None, **(tags or {}))
         then(None, missing, out)
+
+    def _call_for_builtin(self, function_id: str, data: Any, then: Answer,
+                          out: Output) -> None:
+        """A call a daemon function makes (a custom stream backend's op): ``then`` gets
+        the decoded result."""
+        self.call_internal(function_id, p.to_raw(data), lambda result, error, out: then(
+            None if result is None else p.from_raw(result), error, out), self.clock, out)
 
     def _enqueue(self, conn: Connection, msg: p.InvokeFunction, action: dict[str, Any],
                  out: Output) -> None:

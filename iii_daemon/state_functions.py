@@ -1,87 +1,74 @@
-"""``state::get|set|delete|list`` (values kept in the store) and ``publish``.
-
-Values live in memory (:class:`StateTable`); a change is made there at once and kept
-through the call's store write, and only once that committed is the caller answered
-and are the ``state`` triggers fired. A write that fails puts the old value back. A
-read of a key whose change is still in flight is answered after it landed.
-"""
+"""``state::get|set|delete|list|list_groups|update`` (values kept in the store, shaped as
+the upstream engine shapes them) and ``publish``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon.builtin import AfterWrites, BuiltinFunction, CallContext, field
+from iii_daemon import kept_values
+from iii_daemon.builtin import BuiltinFunction, CallContext, field
+from iii_daemon.kept_values import Space
 from iii_daemon.unsettled import MISSING
 from iii_daemon.writes import DropState, PutState
 
 if TYPE_CHECKING:
     from iii_daemon.builtin import Services
-    from iii_daemon.effects import Output
+
+
+def _space(services: Services) -> Space[str]:
+    return Space(services.state, PutState, DropState)
+
+
+def _where(ctx: CallContext) -> tuple[str, str]:
+    return field(ctx.data, "scope", str), field(ctx.data, "key", str)
+
+
+def _fire(services: Services, ctx: CallContext, scope: str, key: str, old: Any,
+          new: Any) -> None:
+    """The ``state`` triggers' event of a change (``MISSING``: no value)."""
+    event_type = ("state:deleted" if new is MISSING else
+                  "state:created" if old is MISSING else "state:updated")
+    kept_values.fire_when_kept(services, ctx, "state", {
+        "type": "state", "event_type": event_type, "scope": scope, "key": key,
+        "old_value": None if old is MISSING else old,
+        "new_value": None if new is MISSING else new})
 
 
 def state_get(services: Services, ctx: CallContext) -> Any:
-    state = services.state
-    scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
-
-    def read() -> Any:
-        value = state.get(scope, key)
-        return None if value is MISSING else value
-
-    return AfterWrites(read) if (scope, key) in state.unsettled else read()
+    return kept_values.read(_space(services), *_where(ctx))
 
 
 def state_set(services: Services, ctx: CallContext) -> Any:
-    scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
+    scope, key = _where(ctx)
     value = ctx.data.get("value")
-    old = _change(services, ctx, scope, key, value)
-    event = "state:created" if old is MISSING else "state:updated"
-    old_value = None if old is MISSING else old
-    _fire_when_kept(services, ctx, scope, key, event, old_value, value)
-    return {"old_value": old_value, "new_value": value}
+    old = kept_values.change(_space(services), ctx, scope, key, value)
+    _fire(services, ctx, scope, key, old, value)
+    return {"old_value": None if old is MISSING else old, "new_value": value}
 
 
 def state_delete(services: Services, ctx: CallContext) -> Any:
-    scope, key = field(ctx.data, "scope", str), field(ctx.data, "key", str)
+    scope, key = _where(ctx)
     if services.state.get(scope, key) is MISSING:
-        return {"removed": False, "old_value": None}
-    old = _change(services, ctx, scope, key, MISSING)
-    _fire_when_kept(services, ctx, scope, key, "state:deleted", old, None)
-    return {"removed": True, "old_value": old}
+        return {"old_value": None}
+    old = kept_values.change(_space(services), ctx, scope, key, MISSING)
+    _fire(services, ctx, scope, key, old, MISSING)
+    return {"old_value": old}
 
 
-def _change(services: Services, ctx: CallContext, scope: str, key: str, value: Any) -> Any:
-    """Set (``MISSING``: delete) a value in memory and ask the store to keep it;
-    return the value it had."""
-    state = services.state
-    old = state.get(scope, key)
-    state.set(scope, key, value)
-    write = DropState(scope, key) if value is MISSING else PutState(scope, key, value)
-    ctx.persist(write, state.unsettled.change((scope, key), old, value))
-    return old
-
-
-def _fire_when_kept(services: Services, ctx: CallContext, scope: str, key: str,
-                    event_type: str, old: Any, new: Any) -> None:
-    """Once the change is on disk, fire the ``state`` triggers watching scope / key."""
-    event = {"type": "state", "event_type": event_type, "scope": scope, "key": key,
-             "old_value": old, "new_value": new}
-
-    def fire(failure: str | None, out: Output) -> None:
-        if failure is None:
-            services.triggers.event("state", event, services.clock(), out)
-
-    ctx.then.append(fire)
+def state_update(services: Services, ctx: CallContext) -> Any:
+    scope, key = _where(ctx)
+    old, new, errors = kept_values.update(_space(services), ctx, scope, key,
+                                          ctx.data.get("ops"))
+    _fire(services, ctx, scope, key, old, new)
+    return kept_values.update_result(old, new, errors)
 
 
 def state_list(services: Services, ctx: CallContext) -> Any:
-    state = services.state
-    scope = field(ctx.data, "scope", str)
+    return kept_values.values(_space(services), field(ctx.data, "scope", str))
 
-    def read() -> Any:
-        return {"items": [{"key": k, "value": v} for k, v in state.items(scope)]}
 
-    in_flight = any(unsettled[0] == scope for unsettled in state.unsettled)
-    return AfterWrites(read) if in_flight else read()
+def state_list_groups(services: Services, ctx: CallContext) -> Any:
+    return {"groups": services.state.scopes()}
 
 
 def publish(services: Services, ctx: CallContext) -> Any:
@@ -93,11 +80,15 @@ def publish(services: Services, ctx: CallContext) -> Any:
 
 FUNCTIONS = (
     BuiltinFunction("state::get", "the value at {scope, key}, or null", state_get),
-    BuiltinFunction("state::set", "sets {scope, key} to value; fires state triggers",
-                    state_set),
-    BuiltinFunction("state::delete", "removes {scope, key}; fires state triggers",
-                    state_delete),
-    BuiltinFunction("state::list", "every {key, value} in a scope", state_list),
+    BuiltinFunction("state::set", "sets {scope, key} to value -> {old_value, new_value}; "
+                    "fires state triggers", state_set),
+    BuiltinFunction("state::delete", "removes {scope, key} -> {old_value}; fires state "
+                    "triggers", state_delete),
+    BuiltinFunction("state::update", "applies ops to {scope, key} atomically -> "
+                    "{old_value, new_value, errors?}; fires state triggers", state_update),
+    BuiltinFunction("state::list", "every value in {scope}, a list", state_list),
+    BuiltinFunction("state::list_groups", "the scopes that hold keys -> {groups}",
+                    state_list_groups),
     BuiltinFunction("publish", "sends {topic, data} to every subscribe trigger on topic",
                     publish),
 )

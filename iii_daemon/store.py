@@ -1,9 +1,9 @@
 """The daemon's one store: SQLite in WAL mode (stdlib sqlite3).
 
-Holds what must survive a restart: daemon-owned triggers and state values. The core
-never calls it: the daemon reads everything once at start-up (:meth:`Store.load`) and
-the store writer (its own thread) applies the core's writes in batches
-(:meth:`Store.apply`), one transaction each. WAL with ``synchronous=NORMAL`` keeps
+Holds what must survive a restart: daemon-owned triggers, state values, stream items
+and queued messages. The core never calls it: the daemon reads everything once at
+start-up (:meth:`Store.load`) and the store writer (its own thread) applies the core's
+writes in batches (:meth:`Store.apply`), one transaction each. WAL with ``synchronous=NORMAL`` keeps
 committed data through a killed daemon (power loss may lose the last moments; queues,
 which promise more, will use ``FULL`` for their own writes).
 """
@@ -25,9 +25,11 @@ from iii_daemon.errors import StoreError
 from iii_daemon.writes import (
     DropMessage,
     DropState,
+    DropStreamItem,
     DropTrigger,
     PutMessage,
     PutState,
+    PutStreamItem,
     PutTrigger,
     Stored,
     StoredTrigger,
@@ -49,6 +51,13 @@ CREATE TABLE IF NOT EXISTS state (
     key TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (scope, key)
+);
+CREATE TABLE IF NOT EXISTS stream_items (
+    stream_name TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (stream_name, group_id, item_id)
 );
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -103,6 +112,12 @@ _STATEMENTS: dict[type, _Statement] = {
                          lambda w: (w.scope, w.key, json.dumps(w.value))),
     DropState: _Statement("DELETE FROM state WHERE (scope, key) IN (VALUES ", "(?,?)", ")",
                           lambda w: (w.scope, w.key)),
+    PutStreamItem: _Statement("INSERT OR REPLACE INTO stream_items VALUES ", "(?,?,?,?)", "",
+                              lambda w: (w.stream_name, w.group_id, w.item_id,
+                                         json.dumps(w.value))),
+    DropStreamItem: _Statement(
+        "DELETE FROM stream_items WHERE (stream_name, group_id, item_id) IN (VALUES ",
+        "(?,?,?)", ")", lambda w: (w.stream_name, w.group_id, w.item_id)),
     PutTrigger: _Statement("INSERT OR REPLACE INTO triggers VALUES ", "(?,?,?,?,?)", "",
                            lambda w: (w.id, w.trigger_type, w.function_id,
                                       json.dumps(w.config), _json_or_none(w.metadata))),
@@ -206,8 +221,11 @@ class Store:
         """Everything the store holds, for the core to start from. Rows that cannot be
         read are kept on disk: triggers say why in ``problem``, state rows are logged."""
         state: list[tuple[str, str, Any]] = []
+        streams: list[tuple[tuple[str, str], str, Any]] = []
         try:
             rows = self._db.execute("SELECT scope, key, value FROM state").fetchall()
+            items = self._db.execute(
+                "SELECT stream_name, group_id, item_id, value FROM stream_items").fetchall()
             triggers = self.load_triggers()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the store: {exc}") from None
@@ -230,7 +248,14 @@ class Store:
             except (TypeError, ValueError, RecursionError) as exc:
                 log.warning("state %r/%r in the store cannot be read and is left out: %s",
                             scope, key, exc)
-        return Stored(triggers=triggers, state=state, messages=messages)
+        for stream_name, group_id, item_id, text in items:
+            try:
+                streams.append(((str(stream_name), str(group_id)), str(item_id),
+                                json.loads(text)))
+            except (TypeError, ValueError, RecursionError) as exc:
+                log.warning("stream item %r/%r/%r in the store cannot be read and is left "
+                            "out: %s", stream_name, group_id, item_id, exc)
+        return Stored(triggers=triggers, state=state, streams=streams, messages=messages)
 
     def load_triggers(self) -> list[StoredTrigger]:
         """Every stored trigger; a row that cannot be read says why in ``problem``.

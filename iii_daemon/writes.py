@@ -40,6 +40,21 @@ class DropState:
 
 
 @dataclass(frozen=True, slots=True)
+class PutStreamItem:
+    stream_name: str
+    group_id: str
+    item_id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DropStreamItem:
+    stream_name: str
+    group_id: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PutMessage:
     """Store (or update: a retry, a dead letter, a redrive) a queued message."""
 
@@ -65,7 +80,8 @@ class DropMessage:
     id: str
 
 
-Write = PutTrigger | DropTrigger | PutState | DropState | PutMessage | DropMessage
+Write = (PutTrigger | DropTrigger | PutState | DropState | PutStreamItem | DropStreamItem
+         | PutMessage | DropMessage)
 #: Writes that must survive power loss, not only a killed daemon: a receipt is a promise.
 DURABLE = (PutMessage,)
 
@@ -87,5 +103,7 @@ class Stored:
     triggers: list[StoredTrigger] = field(default_factory=list)
     #: ``(scope, key, value)`` rows.
     state: list[tuple[str, str, Any]] = field(default_factory=list)
+    #: ``((stream_name, group_id), item_id, value)`` rows.
+    streams: list[tuple[tuple[str, str], str, Any]] = field(default_factory=list)
     #: Queued messages, dead letters included, in the order they were enqueued.
     messages: list[PutMessage] = field(default_factory=list)

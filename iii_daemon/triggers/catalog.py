@@ -14,8 +14,9 @@ BUILTIN = {
     "subscribe": "iii_daemon.triggers.subscribe:SubscribeType",
     "queue": "iii_daemon.triggers.queue:QueueType",
     "http": "iii_daemon.triggers.http:HttpType",
+    "stream": "iii_daemon.triggers.stream:StreamType",
 }
 
 #: Built-in types announced by the design and not built yet: no worker may take their
 #: ids, and their triggers wait as ``pending`` until they land.
-COMING = ("stream",)
+COMING: tuple[str, ...] = ()

@@ -1,4 +1,5 @@
-"""``state``: fire when a value under ``scope`` (and ``key``, if given) changes."""
+"""``state``: fire when a state value changes: in ``scope`` (and ``key``) if given, else
+anywhere."""
 
 from __future__ import annotations
 
@@ -12,26 +13,33 @@ if TYPE_CHECKING:
 
 class StateType:
     id: str = "state"
-    description: str = "fires when a state value in a scope (or one key) changes"
+    description: str = "fires when a state value changes (in a scope, or one key, if given)"
     owner: int | None = None
     # Each change carries its own payload: many may run, but not without bound.
     max_running: int = 1000
 
     def __init__(self) -> None:
-        self._by_scope: dict[str, dict[str, Binding]] = {}
+        #: Bindings by the scope they watch; None: every scope.
+        self._by_scope: dict[str | None, dict[str, Binding]] = {}
 
     def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
-        return require_string(config, "scope") or require_string(config, "key", optional=True)
+        return (require_string(config, "scope", optional=True)
+                or require_string(config, "key", optional=True))
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
-        self._by_scope.setdefault(binding.config["scope"], {})[binding.id] = binding
+        self._by_scope.setdefault(binding.config.get("scope"), {})[binding.id] = binding
         return ACTIVE
 
     def unbind(self, binding: Binding, out: Output) -> None:
-        scope = self._by_scope.get(binding.config["scope"], {})
-        scope.pop(binding.id, None)
+        scope = binding.config.get("scope")
+        bindings = self._by_scope.get(scope, {})
+        bindings.pop(binding.id, None)
+        if not bindings:
+            self._by_scope.pop(scope, None)
 
     def matching(self, event: dict[str, Any]) -> list[tuple[Binding, Any]]:
         """``event`` is the payload itself: ``{type, event_type, scope, key, ...}``."""
-        return [(b, event) for b in self._by_scope.get(event["scope"], {}).values()
-                if b.config.get("key") in (None, event["key"])]
+        key = event["key"]
+        return [(b, event) for scope in (event["scope"], None)
+                for b in self._by_scope.get(scope, {}).values()
+                if b.config.get("key") in (None, key)]

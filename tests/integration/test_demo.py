@@ -25,7 +25,7 @@ def test_demo_uses_a_running_daemon_and_leaves_it_running(daemon: DaemonProcess)
     client = RawClient(daemon.socket_path)
     client.ping()
     # Nothing left behind in the user's state (it used its own scope and cleaned up).
-    assert client.call("state::list", {"scope": "iii-demo"})["result"] == {"items": []}
+    assert client.call("state::list", {"scope": "iii-demo"})["result"] == []
 
 
 def test_demo_uses_a_math_worker_that_is_already_attached(daemon: DaemonProcess) -> None:

@@ -13,9 +13,11 @@ from iii_daemon.effects import Persist
 from iii_daemon.writes import (
     DropMessage,
     DropState,
+    DropStreamItem,
     DropTrigger,
     PutMessage,
     PutState,
+    PutStreamItem,
     PutTrigger,
     Stored,
     StoredTrigger,
@@ -26,6 +28,7 @@ class Disk:
     def __init__(self) -> None:
         self.triggers: dict[str, PutTrigger] = {}
         self.state: dict[tuple[str, str], Any] = {}
+        self.streams: dict[tuple[str, str, str], Any] = {}
         #: Queued messages by id, in the order they were first written.
         self.messages: dict[str, PutMessage] = {}
         #: Why every write fails from now on (a full disk), or None.
@@ -57,6 +60,11 @@ class Disk:
                     self.state[(write.scope, write.key)] = write.value
                 elif isinstance(write, DropState):
                     self.state.pop((write.scope, write.key), None)
+                elif isinstance(write, PutStreamItem):
+                    self.streams[(write.stream_name, write.group_id, write.item_id)] = \
+                        write.value
+                elif isinstance(write, DropStreamItem):
+                    self.streams.pop((write.stream_name, write.group_id, write.item_id), None)
                 elif isinstance(write, PutMessage):
                     self.messages[write.id] = write
                 elif isinstance(write, DropMessage):
@@ -70,4 +78,6 @@ class Disk:
                                     t.metadata) for t in sorted(self.triggers.values(),
                                                                 key=lambda t: t.id)],
             state=[(scope, key, value) for (scope, key), value in self.state.items()],
+            streams=[((name, group), item, value)
+                     for (name, group, item), value in self.streams.items()],
             messages=list(self.messages.values()))

@@ -129,9 +129,11 @@ def test_state_functions(core: Core) -> None:
     assert call("state::set", scope="s", key="k", value=[1]) == {"old_value": None,
                                                                  "new_value": [1]}
     assert call("state::get", scope="s", key="k") == [1]
-    assert call("state::list", scope="s") == {"items": [{"key": "k", "value": [1]}]}
-    assert call("state::delete", scope="s", key="k") == {"removed": True, "old_value": [1]}
-    assert call("state::delete", scope="s", key="k") == {"removed": False, "old_value": None}
+    assert call("state::list", scope="s") == [[1]]
+    assert call("state::list_groups") == {"groups": ["s"]}
+    assert call("state::delete", scope="s", key="k") == {"old_value": [1]}
+    assert call("state::delete", scope="s", key="k") == {"old_value": None}
+    assert call("state::list_groups") == {"groups": []}
     assert call("state::get", scope="", key="k")["code"] == "bad_request"
 
 
@@ -407,8 +409,7 @@ def test_an_answer_that_depends_on_a_write_waits_for_its_commit(core: Core) -> N
     assert other["invocation_id"] == "o"
     out = core.land()
     assert [m["invocation_id"] for c, m in out if c == 2] == ["s", "g", "l"]
-    assert [m.get("result") for c, m in out if c == 2][1:] == [
-        1, {"items": [{"key": "k", "value": 1}]}]
+    assert [m.get("result") for c, m in out if c == 2][1:] == [1, [1]]
     assert len(invocations(out)) == 1 and core.disk.state == {("orders", "k"): 1}
 
 
