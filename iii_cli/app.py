@@ -37,6 +37,7 @@ from iii_cli.common import (
 )
 from iii_cli.queue_commands import QUEUE_COLUMNS, queue_app
 from iii_cli.style import printable
+from iii_cli.value_commands import state_app, stream_app
 from iii_cli.wire import (
     Connection,
     Refused,
@@ -63,6 +64,8 @@ config_app = typer.Typer(help="Read and change the config file.", no_args_is_hel
 app.add_typer(daemon_app, name="daemon")
 app.add_typer(config_app, name="config")
 app.add_typer(queue_app, name="queue")
+app.add_typer(state_app, name="state")
+app.add_typer(stream_app, name="stream")
 app.command("watch")(watch_command.watch)
 
 

@@ -117,38 +117,30 @@ def stream_get(services: Services, ctx: CallContext) -> Any:
 
 
 def stream_set(services: Services, ctx: CallContext) -> Any:
-    scope, item = _item(ctx)
-    data = ctx.data.get("data")
-    wall = ctx.clock.wall
-    backend = _backend(services, "set", scope[0])
-    if backend is not None:
-        def fired(result: Any) -> dict[str, Any]:
-            old, _ = _result_values(result)
-            return _change_event(wall, scope, item, old, data)
-
-        return _forward(services, backend, ctx.data, fired)
-    old = kept_values.change(_space(services), ctx, scope, item, data)
-    kept_values.fire_when_kept(services, ctx, "stream",
-                               _change_event(wall, scope, item, old, data))
-    return {"old_value": None if old is MISSING else old, "new_value": data}
+    return _write(services, ctx, "set", ctx.data.get("data"))
 
 
 def stream_delete(services: Services, ctx: CallContext) -> Any:
+    return _write(services, ctx, "delete", MISSING)
+
+
+def _write(services: Services, ctx: CallContext, op: str, new: Any) -> Any:
+    """``stream::set`` (``new``: the data) or ``stream::delete`` (``new``: ``MISSING``),
+    on the stream's backend or in the built-in store."""
     scope, item = _item(ctx)
     wall = ctx.clock.wall
-    backend = _backend(services, "delete", scope[0])
+    backend = _backend(services, op, scope[0])
     if backend is not None:
-        def fired(result: Any) -> dict[str, Any]:
-            old, _ = _result_values(result)
-            return _change_event(wall, scope, item, old, MISSING)
-
-        return _forward(services, backend, ctx.data, fired)
-    if services.streams.get(scope, item) is MISSING:
+        return _forward(services, backend, ctx.data, lambda result: _change_event(
+            wall, scope, item, _result_values(result)[0], new))
+    if new is MISSING and services.streams.get(scope, item) is MISSING:
         return {"old_value": None}
-    old = kept_values.change(_space(services), ctx, scope, item, MISSING)
+    old = kept_values.change(_space(services), ctx, scope, item, new)
     kept_values.fire_when_kept(services, ctx, "stream",
-                               _change_event(wall, scope, item, old, MISSING))
-    return {"old_value": old}
+                               _change_event(wall, scope, item, old, new))
+    old_value = None if old is MISSING else old
+    return {"old_value": old_value} if new is MISSING else {"old_value": old_value,
+                                                            "new_value": new}
 
 
 def stream_update(services: Services, ctx: CallContext) -> Any:

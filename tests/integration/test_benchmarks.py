@@ -18,3 +18,12 @@ def test_the_call_benchmark_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(report.read_text())["figures"]
     assert figures["sync_calls_per_s"]["daemon"] > 0 and figures["void_calls_per_s"]["relay"] > 0
+
+
+def test_the_state_update_benchmark_runs() -> None:
+    """It also checks every increment counted (an assertion inside the benchmark)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "state_update.py"),
+                           "--calls", "200"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO / "benchmarks")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "state::update, one hot key" in proc.stdout
