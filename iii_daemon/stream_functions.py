@@ -216,6 +216,15 @@ def stream_list_groups(services: Services, ctx: CallContext) -> Any:
     return [group for stream, group in services.streams.scopes() if stream == name]
 
 
+def stream_list_all(services: Services, ctx: CallContext) -> Any:
+    """Every stream in the built-in store with its groups (the upstream shape)."""
+    groups: dict[str, list[str]] = {}
+    for name, group in services.streams.scopes():
+        groups.setdefault(name, []).append(group)
+    streams = [{"id": name, "groups": names} for name, names in groups.items()]
+    return {"stream": streams, "count": len(streams)}
+
+
 def stream_send(services: Services, ctx: CallContext) -> Any:
     scope = _scope(ctx)
     kind = field(ctx.data, "type", str)
@@ -241,6 +250,8 @@ FUNCTIONS = (
                     stream_list),
     BuiltinFunction("stream::list_groups", "the groups of {stream_name} that hold items, "
                     "a list", stream_list_groups),
+    BuiltinFunction("stream::list_all", "every stream in the built-in store with its groups "
+                    "-> {stream: [{id, groups}], count}", stream_list_all),
     BuiltinFunction("stream::send", "sends {stream_name, group_id, type, data, id?} to the "
                     "stream's triggers (not stored)", stream_send),
 )

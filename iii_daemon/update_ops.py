@@ -309,8 +309,17 @@ def _first_append(value: Any) -> Any:
 
 def apply_ops(value: Any, ops: list[Op]) -> tuple[Any, list[dict[str, Any]]]:
     """``(new value, errors)`` of ``ops`` run on ``value`` (``MISSING``: the key does not
-    exist); ``value`` itself is left as it was."""
-    state = _Apply(value)
-    for index, op in enumerate(ops):
-        state.run(index, op)
+    exist); ``value`` itself is left as it was.
+
+    Raises:
+        CallError: ``bad_request`` when the value or an op's value is nested too deeply to
+            walk (Python's recursion limit; msgspec decodes close to it).
+    """
+    try:
+        state = _Apply(value)
+        for index, op in enumerate(ops):
+            state.run(index, op)
+    except RecursionError:
+        raise CallError(ErrorCode.BAD_REQUEST,
+                        "the value is nested too deeply to update") from None
     return state.current, state.errors

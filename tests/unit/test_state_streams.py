@@ -102,6 +102,8 @@ def test_stream_functions_on_the_built_in_store(core: Core) -> None:
         "first", {"title": "a", "done": True}]
     assert call(core, "stream::list_groups", stream_name="todo") == ["inbox", "later"]
     assert call(core, "stream::list_groups", stream_name="other") == []
+    assert call(core, "stream::list_all") == {
+        "stream": [{"id": "todo", "groups": ["inbox", "later"]}], "count": 1}
     assert call(core, "stream::delete", **item()) == {"old_value": {"title": "a", "done": True}}
     assert call(core, "stream::delete", **item()) == {"old_value": None}
     assert core.disk.streams == {("todo", "inbox", "t0"): "first", ("todo", "later", "t1"): 1}

@@ -136,6 +136,15 @@ def test_malformed_ops_are_a_bad_request_naming_the_op(ops: Any, message: str) -
     assert raised.value.code == "bad_request" and message in raised.value.message
 
 
+def test_a_value_nested_too_deeply_is_a_bad_request() -> None:
+    deep: Any = []
+    for _ in range(5_000):
+        deep = [deep]
+    with pytest.raises(CallError) as raised:
+        run({"a": deep}, UpdateSet(path="b", value=1))
+    assert raised.value.code == "bad_request" and "nested too deeply" in raised.value.message
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                     lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=10)
