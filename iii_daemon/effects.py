@@ -25,10 +25,16 @@ class Emit:
     """Driver command: an event happened (an invocation finished, a trigger fired or
     was skipped, a worker joined or left, ...). The driver sends it to every watcher
     that wants it, or (``to``) to that one watcher only (a replay), as an ``event``
-    frame; what does not fit a watcher's buffer is dropped and counted."""
+    frame; what does not fit a watcher's buffer is dropped and counted. ``event`` is a
+    dict, or an ``event_log.Finished`` made into one (``.event()``) when it is sent."""
 
-    event: dict[str, Any]
+    event: Any
     to: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as the watcher gets it."""
+        made: dict[str, Any] = self.event if type(self.event) is dict else self.event.event()
+        return made
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,8 +56,15 @@ class Finished:
     result: Any
     error: Any
     duration_ms: float
+    #: The dict, once made (a watcher's and the history's read share it).
+    made: dict[str, Any] | None = None
 
     def event(self) -> dict[str, Any]:
+        if self.made is None:
+            self.made = self._make()
+        return self.made
+
+    def _make(self) -> dict[str, Any]:
         inv, error = self.inv, self.error
         fields: dict[str, Any] = {
             "seq": self.seq, "event": "invocation.finished", "time": round(self.wall, 3),

@@ -40,13 +40,14 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from iii_daemon.effects import EVENTS, Close, Emit, HttpReply, Output, Persist
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
+from iii_daemon.watchers import failed
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ProtocolError
@@ -111,6 +112,15 @@ class Link(Protocol):
     def abort(self) -> None: ...
 
 
+def _event_frame(event: dict[str, Any]) -> bytes:
+    """An ``event`` frame; one that cannot be encoded is logged and becomes nothing."""
+    try:
+        return b'{"type":"event",' + msgspec.json.encode(event)[1:] + b"\n"
+    except (TypeError, msgspec.EncodeError):
+        log.exception("cannot encode a %s event; dropped", event.get("event"))
+        return b""
+
+
 class Hub:
     def __init__(self, router: Router, loop: asyncio.AbstractEventLoop, write_limit: int,
                  parked_limit: int = 256 * 1024 * 1024,
@@ -131,6 +141,9 @@ class Hub:
         #: Live events waiting for the next watcher flush, by connection.
         self._watch_out: dict[int, bytearray] = {}
         self._watch_timer: asyncio.TimerHandle | None = None
+        #: Live events made this turn: fanned out once its answers are written.
+        self._live: list[Emit] = []
+        self._live_handle: asyncio.Handle | None = None
         #: Connections not read until fewer writes are in flight.
         self._waiting_for_store: set[int] = set()
         #: A connection whose unsent output grows past this is cut off (it is not reading).
@@ -350,7 +363,13 @@ class Hub:
     def _put(self, conn_id: int, message: object) -> int:
         """Carry out one effect now; return the bytes of output it added."""
         if isinstance(message, Emit):
-            self._fan_out(message)
+            if message.to is None:
+                # After this turn's answers: callers wait for no watcher.
+                self._live.append(message)
+                if self._live_handle is None:
+                    self._live_handle = self.loop.call_soon(self._fan_out_live)
+            else:
+                self._replay(message)
             return 0
         if isinstance(message, HttpReply):
             waiting = self._http.pop(message.request_id, None)
@@ -378,46 +397,79 @@ class Hub:
             return 0
         return len(buf) - size
 
-    def _fan_out(self, emit: Emit) -> None:
-        """Send an event to its watchers, each within ``watch_buffer`` bytes of unsent
-        output: what does not fit is dropped and counted, and the watcher hears how
-        many it missed before the next event that fits. Live events go out together
-        every ``WATCH_FLUSH_S``: a watcher is woken a few times a second, not once per
-        call (on a small machine every wake-up costs the callers)."""
-        watchers = self.router.watchers
-        event = emit.event
-        frame: bytes | None = None
-        for conn_id in (watchers if emit.to is None else (emit.to,)):
-            watcher = watchers.get(conn_id)
+    def _fan_out_live(self) -> None:
+        """Send this turn's live events to their watchers, each within
+        ``watch_buffer`` bytes of unsent output: what does not fit is dropped and
+        counted, and the watcher hears how many it missed before the next event that
+        fits. They go out together every ``WATCH_FLUSH_S``: a watcher is woken a few
+        times a second, not once per call (on a small machine every wake-up costs the
+        callers). Watcher by watcher, so each looks up its link and counts what it
+        holds once per turn, not once per event."""
+        self._live_handle = None
+        live, self._live = self._live, []
+        events = [emit.as_dict() for emit in live]
+        frames: list[bytes | None] = [None] * len(events)
+        now = time.monotonic()
+        for conn_id, watcher in self.router.watchers.items():
             link = self.links.get(conn_id)
-            if watcher is None or link is None or (emit.to is None and
-                                                   not watcher.wants(event)):
+            if link is None:
                 continue
-            if emit.to is None:
-                held = link.write_buffer_size() + len(self._watch_out.get(conn_id, b"")) \
-                    + len(self._out.get(conn_id, b""))
-                if held > self.watch_buffer:
+            buf = self._watch_out.get(conn_id)
+            held = link.write_buffer_size() + len(buf or b"") + \
+                len(self._out.get(conn_id, b""))
+            since, limit, rate = watcher.since, self.watch_buffer, watcher.max_rate
+            if rate is not None:  # a second's worth at most
+                watcher.allowance = min(float(rate), watcher.allowance +
+                                        (now - watcher.counted_at) * rate)
+                watcher.counted_at = now
+            for index, event in enumerate(events):
+                if event.get("seq", 0) <= since or not watcher.wants(event):
+                    continue
+                if rate is not None and not failed(event):  # failures always go
+                    if watcher.allowance < 1:
+                        watcher.skipped += 1
+                        continue
+                    watcher.allowance -= 1
+                if held > limit:
                     watcher.missed += 1
                     continue
-                buf = self._watch_out.setdefault(conn_id, bytearray())
-            else:  # a replay: what waited for the next flush goes first, in order
-                buf = self._out.setdefault(conn_id, bytearray())
-                buf += self._watch_out.pop(conn_id, b"")
-            if watcher.missed:
-                buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
-                watcher.missed = 0
-            if frame is None:
-                try:
-                    frame = b'{"type":"event",' + msgspec.json.encode(event)[1:] + b"\n"
-                except (TypeError, msgspec.EncodeError):
-                    log.exception("cannot encode a %s event; dropped", event.get("event"))
-                    return
-            buf += frame
+                frame = frames[index]
+                if frame is None:
+                    frame = frames[index] = _event_frame(event)
+                if not frame:
+                    continue
+                if buf is None:
+                    buf = self._watch_out[conn_id] = bytearray()
+                if watcher.missed:
+                    marker = b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
+                    buf += marker
+                    held += len(marker)
+                    watcher.missed = 0
+                buf += frame
+                held += len(frame)
         if self._watch_out and self._watch_timer is None:
             self._watch_timer = self.loop.call_later(WATCH_FLUSH_S, self._flush_watchers)
 
+    def _replay(self, emit: Emit) -> None:
+        """An event for one watcher (its replay): now, behind what waited for it."""
+        conn_id = emit.to
+        watcher = None if conn_id is None else self.router.watchers.get(conn_id)
+        if conn_id is None or watcher is None or conn_id not in self.links:
+            return
+        buf = self._out.setdefault(conn_id, bytearray())
+        buf += self._watch_out.pop(conn_id, b"")
+        if watcher.missed:
+            buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
+            watcher.missed = 0
+        buf += _event_frame(emit.as_dict())
+
     def _flush_watchers(self) -> None:
         self._watch_timer = None
+        for conn_id, watcher in self.router.watchers.items():
+            if watcher.skipped and conn_id in self._watch_out:  # a few times a second
+                self._watch_out[conn_id] += (
+                    b'{"type":"event","event":"sampled","skipped":%d}\n' % watcher.skipped)
+                watcher.skipped = 0
         pending, self._watch_out = self._watch_out, {}
         for conn_id, buf in pending.items():
             # Behind anything already queued for it (a replay): append, in order.
@@ -532,6 +584,8 @@ class Hub:
             self._pump.cancel()
         if self._watch_timer is not None:
             self._watch_timer.cancel()
+        if self._live_handle is not None:
+            self._live_handle.cancel()
         # What is queued commits (writes made from now on fail and say so), and the
         # calls that wrote get their answers.
         self.writer.close()

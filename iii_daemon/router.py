@@ -638,12 +638,9 @@ class Router:
         self._event_seq += 1
         finished = Finished(self._event_seq, now + self._wall_offset, inv, result, error,
                             duration_ms)
-        if self.watchers:
-            event = finished.event()
-            self.events.append(event)
-            out.append((EVENTS, Emit(event)))
-        else:
-            self.events.append(finished)
+        self.events.append(finished)
+        if self.watchers:  # made into a dict by whoever sends it (the driver, later)
+            out.append((EVENTS, Emit(finished)))
 
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:
@@ -742,6 +739,7 @@ class Router:
         previous = self.watchers.get(conn.id)
         if previous is not None and previous.started:
             self._watching_starts -= 1
+        watcher.since = self._event_seq
         self.watchers[conn.id] = watcher
         if watcher.started:
             self._watching_starts += 1

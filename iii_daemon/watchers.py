@@ -38,6 +38,15 @@ class Watcher:
     missed: int = 0
     #: Whether it wants ``invocation.started`` (those are made only for watchers).
     started: bool = field(default=False)
+    #: The last event before it subscribed (its replay has those; live ones come after).
+    since: int = 0
+    #: At most this many live events a second (a sample beyond it), or None: all.
+    max_rate: int | None = None
+    #: The sample's allowance: events it may still get now, and when that was counted.
+    allowance: float = 0.0
+    counted_at: float = 0.0
+    #: Events left out of the sample since it was last told (the driver counts them).
+    skipped: int = 0
 
     def wants(self, event: dict[str, Any]) -> bool:
         kind = event["event"]
@@ -50,8 +59,13 @@ class Watcher:
             if not isinstance(function_id, str) or not self.function.match(function_id):
                 return False
         if self.errors:
-            return event.get("error") is not None or kind in FAILURES
+            return failed(event)
         return True
+
+
+def failed(event: dict[str, Any]) -> bool:
+    """An error, a skip, a retry, a dead letter: what a sample never leaves out."""
+    return event.get("error") is not None or event["event"] in FAILURES
 
 
 def parse(raw: Any) -> Watcher:
@@ -63,11 +77,17 @@ def parse(raw: Any) -> Watcher:
     if raw is None:
         return Watcher()
     if not isinstance(raw, dict):
-        raise FilterError("filter must be an object {function?, kinds?, errors?}")
-    unknown = set(raw) - {"function", "kinds", "errors"}
+        raise FilterError("filter must be an object {function?, kinds?, errors?, "
+                          "max_rate?}")
+    unknown = set(raw) - {"function", "kinds", "errors", "max_rate"}
     if unknown:
         raise FilterError(f"unknown filter keys: {', '.join(sorted(unknown))} (known: "
-                          f"function, kinds, errors)")
+                          f"function, kinds, errors, max_rate)")
+    max_rate = raw.get("max_rate")
+    if max_rate is not None and (not isinstance(max_rate, int) or isinstance(max_rate, bool)
+                                 or not 1 <= max_rate <= 1_000_000):
+        raise FilterError("filter.max_rate must be a whole number of events a second, "
+                          "1 to 1000000")
     function = raw.get("function")
     if function is not None and (not isinstance(function, str) or not function):
         raise FilterError("filter.function must be a non-empty glob, e.g. 'orders::*'")
@@ -84,4 +104,5 @@ def parse(raw: Any) -> Watcher:
     started = not errors and any(k in ("invocation", "invocation.started")
                                  for k in kinds_tuple)
     return Watcher(function=re.compile(fnmatch.translate(function)) if function else None,
-                   kinds=kinds_tuple, errors=errors, started=started)
+                   kinds=kinds_tuple, errors=errors, started=started, max_rate=max_rate,
+                   allowance=float(max_rate or 0))

@@ -3,8 +3,10 @@
 A thin shell over the headless client (:mod:`iii_sdk.watching`): the event stream feeds
 the live log; a poll once a second feeds the header, the functions table (with each
 function's last minute as a sparkline) and the triggers, workers and queues views. Events
-are added in batches (every ``BATCH_S``) and the log keeps ``LOG_ROWS`` rows, so a flood
-of events never freezes it. It reconnects by itself when the daemon restarts.
+are added in batches (every ``BATCH_S``) and the log keeps ``LOG_ROWS`` rows; past
+``SAMPLE_PER_S`` events a second the daemon sends a sample (every failure, some of the
+rest) and the header says so. A flood never freezes it nor takes the CPU the daemon and
+its workers need. It reconnects by itself when the daemon restarts.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Vertical
-from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -35,9 +36,16 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 
 from iii_cli.events_view import clock_of, detail_of, status_of
 from iii_cli.style import printable
+from iii_cli.tui.log_view import LogView
 from iii_sdk.errors import ConnectionFailed, IIIError
 from iii_sdk.watching import Calls, watch
 
+#: Live events a second the daemon sends at most (failures always come): a sample
+#: under a flood, where thousands a second would only cost the machine's CPU; the
+#: function table's counts come from the daemon's stats and stay exact.
+SAMPLE_PER_S = 500
+#: How long the header says it shows a sample after the daemon last left events out.
+SAMPLED_SHOWN_S = 3.0
 #: How often queued events are added to the log, and how many rows it keeps.
 BATCH_S = 0.2
 LOG_ROWS = 500
@@ -198,11 +206,9 @@ class IIIApp(App[None]):
         self.state = "connecting"
         self.status: dict[str, Any] = {}
         self.rate = 0.0
-        #: The log's rows: a key each (events from two daemons may share a seq).
-        self._rows = 0
-        self._row_events: dict[str, dict[str, Any]] = {}
-        #: The newest events the log shows (what a rebuild shows again).
-        self._shown: collections.deque[dict[str, Any]] = collections.deque(maxlen=LOG_ROWS)
+        #: Events the daemon left out of the sample lately, and when it last did.
+        self.skipped = 0
+        self.sampled_at = 0.0
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -218,7 +224,7 @@ class IIIApp(App[None]):
         with TabbedContent(initial="live", id="tabs"):
             with TabPane("1 Live", id="live"):
                 yield DataTable(id="functions", cursor_type="row")
-                yield DataTable(id="log", cursor_type="row")
+                yield LogView(LOG_ROWS, id="log")
             with TabPane("2 Triggers", id="triggers"):
                 yield DataTable(id="triggers-table", cursor_type="row")
             with TabPane("3 Workers", id="workers"):
@@ -232,8 +238,6 @@ class IIIApp(App[None]):
     def on_mount(self) -> None:
         self.widget("#functions", DataTable).add_columns(
             "FUNCTION", "WORKER", "CALLS", "ERRORS", "P50 MS", "P95 MS", "LAST MINUTE")
-        self.widget("#log", DataTable).add_columns(
-            "TIME", "STATUS", "MS", "FUNCTION", "SOURCE", "DETAIL")
         self.widget("#triggers-table", DataTable).add_columns(
             "ID", "TYPE", "FUNCTION", "STATUS", "CONFIG")
         self.widget("#workers-table", DataTable).add_columns(
@@ -241,7 +245,7 @@ class IIIApp(App[None]):
         self.widget("#queues-table", DataTable).add_columns(
             "QUEUE", "FUNCTION", "READY", "IN FLIGHT", "DELAYED", "DEAD", "DELIVERED")
         self._render_header()
-        self.widget("#log", DataTable).focus()
+        self.widget("#log", LogView).focus()
         self.follow_events()
         self.set_interval(BATCH_S, self._add_batch)
         self.set_interval(POLL_S, self.poll)
@@ -258,14 +262,20 @@ class IIIApp(App[None]):
         """The event stream, reconnecting (with the recent history) after a restart."""
         while True:
             try:
-                async for event in watch(self.socket_path, None, LOG_ROWS):
+                async for event in watch(self.socket_path, {"max_rate": SAMPLE_PER_S},
+                                         LOG_ROWS):
+                    if event.get("event") == "sampled":  # a flood: told, not a row
+                        now = time.monotonic()
+                        if now - self.sampled_at > SAMPLED_SHOWN_S:
+                            self.skipped = 0
+                        self.skipped += int(event.get("skipped") or 0)
+                        self.sampled_at = now
+                        continue
                     if event.get("event") == "watching":  # (re)connected: its replay
                         self.state = "connected"
                         self.incoming.clear()  # follows, in place of what we had
                         self.events.clear()
-                        self.widget("#log", DataTable).clear()
-                        self._row_events.clear()
-                        self._shown.clear()
+                        self.widget("#log", LogView).clear()
                         self._render_header()
                         continue
                     self.incoming.append(event)
@@ -320,7 +330,9 @@ class IIIApp(App[None]):
                  "reconnecting": "[red]○ daemon not answering, retrying[/]"}[self.state]
         counts = (f"{s.get('workers', 0)} workers  {s.get('functions', 0)} functions  "
                   f"{s.get('triggers', 0)} triggers  {self.rate:.1f} calls/s") if s else ""
+        sampled = time.monotonic() - self.sampled_at <= SAMPLED_SHOWN_S
         flags = "  ".join(f for f in (
+            f"[b]sample ({self.skipped} left out)[/]" if sampled else "",
             f"[b]paused: {self.unseen} new[/]" if self.paused else "",
             "[b]errors only[/]" if self.errors_only else "",
             f"[b]filter {printable(self.function_filter)}[/]" if self.function_filter else "")
@@ -387,44 +399,22 @@ class IIIApp(App[None]):
         self._append_rows([e for e in batch if self._wanted(e)][-ROWS_PER_BATCH:])
 
     def _append_rows(self, events: list[dict[str, Any]]) -> None:
-        """Add rows at the bottom. Removing a row costs a DataTable as much as adding
-        hundreds, so the log grows to twice LOG_ROWS and is then rebuilt from its newest
-        LOG_ROWS in one go."""
-        table = self.widget("#log", DataTable)
-        follow = table.cursor_row >= table.row_count - 1
-        self._shown.extend(events)
-        if table.row_count + len(events) > 2 * LOG_ROWS:
-            table.clear()
-            self._row_events.clear()
-            events = list(self._shown)
-        for event in events[-LOG_ROWS:]:
-            self._rows += 1
-            key = str(self._rows)
-            self._row_events[key] = event
-            table.add_row(clock_of(event), _status_cell(event), _duration(event),
-                          Text(printable(str(event.get("function_id") or "-"))),
-                          Text(printable(str(event.get("source") or ""))),
-                          Text(printable(detail_of(event))[:200]), key=key)
-        if follow and table.row_count:
-            table.move_cursor(row=table.row_count - 1)
+        """Add rows at the bottom (the log keeps the newest LOG_ROWS)."""
+        self.widget("#log", LogView).add_rows((_cells(event), event) for event in events)
 
     def _redraw_log(self) -> None:
-        self.widget("#log", DataTable).clear()
-        self._row_events.clear()
-        self._shown.clear()
+        self.widget("#log", LogView).clear()
         self._append_rows([e for e in self.events if self._wanted(e)][-LOG_ROWS:])
 
     def _selected_event(self) -> dict[str, Any] | None:
-        table = self.widget("#log", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-        return self._row_events.get(str(key))
+        log = self.widget("#log", LogView)
+        return log.event_at(log.cursor_row)
+
+    def on_log_view_selected(self, message: LogView.Selected) -> None:
+        self.action_detail()
 
     def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
-        if message.data_table.id == "log":
-            self.action_detail()
-        elif message.data_table.id == "functions":
+        if message.data_table.id == "functions":
             self.action_trigger()
 
     # --- actions --------------------------------------------------------------------------
@@ -435,7 +425,10 @@ class IIIApp(App[None]):
     def action_tab(self, tab: str) -> None:
         self.widget("#tabs", TabbedContent).active = tab
         # Focus follows (a focused widget in another pane would switch it back).
-        self.widget("#log" if tab == "live" else f"#{tab}-table", DataTable).focus()
+        if tab == "live":
+            self.widget("#log", LogView).focus()
+        else:
+            self.widget(f"#{tab}-table", DataTable).focus()
 
     def action_pause(self) -> None:
         self.paused = not self.paused
@@ -462,7 +455,7 @@ class IIIApp(App[None]):
         self.function_filter = message.value.strip()
         message.input.remove_class("shown")
         message.input.disabled = True
-        self.widget("#log", DataTable).focus()
+        self.widget("#log", LogView).focus()
         self._redraw_log()
         self._render_header()
 
@@ -547,8 +540,14 @@ def _duration(event: dict[str, Any]) -> str:
     return f"{value:.2f}" if isinstance(value, int | float) else ""
 
 
-def _status_cell(event: dict[str, Any]) -> Text:
+STATUS_COLOURS = {"ok": "green", "error": "red", "skip": "yellow", "retry": "yellow",
+                  "dead": "red", "missed": "magenta"}
+
+
+def _cells(event: dict[str, Any]) -> list[tuple[str, str]]:
+    """A log row: (text, style) per column of LogView."""
     status = status_of(event)
-    colour = {"ok": "green", "error": "red", "skip": "yellow", "retry": "yellow",
-              "dead": "red", "missed": "magenta"}.get(status, "")
-    return Text(status, style=colour)
+    return [(clock_of(event), ""), (status, STATUS_COLOURS.get(status, "")),
+            (_duration(event), ""), (printable(str(event.get("function_id") or "-")), ""),
+            (printable(str(event.get("source") or "")), ""),
+            (printable(detail_of(event))[:200], "")]

@@ -48,7 +48,12 @@ async def filled(pilot: Any) -> None:
         await pilot.pause(0.05)
     app._fill_functions(FUNCTIONS, STATS, WORKERS)
     app.incoming.extend(EVENTS)
-    await pilot.pause(0.3)  # one batch
+    log = app.query_one("#log")
+    deadline = time.monotonic() + 10
+    while log.row_count < len(EVENTS):  # one batch adds them all
+        assert time.monotonic() < deadline, "the log never showed the events"
+        await pilot.pause(0.05)
+    await pilot.pause()
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])

@@ -288,3 +288,24 @@ def test_the_command_palette_runs_the_same_actions(daemon: DaemonProcess,
         await until(pilot, lambda: app.errors_only, "errors only, from the palette")
 
     run(daemon, scenario)
+
+
+def test_a_flood_shows_a_sample_and_says_so(daemon: DaemonProcess, worker: tuple[III, Seen],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its rate the daemon sends the TUI a sample; the header says how many it left
+    out, and every failure still shows."""
+    import iii_cli.tui.app as tui
+
+    monkeypatch.setattr(tui, "SAMPLE_PER_S", 5)
+
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        for i in range(200):
+            worker[0].trigger({"function_id": "orders::create", "payload": {"n": i},
+                               "action": {"type": "void"}})
+        call(worker[0], "orders::broken", {"qty": 1})
+        await until(pilot, lambda: "left out)" in header(app), "the sample in the header")
+        await until(pilot, lambda: any("orders::broken" in r for r in log_rows(app)),
+                    "the failure, never left out")
+        assert len([r for r in log_rows(app) if "orders::create" in r]) < 200
+
+    run(daemon, scenario)

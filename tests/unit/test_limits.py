@@ -188,16 +188,16 @@ def test_events_leave_the_core_as_effects_once_someone_watches(core: Core) -> No
     core.connect(9)
     core.router.handle(9, p.decode(b'{"type":"watch","replay":0}'), core.now)
     out = core.router.expire(core.now + 2.0)  # the first firing still runs
-    [skipped] = [m.event for c, m in out if isinstance(m, Emit)]
+    [skipped] = [m.as_dict() for c, m in out if isinstance(m, Emit)]
     assert skipped["event"] == "trigger.skipped" and skipped["reason"] == "still_running"
     assert skipped is core.router.events[-1]
     out = core.router.handle(2, p.decode(b'{"type":"registerfunction","id":"job"}'),
                              core.now)
-    [refused] = [m.event for c, m in out if isinstance(m, Emit)]
+    [refused] = [m.as_dict() for c, m in out if isinstance(m, Emit)]
     assert refused["event"] == "registration.refused" and refused["id"] == "job"
     out = core.router.handle(1, p.decode(
         b'{"type":"invokefunction","function_id":"engine::workers::register",'
         b'"data":{"name":"w"}}'), core.now)
-    assert [m.event["event"] for c, m in out if isinstance(m, Emit)] == ["worker.joined"]
+    assert [m.as_dict()["event"] for c, m in out if isinstance(m, Emit)] == ["worker.joined"]
     out = core.router.disconnect(1)
-    assert "worker.left" in [m.event["event"] for c, m in out if isinstance(m, Emit)]
+    assert "worker.left" in [m.as_dict()["event"] for c, m in out if isinstance(m, Emit)]

@@ -33,11 +33,11 @@ def core() -> Core:
 def watch(core: Core, conn_id: int = 3, **message: Any) -> list[dict[str, Any]]:
     out = core.router.handle(conn_id, p.decode(json.dumps({"type": "watch", **message})),
                              core.now)
-    return [m.event for c, m in out if isinstance(m, Emit) and m.to == conn_id]
+    return [m.as_dict() for c, m in out if isinstance(m, Emit) and m.to == conn_id]
 
 
 def emitted(out: list[tuple[int, Any]]) -> list[dict[str, Any]]:
-    return [m.event for _, m in out if isinstance(m, Emit)]
+    return [m.as_dict() for _, m in out if isinstance(m, Emit)]
 
 
 def call_and_answer(core: Core, function_id: str, data: Any, **answer: Any) -> None:
@@ -166,6 +166,7 @@ def test_a_watcher_that_does_not_read_misses_events_and_is_told(
             [sent] = [m for m in worker.messages()[-1:] if m["type"] == "invokefunction"]
             hub.receive(worker.conn_id, [json.dumps(result(sent["invocation_id"],
                                                            result=i)).encode()])
+            hub._fan_out_live()  # what the loop does once the turn's answers are out
             hub._flush_watchers()  # what its timer does every WATCH_FLUSH_S
 
         for i in range(100):
@@ -193,3 +194,74 @@ def test_registrations_are_events(core: Core) -> None:
     assert ("registration", "trigger", "t") in kinds
     [trigger] = [e for e in core.router.events if e.get("what") == "trigger"]
     assert trigger["owner"] == core.hello[2]["worker_id"] and trigger["status"] == "active"
+
+
+def test_callers_are_answered_before_watchers_hear_and_no_event_comes_twice() -> None:
+    """A turn's live events go out to watchers after the turn's answers were written
+    (the loop runs the fan-out next); a watcher that subscribes in between has the
+    event in its replay and does not get it again live."""
+    loop = asyncio.new_event_loop()
+    try:
+        hub = Hub(Router(), loop, write_limit=10**9)
+        worker, caller, early, late = FakeLink(), FakeLink(), FakeLink(), FakeLink()
+        for link in (worker, caller, early, late):
+            hub.attach(link, "unix")
+        hub.receive(worker.conn_id, [b'{"type":"registerfunction","id":"f"}'])
+        hub.receive(early.conn_id, [b'{"type":"watch","replay":0}'])
+        hub.receive(caller.conn_id, [call("c1", "f")])
+        [sent] = [m for m in worker.messages() if m["type"] == "invokefunction"]
+        hub.receive(worker.conn_id, [json.dumps(result(sent["invocation_id"],
+                                                       result=1)).encode()])
+        assert [m["type"] for m in caller.messages()] == ["workerregistered",
+                                                          "invocationresult"]
+        hub.receive(late.conn_id, [b'{"type":"watch","replay":10}'])
+        hub._fan_out_live()
+        hub._flush_watchers()
+        finished = [[m for m in link.messages() if m.get("event") == "invocation.finished"]
+                    for link in (early, late)]
+        assert [len(f) for f in finished] == [1, 1]
+        assert finished[0] == finished[1]  # the same event: live for one, replayed
+    finally:
+        loop.close()
+
+
+def test_a_watcher_with_max_rate_gets_a_sample_every_failure_and_a_count() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        hub = Hub(Router(), loop, write_limit=10**9)
+        worker, caller, sampled, whole = FakeLink(), FakeLink(), FakeLink(), FakeLink()
+        for link in (worker, caller, sampled, whole):
+            hub.attach(link, "unix")
+        hub.receive(worker.conn_id, [b'{"type":"registerfunction","id":"f"}'])
+        hub.receive(sampled.conn_id, [b'{"type":"watch","replay":0,'
+                                      b'"filter":{"max_rate":10}}'])
+        hub.receive(whole.conn_id, [b'{"type":"watch","replay":0}'])
+        for i in range(100):
+            hub.receive(caller.conn_id, [call(f"c{i}", "f")])
+            [sent] = [m for m in worker.messages()[-1:] if m["type"] == "invokefunction"]
+            answer = (result(sent["invocation_id"], result=i) if i % 10
+                      else result(sent["invocation_id"], error={"code": "x", "message": "y"}))
+            hub.receive(worker.conn_id, [json.dumps(answer).encode()])
+        hub._fan_out_live()
+        hub._flush_watchers()
+
+        def finished(link: FakeLink) -> list[dict[str, Any]]:
+            return [m for m in link.messages() if m.get("event") == "invocation.finished"]
+
+        assert len(finished(whole)) == 100  # no cap: everything
+        got = finished(sampled)
+        errors = [e for e in got if e["status"] == "error"]
+        assert len(errors) == 10  # every failure
+        assert len(got) - len(errors) <= 10  # a second's worth of the rest
+        [marker] = [m for m in sampled.messages() if m.get("event") == "sampled"]
+        assert marker["skipped"] == 100 - len(got)
+        assert not [m for m in whole.messages() if m.get("event") == "sampled"]
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("max_rate", [0, -1, 1.5, True, "10"])
+def test_a_bad_max_rate_is_refused(core: Core, max_rate: Any) -> None:
+    out = core.send(3, {"type": "watch", "filter": {"max_rate": max_rate}})
+    [(_, error)] = out
+    assert error["type"] == "error" and "max_rate" in error["message"]
