@@ -10,7 +10,6 @@ import sys
 from enum import StrEnum
 from typing import Annotated, Any
 
-import msgspec
 import typer
 
 from iii_cli import exit_codes as ec
@@ -41,7 +40,7 @@ def watch(
 ) -> None:
     """Follow invocations, trigger firings, workers and queue retries as they happen."""
     from iii_sdk.errors import ConnectionFailed
-    from iii_sdk.watching import WatchRefused
+    from iii_sdk.watching import WatchRefused, watch_lines
     from iii_sdk.watching import watch as follow
 
     target = where(socket, url)
@@ -55,25 +54,29 @@ def watch(
 
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     out = sys.stdout
-    encode = msgspec.json.encode
     flush_due = [False]
 
     def flush() -> None:
         flush_due[0] = False
         out.flush()
 
+    def written() -> None:
+        if not flush_due[0]:  # once the events that came together are written
+            flush_due[0] = True
+            asyncio.get_running_loop().call_soon(flush)
+
     async def run() -> None:
-        loop = asyncio.get_running_loop()
+        if chosen is WatchFormat.jsonl:  # as they come: no decoding, no encoding again
+            raw = out.buffer
+            async for event_line in watch_lines(target, wanted, replay):
+                if b'"event":"watching"' not in event_line[:64]:
+                    raw.write(event_line + b"\n")
+                    written()
+            return
         async for event in follow(target, wanted, replay):
-            if event.get("event") == "watching":
-                continue
-            if chosen is WatchFormat.jsonl:
-                out.write(encode(event).decode() + "\n")
-            else:  # cut to the terminal's width; piped, whole lines
+            if event.get("event") != "watching":  # cut to the terminal's width
                 out.write(line(event, colour, width) + "\n")
-            if not flush_due[0]:  # once the events that came together are written
-                flush_due[0] = True
-                loop.call_soon(flush)
+                written()
 
     try:
         asyncio.run(run())
