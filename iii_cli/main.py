@@ -1,4 +1,5 @@
-"""The ``iii`` entry point: ``trigger`` takes the fast path, everything else typer."""
+"""The ``iii`` entry point: ``trigger`` and the ``state`` / ``stream`` shortcuts take
+the fast path, everything else typer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ def main() -> None:
         from iii_cli.trigger_fast import main as trigger
 
         sys.exit(trigger(argv[1:]))
+    if argv[:1] in (["state"], ["stream"]) and "_III_COMPLETE" not in os.environ:
+        from iii_cli.value_shortcuts import fast
+
+        code = fast(argv)
+        if code is not None:
+            sys.exit(code)
     from iii_cli.app import run
 
     run()

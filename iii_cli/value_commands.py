@@ -1,19 +1,16 @@
-"""``iii state …`` and ``iii stream …``: shortcuts for ``iii trigger state::… / stream::…``.
-
-Each builds the payload from its arguments and runs ``iii trigger`` with it, so output,
-errors and exit codes are exactly the ones ``iii trigger`` gives.
-"""
+"""``iii state …`` and ``iii stream …`` for typer: help, completion, and what the fast
+path leaves to it (``iii_cli/value_shortcuts.py`` runs them all)."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from iii_cli import exit_codes as ec
 from iii_cli.common import fail
-from iii_cli.trigger_fast import UsageError, read_json
+from iii_cli.trigger_fast import UsageError
+from iii_cli.value_shortcuts import SHORTCUTS, run
 
 state_app = typer.Typer(help="Read and change state values (shortcuts for iii trigger "
                              "state::…).", no_args_is_help=True)
@@ -38,120 +35,98 @@ Url = Annotated[str | None, typer.Option("--url", metavar="URL",
                                          help="ws://HOST:PORT or unix://PATH.")]
 
 
-def _value(text: str) -> Any:
-    """A value argument: ``-`` (stdin), ``@file``, JSON, else the text as a string."""
+def _run(group: str, command: str, positionals: list[str], output: str | None,
+         socket: str | None, url: str | None, **own: str | None) -> None:
+    options = {"--output": output, "--socket": socket, "--url": url,
+               **{f"--{name}": text for name, text in own.items()}}
     try:
-        if text == "-" or text.startswith("@"):
-            return read_json(text, "VALUE")
+        code = run(SHORTCUTS[(group, command)], positionals, options)
     except UsageError as exc:
         fail(ec.USAGE, str(exc))
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _trigger(function_id: str, payload: dict[str, Any], output: str | None,
-             socket: str | None, url: str | None) -> None:
-    """``iii trigger function_id --json payload`` with the shared options."""
-    from iii_cli.trigger_fast import main
-
-    argv = [function_id, "--json", json.dumps(payload)]
-    for flag, value in (("-o", output), ("--socket", socket), ("--url", url)):
-        if value is not None:
-            argv += [flag, value]
-    raise typer.Exit(main(argv))
+    raise typer.Exit(code)
 
 
 @state_app.command("get")
 def state_get(scope: Scope, key: Key, output: Output = None, socket: Socket = None,
               url: Url = None) -> None:
     """The value at SCOPE/KEY (null when there is none)."""
-    _trigger("state::get", {"scope": scope, "key": key}, output, socket, url)
+    _run("state", "get", [scope, key], output, socket, url)
 
 
 @state_app.command("set")
 def state_set(scope: Scope, key: Key, value: Value, output: Output = None,
               socket: Socket = None, url: Url = None) -> None:
     """Set SCOPE/KEY to VALUE: prints {old_value, new_value}."""
-    _trigger("state::set", {"scope": scope, "key": key, "value": _value(value)}, output,
-             socket, url)
+    _run("state", "set", [scope, key, value], output, socket, url)
 
 
 @state_app.command("update")
 def state_update(scope: Scope, key: Key, ops: Ops, output: Output = None,
                  socket: Socket = None, url: Url = None) -> None:
     """Apply update OPS to SCOPE/KEY atomically: prints {old_value, new_value, errors?}."""
-    _trigger("state::update", {"scope": scope, "key": key, "ops": _value(ops)}, output,
-             socket, url)
+    _run("state", "update", [scope, key, ops], output, socket, url)
 
 
 @state_app.command("delete")
 def state_delete(scope: Scope, key: Key, output: Output = None, socket: Socket = None,
                  url: Url = None) -> None:
     """Remove SCOPE/KEY: prints {old_value}."""
-    _trigger("state::delete", {"scope": scope, "key": key}, output, socket, url)
+    _run("state", "delete", [scope, key], output, socket, url)
 
 
 @state_app.command("list")
 def state_list(scope: Scope, output: Output = None, socket: Socket = None,
                url: Url = None) -> None:
     """Every value in SCOPE, a JSON list."""
-    _trigger("state::list", {"scope": scope}, output, socket, url)
+    _run("state", "list", [scope], output, socket, url)
 
 
 @state_app.command("groups")
 def state_groups(output: Output = None, socket: Socket = None, url: Url = None) -> None:
     """The scopes that hold values: prints {groups}."""
-    _trigger("state::list_groups", {}, output, socket, url)
-
-
-def _item(stream: str, group: str, item: str) -> dict[str, Any]:
-    return {"stream_name": stream, "group_id": group, "item_id": item}
+    _run("state", "groups", [], output, socket, url)
 
 
 @stream_app.command("get")
 def stream_get(stream: Stream, group: Group, item: Item, output: Output = None,
                socket: Socket = None, url: Url = None) -> None:
     """The item STREAM/GROUP/ITEM (null when there is none)."""
-    _trigger("stream::get", _item(stream, group, item), output, socket, url)
+    _run("stream", "get", [stream, group, item], output, socket, url)
 
 
 @stream_app.command("set")
 def stream_set(stream: Stream, group: Group, item: Item, value: Value,
                output: Output = None, socket: Socket = None, url: Url = None) -> None:
     """Set STREAM/GROUP/ITEM to VALUE: prints {old_value, new_value}."""
-    _trigger("stream::set", {**_item(stream, group, item), "data": _value(value)}, output,
-             socket, url)
+    _run("stream", "set", [stream, group, item, value], output, socket, url)
 
 
 @stream_app.command("update")
 def stream_update(stream: Stream, group: Group, item: Item, ops: Ops, output: Output = None,
                   socket: Socket = None, url: Url = None) -> None:
     """Apply update OPS to STREAM/GROUP/ITEM atomically."""
-    _trigger("stream::update", {**_item(stream, group, item), "ops": _value(ops)}, output,
-             socket, url)
+    _run("stream", "update", [stream, group, item, ops], output, socket, url)
 
 
 @stream_app.command("delete")
 def stream_delete(stream: Stream, group: Group, item: Item, output: Output = None,
                   socket: Socket = None, url: Url = None) -> None:
     """Remove STREAM/GROUP/ITEM: prints {old_value}."""
-    _trigger("stream::delete", _item(stream, group, item), output, socket, url)
+    _run("stream", "delete", [stream, group, item], output, socket, url)
 
 
 @stream_app.command("list")
 def stream_list(stream: Stream, group: Group, output: Output = None, socket: Socket = None,
                 url: Url = None) -> None:
     """Every item of STREAM/GROUP, a JSON list."""
-    _trigger("stream::list", {"stream_name": stream, "group_id": group}, output, socket, url)
+    _run("stream", "list", [stream, group], output, socket, url)
 
 
 @stream_app.command("groups")
 def stream_groups(stream: Stream, output: Output = None, socket: Socket = None,
                   url: Url = None) -> None:
     """The groups of STREAM that hold items, a JSON list."""
-    _trigger("stream::list_groups", {"stream_name": stream}, output, socket, url)
+    _run("stream", "groups", [stream], output, socket, url)
 
 
 @stream_app.command("send")
@@ -163,8 +138,4 @@ def stream_send(stream: Stream, group: Group,
                     "--id", help="The item (or subscriber) it is about.")] = None,
                 output: Output = None, socket: Socket = None, url: Url = None) -> None:
     """Send an event of TYPE with VALUE to STREAM/GROUP's triggers (not stored)."""
-    payload = {"stream_name": stream, "group_id": group, "type": event_type,
-               "data": _value(value)}
-    if item is not None:
-        payload["id"] = item
-    _trigger("stream::send", payload, output, socket, url)
+    _run("stream", "send", [stream, group, event_type, value], output, socket, url, id=item)

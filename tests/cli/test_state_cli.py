@@ -4,9 +4,11 @@ output and exit codes, against a real daemon."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
-from tests.helpers import DaemonProcess, run_iii
+from tests.helpers import REPO, DaemonProcess, child_env, run_iii
 
 
 def iii(daemon: DaemonProcess, *args: str, stdin: str | None = None) -> Any:
@@ -60,3 +62,32 @@ def test_errors_exit_as_iii_trigger_does(daemon: DaemonProcess) -> None:
     daemon.stop()
     gone = run_iii(daemon.tmp, "state", "get", "s", "k")
     assert gone.returncode == 3 and "Traceback" not in gone.stderr
+
+
+def test_the_shortcuts_take_the_fast_path(daemon: DaemonProcess) -> None:
+    """Typed in loops like iii trigger: no typer, no asyncio, no daemon imported."""
+    argv = ["iii", "stream", "send", "todo", "g", "typing", '{"a": 1}', "--id=t1", "-o", "json"]
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))\n"
+        f"sys.argv = {argv!r}\n"
+        "from iii_cli.main import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(daemon.tmp), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    loaded = {name.split(".")[0] for name in json.loads(proc.stderr)}
+    assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "websockets"}
+
+
+def test_help_and_mistakes_go_to_typer(daemon: DaemonProcess) -> None:
+    helped = run_iii(daemon.tmp, "state", "set", "--help")
+    assert helped.returncode == 0 and "VALUE" in helped.stdout
+    few = run_iii(daemon.tmp, "state", "get", "only-scope")
+    assert few.returncode == 2 and "Missing argument" in few.stderr
+    unknown = run_iii(daemon.tmp, "stream", "get", "s", "g", "i", "--frobnicate")
+    assert unknown.returncode == 2 and "No such option" in unknown.stderr
+    # A value that starts with a dash goes after --, as with typer.
+    assert iii(daemon, "state", "set", "s", "neg", "--", "-5")["new_value"] == -5
+    assert iii(daemon, "state", "get", "s", "neg", "--socket", str(daemon.socket_path)) == -5
