@@ -163,7 +163,12 @@ def run_builtin(services: Services, builtin: BuiltinFunction, ctx: CallContext,
                             message=f"{type(exc).__name__}: {exc}")
     out = ctx.out
     if isinstance(result, Later):
-        result.start(answer, out)
+        try:
+            result.start(answer, out)
+        except Exception as exc:  # a daemon bug: the caller still hears of it
+            log.exception("engine function %s failed", builtin.id)
+            answer(None, p.ErrorBody(code=ErrorCode.INVOCATION_FAILED,
+                                     message=f"{type(exc).__name__}: {exc}"), out)
         return
     if isinstance(result, AfterWrites):  # it read a change still on its way to disk
         compute = result.compute

@@ -13,6 +13,7 @@ behind the backend's back).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon import kept_values
@@ -22,12 +23,12 @@ from iii_daemon.kept_values import Space
 from iii_daemon.unsettled import MISSING
 from iii_daemon.update_ops import apply_ops, parse_ops
 from iii_daemon.writes import DropStreamItem, PutStreamItem
+from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     from iii_daemon.builtin import Answer, Services
     from iii_daemon.effects import Output
-    from iii_sdk import protocol as p
 
 Scope = tuple[str, str]
 
@@ -84,7 +85,7 @@ def _fire_now(services: Services, payload: dict[str, Any], out: Output) -> None:
 
 
 def _forward(services: Services, function_id: str, data: Any,
-             fired: Any = None) -> Later:
+             fired: Callable[[Any], dict[str, Any]] | None = None) -> Later:
     """Have ``function_id`` (a worker's backend) answer; on success ``fired(result)``
     is the ``stream`` event to fire, if any."""
 
@@ -183,7 +184,12 @@ def _update_through(services: Services, get: str, put: str, scope: Scope, item: 
                 next_turn(services, key, out)
                 return
             old = MISSING if found is None else found
-            new, errors = apply_ops(old, ops)
+            try:
+                new, errors = apply_ops(old, ops)
+            except CallError as exc:  # nested too deeply: nothing is written
+                answer(None, p.ErrorBody(code=exc.code, message=exc.message), out)
+                next_turn(services, key, out)
+                return
 
             def kept(result: Any, error: p.ErrorBody | None, out: Output) -> None:
                 if error is None:

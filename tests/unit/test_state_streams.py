@@ -230,3 +230,33 @@ def test_a_worker_may_serve_update_itself(core: Core) -> None:
     back = answer_call(core, out, {"old_value": None, "new_value": {"mine": True}})
     assert [m["result"] for c, m in back if c == 2] == [{"old_value": None,
                                                          "new_value": {"mine": True}}]
+
+
+def test_an_update_through_a_backend_that_cannot_apply_frees_the_item(
+        core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever goes wrong between the get and the set, the caller hears and the next
+    update of the item goes."""
+    from iii_daemon import stream_functions
+    from iii_daemon.errors import CallError
+
+    def too_deep(value: Any, ops: Any) -> Any:
+        raise CallError("bad_request", "the value is nested too deeply to update")
+
+    monkeypatch.setattr(stream_functions, "apply_ops", too_deep)
+    backend(core, "get", "set")
+    first = core.call(2, "stream::update", item(ops=[]), invocation_id="u1")
+    second = core.call(2, "stream::update", item(ops=[]), invocation_id="u2")
+    assert [m for c, m in second if c == 1] == []  # waits its turn
+    out = answer_call(core, first, {"deep": "value"})
+    [failed] = [m for c, m in out if c == 2]
+    assert (failed["invocation_id"], failed["error"]["code"]) == ("u1", "bad_request")
+    assert [m["function_id"] for c, m in out if c == 1] == ["stream::get(todo)"]  # u2 goes
+
+
+def test_a_daemon_bug_in_a_later_answer_still_answers(core: Core) -> None:
+    import dataclasses
+
+    backend(core, "get")
+    core.router.services = dataclasses.replace(core.router.services, call=None)
+    error = call(core, "stream::get", **item())
+    assert error["code"] == "invocation_failed"
