@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from textual import events
 from textual.app import App, ComposeResult
 
 from iii_cli.tui.log_view import LogView, widths
 
 
 class Host(App[None]):
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 5) -> None:
         super().__init__()
+        self.limit = limit
         self.selected: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
-        yield LogView(5, id="log")
+        yield LogView(self.limit, id="log")
 
     def on_log_view_selected(self, message: LogView.Selected) -> None:
         self.selected.append(message.event)
@@ -74,3 +76,23 @@ def test_columns_fit_the_width() -> None:
         assert 14 <= columns[3] <= 28
         assert used <= max(width, 65)  # the fixed columns and a 14-wide function
     assert widths(200)[3] == 28
+
+
+def test_a_click_selects_a_row_and_a_double_click_opens_it() -> None:
+    async def scenario() -> None:
+        app = Host(limit=100)
+        async with app.run_test(size=(80, 6)) as pilot:
+            log = app.query_one(LogView)
+            log.add_rows(rows(3))
+            await pilot.click(LogView, offset=(2, 1))  # the first row, under the header
+            assert log.cursor_row == 0
+            await pilot.click(LogView, offset=(2, 2), times=2)
+            await pilot.pause()
+            assert log.cursor_row == 1 and app.selected == [{"seq": 1}]
+            log.add_rows(rows(20, start=3))  # more than fit: the wheel scrolls
+            await pilot.press("home")
+            log.post_message(events.MouseScrollDown(log, 1, 1, 0, 0, 0, False, False, False))
+            await pilot.pause()
+            assert log.top == 3 and log.cursor_row == 3  # the cursor stays in view
+
+    asyncio.run(scenario())
