@@ -8,14 +8,19 @@ its previews, is the larger part of what an event costs, and most are never read
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from iii_sdk import protocol as p
 
 if TYPE_CHECKING:
     from iii_daemon.invocations import Invocation
+
+log = logging.getLogger(__name__)
 
 #: How much of a payload or result an ``invocation.finished`` event shows.
 PREVIEW_BYTES = 512
@@ -46,9 +51,45 @@ def error_of(error: Any) -> dict[str, Any] | None:
     return {"code": error.get("code"), "message": error.get("message")}
 
 
+_FRAME_HEAD = b'{"type":"event",'
+
+
+def frame(event: dict[str, Any]) -> bytes:
+    """An event as a watcher's ``event`` frame (a line); one that cannot be encoded is
+    logged and becomes nothing."""
+    try:
+        return _FRAME_HEAD + msgspec.json.encode(event)[1:] + b"\n"
+    except (TypeError, msgspec.EncodeError):
+        log.exception("cannot encode a %s event; dropped", event.get("event"))
+        return b""
+
+
+class _Succeeded(msgspec.Struct):
+    """The frame of a call that succeeded, with nothing extra: the same keys, in the same
+    order, as its dict (most events are these; encoding it makes no dict)."""
+
+    seq: int
+    event: str
+    time: float
+    function_id: str
+    invocation_id: str
+    worker_id: str | None
+    source: str
+    action: str
+    status: str
+    duration_ms: float
+    error: None
+    payload: str
+    result: str | None
+
+
+_encode_succeeded = msgspec.json.Encoder().encode
+
+
 @dataclass(slots=True, eq=False)
 class Finished:
-    """An ``invocation.finished`` event, not yet made into a dict."""
+    """An ``invocation.finished`` event, not yet made into a dict. Watchers read the
+    keys they filter on (``event``, ``seq``, ``function_id``, ``error``) without one."""
 
     seq: int
     wall: float
@@ -63,6 +104,32 @@ class Finished:
         if self.made is None:
             self.made = self._make()
         return self.made
+
+    def __getitem__(self, key: str) -> Any:
+        return "invocation.finished" if key == "event" else self.event()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "event":
+            return "invocation.finished"
+        if key == "seq":
+            return self.seq
+        if key == "function_id":
+            return self.inv.function_id
+        if key == "error":
+            return error_of(self.error)
+        return self.event().get(key, default)
+
+    def frame(self) -> bytes:
+        """Its watcher frame: straight from the parts when the call succeeded with
+        nothing extra (no dict made), else from the dict."""
+        inv = self.inv
+        if self.error is not None or inv.tags or self.made is not None:
+            return frame(self.event())
+        wire = _Succeeded(self.seq, "invocation.finished", round(self.wall, 3),
+                          inv.function_id, inv.id, inv.worker_id, inv.source, inv.action,
+                          "ok", round(self.duration_ms, 3), None, preview(inv.payload),
+                          None if self.result is None else preview(self.result))
+        return _FRAME_HEAD + _encode_succeeded(wire)[1:] + b"\n"
 
     def _make(self) -> dict[str, Any]:
         inv, error = self.inv, self.error

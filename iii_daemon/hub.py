@@ -42,9 +42,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import msgspec
-
 from iii_daemon.effects import EVENTS, Close, Emit, HttpReply, Output, Persist
+from iii_daemon.event_log import frame as frame_of
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
 from iii_daemon.watchers import failed
@@ -110,15 +109,6 @@ class Link(Protocol):
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
-
-
-def _event_frame(event: dict[str, Any]) -> bytes:
-    """An ``event`` frame; one that cannot be encoded is logged and becomes nothing."""
-    try:
-        return b'{"type":"event",' + msgspec.json.encode(event)[1:] + b"\n"
-    except (TypeError, msgspec.EncodeError):
-        log.exception("cannot encode a %s event; dropped", event.get("event"))
-        return b""
 
 
 class Hub:
@@ -407,7 +397,8 @@ class Hub:
         holds once per turn, not once per event."""
         self._live_handle = None
         live, self._live = self._live, []
-        events = [emit.as_dict() for emit in live]
+        # Dicts, or Finished (its frame made without one): see event_log.
+        events: list[Any] = [emit.event for emit in live]
         frames: list[bytes | None] = [None] * len(events)
         now = time.monotonic()
         for conn_id, watcher in self.router.watchers.items():
@@ -435,7 +426,8 @@ class Hub:
                     continue
                 frame = frames[index]
                 if frame is None:
-                    frame = frames[index] = _event_frame(event)
+                    frame = frames[index] = (frame_of(event) if type(event) is dict
+                                             else event.frame())
                 if not frame:
                     continue
                 if buf is None:
@@ -461,7 +453,7 @@ class Hub:
         if watcher.missed:
             buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
             watcher.missed = 0
-        buf += _event_frame(emit.as_dict())
+        buf += frame_of(emit.as_dict())
 
     def _flush_watchers(self) -> None:
         self._watch_timer = None

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iii_daemon.effects import Emit
 from iii_daemon.event_log import PREVIEW_BYTES
@@ -265,3 +267,26 @@ def test_a_bad_max_rate_is_refused(core: Core, max_rate: Any) -> None:
     out = core.send(3, {"type": "watch", "filter": {"max_rate": max_rate}})
     [(_, error)] = out
     assert error["type"] == "error" and "max_rate" in error["message"]
+
+
+@given(payload=st.binary(max_size=600), result=st.none() | st.binary(max_size=600),
+       duration=st.floats(0, 1e6), wall=st.floats(1e9, 2e9),
+       worker=st.none() | st.text(max_size=5))
+def test_a_success_frame_made_without_a_dict_is_the_dict_s_frame(
+        payload: bytes, result: bytes | None, duration: float, wall: float,
+        worker: str | None) -> None:
+    """The fast frame of a plain success (no dict made) says exactly what the dict says."""
+    from msgspec import Raw
+
+    from iii_daemon.event_log import Finished, frame, head
+    from iii_daemon.invocations import Invocation
+
+    def finished() -> Finished:
+        inv = Invocation(id="i1", function_id="f::g", worker=1, caller=None,
+                         caller_invocation_id=None, started=0.0, timeout_ms=1, deadline=1.0,
+                         source="sdk", action="void", worker_id=worker, payload=head(payload))
+        return Finished(7, wall, inv, None if result is None else Raw(result), None, duration)
+
+    fast = finished().frame()
+    assert fast == frame(finished().event())
+    assert json.loads(fast)["event"] == "invocation.finished"
