@@ -4,7 +4,6 @@ events until Ctrl-C (exit 130). Pretty lines on a terminal, JSON lines when pipe
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
 from enum import StrEnum
@@ -39,6 +38,8 @@ def watch(
     url: UrlOption = None,
 ) -> None:
     """Follow invocations, trigger firings, workers and queue retries as they happen."""
+    import asyncio  # here, not at the top: every other command would pay ~30 ms for it
+
     from iii_sdk.errors import ConnectionFailed
     from iii_sdk.watching import WatchRefused, watch_lines
     from iii_sdk.watching import watch as follow
