@@ -70,15 +70,13 @@ app.command("watch")(watch_command.watch)
 
 
 @app.command("tui")
-def tui(socket: SocketOption = None) -> None:
+def tui(socket: SocketOption = None, url: UrlOption = None) -> None:
     """The dashboard: functions with their rates, the live log, triggers, workers and
     queues; `?` lists the keys."""
-    from iii_cli.common import socket_of
-
-    path = str(socket_of(socket))
+    target = where(socket, url)
     from iii_cli.tui.app import IIIApp  # textual loads only here
 
-    IIIApp(path).run()
+    IIIApp(target).run()
 
 
 

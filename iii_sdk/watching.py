@@ -16,9 +16,10 @@ to take.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -117,54 +118,97 @@ async def _unix_frames(path: str, request: dict[str, Any]) -> AsyncIterator[byte
         writer.close()
 
 
-async def _ws_frames(url: str, request: dict[str, Any],
-                     headers: dict[str, str] | None) -> AsyncIterator[bytes]:
+async def _open_ws(url: str, headers: dict[str, str] | None) -> Any:
+    """A WebSocket to ``url`` (the daemon's listener, with $III_TOKEN if set).
+
+    Raises:
+        ConnectionFailed: nothing answers there, or it refused the handshake.
+    """
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+    from websockets.exceptions import InvalidHandshake
 
     try:
-        ws = await connect(url, additional_headers=with_token(headers), compression=None,
-                           max_size=LINE_LIMIT)
+        return await connect(url, additional_headers=with_token(headers), compression=None,
+                             max_size=LINE_LIMIT)
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise ConnectionFailed(f"cannot connect to {url}: {exc}") from None
-    try:
-        await ws.send(json.dumps(request))
+
+
+async def _ws_lines(ws: Any) -> AsyncIterator[bytes]:
+    """The frames a WebSocket receives, as bytes, until it closes."""
+    from websockets.exceptions import ConnectionClosed
+
+    with contextlib.suppress(ConnectionClosed):
         async for message in ws:
             yield message.encode() if isinstance(message, str) else message
-    except ConnectionClosed:
-        pass
+
+
+async def _unix_lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while line := await reader.readline():
+        yield line
+
+
+async def _ws_frames(url: str, request: dict[str, Any],
+                     headers: dict[str, str] | None) -> AsyncIterator[bytes]:
+    ws = await _open_ws(url, headers)
+    try:
+        await ws.send(json.dumps(request))
+        async for frame in _ws_lines(ws):
+            yield frame
     finally:
         await ws.close()
     raise ConnectionFailed(f"{url} closed the connection")
 
 
 class Calls:
-    """Calls of daemon (or any) functions over one Unix-socket connection, for a client
-    that is not a worker (the TUI): ``await calls.call("engine::status")``.
+    """Calls of daemon (or any) functions over one connection, for a client that is not
+    a worker (the TUI): ``await calls.call("engine::status")``. ``address`` is a socket
+    path (or ``unix://``) or a ``ws://`` URL.
 
     Raises (from :meth:`open` and :meth:`call`):
         ConnectionFailed: the daemon cannot be reached, or the connection dropped.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._writer: asyncio.StreamWriter | None = None
+    def __init__(self, address: str, headers: dict[str, str] | None = None) -> None:
+        self.path = address
+        self._headers = headers
+        #: Sends one frame (bytes); None while not connected.
+        self._writer: Callable[[bytes], Any] | None = None
+        self._closer: Callable[[], Any] | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = 0
 
     async def open(self) -> None:
-        reader, self._writer = await _open_unix(self.path)
-        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+        loop = asyncio.get_running_loop()
+        if self.path.startswith(("ws://", "wss://")):
+            ws = await _open_ws(self.path, self._headers)
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+            def send(frame: bytes) -> None:
+                task = loop.create_task(ws.send(frame.decode()))
+                # A send that fails (the link dropped) is the reader's news to tell.
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+            self._writer, self._closer = send, ws.close
+            self._reader_task = loop.create_task(self._read(_ws_lines(ws)))
+            return
+        path = socket_path_from_url(self.path)
+        if path is None:
+            raise ConnectionFailed(f"unsupported address {self.path!r}")
+        reader, writer = await _open_unix(os.fspath(path))
+        self._writer, self._closer = writer.write, writer.close
+        self._reader_task = loop.create_task(self._read(_unix_lines(reader)))
+
+    async def _read(self, lines: AsyncIterator[bytes]) -> None:
         try:
-            while line := await reader.readline():
+            async for line in lines:
                 answer = msgspec.json.decode(line)
+                if not isinstance(answer, dict):
+                    continue
                 waiter = self._waiting.pop(str(answer.get("invocation_id")), None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(answer)
-        except (OSError, ValueError, msgspec.DecodeError):
+        except (OSError, ValueError, msgspec.DecodeError, ConnectionFailed):
             pass
         finally:
             for waiter in self._waiting.values():
@@ -192,10 +236,9 @@ class Calls:
         invocation_id = f"tui-{self._ids}"
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[invocation_id] = waiter
-        self._writer.write(json.dumps({"type": "invokefunction", "function_id": function_id,
-                                       "invocation_id": invocation_id, "data": data,
-                                       "timeout_ms": int(timeout_s * 1000)}).encode()
-                           + b"\n")
+        self._writer(json.dumps({"type": "invokefunction", "function_id": function_id,
+                                 "invocation_id": invocation_id, "data": data,
+                                 "timeout_ms": int(timeout_s * 1000)}).encode() + b"\n")
         try:
             answer = await asyncio.wait_for(waiter, timeout_s + 1)
         except TimeoutError:
@@ -209,7 +252,12 @@ class Calls:
         return answer.get("result")
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._closer is not None:
+            result = self._closer()
+            if asyncio.iscoroutine(result):
+                with contextlib.suppress(Exception):  # closing what is gone already
+                    await result
+            self._closer = None
+        self._writer = None
         if self._reader_task is not None:
             self._reader_task.cancel()

@@ -309,3 +309,31 @@ def test_a_flood_shows_a_sample_and_says_so(daemon: DaemonProcess, worker: tuple
         assert len([r for r in log_rows(app) if "orders::create" in r]) < 200
 
     run(daemon, scenario)
+
+
+def test_the_tui_over_websocket(short_tmp: Path) -> None:
+    """``iii tui --url ws://...``: the same dashboard over the daemon's WebSocket."""
+    from tests.helpers import free_port
+
+    port = free_port()
+    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    worker = register_worker(str(daemon.socket_path))
+    try:
+        worker.register_function("orders::create", lambda data: {"id": 1})
+        worker.ping()
+        app = IIIApp(f"ws://127.0.0.1:{port}")
+
+        async def main() -> None:
+            async with app.run_test(size=(100, 30)) as pilot:
+                await until(pilot, lambda: app.state == "connected", "the connection")
+                call(worker, "orders::create", {"over": "ws"})
+                await until(pilot, lambda: any("orders::create" in r for r in log_rows(app)),
+                            "the call in the log")
+                functions = app.query_one("#functions")
+                await until(pilot, lambda: functions.row_count >= 1, "the functions table")
+                assert "ws://127.0.0.1" in header(app)
+
+        asyncio.run(main())
+    finally:
+        worker.shutdown()
+        daemon.stop()
