@@ -158,17 +158,13 @@ def run_builtin(services: Services, builtin: BuiltinFunction, ctx: CallContext,
     except CallError as exc:
         error = p.ErrorBody(code=exc.code, message=exc.message)
     except Exception as exc:  # a daemon bug must not take the daemon down
-        log.exception("engine function %s failed", builtin.id)
-        error = p.ErrorBody(code=ErrorCode.INVOCATION_FAILED,
-                            message=f"{type(exc).__name__}: {exc}")
+        error = _bug(builtin, exc)
     out = ctx.out
     if isinstance(result, Later):
         try:
             result.start(answer, out)
         except Exception as exc:  # a daemon bug: the caller still hears of it
-            log.exception("engine function %s failed", builtin.id)
-            answer(None, p.ErrorBody(code=ErrorCode.INVOCATION_FAILED,
-                                     message=f"{type(exc).__name__}: {exc}"), out)
+            answer(None, _bug(builtin, exc), out)
         return
     if isinstance(result, AfterWrites):  # it read a change still on its way to disk
         compute = result.compute
@@ -196,6 +192,12 @@ def run_builtin(services: Services, builtin: BuiltinFunction, ctx: CallContext,
             answer(None, p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=failure), out)
 
     out.append((EVENTS, Persist(tuple(ctx.writes), landed)))
+
+
+def _bug(builtin: BuiltinFunction, exc: Exception) -> p.ErrorBody:
+    """A daemon function failed where it should not: logged, and the caller's error."""
+    log.exception("engine function %s failed", builtin.id)
+    return p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=f"{type(exc).__name__}: {exc}")
 
 
 def in_turn(services: Services, key: Any, run: Callable[[Output], None],

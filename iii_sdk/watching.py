@@ -104,15 +104,8 @@ async def _unix_frames(path: str, request: dict[str, Any]) -> AsyncIterator[byte
     try:
         writer.write(json.dumps(request).encode() + b"\n")
         await writer.drain()
-        rest = b""
-        # A read at a time, many lines each: events come in bursts.
-        while chunk := await reader.read(1 << 16):
-            *lines, rest = (rest + chunk).split(b"\n")
-            for line in lines:
-                yield line
-            if len(rest) > LINE_LIMIT:
-                raise ConnectionFailed(f"the daemon at {path} sent a line over "
-                                       f"{LINE_LIMIT} bytes")
+        async for line in _unix_lines(reader, path):
+            yield line
         raise ConnectionFailed(f"the daemon at {path} closed the connection")
     finally:
         writer.close()
@@ -143,9 +136,21 @@ async def _ws_lines(ws: Any) -> AsyncIterator[bytes]:
             yield message.encode() if isinstance(message, str) else message
 
 
-async def _unix_lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
-    while line := await reader.readline():
-        yield line
+async def _unix_lines(reader: asyncio.StreamReader, path: str) -> AsyncIterator[bytes]:
+    """The lines the daemon sends, until it closes.
+
+    Raises:
+        ConnectionFailed: a line over LINE_LIMIT bytes.
+    """
+    rest = b""
+    # A read at a time, many lines each: events come in bursts.
+    while chunk := await reader.read(1 << 16):
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            yield line
+        if len(rest) > LINE_LIMIT:
+            raise ConnectionFailed(f"the daemon at {path} sent a line over "
+                                   f"{LINE_LIMIT} bytes")
 
 
 async def _ws_frames(url: str, request: dict[str, Any],
@@ -197,7 +202,7 @@ class Calls:
             raise ConnectionFailed(f"unsupported address {self.path!r}")
         reader, writer = await _open_unix(os.fspath(path))
         self._writer, self._closer = writer.write, writer.close
-        self._reader_task = loop.create_task(self._read(_unix_lines(reader)))
+        self._reader_task = loop.create_task(self._read(_unix_lines(reader, self.path)))
 
     async def _read(self, lines: AsyncIterator[bytes]) -> None:
         try:
