@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from iii_daemon.builtin import AfterWrites, CallContext
-from iii_daemon.unsettled import MISSING
+from iii_daemon.unsettled import MISSING, or_none
 from iii_daemon.update_ops import apply_ops, parse_ops
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def read(space: Space[S], scope: S, key: str) -> Any:
 
     def value() -> Any:
         found = table.get(scope, key)
-        return None if found is MISSING else found
+        return or_none(found)
 
     return AfterWrites(value) if (scope, key) in table.unsettled else value()
 
@@ -81,9 +81,11 @@ def update(space: Space[S], ctx: CallContext, scope: S, key: str,
     return old, new, errors
 
 
-def update_result(old: Any, new: Any, errors: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{old_value, new_value, errors?}``: errors only when an op failed."""
-    result = {"old_value": None if old is MISSING else old, "new_value": new}
+def change_result(old: Any, new: Any,
+                  errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What a set or an update answers: ``{old_value, new_value, errors?}``, errors only
+    when an op failed."""
+    result = {"old_value": or_none(old), "new_value": new}
     if errors:
         result["errors"] = errors
     return result

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon import kept_values
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.kept_values import Space
-from iii_daemon.unsettled import MISSING
+from iii_daemon.unsettled import MISSING, or_none
 from iii_daemon.writes import DropState, PutState
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ def _fire(services: Services, ctx: CallContext, scope: str, key: str, old: Any,
                   "state:created" if old is MISSING else "state:updated")
     kept_values.fire_when_kept(services, ctx, "state", {
         "type": "state", "event_type": event_type, "scope": scope, "key": key,
-        "old_value": None if old is MISSING else old,
-        "new_value": None if new is MISSING else new})
+        "old_value": or_none(old),
+        "new_value": or_none(new)})
 
 
 def state_get(services: Services, ctx: CallContext) -> Any:
@@ -43,7 +43,7 @@ def state_set(services: Services, ctx: CallContext) -> Any:
     value = ctx.data.get("value")
     old = kept_values.change(_space(services), ctx, scope, key, value)
     _fire(services, ctx, scope, key, old, value)
-    return {"old_value": None if old is MISSING else old, "new_value": value}
+    return kept_values.change_result(old, value)
 
 
 def state_delete(services: Services, ctx: CallContext) -> Any:
@@ -60,7 +60,7 @@ def state_update(services: Services, ctx: CallContext) -> Any:
     old, new, errors = kept_values.update(_space(services), ctx, scope, key,
                                           ctx.data.get("ops"))
     _fire(services, ctx, scope, key, old, new)
-    return kept_values.update_result(old, new, errors)
+    return kept_values.change_result(old, new, errors)
 
 
 def state_list(services: Services, ctx: CallContext) -> Any:

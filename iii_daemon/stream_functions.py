@@ -20,7 +20,7 @@ from iii_daemon import kept_values
 from iii_daemon.builtin import BuiltinFunction, CallContext, Later, field, in_turn, next_turn
 from iii_daemon.errors import CallError
 from iii_daemon.kept_values import Space
-from iii_daemon.unsettled import MISSING
+from iii_daemon.unsettled import MISSING, or_none
 from iii_daemon.update_ops import apply_ops, parse_ops
 from iii_daemon.writes import DropStreamItem, PutStreamItem
 from iii_sdk import protocol as p
@@ -73,7 +73,7 @@ def event(wall: float, scope: Scope, item: str | None, kind: str, data: Any,
 
 def _change_event(wall: float, scope: Scope, item: str, old: Any, new: Any) -> dict[str, Any]:
     """The event of a change (``MISSING``: no value)."""
-    old_value = None if old is MISSING else old
+    old_value = or_none(old)
     if new is MISSING:
         return event(wall, scope, item, "delete", old_value, old_value, None)
     kind = "create" if old is MISSING else "update"
@@ -139,9 +139,8 @@ def _write(services: Services, ctx: CallContext, op: str, new: Any) -> Any:
     old = kept_values.change(_space(services), ctx, scope, item, new)
     kept_values.fire_when_kept(services, ctx, "stream",
                                _change_event(wall, scope, item, old, new))
-    old_value = None if old is MISSING else old
-    return {"old_value": old_value} if new is MISSING else {"old_value": old_value,
-                                                            "new_value": new}
+    return {"old_value": or_none(old)} if new is MISSING else \
+        kept_values.change_result(old, new)
 
 
 def stream_update(services: Services, ctx: CallContext) -> Any:
@@ -153,7 +152,7 @@ def stream_update(services: Services, ctx: CallContext) -> Any:
     if backend is not None:
         def fired(result: Any) -> dict[str, Any]:
             old, new = _result_values(result)
-            return _change_event(wall, scope, item, old, None if new is MISSING else new)
+            return _change_event(wall, scope, item, old, or_none(new))
 
         return _forward(services, backend, ctx.data, fired)
     get, put = _backend(services, "get", name), _backend(services, "set", name)
@@ -162,7 +161,7 @@ def stream_update(services: Services, ctx: CallContext) -> Any:
     old, new, errors = kept_values.update(_space(services), ctx, scope, item, ops)
     kept_values.fire_when_kept(services, ctx, "stream",
                                _change_event(wall, scope, item, old, new))
-    return kept_values.update_result(old, new, errors)
+    return kept_values.change_result(old, new, errors)
 
 
 def _update_through(services: Services, get: str, put: str, scope: Scope, item: str,
@@ -194,7 +193,7 @@ def _update_through(services: Services, get: str, put: str, scope: Scope, item: 
             def kept(result: Any, error: p.ErrorBody | None, out: Output) -> None:
                 if error is None:
                     _fire_now(services, _change_event(wall, scope, item, old, new), out)
-                    answer(kept_values.update_result(old, new, errors), None, out)
+                    answer(kept_values.change_result(old, new, errors), None, out)
                 else:
                     answer(None, error, out)
                 next_turn(services, key, out)

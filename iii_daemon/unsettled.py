@@ -23,6 +23,11 @@ K = TypeVar("K", bound=Hashable)
 MISSING: Final = object()
 
 
+def or_none(value: Any) -> Any:
+    """``value``, or None for ``MISSING`` (what callers and events are told)."""
+    return None if value is MISSING else value
+
+
 @dataclass(slots=True, eq=False)
 class Change:
     value: Any
