@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,27 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {"none": [], "watched": []}
-    with tempfile.TemporaryDirectory(prefix="iii-wb-", dir="/tmp") as tmp:
+
+    def attach(sock: Path, env: dict[str, str]) -> Callable[[], None]:
+        attached = watchers(sock, env)
+
+        def stop() -> None:
+            for proc in attached:
+                proc.terminate()
+                proc.wait(10)
+        return stop
+
+    report(alternate("iii-wb-", args.rounds, args.calls, "watched", attach), "watchers.json")
+
+
+def alternate(prefix: str, rounds: int, count: int, name: str,
+              attach: Callable[[Path, dict[str, str]], Callable[[], None]]
+              ) -> dict[str, list[dict[str, float]]]:
+    """A daemon and bench_worker.py; then ``rounds`` times sync and void calls with
+    nothing attached (``none``), and with what ``attach(sock, env)`` starts (``name``;
+    it returns how to stop it)."""
+    runs: dict[str, list[dict[str, float]]] = {"none": [], name: []}
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as tmp:
         daemon, sock, env = start_daemon(Path(tmp))
         worker = None
         try:
@@ -65,35 +85,40 @@ def main() -> None:
                                        str(sock)], stdout=subprocess.PIPE, text=True,
                                       env=env)
             assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-            for _ in range(args.rounds):
-                for name in ("none", "watched"):
-                    attached = watchers(sock, env) if name == "watched" else []
+            for _ in range(rounds):
+                for kind in runs:
+                    stop = attach(sock, env) if kind == name else None
                     try:
-                        figures = calls(sock, args.calls, env)
-                        runs[name].append({key: figures[key] for key in
+                        figures = calls(sock, count, env)
+                        runs[kind].append({key: figures[key] for key in
                                            ("sync_calls_per_s", "void_calls_per_s")})
                     finally:
-                        for proc in attached:
-                            proc.terminate()
-                            proc.wait(10)
+                        if stop is not None:
+                            stop()
         finally:
             if worker is not None:
                 worker.terminate()
                 worker.wait(10)
             daemon.terminate()
             daemon.wait(10)
+    return runs
+
+
+def report(runs: dict[str, list[dict[str, float]]], file_name: str, **extra: Any) -> None:
+    """Print the medians of two kinds of rounds (first: the baseline) side by side with
+    their ratio, and write every round to benchmarks/results/FILE_NAME."""
     medians: dict[str, dict[str, Any]] = {
         name: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
         for name, rounds in runs.items()}
-    print(f"{'figure':36} {'none':>10} {'watched':>10} {'ratio':>7}")
+    base, other = list(runs)
+    print(f"{'figure':36} {base:>10} {other:>10} {'ratio':>7}")
     for key, label in (("sync_calls_per_s", "sync calls/s, 1 in flight"),
                        ("void_calls_per_s", "void calls/s, pipelined")):
-        none, watched = medians["none"][key], medians["watched"][key]
+        none, watched = medians[base][key], medians[other][key]
         print(f"{label:36} {none:10.0f} {watched:10.0f} {watched / none:6.2f}x")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "watchers.json").write_text(json.dumps(
-        {"rounds": runs, "median": medians}, indent=2))
-
+    (HERE / "results" / file_name).write_text(json.dumps(
+        {**extra, "rounds": runs, "median": medians}, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -92,6 +92,7 @@ class ListKind(StrEnum):
     triggers = "triggers"
     trigger_types = "trigger-types"
     queues = "queues"
+    observers = "observers"
 
 
 class Shell(StrEnum):
@@ -208,6 +209,10 @@ LIST_KINDS = {
                       [("id", "TYPE"), ("provider_name", "PROVIDER"),
                        ("triggers", "TRIGGERS"), ("description", "DESCRIPTION")]),
     "queues": ("engine::queues::list", "queues", QUEUE_COLUMNS),
+    "observers": ("engine::observers::list", "observers",
+                  [("id", "ID"), ("function_id", "FUNCTION"), ("target", "TARGET"),
+                   ("on", "ON"), ("state", "STATE"), ("fires", "FIRES"),
+                   ("worker", "OWNER"), ("filters", "FILTERS")]),
 }
 
 

@@ -1,7 +1,7 @@
 """How an event reads as one line: what ``iii watch`` prints and the TUI's log shows.
 
 ``time  STATUS  DURATION  FUNCTION  SOURCE  detail``: the status says the kind (ok and
-error for invocations, run, fire, skip, join, left, retry, dead, missed), the duration
+error for invocations, run, fire, skip, join, left, retry, dead, missed, obs), the duration
 is right-aligned in ms, colour only where wanted; every value from the daemon is escaped
 for the terminal.
 """
@@ -17,7 +17,8 @@ from iii_cli.style import printable
 _STATUS = {"invocation.started": "run", "trigger.fired": "fire", "trigger.skipped": "skip",
            "registration": "reg",
            "worker.joined": "join", "worker.left": "left", "registration.refused": "refused",
-           "queue.retry": "retry", "queue.dead_letter": "dead", "missed": "missed"}
+           "queue.retry": "retry", "queue.dead_letter": "dead", "missed": "missed",
+           "observer.changed": "obs", "observer.skipped": "skip"}
 _COLOURS = {"ok": "32", "error": "31", "skip": "33", "retry": "33", "dead": "31",
             "refused": "31", "missed": "35", "fire": "36", "run": "2"}
 
@@ -35,8 +36,12 @@ def detail_of(event: dict[str, Any]) -> str:
     error = event.get("error")
     if isinstance(error, dict):
         return f"{error.get('code')}: {error.get('message')}"
-    if kind == "trigger.skipped":
+    if kind in ("trigger.skipped", "observer.skipped"):
         return str(event.get("reason"))
+    if kind == "observer.changed":
+        reason = event.get("reason")
+        why = f" ({reason.get('code')})" if isinstance(reason, dict) else ""
+        return f"{event.get('id')} -> {event.get('target')}: {event.get('state')}{why}"
     if kind in ("trigger.fired",):
         return f"{event.get('trigger_type')} {event.get('trigger_id')}"
     if kind in ("worker.joined", "worker.left"):

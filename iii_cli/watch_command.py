@@ -27,7 +27,7 @@ def watch(
         metavar="[GLOB]", help="Only events of matching functions, e.g. 'orders::*'.")] = None,
     errors: Annotated[bool, typer.Option("--errors", help="Only failures.")] = False,
     kind: Annotated[list[str] | None, typer.Option(
-        "--kind", metavar="K", help="Only these kinds (repeatable): invocation, "
+        "--kind", metavar="K", help="Only these kinds (repeatable): invocation, observer, "
                                     "invocation.finished, trigger, worker, queue, ...")] = None,
     replay: Annotated[int, typer.Option(
         "--replay", min=0, help="Recent events to show first.")] = 20,

@@ -93,6 +93,8 @@ class Services:
     #: Call a function the daemon's way (for :class:`Later` outcomes):
     #: ``call(function_id, data, then, out)``, ``then(result, error, out)`` once.
     call: Callable[[str, Any, Answer, Output], None] | None = None
+    #: Observers as ``engine::observers::list`` rows (``rows(function_id or None)``).
+    observers: Callable[[str | None], list[dict[str, Any]]] = lambda _function_id: []
     #: Work waiting for its turn, per key (see :func:`in_turn`).
     turns: dict[Any, collections.deque[Callable[[Output], None]]] = dataclass_field(
         default_factory=dict)

@@ -180,6 +180,13 @@ def list_events(services: Services, ctx: CallContext) -> Any:
     return {"events": events[-limit:]}
 
 
+def list_observers(services: Services, ctx: CallContext) -> Any:
+    """Every observer with its state and fires (``{function_id?}``: of that source)."""
+    function_id = field(ctx.data, "function_id", str, optional=True) \
+        if ctx.data is not None else None
+    return {"observers": services.observers(function_id)}
+
+
 def function_stats(services: Services, ctx: CallContext) -> Any:
     """Calls, errors, p50/p95/p99 and the last minute's rate of each function called
     through the daemon (``{function?}``: one function)."""
@@ -212,6 +219,8 @@ _ENGINE = (
                     "lists every trigger with its owner and status", list_registered_triggers),
     BuiltinFunction("engine::events::list", "recent events {limit?, event?, after?}",
                     list_events),
+    BuiltinFunction("engine::observers::list", "lists the observers with state and fires "
+                                               "{function_id?}", list_observers),
     BuiltinFunction("engine::functions::stats", "calls, errors, p50/p95/p99 and rate per "
                                                 "function {function?}", function_stats),
 )

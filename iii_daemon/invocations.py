@@ -37,6 +37,8 @@ class Invocation:
     worker_id: str = ""
     payload: bytes = b""
     tags: dict[str, Any] | None = None
+    #: What observers need of the call (an ``observers.Observed``), when it has any.
+    observed: Any = None
 
 
 class InvocationTable:

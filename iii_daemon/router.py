@@ -33,6 +33,7 @@ from iii_daemon.errors import TriggerError
 from iii_daemon.event_log import EventLog, Finished, error_of, head, preview
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
+from iii_daemon.observers import Observed, Observers, caller_of, depth_of
 from iii_daemon.queues import Queues
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.state_table import StateTable
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 RESERVED_PREFIX = "engine::"
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
+#: What ``workerregistered`` tells the SDKs this daemon supports. Not
+#: ``local-dispatch.v1``: every call is routed here, and the SDKs must keep sending them.
+FEATURES = ["observe.v1"]
 
 
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
@@ -98,6 +102,8 @@ class Router:
         self.triggers = TriggerManager(self)
         #: Durable queues (config ``[queues.NAME]`` tables by name).
         self.queues = Queues(self, queues, call_timeout_ms)
+        #: Observers (observe.v1): calls of their source functions call their targets.
+        self.observers = Observers(self)
         #: False: queue deliveries go out with whatever made them possible. True: the
         #: driver paces them (:meth:`pump_queues` while ``queues.dirty``), so that a
         #: draining queue yields to calls routed meanwhile.
@@ -122,7 +128,8 @@ class Router:
                                  record=self.record, clock=lambda: self.clock,
                                  queues=self.queues, channels=channels,
                                  stats=self.stats, watching=self.watchers.__len__,
-                                 call=self._call_for_builtin)
+                                 call=self._call_for_builtin,
+                                 observers=self.observers.rows)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -218,7 +225,8 @@ class Router:
         )
         self.registry.add_connection(conn)
         return [(conn_id, p.WorkerRegistered(worker_id=conn.worker_id,
-                                             reattach_token=conn.reattach_token))]
+                                             reattach_token=conn.reattach_token,
+                                             features=FEATURES))]
 
     def disconnect(self, conn_id: int) -> Output:
         """The connection is gone: drop what it owned and stop what it served."""
@@ -248,6 +256,9 @@ class Router:
                 if worker is not None:
                     worker.serving.discard(invocation_id)
         self.triggers.connection_closed(conn_id, out)
+        self.observers.connection_closed(conn_id, out)
+        if conn.functions:
+            self.observers.targets_changed(conn.functions, out)
         self._pump_now(out)
         return out
 
@@ -303,8 +314,8 @@ class Router:
     # --- time ---------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        due = [d for d in (self.invocations.next_deadline(), self.triggers.next_due())
-               if d is not None]
+        due = [d for d in (self.invocations.next_deadline(), self.triggers.next_due(),
+                           self.observers.next_expiry()) if d is not None]
         queued = self.queues.next_due()  # wall time: delayed messages and retries
         if queued is not None:
             due.append(queued - self._wall_offset)
@@ -316,6 +327,7 @@ class Router:
         out: Output = []
         self._now = now
         self.triggers.fire_due(self.clock, out)
+        self.observers.expire(now, out)
         if self.paced_queues:  # due retries and delays; the driver delivers them
             self.queues.release_due()
         else:
@@ -380,6 +392,7 @@ class Router:
                 self.queues.function_added(function_id)
                 self.record("registration", out, what="function", id=function_id,
                             function_id=function_id, worker_id=conn.worker_id)
+                self.observers.targets_changed((function_id,), out)
                 return
             owner = self.registry.connections[existing.owner].worker_id
         message = (f"function '{function_id}' is reserved by the daemon" if owner is None
@@ -391,7 +404,8 @@ class Router:
 
     def _on_unregister_function(self, conn: Connection, msg: p.UnregisterFunction,
                                 now: float, out: Output) -> None:
-        self.registry.remove_function(conn, msg.id)
+        if self.registry.remove_function(conn, msg.id):
+            self.observers.targets_changed((msg.id,), out)
 
     def _on_register_action_type(self, conn: Connection, msg: p.RegisterActionType,
                                  now: float, out: Output) -> None:
@@ -480,6 +494,11 @@ class Router:
             worker_id=worker.worker_id,
             payload=head(msg.data),
             tags=tags,
+            observed=None if entry.id not in self.observers.by_source else Observed(
+                input=msg.data, metadata=msg.metadata,
+                caller=None if conn is None else caller_of(conn, msg.caller),
+                depth=depth_of(msg.observe_depth), source=source,
+                started_wall=now + self._wall_offset),
         ), in_order=default)
         worker.serving.add(inv_id)
         if self._watching_starts:
@@ -491,6 +510,10 @@ class Router:
         out.append((entry.owner, p.InvokeFunction(
             function_id=entry.id, data=msg.data, invocation_id=inv_id,
             metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,
+            # observe_depth travels on, so the calls the handler makes carry it back
+            observe_depth=None if msg.observe_depth is None
+            else depth_of(msg.observe_depth) or None,
+            activation=msg.activation,
         )))
         if void and caller_id is not None and conn is not None:
             out.append((conn.id, p.InvocationResult(invocation_id=caller_id,
@@ -518,19 +541,43 @@ class Router:
                     result=NULL if error is not None else p.to_raw(result), error=error,
                 )))
 
-        self._run_builtin(conn, builtin, msg.data, out, answer)
+        self._run_builtin(conn, builtin, msg.data, out,
+                          answer if builtin.id not in self.observers.by_source
+                          else self._observed_builtin(conn, msg, builtin.id, answer))
+
+    def _observed_builtin(self, conn: Connection, msg: p.InvokeFunction, function_id: str,
+                          answer: Answer) -> Answer:
+        """``answer``, also handing the call to the observers of daemon function
+        ``function_id`` (``state::set``, ``enqueue``, ...) once it is answered."""
+        observed = Observed(input=msg.data, metadata=msg.metadata,
+                            caller=caller_of(conn, msg.caller),
+                            depth=depth_of(msg.observe_depth),
+                            source="sdk" if conn.is_worker else "cli",
+                            started_wall=self.clock.wall)
+        started, invocation_id = self._now, self.invocations.new_id()
+
+        def observed_answer(result: Any, error: p.ErrorBody | None, out: Output) -> None:
+            answer(result, error, out)
+            self.observers.finished(function_id, invocation_id, observed,
+                                    None if error is not None else p.to_raw(result), error,
+                                    (self._now - started) * 1000.0, out)
+
+        return observed_answer
 
     def call_internal(self, function_id: str, data: Raw, then: Continuation, clock: Clock,
                       out: Output, timeout_ms: int | None = None, source: str = "daemon",
-                      tags: dict[str, Any] | None = None) -> None:
+                      tags: dict[str, Any] | None = None,
+                      message: p.InvokeFunction | None = None) -> None:
         """A call the daemon makes itself (trigger targets, conditions, deliveries);
         ``then`` gets ``(result, error, out)`` once, whatever happens: answer, error,
         timeout, the worker leaving, or no such function. ``source`` and ``tags`` go
-        into its ``invocation.finished`` event."""
+        into its ``invocation.finished`` event; ``message``, when given, is the call as
+        the worker gets it (with metadata, activation, observe_depth)."""
         entry = self.registry.functions.get(function_id)
         if entry is not None:
-            message = p.InvokeFunction(function_id=function_id, data=data,
-                                       timeout_ms=timeout_ms)
+            if message is None:
+                message = p.InvokeFunction(function_id=function_id, data=data,
+                                           timeout_ms=timeout_ms)
             self._route(None, message, entry, False, clock.now, out, then, source, tags)
             return
         builtin = self.builtins.get(function_id)
@@ -544,6 +591,16 @@ class Router:
                     duration_ms=0.0, error=error_of(missing),
                     payload=preview(data), result=None, **(tags or {}))
         then(None, missing, out)
+
+    def activate(self, target: str, observer_id: str, activation_id: str, payload: Any,
+                 metadata: Raw, depth: int, then: Continuation, out: Output) -> None:
+        """An observer's activation: a call of its target, answered like any call."""
+        data = p.to_raw(payload)
+        message = p.InvokeFunction(
+            function_id=target, data=data, metadata=metadata, observe_depth=depth,
+            activation={"observer_id": observer_id, "activation_id": activation_id})
+        self.call_internal(target, data, then, self.clock, out,
+                           source=f"observe:{observer_id}", message=message)
 
     def _call_for_builtin(self, function_id: str, data: Any, then: Answer,
                           out: Output) -> None:
@@ -641,6 +698,10 @@ class Router:
         self.events.append(finished)
         if self.watchers:  # made into a dict by whoever sends it (the driver, later)
             out.append((EVENTS, Emit(finished)))
+        if inv.observed is not None:
+            self.observers.finished(inv.function_id, inv.id, inv.observed, result,
+                                    None if error is None else p.error_body(error),
+                                    duration_ms, out)
 
     def _answer(self, inv: Invocation, result: Any, error: Any, out: Output,
                 source: p.InvocationResult | None = None) -> None:
@@ -677,6 +738,7 @@ class Router:
             return
         if not hmac.compare_digest(previous.reattach_token, msg.reattach_token):
             return
+        self.observers.reattached(previous.id, conn)
         out.extend(self.disconnect(previous.id))
         out.append((previous.id, Close("replaced by a reattaching connection")))
 
@@ -720,6 +782,15 @@ class Router:
     def _on_trigger_result(self, conn: Connection, msg: p.TriggerRegistrationResult,
                            now: float, out: Output) -> None:
         self.triggers.provider_answered(conn.id, msg, out)
+
+    # --- observers ------------------------------------------------------------------------
+
+    def _on_observe(self, conn: Connection, msg: p.Observe, now: float, out: Output) -> None:
+        self.observers.observe(conn, msg, p.encode(msg), out)
+
+    def _on_unobserve(self, conn: Connection, msg: p.Unobserve, now: float,
+                      out: Output) -> None:
+        self.observers.unobserve(conn, msg.id, out)
 
     # --- watching -------------------------------------------------------------------------
 
@@ -765,4 +836,6 @@ _HANDLERS: dict[type, _Handler] = {
     p.UnregisterTriggerType: Router._on_unregister_trigger_type,
     p.TriggerRegistrationResult: Router._on_trigger_result,
     p.Watch: Router._on_watch,
+    p.Observe: Router._on_observe,
+    p.Unobserve: Router._on_unobserve,
 }

@@ -24,10 +24,13 @@ if TYPE_CHECKING:
         FrameTooLarge,
         IIIError,
         InvocationError,
+        ObserveRejection,
         ProtocolError,
         RegistrationRefused,
     )
     from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
+    from iii_sdk.invocation_context import InvocationContext
+    from iii_sdk.observing import ObserverHandle
     from iii_sdk.options import InitOptions, ReconnectionConfig, TriggerConfig
     from iii_sdk.worker import III, connect, register_worker
 
@@ -41,6 +44,9 @@ _WHERE = {
     "FrameTooLarge": "iii_sdk.errors",
     "IIIError": "iii_sdk.errors",
     "InvocationError": "iii_sdk.errors",
+    "ObserveRejection": "iii_sdk.errors",
+    "ObserverHandle": "iii_sdk.observing",
+    "InvocationContext": "iii_sdk.invocation_context",
     "ProtocolError": "iii_sdk.errors",
     "RegistrationRefused": "iii_sdk.errors",
     "III": "iii_sdk.worker",
@@ -61,7 +67,10 @@ __all__ = [
     "FunctionRef",
     "IIIError",
     "InitOptions",
+    "InvocationContext",
     "InvocationError",
+    "ObserveRejection",
+    "ObserverHandle",
     "ProtocolError",
     "ReconnectionConfig",
     "RegistrationRefused",

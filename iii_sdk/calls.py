@@ -21,6 +21,7 @@ from iii_sdk import protocol as p
 from iii_sdk.actions import action_to_wire
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import InvocationError
+from iii_sdk.invocation_context import outgoing
 from iii_sdk.protocol import NULL
 from iii_sdk.session import Link, Session
 
@@ -91,6 +92,7 @@ class Calls:
         invocation_id = None
         if not void:
             invocation_id = f"{self._id_prefix}{next(self._seq):012x}"
+        caller, depth = outgoing()  # from inside a handler: who calls, observe hops
         message = p.InvokeFunction(
             function_id=function_id,
             data=p.to_raw(request.get("payload")),
@@ -98,6 +100,8 @@ class Calls:
             action=action,
             timeout_ms=explicit_timeout,
             metadata=NULL if metadata is None else p.to_raw(metadata),
+            caller=caller,
+            observe_depth=depth,
         )
         return message, explicit_timeout or self._session.options.invocation_timeout_ms
 

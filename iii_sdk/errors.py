@@ -7,6 +7,7 @@ Tree::
     │   └── FrameTooLarge    a frame over the size limit
     ├── InvocationError      a call failed: carries the wire error's code, message, stacktrace
     ├── RegistrationRefused  the daemon refused a function, trigger or type registration
+    ├── ObserveRejection     an observer turned ``error`` or ``disposed`` before ``active``
     ├── ConnectionFailed     the daemon could not be reached
     └── ConfigError          the config file cannot be used (iii_sdk.config)
 """
@@ -64,3 +65,18 @@ class RegistrationRefused(IIIError):
         self.code = code
         self.message = message
         self.registration_id = registration_id
+
+
+class ObserveRejection(IIIError):
+    """An observer the daemon refused (``INVALID_ARGS``, ``INVALID_FILTER``,
+    ``FORBIDDEN``) or that was disposed before it became active.
+
+    Raised by ``ready()`` of the handle that ``observe()`` returned."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

@@ -21,6 +21,7 @@ from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import InvocationError
 from iii_sdk.handles import FunctionRef, TriggerTypeRef
+from iii_sdk.invocation_context import InvocationContext, enter, run_in
 from iii_sdk.options import TriggerConfig
 from iii_sdk.protocol import NULL
 from iii_sdk.session import Session
@@ -115,8 +116,15 @@ class Handlers:
             data = self._resolve(data)  # only payloads that may hold a channel ref
         metadata = None if message.metadata is NULL else p.from_raw(message.metadata)
         function_id = function.message.id
+        depth = message.observe_depth
+        context = InvocationContext(
+            function_id, invocation_id,
+            message.caller if isinstance(message.caller, dict) else None,
+            depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0
+            else 0, message.activation)
         self.run(function.call, (data, metadata), function.is_async,
-                 lambda result, exc: self._reply(function_id, invocation_id, result, exc))
+                 lambda result, exc: self._reply(function_id, invocation_id, result, exc),
+                 context)
 
     def provide(self, message: p.RegisterTrigger | p.UnregisterTrigger,
                 provided: ProvidedType | None, method: str) -> None:
@@ -142,13 +150,16 @@ class Handlers:
         self.run(callback, (config,), inspect.iscoroutinefunction(callback), done)
 
     def run(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool,
-            done: Callable[[Any, BaseException | None], None]) -> None:
+            done: Callable[[Any, BaseException | None], None],
+            context: InvocationContext | None = None) -> None:
         """Run user code off the loop's back: async as tracked tasks on the loop, sync
         in the thread pool; ``done(result, exc)`` is then called on the loop (not at
-        all if shutdown cancelled it first)."""
+        all if shutdown cancelled it first). ``context``: the invocation it runs in."""
         loop = self._session.loop
         if is_async:
             async def run() -> None:
+                if context is not None:
+                    enter(context)  # this task's own copy of the context
                 try:
                     result = await fn(*args)
                 except Exception as exc:
@@ -165,7 +176,9 @@ class Handlers:
                 exc = future.exception()
                 done(None if exc else future.result(), exc)
 
-        self._executor.submit(fn, *args).add_done_callback(
+        submitted = self._executor.submit(fn, *args) if context is None \
+            else self._executor.submit(run_in, context, fn, *args)
+        submitted.add_done_callback(
             lambda future: loop.call_soon_threadsafe(finished, future))
 
     def _reply(self, function_id: str, invocation_id: str | None, result: Any,

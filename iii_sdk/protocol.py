@@ -77,6 +77,13 @@ class InvokeFunction(Message, tag="invokefunction"):
     metadata: Raw = NULL
     traceparent: str | None = None
     baggage: str | None = None
+    #: Who the call is made from, as the calling SDK asserts it (``function_id``,
+    #: ``invocation_id``, ``parent``); untyped, read leniently (observe.v1).
+    caller: Any = None
+    #: Observe hops that led to this call; the daemon's loop guard reads it (observe.v1).
+    observe_depth: Any = None
+    #: On a call the daemon makes to an observer's target: ``{observer_id, activation_id}``.
+    activation: dict[str, Any] | None = None
 
 
 class InvocationResult(Message, tag="invocationresult"):
@@ -145,6 +152,40 @@ class Ping(Message, tag="ping"):
     pass
 
 
+class ObserveSource(Struct, omit_defaults=True, kw_only=True):
+    """``observe.source``: the observed function and what of its calls reaches the target."""
+
+    function_id: str
+    namespace: str | None = None
+    args: Any = None
+    filters: Any = None
+    capture: Any = None
+    on: Any = None
+    deliver: Any = None
+
+
+class ObserveTarget(Struct, omit_defaults=True, kw_only=True):
+    function_id: str
+    namespace: str | None = None
+
+
+class Observe(Message, tag="observe"):
+    """Create an observer owned by this connection, or replay one (same id): every
+    finished call of ``source.function_id`` that passes its filters calls ``target``."""
+
+    id: str
+    source: ObserveSource
+    target: ObserveTarget
+    metadata: Any = None
+    max_fires: Any = None
+    expires_in_ms: Any = None
+    max_in_flight: Any = None
+
+
+class Unobserve(Message, tag="unobserve"):
+    id: str
+
+
 class Reattach(Message, tag="reattach"):
     """First frame of a reconnecting worker: retire what its previous connection owns."""
 
@@ -158,6 +199,26 @@ class Reattach(Message, tag="reattach"):
 class WorkerRegistered(Message, tag="workerregistered"):
     worker_id: str
     reattach_token: str
+    #: What the daemon supports (``observe.v1``).
+    features: list[str] | None = None
+
+
+class ObserveResult(Message, tag="observeresult"):
+    """The answer to ``observe`` (and to its replays): the observer's state now."""
+
+    id: str
+    state: str
+    error: ErrorBody | None = None
+    warnings: list[str] | None = None
+
+
+class ObserverStateChanged(Message, tag="observerstatechanged"):
+    """An observer's state changed (to its owner): ``fires`` so far, ``reason`` why."""
+
+    id: str
+    state: str
+    reason: ErrorBody | None = None
+    fires: int = 0
 
 
 class RegistrationRejected(Message, tag="registrationrejected"):
@@ -204,7 +265,11 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a real Union object here
     Watch,
     Ping,
     Reattach,
+    Observe,
+    Unobserve,
     WorkerRegistered,
+    ObserveResult,
+    ObserverStateChanged,
     RegistrationRejected,
     Event,
     Error,

@@ -36,6 +36,8 @@ from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ConnectionFailed, InvocationError
 from iii_sdk.handlers import Handler, Handlers
 from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
+from iii_sdk.invocation_context import InvocationContext, current
+from iii_sdk.observing import ObserverHandle, Observing
 from iii_sdk.options import (
     DEFAULT_INVOCATION_TIMEOUT_MS,
     InitOptions,
@@ -67,6 +69,7 @@ class III:
         self._channel_base: str | None = None
         self._registrations = Registrations(self._session, self._calls)
         registrations = self._registrations
+        self._observing = Observing(self._session)
         #: What the SDK does with each message the daemon sends (others are ignored).
         self._dispatch: dict[type, Callable[[Any], None]] = {
             p.InvocationResult: self._calls.on_result,
@@ -83,6 +86,8 @@ class III:
                 "unregister_trigger"),
             p.TriggerRegistrationResult: registrations.on_trigger_verdict,
             p.Error: registrations.on_error,
+            p.ObserveResult: self._observing.on_result,
+            p.ObserverStateChanged: self._observing.on_changed,
         }
         #: Set by shutdown() (and by SIGTERM in run_forever()).
         self._stopped = threading.Event()
@@ -97,6 +102,7 @@ class III:
 
     def _on_connected(self, link: Link) -> None:
         self._registrations.replay(link)
+        self._observing.replay()  # after the functions: a target among them is served
         self._calls.send_outbox(link)
         if self._introduce:
             link.send(p.InvokeFunction(function_id="engine::workers::register",
@@ -152,6 +158,7 @@ class III:
         future.result(timeout=10)
         session.stop_thread()
         self._handlers.close()
+        self._observing.close()
 
     async def shutdown_async(self) -> None:
         await self._session.close_async()
@@ -236,6 +243,49 @@ class III:
         binding by calling ``cfg.function_id`` with :meth:`trigger`.
         """
         return self._registrations.add_trigger_type(type_id, description, provider)
+
+    # --- observers ----------------------------------------------------------------------
+
+    def observe(self, source: dict[str, Any], target: str | dict[str, Any],
+                options: dict[str, Any] | None = None) -> ObserverHandle:
+        """Observe a function: every call of ``source["function_id"]`` that passes
+        ``source["filters"]`` calls ``target``, a registered function (observe.v1, as
+        the official SDK's ``iii.observe``).
+
+        Returns at once, also before the connection is up; the observer is replayed with
+        the same id after every reconnect until disposed. A refusal (``INVALID_ARGS``,
+        ``INVALID_FILTER``, ``FORBIDDEN``) shows up as state ``error`` and makes
+        ``ready()`` raise :class:`~iii_sdk.errors.ObserveRejection`.
+
+        Args:
+            source: ``function_id``; ``filters`` (``{"input.amount": {"$gte": 500}}``);
+                ``on``: ``success`` (default), ``error`` or ``complete``; ``capture``:
+                what of the call the target gets (default input, output, caller);
+                ``deliver``: ``envelope`` (default), ``input`` or ``output``.
+            target: The function to call: its id, or ``{"function_id": ...}``. Until it
+                is registered the observer stays ``pending``.
+            options: ``id``, ``max_fires``, ``expires_in_ms``, ``max_in_flight``,
+                ``metadata`` (the metadata every activation carries).
+
+        Raises:
+            ValueError: ``source["function_id"]`` or ``target`` missing, or the id in use.
+            TypeError: source, target or options are not JSON.
+
+        Examples:
+            >>> iii.register_function("alerts::payment-failed", notify)
+            >>> failures = iii.observe(
+            ...     {"function_id": "payments::charge", "on": "error",
+            ...      "filters": {"input.amount": {"$gte": 500}}},
+            ...     "alerts::payment-failed", {"max_in_flight": 4})
+            >>> failures.ready()
+            >>> failures.dispose()
+        """
+        return self._observing.add(source, target, options)
+
+    def current_invocation(self) -> InvocationContext | None:
+        """The invocation the calling code runs in (function and invocation ids, caller,
+        observe_depth, activation), or None outside any handler."""
+        return current()
 
     # --- calls --------------------------------------------------------------------------
 

@@ -84,9 +84,12 @@ class DetailScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,enter", "dismiss", "Close")]
 
-    def __init__(self, event: dict[str, Any]) -> None:
+    def __init__(self, event: dict[str, Any],
+                 observers: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__()
         self.event = event
+        #: The observers of the event's function (``engine::observers::list`` rows).
+        self.observers = observers
 
     def compose(self) -> ComposeResult:
         e = self.event
@@ -104,6 +107,12 @@ class DetailScreen(ModalScreen[None]):
                 yield Static(pretty_json(json.dumps(e["error"])), id="error")
             if e.get("stacktrace"):
                 yield Static(Text(printable(str(e["stacktrace"]))), id="stack")
+            if self.observers:
+                yield Static("observed by", classes="title")
+                yield Static(Text(printable("\n".join(
+                    f"{o['id']} -> {o['target']}  on {o['on']}  {o['state']}  "
+                    f"{o['fires']} fires  {json.dumps(o['filters'])}"
+                    for o in self.observers))), id="observers")
 
 
 class PayloadScreen(ModalScreen[str | None]):
@@ -205,6 +214,8 @@ class IIIApp(App[None]):
         self.last_payload: dict[str, str] = {}
         self.state = "connecting"
         self.status: dict[str, Any] = {}
+        #: The observers, as last polled (engine::observers::list).
+        self.observers: list[dict[str, Any]] = []
         self.rate = 0.0
         #: Events the daemon left out of the sample lately, and when it last did.
         self.skipped = 0
@@ -237,7 +248,8 @@ class IIIApp(App[None]):
 
     def on_mount(self) -> None:
         self.widget("#functions", DataTable).add_columns(
-            "FUNCTION", "WORKER", "CALLS", "ERRORS", "P50 MS", "P95 MS", "LAST MINUTE")
+            "FUNCTION", "WORKER", "CALLS", "ERRORS", "P50 MS", "P95 MS", "LAST MINUTE",
+            "OBSERVERS")
         self.widget("#triggers-table", DataTable).add_columns(
             "ID", "TYPE", "FUNCTION", "STATUS", "CONFIG")
         self.widget("#workers-table", DataTable).add_columns(
@@ -302,6 +314,7 @@ class IIIApp(App[None]):
             workers = (await self.calls.call("engine::workers::list"))["workers"]
             triggers = (await self.calls.call("engine::registered-triggers::list"))["triggers"]
             queues = (await self.calls.call("engine::queues::list"))["queues"]
+            self.observers = (await self.calls.call("engine::observers::list"))["observers"]
         except (ConnectionFailed, IIIError, OSError, KeyError, TypeError):
             self.state = "reconnecting"
             await self.calls.close()
@@ -346,6 +359,7 @@ class IIIApp(App[None]):
                         workers: list[dict[str, Any]]) -> None:
         names = {w["id"]: w.get("name") or w["id"][:8] for w in workers}
         by_id = {row["function_id"]: row for row in stats}
+        observed = collections.Counter(o["function_id"] for o in self.observers)
         rows = []
         for f in functions:
             if f["function_id"].startswith("engine::") or f.get("worker_id") is None:
@@ -354,7 +368,8 @@ class IIIApp(App[None]):
             rows.append((f["function_id"], names.get(f["worker_id"], ""),
                          str(st.get("calls", 0)), str(st.get("errors", 0)),
                          _ms(st.get("p50_ms")), _ms(st.get("p95_ms")),
-                         sparkline(st.get("per_second") or [0] * 20)))
+                         sparkline(st.get("per_second") or [0] * 20),
+                         str(observed.get(f["function_id"], ""))))
         self._fill(self.widget("#functions", DataTable), rows)
 
     @staticmethod
@@ -462,7 +477,8 @@ class IIIApp(App[None]):
     def action_detail(self) -> None:
         event = self._selected_event()
         if event is not None:
-            self.push_screen(DetailScreen(event))
+            self.push_screen(DetailScreen(event, [
+                o for o in self.observers if o["function_id"] == event.get("function_id")]))
 
     def action_copy(self) -> None:
         event = self._selected_event()

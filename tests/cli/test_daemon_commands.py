@@ -131,7 +131,7 @@ def test_list_says_what_it_can_list(short_tmp: Path) -> None:
     proc = run_iii(short_tmp, "list", "bogus")
     assert proc.returncode == 2
     assert proc.stderr == ("iii: cannot list 'bogus': `iii list` lists functions, workers, "
-                           "actions, triggers, trigger-types, queues\n")
+                           "actions, triggers, trigger-types, queues, observers\n")
 
 
 def test_a_wrong_choice_is_told_what_is_allowed(short_tmp: Path) -> None:

@@ -27,3 +27,11 @@ def test_the_state_update_benchmark_runs() -> None:
                           cwd=REPO / "benchmarks")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "state::update, one hot key" in proc.stdout
+
+
+def test_the_observers_benchmark_runs() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "observers.py"),
+                           "--calls", "200", "--observers", "20", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sync calls/s, 1 in flight" in proc.stdout

@@ -173,6 +173,51 @@ def test_enter_opens_the_detail_and_y_copies_and_x_exports(
     run(daemon, scenario)
 
 
+def test_observers_show_in_the_functions_table_the_log_and_the_detail(
+        daemon: DaemonProcess, worker: tuple[III, Seen]) -> None:
+    w, seen = worker
+    w.observe({"function_id": "orders::broken", "on": "error"}, "orders::create",
+              {"id": "on-broken"}).ready(5)
+
+    def functions(app: IIIApp) -> dict[str, list[str]]:
+        table = app.query_one("#functions")
+        rows = [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)]
+                for i in range(table.row_count)]
+        return {r[0]: r for r in rows}
+
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        await until(pilot, lambda: functions(app).get("orders::broken", [""])[-1] == "1",
+                    "the observer count")
+        assert functions(app)["orders::create"][-1] == ""
+        call(w, "orders::broken", {"qty": 1})
+        await until(pilot, lambda: len(seen.calls) == 1, "the activation")
+        assert seen.calls[0]["observer_id"] == "on-broken"
+        log = app.query_one("#log")
+
+        def texts() -> list[str]:
+            return [" ".join(str(getattr(c, "plain", c)) for c in log.get_row_at(i))
+                    for i in range(log.row_count)]
+
+        await until(pilot, lambda: any("obs" in t and "on-broken -> orders::create: active"
+                                       in t for t in texts()), "the observer's event")
+        await until(pilot, lambda: any("orders::broken" in r for r in log_rows(app)),
+                    "the failure")
+        row = next(i for i in reversed(range(log.row_count))
+                   if "orders::broken" in str(log.get_row_at(i)) and "error" in
+                   str(log.get_row_at(i)))
+        await until(pilot, lambda: [o["fires"] for o in app.observers] == [1],
+                    "the next poll")
+        log.focus()
+        log.move_cursor(row=row)
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        shown = str(app.screen.query_one("#observers").render())
+        assert "on-broken -> orders::create" in shown and "1 fires" in shown
+        await pilot.press("escape")
+
+    run(daemon, scenario, size=(160, 48))
+
+
 def test_t_triggers_the_selected_function_and_a_runs_an_invocation_again(
         daemon: DaemonProcess, worker: tuple[III, Seen]) -> None:
     seen = worker[1]
