@@ -111,7 +111,8 @@ def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
         target = url.removeprefix("unix://") if url else \
             str(resolve_socket_path(params.get("socket")))
         with connect(target, COMPLETION_BUDGET_S) as conn:
-            answer = conn.call("engine::functions::list", timeout_ms=250)
+            answer = conn.call("engine::functions::list", {"include_internal": True},
+                               timeout_ms=250)
         functions = answer["result"]["functions"]
     except Exception:
         return []
@@ -194,7 +195,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 
 LIST_KINDS = {
     "functions": ("engine::functions::list", "functions",
-                  [("function_id", "FUNCTION"), ("worker", "WORKER"),
+                  [("function_id", "FUNCTION"), ("worker_name", "WORKER"),
                    ("description", "DESCRIPTION")]),
     "workers": ("engine::workers::list", "workers",
                 [("name", "NAME"), ("id", "ID"), ("pid", "PID"), ("transport", "TRANSPORT"),
@@ -202,12 +203,12 @@ LIST_KINDS = {
     "actions": ("engine::actions::list", "actions",
                 [("id", "ACTION"), ("function_id", "FUNCTION"), ("worker", "WORKER"),
                  ("description", "DESCRIPTION")]),
-    "triggers": ("engine::registered-triggers::list", "triggers",
+    "triggers": ("engine::registered-triggers::list", "registered_triggers",
                  [("id", "ID"), ("trigger_type", "TYPE"), ("function_id", "FUNCTION"),
-                  ("status", "STATUS"), ("owner_name", "OWNER"), ("config", "CONFIG")]),
-    "trigger-types": ("engine::triggers::list", "trigger_types",
-                      [("id", "TYPE"), ("provider_name", "PROVIDER"),
-                       ("triggers", "TRIGGERS"), ("description", "DESCRIPTION")]),
+                  ("status", "STATUS"), ("worker_name", "OWNER"), ("config", "CONFIG")]),
+    "trigger-types": ("engine::triggers::list", "triggers",
+                      [("id", "TYPE"), ("worker_name", "PROVIDER"),
+                       ("trigger_count", "TRIGGERS"), ("description", "DESCRIPTION")]),
     "queues": ("engine::queues::list", "queues", QUEUE_COLUMNS),
     "observers": ("engine::observers::list", "observers",
                   [("id", "ID"), ("function_id", "FUNCTION"), ("target", "TARGET"),
@@ -228,15 +229,19 @@ def list_(
     fmt: FormatOption = None,
     socket: SocketOption = None,
     url: UrlOption = None,
+    internal: Annotated[bool, typer.Option(
+        "--all", help="Also the daemon's own engine::* functions (and triggers of them).")
+    ] = False,
 ) -> None:
-    """List functions, workers, actions, triggers, trigger types or queues."""
+    """List functions, workers, actions, triggers, trigger types, queues or observers."""
     if kind_name not in {k.value for k in ListKind}:
         fail(ec.USAGE, f"cannot list {kind_name!r}: `iii list` lists "
                        f"{', '.join(k.value for k in ListKind)}")
     kind = ListKind(kind_name)
     target = where(socket, url)
     function_id, key, columns = LIST_KINDS[kind.value]
-    rows: list[dict[str, Any]] = call_function(target, function_id)[key]
+    rows: list[dict[str, Any]] = call_function(
+        target, function_id, {"include_internal": True} if internal else None)[key]
     chosen = fmt.value if fmt else output.default_format()
     if chosen == "table":
         _add_display_columns(kind, rows, target)
@@ -244,32 +249,24 @@ def list_(
 
 
 def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str) -> None:
-    """Table-only columns: worker names instead of ids, function counts."""
-    if kind is ListKind.queues:
-        return
-    if kind is ListKind.workers:
+    """Table-only columns: the daemon's own shown as such, an http trigger's URL, owner
+    names for actions and observers (their rows name the worker by id)."""
+    if kind in (ListKind.functions, ListKind.triggers, ListKind.trigger_types):
         for row in rows:
-            row["function_count"] = len(row["functions"])
+            row["worker_name"] = {"daemon": "(daemon)", None: "(nobody)"}.get(
+                row["worker_name"], row["worker_name"])
+            if kind is ListKind.triggers:  # the summary, or where an http trigger answers
+                row["config"] = row.get("url") or row["config_summary"]
+                if row.get("url"):
+                    method = str(row["config_summary"]).partition(" ")[0]
+                    row["config"] = f"{method} {row['url']}"
+        return
+    if kind not in (ListKind.actions, ListKind.observers):
         return
     workers = call_function(target, "engine::workers::list")["workers"]
     names = {w["id"]: w["name"] or w["id"][:8] for w in workers}
-
-    def name(worker_id: str | None) -> str:
-        if worker_id in (None, "daemon"):
-            return "(daemon)"
-        return names.get(worker_id, worker_id[:8])
-
     for row in rows:
-        if kind is ListKind.triggers:
-            row["owner_name"] = name(row["owner"])
-            if row.get("url"):  # an http trigger: where to send the request
-                method = str(row["config"].get("http_method") or "GET").upper()
-                row["config"] = f"{method} {row['url']}"
-        elif kind is ListKind.trigger_types:
-            row["provider_name"] = "(nobody)" if row["provider"] is None \
-                else name(row["provider"])
-        else:
-            row["worker"] = name(row["worker_id"])
+        row["worker"] = names.get(row["worker_id"], str(row["worker_id"])[:8])
 
 
 # --- triggers -----------------------------------------------------------------------------
@@ -318,7 +315,8 @@ def register_trigger(
         request["replace"] = True
     result = call_function(target, "engine::register_trigger", request)
     functions = {f["function_id"]
-                 for f in call_function(target, "engine::functions::list")["functions"]}
+                 for f in call_function(target, "engine::functions::list",
+                                        {"include_internal": True})["functions"]}
     for needed in (function_id, condition):
         if needed and needed not in functions:
             say(f"iii: warning: function '{needed}' is not registered yet; the trigger "

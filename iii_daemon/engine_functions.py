@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon import queue_functions, state_functions, stream_functions
 from iii_daemon.builtin import BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError, TriggerConfigError, TriggerError
+from iii_daemon.introspection import (
+    list_functions,
+    list_registered_triggers,
+    list_trigger_types,
+    list_workers,
+)
 from iii_daemon.triggers.base import Binding
-from iii_daemon.triggers.http import segments
 from iii_daemon.unsettled import MISSING
 from iii_daemon.writes import DropTrigger, PutTrigger
 from iii_sdk.error_codes import ErrorCode
@@ -24,46 +29,6 @@ if TYPE_CHECKING:
     from iii_daemon.builtin import Services
 
 log = logging.getLogger("iii_daemon")
-
-
-def list_functions(services: Services, ctx: CallContext) -> Any:
-    functions: list[dict[str, Any]] = [
-        {"function_id": b.id, "description": b.description, "request_format": None,
-         "response_format": None, "metadata": None, "worker_id": None}
-        for b in services.builtins.values()
-    ]
-    connections = services.registry.connections
-    for entry in services.registry.functions.values():
-        functions.append({
-            "function_id": entry.id,
-            "description": entry.description,
-            "request_format": entry.request_format,
-            "response_format": entry.response_format,
-            "metadata": entry.metadata,
-            "worker_id": connections[entry.owner].worker_id,
-        })
-    functions.sort(key=lambda f: f["function_id"])
-    return {"functions": functions}
-
-
-def list_workers(services: Services, ctx: CallContext) -> Any:
-    workers = []
-    for worker in services.registry.connections.values():
-        if not worker.is_worker:
-            continue
-        info = worker.info
-        workers.append({
-            "id": worker.worker_id,
-            "name": info.get("name"),
-            "runtime": info.get("runtime"),
-            "version": info.get("version"),
-            "pid": info.get("pid"),
-            "os": info.get("os"),
-            "transport": worker.transport,
-            "connected_at": worker.connected_at,
-            "functions": sorted(worker.functions),
-        })
-    return {"workers": workers}
 
 
 def list_actions(services: Services, ctx: CallContext) -> Any:
@@ -152,24 +117,6 @@ def unregister_trigger(services: Services, ctx: CallContext) -> Any:
     return {"removed": removed is not None}
 
 
-def list_trigger_types(services: Services, ctx: CallContext) -> Any:
-    return {"trigger_types": services.triggers.describe_types()}
-
-
-def list_registered_triggers(services: Services, ctx: CallContext) -> Any:
-    triggers = services.triggers
-    rows = [triggers.describe(b) for b in sorted(triggers.bindings.values(),
-                                                  key=lambda b: b.id)]
-    http = services.info.get("listeners", {}).get("http", {})
-    if http.get("state") == "on":  # extension: where an http trigger answers
-        for row in rows:
-            api_path = row["config"].get("api_path") if row["trigger_type"] == "http" \
-                else None
-            if isinstance(api_path, str):
-                row["url"] = f"{http['url']}/{'/'.join(segments(api_path))}"
-    return {"triggers": rows}
-
-
 def list_events(services: Services, ctx: CallContext) -> Any:
     """Recent events, oldest first: ``{limit?, event?, after?}`` filter them."""
     data = ctx.data if isinstance(ctx.data, dict) else {}
@@ -200,8 +147,8 @@ def function_stats(services: Services, ctx: CallContext) -> Any:
 
 
 _ENGINE = (
-    BuiltinFunction("engine::functions::list", "lists every registered function",
-                    list_functions),
+    BuiltinFunction("engine::functions::list", "lists the registered functions "
+                                               "{include_internal?}", list_functions),
     BuiltinFunction("engine::workers::list", "lists the connected workers", list_workers),
     BuiltinFunction("engine::actions::list", "lists the worker-provided actions",
                     list_actions),
@@ -214,9 +161,11 @@ _ENGINE = (
                     register_trigger),
     BuiltinFunction("engine::unregister_trigger", "removes a daemon-owned trigger {id}",
                     unregister_trigger),
-    BuiltinFunction("engine::triggers::list", "lists the trigger types", list_trigger_types),
+    BuiltinFunction("engine::triggers::list", "lists the trigger types {trigger_type?, "
+                                              "worker?, search?}", list_trigger_types),
     BuiltinFunction("engine::registered-triggers::list",
-                    "lists every trigger with its owner and status", list_registered_triggers),
+                    "lists the triggers with owner and status {trigger_type?, function_id?, "
+                    "worker?, search?, include_internal?}", list_registered_triggers),
     BuiltinFunction("engine::events::list", "recent events {limit?, event?, after?}",
                     list_events),
     BuiltinFunction("engine::observers::list", "lists the observers with state and fires "

@@ -15,6 +15,7 @@ class Connection:
     reattach_token: str
     transport: str
     connected_at: str
+    connected_at_ms: int = 0
     #: What the worker said about itself through ``engine::workers::register``.
     info: dict[str, Any] = field(default_factory=dict)
     functions: set[str] = field(default_factory=set)
@@ -38,6 +39,8 @@ class FunctionEntry:
     request_format: Any = None
     response_format: Any = None
     metadata: Any = None
+    #: An HTTP-invoked function's ``http_functions.Invocation`` (the daemon calls it).
+    invocation: Any = None
 
 
 @dataclass(slots=True, eq=False)

@@ -222,6 +222,7 @@ class Router:
             reattach_token=secrets.token_hex(16),
             transport=transport,
             connected_at=datetime.fromtimestamp(wall_time, UTC).isoformat(timespec="seconds"),
+            connected_at_ms=int(wall_time * 1000),
         )
         self.registry.add_connection(conn)
         return [(conn_id, p.WorkerRegistered(worker_id=conn.worker_id,

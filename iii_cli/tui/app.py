@@ -312,7 +312,8 @@ class IIIApp(App[None]):
             stats = (await self.calls.call("engine::functions::stats"))["functions"]
             functions = (await self.calls.call("engine::functions::list"))["functions"]
             workers = (await self.calls.call("engine::workers::list"))["workers"]
-            triggers = (await self.calls.call("engine::registered-triggers::list"))["triggers"]
+            triggers = (await self.calls.call("engine::registered-triggers::list")
+                        )["registered_triggers"]
             queues = (await self.calls.call("engine::queues::list"))["queues"]
             self.observers = (await self.calls.call("engine::observers::list"))["observers"]
         except (ConnectionFailed, IIIError, OSError, KeyError, TypeError):

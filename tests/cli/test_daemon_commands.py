@@ -78,7 +78,11 @@ def test_start_reports_why_the_daemon_could_not_start(short_tmp: Path) -> None:
 def test_list_functions_and_workers(daemon: DaemonProcess, math_worker: Any) -> None:
     rows = json.loads(run_iii(daemon.tmp, "list", "functions", "-o", "json").stdout)
     ids = {row["function_id"] for row in rows}
-    assert {"math::add", "engine::functions::list"} <= ids
+    assert {"math::add", "state::set"} <= ids
+    assert not any(i.startswith("engine::") for i in ids)  # the daemon's internals: --all
+    everything = json.loads(run_iii(daemon.tmp, "list", "functions", "--all", "-o",
+                                    "json").stdout)
+    assert {"math::add", "engine::functions::list"} <= {r["function_id"] for r in everything}
     lines = run_iii(daemon.tmp, "list", "functions", "-o", "jsonl").stdout.splitlines()
     assert len(lines) == len(rows) and json.loads(lines[0]) == rows[0]
     table = run_iii(daemon.tmp, "list", "functions", "-o", "table").stdout.splitlines()

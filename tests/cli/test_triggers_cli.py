@@ -106,7 +106,7 @@ def test_list_trigger_types(daemon: DaemonProcess) -> None:
     rows = {t["id"]: t for t in iii(daemon.tmp, "list", "trigger-types", "-o", "json")}
     assert {"cron", "state", "subscribe", "webhook"} <= set(rows)
     assert rows["cron"]["provider"] == "daemon"
-    assert rows["webhook"]["provider"] is None and rows["webhook"]["triggers"] == 1
+    assert rows["webhook"]["provider"] is None and rows["webhook"]["trigger_count"] == 1
     table = run_iii(daemon.tmp, "list", "trigger-types", "-o", "table").stdout
     assert "(nobody)" in table and "(daemon)" in table
 

@@ -157,7 +157,7 @@ def test_an_unschedulable_cron_is_refused_and_a_worker_keeps_its_connection(
         "trigger_type": "cron", "function_id": "f", "config": {"expression": "0 0 0 30 2 *"}})
     assert answer["error"]["code"] == "bad_request"
     assert "'0 0 0 30 2 *' never fires" in answer["error"]["message"]
-    assert client.call("engine::registered-triggers::list")["result"]["triggers"] == []
+    assert client.call("engine::registered-triggers::list")["result"]["registered_triggers"] == []
     client.send({"type": "registertrigger", "id": "w", "trigger_type": "cron",
                  "function_id": "f", "config": {"expression": "0 0 31 4 *"}})
     verdict = client.recv()
@@ -189,7 +189,7 @@ def test_stored_rows_that_cannot_load_are_listed_and_never_stop_the_daemon(
     daemon.start()
     client = RawClient(daemon.socket_path)
     rows = {t["id"]: t for t in
-            client.call("engine::registered-triggers::list")["result"]["triggers"]}
+            client.call("engine::registered-triggers::list")["result"]["registered_triggers"]}
     assert rows["good"]["status"] == "active"
     for bad, reason in [("never", "never fires"), ("garbled", "not valid JSON"),
                         ("listy", "config must be an object"),

@@ -169,7 +169,7 @@ def test_state_and_stream_triggers_reach_the_official_sdk(engine: Engine) -> Non
                                              "config": {"stream_name": "watched"}})
     try:
         wait_for(lambda: len(engine.ours.trigger({
-            "function_id": "engine::registered-triggers::list"})["triggers"]) >= 2,
+            "function_id": "engine::registered-triggers::list"})["registered_triggers"]) >= 2,
             message="the two triggers")
         engine.ours.trigger({"function_id": "state::set",
                              "payload": {"scope": "alpha", "key": "a", "value": 1}})

@@ -66,7 +66,8 @@ def test_cron_fires_every_second_with_its_payload(worker: III) -> None:
 
 
 def bindings(worker: III) -> list[dict[str, Any]]:
-    return worker.trigger({"function_id": "engine::registered-triggers::list"})["triggers"]  # type: ignore[no-any-return]
+    listed = worker.trigger({"function_id": "engine::registered-triggers::list"})
+    return listed["registered_triggers"]  # type: ignore[no-any-return]
 
 
 def test_state_trigger_payload(worker: III) -> None:

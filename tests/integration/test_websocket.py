@@ -145,7 +145,7 @@ def test_official_triggers_register_fire_and_unregister(official: Any,
                                     "payload": {"topic": "nobody-listens"}})
         assert answer == {"subscribers": 0}
         listed = ours_unix.trigger({"function_id": "engine::registered-triggers::list"})
-        return sum(1 for t in listed["triggers"] if t["trigger_type"] == "subscribe")
+        return sum(1 for t in listed["registered_triggers"] if t["trigger_type"] == "subscribe")
 
     wait_for(lambda: subscribers() == 1, message="the official trigger")
     ours_unix.trigger({"function_id": "publish", "payload": {"topic": "news", "data": "hi"}})
@@ -175,7 +175,7 @@ def test_official_trigger_type_provider(ws_daemon: DaemonProcess, ours_unix: III
 
     def status() -> str | None:
         for t in ours_unix.trigger({"function_id": "engine::registered-triggers::list"}
-                                   )["triggers"]:
+                                   )["registered_triggers"]:
             if t["id"] == "h1":
                 return t["status"]  # type: ignore[no-any-return]
         return None
@@ -352,7 +352,7 @@ def test_official_sdk_replays_after_a_daemon_restart(short_tmp: Path) -> None:
 
         def trigger_ids() -> list[str]:
             listed = caller.trigger({"function_id": "engine::registered-triggers::list"})
-            return [t["id"] for t in listed["triggers"]]
+            return [t["id"] for t in listed["registered_triggers"]]
 
         wait_for(lambda: "off::collect" in functions(caller) and trigger_ids(),
                  message="registration")

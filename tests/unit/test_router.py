@@ -421,7 +421,13 @@ def test_functions_list_includes_daemon_and_worker_functions(core: Core) -> None
     assert functions["math::add"] == {
         "function_id": "math::add", "description": "adds",
         "request_format": {"type": "object"}, "response_format": None,
-        "metadata": {"v": 1}, "worker_id": core.hello[1]["worker_id"]}
+        "metadata": {"v": 1}, "worker_name": core.hello[1]["worker_id"],
+        "worker_id": core.hello[1]["worker_id"]}
+    assert functions["state::set"]["worker_name"] == "daemon"
+    assert not [f for f in functions if f.startswith("engine::")]
+    [(_, answer)] = core.call(2, "engine::functions::list", {"include_internal": True},
+                              invocation_id="l")
+    functions = {f["function_id"]: f for f in answer["result"]["functions"]}
     assert functions["engine::workers::list"]["worker_id"] is None
 
 
@@ -432,9 +438,11 @@ def test_workers_register_records_metadata_shown_by_workers_list(core: Core) -> 
                       "os": "Linux"}, action={"type": "void"}) == []
     [(_, answer)] = core.call(2, "engine::workers::list", invocation_id="l")
     [worker] = answer["result"]["workers"]  # the caller registered nothing: not a worker
-    assert worker == {"id": core.hello[1]["worker_id"], "name": "w1", "runtime": "python",
-                      "version": "1", "pid": 42, "os": "Linux", "transport": "unix",
-                      "connected_at": "2023-11-14T22:13:20+00:00", "functions": ["f"]}
+    assert worker == {"id": core.hello[1]["worker_id"], "name": "w1", "status": "connected",
+                      "function_count": 1, "functions": ["f"],
+                      "connected_at_ms": 1_700_000_000_000, "active_invocations": 0,
+                      "runtime": "python", "version": "1", "pid": 42, "os": "Linux",
+                      "transport": "unix", "connected_at": "2023-11-14T22:13:20+00:00"}
 
 
 def test_daemon_functions_answer_void_like_any_function(core: Core) -> None:

@@ -311,9 +311,9 @@ def test_custom_type_pending_bound_pending(core: Core) -> None:
     core.disconnect(3)
     assert core.router.triggers.bindings["h1"].status == "pending"
     [(_, listed)] = core.call(2, "engine::triggers::list", invocation_id="l")
-    webhook = [t for t in listed["result"]["trigger_types"] if t["id"] == "webhook"]
-    assert webhook == [{"id": "webhook", "description": None, "provider": None,
-                        "triggers": 1}]
+    webhook = [t for t in listed["result"]["triggers"] if t["id"] == "webhook"]
+    assert webhook == [{"id": "webhook", "worker_name": None, "description": None,
+                        "provider": None, "trigger_count": 1}]
 
 
 def test_a_provider_refusal_is_relayed_and_unregister_is_forwarded(core: Core) -> None:
