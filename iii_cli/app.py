@@ -253,6 +253,10 @@ def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str
     names for actions and observers (their rows name the worker by id)."""
     if kind in (ListKind.functions, ListKind.triggers, ListKind.trigger_types):
         for row in rows:
+            invocation = row.get("invocation")
+            if invocation:  # an HTTP-invoked function: where the daemon calls it
+                row["description"] = " ".join(filter(None, (
+                    invocation["method"], invocation["url"], row.get("description"))))
             row["worker_name"] = {"daemon": "(daemon)", None: "(nobody)"}.get(
                 row["worker_name"], row["worker_name"])
             if kind is ListKind.triggers:  # the summary, or where an http trigger answers

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         call_timeout_ms=int(settings.get("call_timeout_ms")),
         max_parked_bytes=args.max_parked_bytes,
         queues=queues,
+        http_allowed_env=tuple(settings.get("http_functions.allowed_env")),
     )
     try:
         run(daemon_config)

@@ -68,6 +68,8 @@ class DaemonConfig:
     max_parked_bytes: int | None = None
     #: ``[queues.NAME]`` tables (validated), by queue name.
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Environment variables HTTP-invoked functions' auth may name (``[http_functions]``).
+    http_allowed_env: tuple[str, ...] = ()
     #: Keep the store in memory (application tests: nothing survives the daemon).
     store_in_memory: bool = False
 
@@ -109,7 +111,8 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
     channels = Channels()
     router = Router(info=_info(config), history=config.history_events,
                     call_timeout_ms=config.call_timeout_ms, queues=config.queues,
-                    paced_queues=True, channels=channels)
+                    paced_queues=True, channels=channels,
+                    http_allowed_env=frozenset(config.http_allowed_env))
     hub = Hub(router, loop, config.write_limit, config.parked_limit)
     # Reads happen once, here; from now on only the writer thread touches the store.
     try:
@@ -144,6 +147,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
             hub.shutdown()
+            await hub.http_caller.close()
             if close_http is not None:
                 await close_http()
             unix_listener.remove_socket(config.socket_path)

@@ -51,6 +51,18 @@ class HttpReply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """Driver command: call an HTTP-invoked function (``http_functions.Invocation``)
+    with ``payload`` (JSON), then hand the outcome to ``Router.http_answered`` with
+    ``invocation_id``."""
+
+    invocation_id: str
+    invocation: Any
+    payload: bytes
+    timeout_ms: int
+
+
 #: What the core runs once a :class:`Persist` landed: ``then(failure, out)``, where
 #: ``failure`` is None when the writes committed, else why they did not.
 AfterCommit = Callable[["str | None", "Output"], None]
@@ -76,4 +88,4 @@ class Persist:
 EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
-Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply"]]
+Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply | HttpCall"]]

@@ -42,8 +42,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from iii_daemon.effects import EVENTS, Close, Emit, HttpReply, Output, Persist
+from iii_daemon.effects import EVENTS, Close, Emit, HttpCall, HttpReply, Output, Persist
 from iii_daemon.event_log import frame as frame_of
+from iii_daemon.http_caller import HttpCaller
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
 from iii_daemon.watchers import failed
@@ -156,6 +157,8 @@ class Hub:
         self._pump: asyncio.Handle | None = None
         #: HTTP requests waiting for their reply, by request id.
         self._http: dict[int, Callable[[HttpReply], None]] = {}
+        #: Sends the requests of HTTP-invoked functions.
+        self.http_caller = HttpCaller()
         self._next_http = 0
         #: ``router.calls_routed`` when last looked at, and when it last moved.
         self._calls_seen = 0
@@ -297,6 +300,16 @@ class Hub:
         self.flush()
         return request_id
 
+    def _http_answered(self, invocation_id: str, result: bytes | None,
+                       error: dict[str, str] | None) -> None:
+        """An HTTP-invoked function's request ended: the core answers its caller."""
+        try:
+            self.deliver(self.router.http_answered(invocation_id, result, error,
+                                                   time.monotonic()))
+        except Exception:
+            log.exception("error after an http function answered; the hub goes on")
+        self.flush()
+
     def http_gone(self, request_id: int) -> None:
         """Its client went away: a reply that comes later is dropped."""
         self._http.pop(request_id, None)
@@ -365,6 +378,9 @@ class Hub:
             waiting = self._http.pop(message.request_id, None)
             if waiting is not None:  # else the client went away meanwhile
                 waiting(message)
+            return 0
+        if isinstance(message, HttpCall):
+            self.http_caller.start(message, self._http_answered)
             return 0
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot

@@ -19,7 +19,7 @@ from typing import Any
 
 from msgspec import Raw
 
-from iii_daemon import engine_functions, http_requests
+from iii_daemon import engine_functions, http_functions, http_requests
 from iii_daemon.builtin import (
     Answer,
     BuiltinFunction,
@@ -28,7 +28,7 @@ from iii_daemon.builtin import (
     Services,
     run_builtin,
 )
-from iii_daemon.effects import EVENTS, Close, Emit, Output, Persist
+from iii_daemon.effects import EVENTS, Close, Emit, HttpCall, Output, Persist
 from iii_daemon.errors import TriggerError
 from iii_daemon.event_log import EventLog, Finished, error_of, head, preview
 from iii_daemon.http_requests import HttpRequest
@@ -87,7 +87,8 @@ class Router:
                  info: dict[str, Any] | None = None, history: int = 10_000,
                  call_timeout_ms: int = 300_000,
                  queues: dict[str, dict[str, Any]] | None = None,
-                 paced_queues: bool = False, channels: ChannelMaker | None = None) -> None:
+                 paced_queues: bool = False, channels: ChannelMaker | None = None,
+                 http_allowed_env: frozenset[str] = frozenset()) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -102,6 +103,9 @@ class Router:
         self.triggers = TriggerManager(self)
         #: Durable queues (config ``[queues.NAME]`` tables by name).
         self.queues = Queues(self, queues, call_timeout_ms)
+        #: Environment variables an HTTP-invoked function's auth may name
+        #: (config ``[http_functions] allowed_env``).
+        self.http_allowed_env = http_allowed_env
         #: Observers (observe.v1): calls of their source functions call their targets.
         self.observers = Observers(self)
         #: False: queue deliveries go out with whatever made them possible. True: the
@@ -385,10 +389,25 @@ class Router:
         else:
             existing = self.registry.functions.get(function_id)
             if existing is None or existing.owner == conn.id:
+                invocation = None
+                if msg.invocation is not None:
+                    try:
+                        invocation = http_functions.parse(msg.invocation,
+                                                          self.http_allowed_env)
+                    except http_functions.Refused as exc:
+                        self._refused(conn, "function", function_id, str(exc), out)
+                        out.append((conn.id, p.Error(
+                            code=ErrorCode.BAD_REQUEST, message=str(exc),
+                            request_type="registerfunction", request_id=function_id)))
+                        return
+                    if invocation.private:
+                        log.info("function %r of worker %s is called at %s, a loopback "
+                                 "or private address", function_id, worker_name(conn),
+                                 invocation.url)
                 self.registry.add_function(FunctionEntry(
                     id=function_id, owner=conn.id, description=msg.description,
                     request_format=msg.request_format, response_format=msg.response_format,
-                    metadata=msg.metadata,
+                    metadata=msg.metadata, invocation=invocation,
                 ))
                 self.queues.function_added(function_id)
                 self.record("registration", out, what="function", id=function_id,
@@ -508,14 +527,19 @@ class Router:
                         action="void" if void else "sync", watchers_only=True)
         if waits and conn is not None:
             conn.calling.add(inv_id)
-        out.append((entry.owner, p.InvokeFunction(
-            function_id=entry.id, data=msg.data, invocation_id=inv_id,
-            metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,
-            # observe_depth travels on, so the calls the handler makes carry it back
-            observe_depth=None if msg.observe_depth is None
-            else depth_of(msg.observe_depth) or None,
-            activation=msg.activation,
-        )))
+        if entry.invocation is not None:  # the daemon calls it over HTTP itself
+            timeout = entry.invocation.timeout_ms or timeout_ms
+            out.append((EVENTS, HttpCall(inv_id, entry.invocation, bytes(msg.data),
+                                         min(timeout, timeout_ms))))
+        else:
+            out.append((entry.owner, p.InvokeFunction(
+                function_id=entry.id, data=msg.data, invocation_id=inv_id,
+                metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,
+                # observe_depth travels on, so the calls the handler makes carry it back
+                observe_depth=None if msg.observe_depth is None
+                else depth_of(msg.observe_depth) or None,
+                activation=msg.activation,
+            )))
         if void and caller_id is not None and conn is not None:
             out.append((conn.id, p.InvocationResult(invocation_id=caller_id,
                                                     function_id=entry.id)))
@@ -684,6 +708,25 @@ class Router:
         if inv.caller is None and inv.then is None:
             return
         self._answer(inv, msg.result if error is None else None, error, out, msg)
+
+    def http_answered(self, invocation_id: str, result: bytes | None,
+                      error: dict[str, str] | None, now: float) -> Output:
+        """An HTTP-invoked function answered (``result``: its JSON), or failed."""
+        out: Output = []
+        self._now = now
+        inv = self.invocations.pop(invocation_id)
+        if inv is None:
+            return out  # timed out, or its worker left, meanwhile
+        worker = self.registry.connections.get(inv.worker)
+        if worker is not None:
+            worker.serving.discard(inv.id)
+        raw = None if result is None else Raw(result)
+        self._finished(inv, raw, error, out)
+        if inv.caller is not None or inv.then is not None:
+            self._answer(inv, raw, error, out, p.InvocationResult(
+                invocation_id=inv.id, result=raw if raw is not None else NULL, error=error))
+        self._pump_now(out)
+        return out
 
     def _finished(self, inv: Invocation, result: Any, error: Any, out: Output) -> None:
         """Stats and the ``invocation.finished`` event of a routed call, however it

@@ -31,7 +31,12 @@ if TYPE_CHECKING:
     from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
     from iii_sdk.invocation_context import InvocationContext
     from iii_sdk.observing import ObserverHandle
-    from iii_sdk.options import InitOptions, ReconnectionConfig, TriggerConfig
+    from iii_sdk.options import (
+        HttpInvocationConfig,
+        InitOptions,
+        ReconnectionConfig,
+        TriggerConfig,
+    )
     from iii_sdk.worker import III, connect, register_worker
 
 from iii_sdk.version import __version__ as __version__
@@ -52,6 +57,7 @@ _WHERE = {
     "III": "iii_sdk.worker",
     "FunctionRef": "iii_sdk.handles",
     "InitOptions": "iii_sdk.options",
+    "HttpInvocationConfig": "iii_sdk.options",
     "ReconnectionConfig": "iii_sdk.options",
     "Trigger": "iii_sdk.handles",
     "TriggerConfig": "iii_sdk.options",
@@ -65,6 +71,7 @@ __all__ = [
     "ConnectionFailed",
     "FrameTooLarge",
     "FunctionRef",
+    "HttpInvocationConfig",
     "IIIError",
     "InitOptions",
     "InvocationContext",

@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
              "max_body_bytes": 64 * 1024 * 1024, "cors_origins": [], "allowed_hosts": []},
     "history": {"events": 10_000},
     "queues": {},
+    #: Environment variables an HTTP-invoked function's auth may name (none by default).
+    "http_functions": {"allowed_env": []},
 }
 
 #: Whole-number keys that must be above zero.

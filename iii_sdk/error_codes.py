@@ -21,6 +21,9 @@ class ErrorCode:
     DELAY_TOO_LARGE: Final = "delay_too_large"
     BAD_REQUEST: Final = "bad_request"
     BAD_FRAME: Final = "bad_frame"
+    #: An HTTP-invoked function answered other than 2xx JSON, or could not be reached.
+    HTTP_ERROR: Final = "http_error"
+    FUNCTION_NOT_INVOKABLE: Final = "function_not_invokable"
     TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
     #: The only code ``registrationrejected`` ever carries.
     FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"

@@ -49,3 +49,29 @@ class TriggerConfig:
     function_id: str
     config: Any
     metadata: Any = None
+
+
+@dataclass(slots=True)
+class HttpInvocationConfig:
+    """A function the daemon calls over HTTP itself (Lambda, Cloudflare Workers, any
+    webhook), as the official SDK's ``iii_helpers.http.HttpInvocationConfig``:
+    ``register_function(id, HttpInvocationConfig(url=...))``.
+
+    ``auth``: ``{"type": "bearer", "token_key": ENV}``, ``{"type": "api_key", "header":
+    NAME, "value_key": ENV}`` or ``{"type": "hmac", "secret_key": ENV}``; each ``*_key``
+    names an environment variable of the daemon that its config allows
+    (``[http_functions] allowed_env``)."""
+
+    url: str
+    method: str = "POST"
+    timeout_ms: int | None = None
+    headers: dict[str, str] | None = None
+    auth: dict[str, str] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"url": self.url, "method": self.method}
+        for key in ("timeout_ms", "headers", "auth"):
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value
+        return wire

@@ -60,6 +60,9 @@ class RegisterFunction(Message, tag="registerfunction"):
     request_format: Any = None
     response_format: Any = None
     metadata: Any = None
+    #: An HTTP-invoked function: ``{url, method?, timeout_ms?, headers?, auth?}``; the
+    #: daemon calls the URL itself.
+    invocation: Any = None
 
 
 class UnregisterFunction(Message, tag="unregisterfunction"):

@@ -21,12 +21,31 @@ from typing import Any
 from iii_sdk import protocol as p
 from iii_sdk.calls import Calls
 from iii_sdk.error_codes import ErrorCode
-from iii_sdk.errors import RegistrationRefused
+from iii_sdk.errors import InvocationError, RegistrationRefused
 from iii_sdk.handlers import Function, Handler, ProvidedType
 from iii_sdk.handles import FunctionRef, Handle, Trigger, TriggerTypeRef
+from iii_sdk.options import HttpInvocationConfig
 from iii_sdk.session import Link, Session
 
 log = logging.getLogger("iii_sdk")
+
+
+def invocation_to_wire(value: Any) -> dict[str, Any] | None:
+    """An HTTP invocation (ours, the official SDK's pydantic model, or a dict with a
+    ``url``) as it travels; None for anything else (a handler)."""
+    if isinstance(value, HttpInvocationConfig):
+        return value.to_wire()
+    if hasattr(value, "model_dump") and hasattr(value, "url"):
+        dumped: dict[str, Any] = value.model_dump(exclude_none=True)
+        return dumped
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        return value
+    return None
+
+
+def _not_invokable(_data: Any) -> Any:
+    raise InvocationError(ErrorCode.FUNCTION_NOT_INVOKABLE,
+                          "Function is HTTP-invoked and cannot be invoked locally")
 
 
 class Registrations:
@@ -43,17 +62,20 @@ class Registrations:
 
     # --- in the caller's thread -------------------------------------------------------
 
-    def add_function(self, function_id: str, handler: Handler, *,
+    def add_function(self, function_id: str, handler: Handler | Any, *,
                      description: str | None, metadata: dict[str, Any] | None,
                      request_format: Any, response_format: Any) -> FunctionRef:
         if not isinstance(function_id, str) or not function_id:
             raise ValueError("function_id must be a non-empty string")
-        if not callable(handler):
-            raise TypeError("handler must be callable")
+        invocation = invocation_to_wire(handler)
+        if invocation is None and not callable(handler):
+            raise TypeError("handler must be callable, or an HttpInvocationConfig")
         handle = FunctionRef(function_id, lambda: None, self._session.on_sdk_thread)
         message = p.RegisterFunction(id=function_id, description=description,
                                      metadata=metadata, request_format=request_format,
-                                     response_format=response_format)
+                                     response_format=response_format, invocation=invocation)
+        if invocation is not None:  # the daemon calls it: nothing runs here
+            handler = _not_invokable
         self._add(handle, self.functions, Function.of(message, handler, handle), message,
                   p.UnregisterFunction(id=function_id))
         return handle

@@ -40,6 +40,7 @@ from iii_sdk.invocation_context import InvocationContext, current
 from iii_sdk.observing import ObserverHandle, Observing
 from iii_sdk.options import (
     DEFAULT_INVOCATION_TIMEOUT_MS,
+    HttpInvocationConfig,
     InitOptions,
     ReconnectionConfig,
     TriggerConfig,
@@ -194,7 +195,7 @@ class III:
     def register_function(
         self,
         function_id: str,
-        handler: Handler,
+        handler: Handler | HttpInvocationConfig,
         *,
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
@@ -206,6 +207,10 @@ class III:
         Sync handlers run in a thread pool, async ones on the SDK loop. What the handler
         returns is the caller's result; what it raises reaches the caller as an error
         (``InvocationError`` keeps its code, anything else is ``invocation_failed``).
+
+        Given an :class:`~iii_sdk.options.HttpInvocationConfig` (or the official SDK's)
+        instead, the daemon calls that URL for every call of ``function_id``; the
+        function still goes with this connection.
         """
         return self._registrations.add_function(
             function_id, handler, description=description, metadata=metadata,
