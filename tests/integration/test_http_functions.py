@@ -225,8 +225,25 @@ def test_the_cli_a_trigger_and_a_queue_reach_it(setup: Setup) -> None:
                         "payload": {"topic": "hooks", "data": {"from": "trigger"}}})
     setup.ours.trigger({"function_id": "ours::sink", "payload": {"from": "queue"},
                         "action": {"type": "enqueue", "queue": "hooks"}})
+    setup.ours.trigger({"function_id": "ours::sink", "payload": {"from": "void"},
+                        "action": {"type": "void"}})
     wait_for(lambda: {json.loads(s["body"])["from"] for s in setup.hooks.seen
-                      if s["path"] == "/sink"} == {"cli", "trigger", "queue"},
-             message="all three")
+                      if s["path"] == "/sink"} == {"cli", "trigger", "queue", "void"},
+             message="all four")
     table = run_iii(setup.tmp, "list", "functions", "-o", "table").stdout
     assert f"POST {setup.hooks.url}/sink" in table
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_observers_see_its_calls_and_can_target_it(setup: Setup, kind: str) -> None:
+    client = setup.official if kind == "official" else setup.ours
+    register(setup, kind, f"{kind}::observed", "/observed")
+    register(setup, kind, f"{kind}::alerted", f"/alerted-{kind}")
+    handle = client.observe({"function_id": f"{kind}::observed", "capture": ["input"]},
+                            f"{kind}::alerted")
+    handle.ready(5)
+    call(setup, kind, f"{kind}::observed", {"order": 7})
+    envelope = json.loads(setup.hooks.last(f"/alerted-{kind}")["body"])
+    assert envelope["function_id"] == f"{kind}::observed"
+    assert envelope["input"] == {"order": 7} and envelope["status"] == "success"
+    handle.dispose()
