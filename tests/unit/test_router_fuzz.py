@@ -39,7 +39,7 @@ def feed(router: Router, conn_id: int, frame: bytes, now: float) -> list[Any]:
     return router.handle(conn_id, message, now)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frames, max_size=25))
 def test_garbage_from_one_connection_leaves_another_working(garbage: list[bytes]) -> None:
     router = Router()
