@@ -47,8 +47,12 @@ DELIVERIES = frozenset({"envelope", "input", "output"})
 MAX_OBSERVE_DEPTH = 8
 DEFAULT_MAX_IN_FLIGHT = 16
 MAX_IN_FLIGHT = 1000
-#: Matched calls an observer keeps waiting for a free slot; more are dropped.
+#: Matched calls an observer keeps waiting for a free slot, and their bytes at most;
+#: more are dropped (and counted).
 MAX_BACKLOG = 1000
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+#: An ``observe`` as sent (its metadata included): what an observer may hold.
+MAX_OBSERVE_BYTES = 64 * 1024
 #: Observers one connection may hold.
 MAX_PER_CONNECTION = 10_000
 REPLAY_WARNING = "a replay with another definition keeps the observer as first sent"
@@ -97,8 +101,10 @@ class Observer:
     reason: p.ErrorBody | None = None
     fires: int = 0
     in_flight: int = 0
-    backlog: collections.deque[tuple[str, Any, int]] = field(
+    #: ``(activation_id, payload JSON, observe_depth)`` waiting for a slot.
+    backlog: collections.deque[tuple[str, Raw, int]] = field(
         default_factory=collections.deque)
+    backlog_bytes: int = 0
     dropped: int = 0
     #: Matches the loop guard stopped.
     looped: int = 0
@@ -227,7 +233,7 @@ class ObserverHost(Protocol):
 
     def record(self, kind: str, out: Output, **fields: Any) -> None: ...
 
-    def activate(self, target: str, observer_id: str, activation_id: str, payload: Any,
+    def activate(self, target: str, observer_id: str, activation_id: str, payload: Raw,
                  metadata: Raw, depth: int, then: Continuation, out: Output) -> None: ...
 
 
@@ -296,6 +302,9 @@ class Observers:
         if msg.source.args not in (None, {}):
             raise Refused("INVALID_ARGS", f"'{source}' is delivered by the daemon (auto): "
                                           "source.args are for owner-delivered functions")
+        if len(definition) > MAX_OBSERVE_BYTES:
+            raise Refused("INVALID_ARGS", f"an observe message (metadata included) is at "
+                                          f"most {MAX_OBSERVE_BYTES} bytes")
         if self._per_owner[conn.id] >= MAX_PER_CONNECTION:
             raise Refused("INVALID_ARGS", f"a connection holds at most {MAX_PER_CONNECTION} "
                                           "observers")
@@ -441,19 +450,22 @@ class Observers:
                 continue
             self._activations += 1
             activation_id = f"{observer.id}:{self._activations}"
-            payload = self._payload(observer, document, status, function_id, invocation_id,
-                                    activation_id, duration_ms)
+            payload = p.to_raw(self._payload(observer, document, status, function_id,
+                                             invocation_id, activation_id, duration_ms))
             observer.fires += 1
             observer.last_fire = self._router.clock.wall
             if observer.in_flight < observer.max_in_flight:
                 self._start(observer, activation_id, payload, observed.depth + 1, out)
-            elif len(observer.backlog) < MAX_BACKLOG:
+            elif len(observer.backlog) < MAX_BACKLOG and \
+                    observer.backlog_bytes + len(payload) <= MAX_BACKLOG_BYTES:
                 observer.backlog.append((activation_id, payload, observed.depth + 1))
+                observer.backlog_bytes += len(payload)
             else:
                 observer.dropped += 1
                 self._router.record("observer.skipped", out, id=observer.id,
                                     function_id=function_id, target=observer.target,
-                                    reason=f"{MAX_BACKLOG} activations already wait")
+                                    reason=f"{len(observer.backlog)} activations already "
+                                           "wait (the backlog is full)")
             if observer.max_fires is not None and observer.fires >= observer.max_fires:
                 self.dispose(observer, "MAX_FIRES",
                              f"fired {observer.fires} times (max_fires)", out)
@@ -474,7 +486,7 @@ class Observers:
         }
         return envelope
 
-    def _start(self, observer: Observer, activation_id: str, payload: Any, depth: int,
+    def _start(self, observer: Observer, activation_id: str, payload: Raw, depth: int,
                out: Output) -> None:
         observer.in_flight += 1
 
@@ -496,6 +508,7 @@ class Observers:
             while observer.backlog and observer.in_flight < observer.max_in_flight \
                     and serves(observer.target):
                 activation_id, payload, depth = observer.backlog.popleft()
+                observer.backlog_bytes -= len(payload)
                 self._start(observer, activation_id, payload, depth, out)
         finally:
             observer.pumping = False

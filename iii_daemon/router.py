@@ -617,14 +617,14 @@ class Router:
                     payload=preview(data), result=None, **(tags or {}))
         then(None, missing, out)
 
-    def activate(self, target: str, observer_id: str, activation_id: str, payload: Any,
+    def activate(self, target: str, observer_id: str, activation_id: str, payload: Raw,
                  metadata: Raw, depth: int, then: Continuation, out: Output) -> None:
-        """An observer's activation: a call of its target, answered like any call."""
-        data = p.to_raw(payload)
+        """An observer's activation: a call of its target with ``payload`` (JSON),
+        answered like any call."""
         message = p.InvokeFunction(
-            function_id=target, data=data, metadata=metadata, observe_depth=depth,
+            function_id=target, data=payload, metadata=metadata, observe_depth=depth,
             activation={"observer_id": observer_id, "activation_id": activation_id})
-        self.call_internal(target, data, then, self.clock, out,
+        self.call_internal(target, payload, then, self.clock, out,
                            source=f"observe:{observer_id}", message=message)
 
     def _call_for_builtin(self, function_id: str, data: Any, then: Answer,

@@ -206,3 +206,15 @@ def test_daemon_functions_can_be_observed(core: Core) -> None:
                     invocation_id="s1")
     [activation] = activations(out)
     assert activation["data"]["output"]["new_value"] == 1
+
+
+def test_what_an_observer_holds_is_bounded(core: Core) -> None:
+    [(_, big)] = of_type(observe(core, metadata={"blob": "x" * 70_000}), "observeresult")
+    assert big["state"] == "error" and big["error"]["code"] == "INVALID_ARGS"
+    core.register(OBSERVER, "alert")
+    observe(core, max_in_flight=1)
+    large = {"blob": "y" * (4 * 1024 * 1024)}  # 4 MiB each: 16 MiB of backlog at most
+    for _ in range(7):
+        finish(core, large, {})
+    row = core.router.observers.by_id["o1"].row()
+    assert row["in_flight"] == 1 and row["backlog"] == 3 and row["dropped"] == 3
