@@ -1,6 +1,6 @@
 """Routed calls with watchers attached, next to none, measured in the same run.
 
-    python benchmarks/watchers.py [--calls 10000] [--rounds 3]
+    python benchmarks/watchers.py [--calls 10000] [--rounds 5]
 
 The daemon and bench_worker.py as in run.py; a caller makes sync calls one at a time,
 then pipelined void calls, first with nobody watching, then with one TUI (headless,
@@ -55,7 +55,7 @@ def watchers(sock: Path, env: dict[str, str]) -> list[subprocess.Popen[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     def attach(sock: Path, env: dict[str, str]) -> Callable[[], None]:
