@@ -65,6 +65,12 @@ class HttpCaller:
                 "message": f"{invocation.method} {invocation.url}: "
                            f"{type(exc).__name__}: {exc}"})
             return
+        except Exception as exc:  # a bug must still answer the caller, not strand it
+            log.exception("calling %s failed", invocation.url)
+            done(call.invocation_id, None, {
+                "code": ErrorCode.INVOCATION_FAILED,
+                "message": f"{invocation.method} {invocation.url}: {exc}"})
+            return
         if len(body) > http_functions.MAX_RESPONSE_BYTES:
             done(call.invocation_id, None, {
                 "code": ErrorCode.HTTP_ERROR, "message": f"the response is larger than "
