@@ -27,6 +27,8 @@ def status_of(event: dict[str, Any]) -> str:
     kind = str(event.get("event"))
     if kind == "invocation.finished":
         return "ok" if event.get("status") == "ok" else "error"
+    if kind == "observer.changed" and event.get("state") == "error":
+        return "error"  # a refused observer is a failure (errors only shows it)
     return _STATUS.get(kind, kind.rpartition(".")[2])
 
 
