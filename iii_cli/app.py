@@ -18,7 +18,6 @@ from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
 from iii_cli import output, trigger_options, watch_command
 from iii_cli.common import (
-    CALL_DEADLINE_S,
     COMPLETION_BUDGET_S,
     DataDirOption,
     FormatOption,
@@ -29,13 +28,13 @@ from iii_cli.common import (
     WsPortOption,
     call_function,
     fail,
-    not_running,
     one_of,
     say,
-    socket_of,
     where,
 )
-from iii_cli.queue_commands import QUEUE_COLUMNS, queue_app
+from iii_cli.daemon_call import CALL_DEADLINE_S, not_running, socket_of
+from iii_cli.list_view import KINDS, add_display_columns
+from iii_cli.queue_commands import queue_app
 from iii_cli.style import printable
 from iii_cli.value_commands import state_app, stream_app
 from iii_cli.wire import (
@@ -193,30 +192,6 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 
 # --- list ---------------------------------------------------------------------------------
 
-LIST_KINDS = {
-    "functions": ("engine::functions::list", "functions",
-                  [("function_id", "FUNCTION"), ("worker_name", "WORKER"),
-                   ("description", "DESCRIPTION")]),
-    "workers": ("engine::workers::list", "workers",
-                [("name", "NAME"), ("id", "ID"), ("pid", "PID"), ("transport", "TRANSPORT"),
-                 ("function_count", "FUNCTIONS"), ("connected_at", "CONNECTED")]),
-    "actions": ("engine::actions::list", "actions",
-                [("id", "ACTION"), ("function_id", "FUNCTION"), ("worker", "WORKER"),
-                 ("description", "DESCRIPTION")]),
-    "triggers": ("engine::registered-triggers::list", "registered_triggers",
-                 [("id", "ID"), ("trigger_type", "TYPE"), ("function_id", "FUNCTION"),
-                  ("status", "STATUS"), ("worker_name", "OWNER"), ("config", "CONFIG")]),
-    "trigger-types": ("engine::triggers::list", "triggers",
-                      [("id", "TYPE"), ("worker_name", "PROVIDER"),
-                       ("trigger_count", "TRIGGERS"), ("description", "DESCRIPTION")]),
-    "queues": ("engine::queues::list", "queues", QUEUE_COLUMNS),
-    "observers": ("engine::observers::list", "observers",
-                  [("id", "ID"), ("function_id", "FUNCTION"), ("target", "TARGET"),
-                   ("on", "ON"), ("state", "STATE"), ("fires", "FIRES"),
-                   ("worker", "OWNER"), ("filters", "FILTERS")]),
-}
-
-
 def _list_kinds(incomplete: str) -> list[str]:
     return [kind.value for kind in ListKind if kind.value.startswith(incomplete)]
 
@@ -239,38 +214,13 @@ def list_(
                        f"{', '.join(k.value for k in ListKind)}")
     kind = ListKind(kind_name)
     target = where(socket, url)
-    function_id, key, columns = LIST_KINDS[kind.value]
+    function_id, key, columns = KINDS[kind.value]
     rows: list[dict[str, Any]] = call_function(
         target, function_id, {"include_internal": True} if internal else None)[key]
     chosen = fmt.value if fmt else output.default_format()
     if chosen == "table":
-        _add_display_columns(kind, rows, target)
+        add_display_columns(kind.value, rows, lambda fid: call_function(target, fid))
     typer.echo(output.render(rows, columns, chosen))
-
-
-def _add_display_columns(kind: ListKind, rows: list[dict[str, Any]], target: str) -> None:
-    """Table-only columns: the daemon's own shown as such, an http trigger's URL, owner
-    names for actions and observers (their rows name the worker by id)."""
-    if kind in (ListKind.functions, ListKind.triggers, ListKind.trigger_types):
-        for row in rows:
-            invocation = row.get("invocation")
-            if invocation:  # an HTTP-invoked function: where the daemon calls it
-                row["description"] = " ".join(filter(None, (
-                    invocation["method"], invocation["url"], row.get("description"))))
-            row["worker_name"] = {"daemon": "(daemon)", None: "(nobody)"}.get(
-                row["worker_name"], row["worker_name"])
-            if kind is ListKind.triggers:  # the summary, or where an http trigger answers
-                row["config"] = row.get("url") or row["config_summary"]
-                if row.get("url"):
-                    method = str(row["config_summary"]).partition(" ")[0]
-                    row["config"] = f"{method} {row['url']}"
-        return
-    if kind not in (ListKind.actions, ListKind.observers):
-        return
-    workers = call_function(target, "engine::workers::list")["workers"]
-    names = {w["id"]: w["name"] or w["id"][:8] for w in workers}
-    for row in rows:
-        row["worker"] = names.get(row["worker_id"], str(row["worker_id"])[:8])
 
 
 # --- triggers -----------------------------------------------------------------------------

@@ -11,15 +11,12 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from iii_cli import exit_codes as ec
+from iii_cli.daemon_call import call_daemon, target_of
 from iii_cli.style import error_prefix, printable
-from iii_cli.wire import Refused, Timeout, Unreachable, connect, unreachable_message
 
 E = TypeVar("E", bound=StrEnum)
 
 COMPLETION_BUDGET_S = 0.3
-#: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
-CALL_DEADLINE_S = 5.0
 
 
 def one_of(kind: type[E]) -> Callable[[str], E]:
@@ -62,28 +59,7 @@ UrlOption = Annotated[str | None, typer.Option(
 
 def where(socket: Path | None, url: str | None = None) -> str:
     """Where to send a daemon function call: a ws:// URL, or a socket path."""
-    if url:
-        if url.startswith("unix://"):
-            return url[len("unix://"):]
-        if not url.startswith(("ws://", "wss://")):
-            fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
-        return url
-    return str(socket_of(socket))
-
-
-def socket_of(socket: Path | None) -> Path:
-    from iii_sdk.paths import resolve_socket_path
-
-    return resolve_socket_path(socket)
-
-
-def not_running(exc: Unreachable, target: str | Path) -> str:
-    """The not-running line for ``target``; its "start it with" hint names the socket
-    when ``iii daemon start`` alone would not use that one."""
-    target = str(target)
-    other = not target.startswith(("ws://", "wss://")) and target != str(socket_of(None))
-    return unreachable_message(exc, target if other else None)
-
+    return target_of(socket, url, fail)
 
 def fail(code: int, message: str) -> NoReturn:
     sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
@@ -96,20 +72,6 @@ def say(message: str, quiet: bool) -> None:
 
 
 def call_function(target: str | Path, function_id: str, data: Any = None) -> Any:
-    """One call of a daemon function (``target``: a socket path or a ws:// URL), all of
-    it within ``CALL_DEADLINE_S``; every failure ends the command with one line and its
-    exit code."""
-    try:
-        with connect(str(target), CALL_DEADLINE_S) as conn:
-            answer = conn.call(function_id, data)
-    except Unreachable as exc:
-        fail(ec.UNREACHABLE, not_running(exc, target))
-    except Refused as exc:
-        fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
-    except Timeout:
-        fail(ec.TIMEOUT, f"{function_id}: no answer within {CALL_DEADLINE_S:.0f} s")
-    error = answer.get("error")
-    if error:
-        message = error.get("message") if isinstance(error, dict) else str(error)
-        fail(ec.for_error(error), f"{function_id}: {message}")
-    return answer.get("result")
+    """One call of a daemon function; every failure ends the command with one line and
+    its exit code (see :func:`iii_cli.daemon_call.call_daemon`)."""
+    return call_daemon(target, function_id, data, fail)

@@ -1,5 +1,5 @@
-"""The ``iii`` entry point: ``trigger`` and the ``state`` / ``stream`` shortcuts take
-the fast path, everything else typer."""
+"""The ``iii`` entry point: ``trigger``, ``list`` and the ``state`` / ``stream``
+shortcuts take the fast path, everything else typer."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def main() -> None:
         from iii_cli.value_shortcuts import fast
 
         code = fast(argv)
+        if code is not None:
+            sys.exit(code)
+    if argv[:1] == ["list"] and "_III_COMPLETE" not in os.environ:
+        from iii_cli.list_view import fast as list_fast
+
+        code = list_fast(argv[1:])
         if code is not None:
             sys.exit(code)
     from iii_cli.app import run

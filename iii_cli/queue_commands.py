@@ -19,13 +19,10 @@ from iii_cli.common import (
     say,
     where,
 )
+from iii_cli.list_view import QUEUE_COLUMNS
 
 queue_app = typer.Typer(help="Inspect and operate the durable queues.", no_args_is_help=True)
 
-QUEUE_COLUMNS = [("queue", "QUEUE"), ("function_id", "FUNCTION"), ("ready", "READY"),
-                 ("in_flight", "IN FLIGHT"), ("delayed", "DELAYED"),
-                 ("waiting_for_function", "WAITING"), ("dead_letters", "DEAD"),
-                 ("delivered", "DELIVERED")]
 DEAD_COLUMNS = [("id", "ID"), ("function_id", "FUNCTION"), ("attempts", "ATTEMPTS"),
                 ("last_error", "LAST ERROR"), ("payload", "PAYLOAD")]
 

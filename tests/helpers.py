@@ -193,3 +193,18 @@ def run_iii(tmp: Path, *args: str, stdin: str | None = None, timeout: float = 60
     """The installed ``iii`` console script, isolated in ``tmp``."""
     return subprocess.run([IIIBIN, *args], capture_output=True, text=True, input=stdin,
                           env=env or child_env(tmp), timeout=timeout)
+
+
+def modules_loaded(tmp: Path, argv: list[str]) -> set[str]:
+    """The top-level modules ``iii ARGV`` loads (it must succeed), isolated in ``tmp``."""
+    code = (
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))\n"
+        f"sys.argv = {['iii', *argv]!r}\n"
+        "from iii_cli.main import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(tmp), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    return {name.split(".")[0] for name in json.loads(proc.stderr.splitlines()[-1])}

@@ -14,6 +14,7 @@ from tests.helpers import (
     can_connect,
     child_env,
     free_port,
+    modules_loaded,
     run_iii,
     wait_for,
 )
@@ -91,6 +92,24 @@ def test_list_functions_and_workers(daemon: DaemonProcess, math_worker: Any) -> 
     assert all(len(line) <= 80 for line in table)
     workers = json.loads(run_iii(daemon.tmp, "list", "workers").stdout)  # piped: json
     assert [w["name"] for w in workers] == ["math-worker"]
+
+
+def test_list_takes_the_fast_path_and_help_goes_to_typer(daemon: DaemonProcess,
+                                                         math_worker: Any) -> None:
+    """Typed in loops (scripts, watch loops): no typer, no asyncio, no daemon loaded;
+    the same output as the typer command."""
+    for argv in (["list", "functions", "-o", "json"], ["list", "observers", "--all"],
+                 ["list", "triggers", "--output=jsonl"]):
+        loaded = modules_loaded(daemon.tmp, argv)
+        assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon"}, argv
+    table = run_iii(daemon.tmp, "list", "functions", "-o", "table")
+    assert table.returncode == 0 and table.stdout.split()[:3] == ["FUNCTION", "WORKER",
+                                                                  "DESCRIPTION"]
+    assert "(daemon)" in table.stdout and "math-worker" in table.stdout
+    helped = run_iii(daemon.tmp, "list", "--help")
+    assert helped.returncode == 0 and "--all" in helped.stdout
+    wrong = run_iii(daemon.tmp, "list", "functions", "-o", "yaml")
+    assert wrong.returncode == 2 and "use table, json or jsonl" in wrong.stderr
 
 
 def test_list_without_a_daemon_exits_3(short_tmp: Path) -> None:

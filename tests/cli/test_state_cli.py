@@ -4,11 +4,9 @@ output and exit codes, against a real daemon."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
-from tests.helpers import REPO, DaemonProcess, child_env, run_iii
+from tests.helpers import DaemonProcess, modules_loaded, run_iii
 
 
 def iii(daemon: DaemonProcess, *args: str, stdin: str | None = None) -> Any:
@@ -66,18 +64,8 @@ def test_errors_exit_as_iii_trigger_does(daemon: DaemonProcess) -> None:
 
 def test_the_shortcuts_take_the_fast_path(daemon: DaemonProcess) -> None:
     """Typed in loops like iii trigger: no typer, no asyncio, no daemon imported."""
-    argv = ["iii", "stream", "send", "todo", "g", "typing", '{"a": 1}', "--id=t1", "-o", "json"]
-    code = (
-        "import atexit, json, sys\n"
-        "atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))\n"
-        f"sys.argv = {argv!r}\n"
-        "from iii_cli.main import main\n"
-        "main()\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=child_env(daemon.tmp), cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-500:]
-    loaded = {name.split(".")[0] for name in json.loads(proc.stderr)}
+    loaded = modules_loaded(daemon.tmp, ["stream", "send", "todo", "g", "typing",
+                                         '{"a": 1}', "--id=t1", "-o", "json"])
     assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "websockets"}
 
 

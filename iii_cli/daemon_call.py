@@ -1,0 +1,61 @@
+"""One call of a daemon function from a command, with its deadline and its failures
+as one line and an exit code. Loads no typer: the fast paths use it too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from iii_cli import exit_codes as ec
+from iii_cli.wire import Refused, Timeout, Unreachable, connect, unreachable_message
+
+#: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
+CALL_DEADLINE_S = 5.0
+
+#: ``fail(exit code, message)``: says it on one line and ends the command.
+Fail = Callable[[int, str], NoReturn]
+
+
+def socket_of(socket: Path | None) -> Path:
+    from iii_sdk.paths import resolve_socket_path
+
+    return resolve_socket_path(socket)
+
+
+def target_of(socket: Path | None, url: str | None, fail: Fail) -> str:
+    """Where to send a daemon function call: a ws:// URL, or a socket path."""
+    if url:
+        if url.startswith("unix://"):
+            return url[len("unix://"):]
+        if not url.startswith(("ws://", "wss://")):
+            fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
+        return url
+    return str(socket_of(socket))
+
+
+def not_running(exc: Unreachable, target: str | Path) -> str:
+    """The not-running line for ``target``; its "start it with" hint names the socket
+    when ``iii daemon start`` alone would not use that one."""
+    target = str(target)
+    other = not target.startswith(("ws://", "wss://")) and target != str(socket_of(None))
+    return unreachable_message(exc, target if other else None)
+
+
+def call_daemon(target: str | Path, function_id: str, data: Any, fail: Fail) -> Any:
+    """One call of a daemon function (``target``: a socket path or a ws:// URL), all of
+    it within ``CALL_DEADLINE_S``; every failure ends the command through ``fail``."""
+    try:
+        with connect(str(target), CALL_DEADLINE_S) as conn:
+            answer = conn.call(function_id, data)
+    except Unreachable as exc:
+        fail(ec.UNREACHABLE, not_running(exc, target))
+    except Refused as exc:
+        fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
+    except Timeout:
+        fail(ec.TIMEOUT, f"{function_id}: no answer within {CALL_DEADLINE_S:.0f} s")
+    error = answer.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        fail(ec.for_error(error), f"{function_id}: {message}")
+    return answer.get("result")
