@@ -711,20 +711,17 @@ class Router:
 
     def http_answered(self, invocation_id: str, result: bytes | None,
                       error: dict[str, str] | None, now: float) -> Output:
-        """An HTTP-invoked function answered (``result``: its JSON), or failed."""
+        """An HTTP-invoked function answered (``result``: its JSON), or failed: handled
+        as the answer of the connection that registered it."""
         out: Output = []
         self._now = now
-        inv = self.invocations.pop(invocation_id)
-        if inv is None:
+        inv = self.invocations.get(invocation_id)
+        worker = None if inv is None else self.registry.connections.get(inv.worker)
+        if inv is None or worker is None:
             return out  # timed out, or its worker left, meanwhile
-        worker = self.registry.connections.get(inv.worker)
-        if worker is not None:
-            worker.serving.discard(inv.id)
-        raw = None if result is None else Raw(result)
-        self._finished(inv, raw, error, out)
-        if inv.caller is not None or inv.then is not None:
-            self._answer(inv, raw, error, out, p.InvocationResult(
-                invocation_id=inv.id, result=raw if raw is not None else NULL, error=error))
+        self._on_result(worker, p.InvocationResult(
+            invocation_id=invocation_id, function_id=inv.function_id,
+            result=NULL if result is None else Raw(result), error=error), now, out)
         self._pump_now(out)
         return out
 
