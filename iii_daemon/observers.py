@@ -79,6 +79,15 @@ class Observed:
     started_wall: float
 
 
+def observed(msg: p.InvokeFunction, conn: Connection | None, source: str,
+             started_wall: float) -> Observed:
+    """What observers need of call ``msg`` from ``conn`` (None: the daemon's own)."""
+    return Observed(input=msg.data, metadata=msg.metadata,
+                    caller=None if conn is None else caller_of(conn, msg.caller),
+                    depth=depth_of(msg.observe_depth), source=source,
+                    started_wall=started_wall)
+
+
 @dataclass(slots=True, eq=False)
 class Observer:
     id: str

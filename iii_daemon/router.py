@@ -33,7 +33,7 @@ from iii_daemon.errors import TriggerError
 from iii_daemon.event_log import EventLog, Finished, error_of, head, preview
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.invocations import Continuation, Invocation, InvocationTable
-from iii_daemon.observers import Observed, Observers, caller_of, depth_of
+from iii_daemon.observers import Observers, depth_of, observed
 from iii_daemon.queues import Queues
 from iii_daemon.registry import ActionType, Connection, FunctionEntry, Registry
 from iii_daemon.state_table import StateTable
@@ -514,11 +514,8 @@ class Router:
             worker_id=worker.worker_id,
             payload=head(msg.data),
             tags=tags,
-            observed=None if entry.id not in self.observers.by_source else Observed(
-                input=msg.data, metadata=msg.metadata,
-                caller=None if conn is None else caller_of(conn, msg.caller),
-                depth=depth_of(msg.observe_depth), source=source,
-                started_wall=now + self._wall_offset),
+            observed=None if entry.id not in self.observers.by_source
+            else observed(msg, conn, source, now + self._wall_offset),
         ), in_order=default)
         worker.serving.add(inv_id)
         if self._watching_starts:
@@ -574,16 +571,12 @@ class Router:
                           answer: Answer) -> Answer:
         """``answer``, also handing the call to the observers of daemon function
         ``function_id`` (``state::set``, ``enqueue``, ...) once it is answered."""
-        observed = Observed(input=msg.data, metadata=msg.metadata,
-                            caller=caller_of(conn, msg.caller),
-                            depth=depth_of(msg.observe_depth),
-                            source="sdk" if conn.is_worker else "cli",
-                            started_wall=self.clock.wall)
+        call = observed(msg, conn, "sdk" if conn.is_worker else "cli", self.clock.wall)
         started, invocation_id = self._now, self.invocations.new_id()
 
         def observed_answer(result: Any, error: p.ErrorBody | None, out: Output) -> None:
             answer(result, error, out)
-            self.observers.finished(function_id, invocation_id, observed,
+            self.observers.finished(function_id, invocation_id, call,
                                     None if error is not None else p.to_raw(result), error,
                                     (self._now - started) * 1000.0, out)
 
