@@ -77,27 +77,16 @@ _FORMATS = ("table", "json", "jsonl")
 def fast(argv: list[str]) -> int | None:
     """``iii list ...`` (``argv`` after ``list``) run at once; None when typer should
     take it."""
-    options: dict[str, str] = {}
-    internal = False
-    kinds: list[str] = []
-    rest = iter(argv)
-    for arg in rest:
-        name, equals, inline = arg.partition("=")
-        if name in ("-o", "--output", "--socket", "--url"):
-            value = inline if equals else next(rest, None)
-            if value is None:
-                return None
-            options["--output" if name == "-o" else name] = value
-        elif arg == "--all":
-            internal = True
-        elif arg.startswith("-"):
-            return None
-        else:
-            kinds.append(arg)
+    from iii_cli.fast_args import split_args
+
+    split = split_args(argv, ("-o", "--output", "--socket", "--url"), ("--all",))
+    if split is None:
+        return None
+    kinds, options, switches = split
     if len(kinds) != 1 or kinds[0] not in KINDS or \
             options.get("--output", "table") not in _FORMATS:
         return None
-    return _run(kinds[0], options, internal)
+    return _run(kinds[0], options, "--all" in switches)
 
 
 def _run(kind: str, options: dict[str, str], internal: bool) -> int:

@@ -11,9 +11,11 @@ Help, completion and anything it does not recognise go to the typer commands
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from iii_cli.fast_args import split_args
 from iii_cli.trigger_fast import UsageError, read_json
 
 
@@ -63,7 +65,8 @@ def value(text: str) -> Any:
         return text
 
 
-def run(shortcut: Shortcut, positionals: list[str], options: dict[str, str | None]) -> int:
+def run(shortcut: Shortcut, positionals: list[str], options: Mapping[str, str | None]
+        ) -> int:
     """Run ``iii trigger`` for ``shortcut``; its exit code.
 
     Raises:
@@ -76,7 +79,7 @@ def run(shortcut: Shortcut, positionals: list[str], options: dict[str, str | Non
     own = dict(shortcut.options)
     passed: list[str] = []
     for flag, text in options.items():
-        if text is None:
+        if text is None:  # a typer option not given
             continue
         if flag in own:
             payload[own[flag]] = text
@@ -91,24 +94,10 @@ def fast(argv: list[str]) -> int | None:
     shortcut = SHORTCUTS.get((argv[0], argv[1])) if len(argv) >= 2 else None
     if shortcut is None:
         return None
-    takes = (*PASSED, *(flag for flag, _ in shortcut.options))
-    positionals: list[str] = []
-    options: dict[str, str | None] = {}
-    rest = iter(argv[2:])
-    for arg in rest:
-        if arg == "--":
-            positionals += rest
-            break
-        name, equals, inline = arg.partition("=")
-        if name in takes:
-            given = inline if equals else next(rest, None)
-            if given is None:
-                return None
-            options["--output" if name == "-o" else name] = given
-        elif arg.startswith("-") and arg != "-":
-            return None  # --help, or an option it does not know
-        else:
-            positionals.append(arg)
+    split = split_args(argv[2:], (*PASSED, *(flag for flag, _ in shortcut.options)))
+    if split is None:
+        return None
+    positionals, options, _ = split
     if len(positionals) != len(shortcut.args):
         return None
     try:
