@@ -208,3 +208,12 @@ def modules_loaded(tmp: Path, argv: list[str]) -> set[str]:
                           env=child_env(tmp), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-500:]
     return {name.split(".")[0] for name in json.loads(proc.stderr.splitlines()[-1])}
+
+
+def official_worker(port: int, name: str = "official", **options: Any) -> Any:
+    """The official iii SDK attached to a daemon's WebSocket listener on ``port``, as
+    ``name``, without telemetry; ``options``: more ``iii.InitOptions`` fields."""
+    import iii
+
+    return iii.register_worker(f"ws://127.0.0.1:{port}", iii.InitOptions(
+        worker_name=name, otel={"enabled": False}, **options))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from iii_sdk import InitOptions, register_worker
-from tests.helpers import DaemonProcess, free_port, rss_kib, run_iii, wait_for
+from tests.helpers import DaemonProcess, free_port, official_worker, rss_kib, run_iii, wait_for
 from tests.integration.test_security import ROOT, as_nobody
 
 
@@ -366,7 +366,6 @@ def test_limits_token_and_a_streamed_body_past_the_limit(short_tmp: Path) -> Non
 
 
 def test_the_official_sdk_serves_http_triggers_over_websocket(site: Site) -> None:
-    import iii
     from iii_helpers.http import HttpResponse, http
 
     async def upload(req: Any, res: Any) -> None:
@@ -383,9 +382,7 @@ def test_the_official_sdk_serves_http_triggers_over_websocket(site: Site) -> Non
         return HttpResponse(status_code=200, headers={"x-by": "official"},
                             body={"hello": req["path_params"]["name"]})
 
-    official = iii.register_worker(f"ws://127.0.0.1:{site.ws_port}",
-                                   iii.InitOptions(worker_name="official",
-                                                   otel={"enabled": False}))
+    official = official_worker(site.ws_port)
     try:
         official.register_function("off::upload", http(upload))
         official.register_function("off::hello", hello)

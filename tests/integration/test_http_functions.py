@@ -21,7 +21,7 @@ from iii_helpers.http import HttpAuthApiKey, HttpAuthBearer, HttpAuthHmac
 from iii_helpers.http import HttpInvocationConfig as OfficialInvocation
 
 from iii_sdk import HttpInvocationConfig, InvocationError, RegistrationRefused, register_worker
-from tests.helpers import DaemonProcess, free_port, run_iii, wait_for
+from tests.helpers import DaemonProcess, free_port, official_worker, run_iii, wait_for
 
 ALLOWED = {"HOOK_TOKEN": "t0ken", "HOOK_KEY": "k3y", "HOOK_SECRET": "s3cret"}
 
@@ -80,8 +80,7 @@ class Setup:
         self.hooks = Hooks()
         self.ws_port = free_port()
         self.daemon = DaemonProcess(tmp, "--ws-port", str(self.ws_port)).start()
-        self.official = iii.register_worker(f"ws://127.0.0.1:{self.ws_port}", iii.InitOptions(
-            worker_name="official-hooks", otel={"enabled": False}))
+        self.official = official_worker(self.ws_port, "official-hooks")
         self.ours = register_worker(str(self.daemon.socket_path))
 
     def close(self) -> None:

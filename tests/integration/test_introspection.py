@@ -8,19 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import iii
 import pytest
 
 from iii_sdk import register_worker
-from tests.helpers import DaemonProcess, free_port, wait_for
+from tests.helpers import DaemonProcess, free_port, official_worker, wait_for
 
 
 class Engine:
     def __init__(self, tmp: Path) -> None:
         self.ws_port = free_port()
         self.daemon = DaemonProcess(tmp, "--ws-port", str(self.ws_port)).start()
-        self.official = iii.register_worker(f"ws://127.0.0.1:{self.ws_port}", iii.InitOptions(
-            worker_name="official-lister", otel={"enabled": False}))
+        self.official = official_worker(self.ws_port, "official-lister")
         self.ours = register_worker(str(self.daemon.socket_path))
         self.official.register_function("shop::order", lambda data: data,
                                         description="takes an order",

@@ -17,7 +17,14 @@ from iii_helpers.observability import ReconnectionConfig as OfficialReconnection
 import iii_sdk
 from iii_sdk import InitOptions, register_worker
 from iii_sdk.options import ReconnectionConfig
-from tests.helpers import DaemonProcess, child_env, free_port, run_iii, wait_for
+from tests.helpers import (
+    DaemonProcess,
+    child_env,
+    free_port,
+    official_worker,
+    run_iii,
+    wait_for,
+)
 
 KINDS = ["official", "ours"]
 
@@ -48,10 +55,8 @@ class Daemon:
 
     def client(self, kind: str) -> Any:
         if kind == "official":
-            return iii.register_worker(f"ws://127.0.0.1:{self.ws_port}", iii.InitOptions(
-                worker_name="official", otel={"enabled": False},
-                reconnection_config=OfficialReconnection(initial_delay_ms=50,
-                                                         max_delay_ms=200)))
+            return official_worker(self.ws_port, reconnection_config=OfficialReconnection(
+                initial_delay_ms=50, max_delay_ms=200))
         worker = register_worker(str(self.process.socket_path), InitOptions(
             worker_name="ours", reconnection_config=ReconnectionConfig(
                 initial_delay_ms=50, max_delay_ms=200)))
@@ -284,8 +289,7 @@ def test_the_official_example_runs_unchanged_beside_register_trigger(
     port = free_port()
     env = {**child_env(short_tmp), "III_WS_PORT": str(port)}
     assert run_iii(short_tmp, "daemon", "start", env=env).returncode == 0
-    worker = iii.register_worker(f"ws://127.0.0.1:{port}", iii.InitOptions(
-        worker_name="payments", otel={"enabled": False}))
+    worker = official_worker(port, "payments")
     try:
         alerts, ticks = Seen(), Seen()
         worker.register_function("payments::charge", charge)

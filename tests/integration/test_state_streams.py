@@ -32,9 +32,14 @@ from iii_helpers.stream import (
 )
 
 from iii_sdk import III, register_worker
-from tests.helpers import DaemonProcess, child_env, free_port, run_iii, wait_for
-
-OFFICIAL = iii.InitOptions(worker_name="official", otel={"enabled": False})
+from tests.helpers import (
+    DaemonProcess,
+    child_env,
+    free_port,
+    official_worker,
+    run_iii,
+    wait_for,
+)
 
 
 class Engine:
@@ -44,7 +49,7 @@ class Engine:
         self.tmp = tmp
         self.ws_port = free_port()
         self.daemon = DaemonProcess(tmp, "--ws-port", str(self.ws_port)).start()
-        self.official = iii.register_worker(f"ws://127.0.0.1:{self.ws_port}", OFFICIAL)
+        self.official = official_worker(self.ws_port)
         self.ours = register_worker(str(self.daemon.socket_path))
 
     def caller(self, name: str) -> Any:
