@@ -131,9 +131,6 @@ class Hub:
         self.writes_limit = writes_limit
         #: Unsent bytes a watcher may hold before events for it are dropped (counted).
         self.watch_buffer = watch_buffer
-        #: Live events fanned out and not written yet, by connection (a replay for a new
-        #: watcher goes behind them).
-        self._watch_out: dict[int, bytearray] = {}
         #: Live events since the last fan-out (every WATCH_FLUSH_S, after the answers
         #: of the calls that made them).
         self._live: list[Emit] = []
@@ -182,7 +179,6 @@ class Hub:
         if self.links.pop(conn_id, None) is None:
             return
         self._out.pop(conn_id, None)
-        self._watch_out.pop(conn_id, None)
         self._backlog.pop(conn_id, None)
         self.parked_total -= self._parked.pop(conn_id, 0)
         try:
@@ -414,26 +410,27 @@ class Hub:
         return len(buf) - size
 
     def _fan_out_live(self) -> None:
-        """Send this turn's live events to their watchers, each within
+        """Send the live events since the last fan-out to their watchers, each within
         ``watch_buffer`` bytes of unsent output: what does not fit is dropped and
         counted, and the watcher hears how many it missed before the next event that
         fits. They go out together every ``WATCH_FLUSH_S``: a watcher is woken a few
         times a second, not once per call (on a small machine every wake-up costs the
         callers). Watcher by watcher, so each looks up its link and counts what it
-        holds once per turn, not once per event."""
+        holds once per fan-out, not once per event; behind whatever its connection
+        has queued already (a replay)."""
         self._live_handle = None
         live, self._live = self._live, []
         # Dicts, or Finished (its frame made without one): see event_log.
         events: list[Any] = [emit.event for emit in live]
         frames: list[bytes | None] = [None] * len(events)
         now = time.monotonic()
+        wrote = False
         for conn_id, watcher in self.router.watchers.items():
             link = self.links.get(conn_id)
             if link is None:
                 continue
-            buf = self._watch_out.get(conn_id)
-            held = link.write_buffer_size() + len(buf or b"") + \
-                len(self._out.get(conn_id, b""))
+            buf: bytearray | None = None
+            held = link.write_buffer_size() + len(self._out.get(conn_id, b""))
             since, limit, rate = watcher.since, self.watch_buffer, watcher.max_rate
             if rate is not None:  # a second's worth at most
                 watcher.allowance = min(float(rate), watcher.allowance +
@@ -457,7 +454,7 @@ class Hub:
                 if not frame:
                     continue
                 if buf is None:
-                    buf = self._watch_out[conn_id] = bytearray()
+                    buf = self._out.setdefault(conn_id, bytearray())
                 if watcher.missed:
                     marker = b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
                     buf += marker
@@ -465,8 +462,14 @@ class Hub:
                     watcher.missed = 0
                 buf += frame
                 held += len(frame)
-        if self._watch_out:
-            self._flush_watchers()
+            if buf is None:
+                continue
+            wrote = True
+            if watcher.skipped:  # a few times a second at most
+                buf += b'{"type":"event","event":"sampled","skipped":%d}\n' % watcher.skipped
+                watcher.skipped = 0
+        if wrote:
+            self.flush()
 
     def _replay(self, emit: Emit) -> None:
         """An event for one watcher (its replay): now, behind what waited for it."""
@@ -475,23 +478,10 @@ class Hub:
         if conn_id is None or watcher is None or conn_id not in self.links:
             return
         buf = self._out.setdefault(conn_id, bytearray())
-        buf += self._watch_out.pop(conn_id, b"")
         if watcher.missed:
             buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
             watcher.missed = 0
         buf += frame_of(emit.as_dict())
-
-    def _flush_watchers(self) -> None:
-        for conn_id, watcher in self.router.watchers.items():
-            if watcher.skipped and conn_id in self._watch_out:  # a few times a second
-                self._watch_out[conn_id] += (
-                    b'{"type":"event","event":"sampled","skipped":%d}\n' % watcher.skipped)
-                watcher.skipped = 0
-        pending, self._watch_out = self._watch_out, {}
-        for conn_id, buf in pending.items():
-            # Behind anything already queued for it (a replay): append, in order.
-            self._out.setdefault(conn_id, bytearray()).extend(buf)
-        self.flush()
 
     def landed(self) -> None:
         """The store writer finished a batch: hand the writes that landed back to the

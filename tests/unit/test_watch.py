@@ -168,8 +168,7 @@ def test_a_watcher_that_does_not_read_misses_events_and_is_told(
             [sent] = [m for m in worker.messages()[-1:] if m["type"] == "invokefunction"]
             hub.receive(worker.conn_id, [json.dumps(result(sent["invocation_id"],
                                                            result=i)).encode()])
-            hub._fan_out_live()  # what the loop does once the turn's answers are out
-            hub._flush_watchers()  # what its timer does every WATCH_FLUSH_S
+            hub._fan_out_live()  # what its timer does every WATCH_FLUSH_S
 
         for i in range(100):
             one_call(i)
@@ -200,7 +199,7 @@ def test_registrations_are_events(core: Core) -> None:
 
 def test_callers_are_answered_before_watchers_hear_and_no_event_comes_twice() -> None:
     """A turn's live events go out to watchers after the turn's answers were written
-    (the loop runs the fan-out next); a watcher that subscribes in between has the
+    (the fan-out runs later, on a timer); a watcher that subscribes in between has the
     event in its replay and does not get it again live."""
     loop = asyncio.new_event_loop()
     try:
@@ -218,7 +217,6 @@ def test_callers_are_answered_before_watchers_hear_and_no_event_comes_twice() ->
                                                           "invocationresult"]
         hub.receive(late.conn_id, [b'{"type":"watch","replay":10}'])
         hub._fan_out_live()
-        hub._flush_watchers()
         finished = [[m for m in link.messages() if m.get("event") == "invocation.finished"]
                     for link in (early, late)]
         assert [len(f) for f in finished] == [1, 1]
@@ -245,7 +243,6 @@ def test_a_watcher_with_max_rate_gets_a_sample_every_failure_and_a_count() -> No
                       else result(sent["invocation_id"], error={"code": "x", "message": "y"}))
             hub.receive(worker.conn_id, [json.dumps(answer).encode()])
         hub._fan_out_live()
-        hub._flush_watchers()
 
         def finished(link: FakeLink) -> list[dict[str, Any]]:
             return [m for m in link.messages() if m.get("event") == "invocation.finished"]
