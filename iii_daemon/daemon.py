@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon import __version__, unix_listener, ws_listener
+from iii_daemon import __version__, unix_listener
 from iii_daemon.access import AccessPolicy
 from iii_daemon.channels import Channels
 from iii_daemon.errors import ListenerOff, StartupError, StoreError
-from iii_daemon.http_listener import HttpConfig, HttpListener, start_http_server
 from iii_daemon.hub import Hub
 from iii_daemon.router import Router
 from iii_daemon.store import Store
@@ -147,7 +146,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
             hub.shutdown()
-            await hub.http_caller.close()
+            await hub.close_http_caller()
             if close_http is not None:
                 await close_http()
             unix_listener.remove_socket(config.socket_path)
@@ -168,6 +167,9 @@ async def _start_http(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
     serves everything else and ``status`` says why."""
     if not config.http_port:
         return None
+    # Imported only when on: aiohttp costs a daemon a tenth of a second of start-up.
+    from iii_daemon.http_listener import HttpConfig, HttpListener, start_http_server
+
     listener = HttpListener(hub, channels, HttpConfig(
         host=config.http_host, port=config.http_port,
         max_body_bytes=config.http_max_body_bytes, cors_origins=config.http_cors_origins,
@@ -195,6 +197,8 @@ async def _start_ws(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
     its Unix socket and ``status`` says why."""
     if not config.ws_port:
         return None
+    from iii_daemon import ws_listener  # only when on, as aiohttp above
+
     policy = AccessPolicy("websocket", config.ws_host, config.ws_token,
                           frozenset(config.ws_allowed_origins),
                           frozenset(config.ws_allowed_hosts))

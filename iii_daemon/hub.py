@@ -40,17 +40,19 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iii_daemon.effects import EVENTS, Close, Emit, HttpCall, HttpReply, Output, Persist
 from iii_daemon.event_log import frame as frame_of
-from iii_daemon.http_caller import HttpCaller
 from iii_daemon.http_requests import HttpRequest
 from iii_daemon.router import Router
 from iii_daemon.watchers import failed
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from iii_daemon.http_caller import HttpCaller
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,9 @@ class Hub:
         self._pump: asyncio.Handle | None = None
         #: HTTP requests waiting for their reply, by request id.
         self._http: dict[int, Callable[[HttpReply], None]] = {}
-        #: Sends the requests of HTTP-invoked functions.
-        self.http_caller = HttpCaller()
+        #: Sends the requests of HTTP-invoked functions; made (and aiohttp's client
+        #: imported, a tenth of a second) by the first one.
+        self._http_caller: HttpCaller | None = None
         self._next_http = 0
         #: ``router.calls_routed`` when last looked at, and when it last moved.
         self._calls_seen = 0
@@ -386,7 +389,10 @@ class Hub:
                 waiting(message)
             return 0
         if isinstance(message, HttpCall):
-            self.http_caller.start(message, self._http_answered)
+            if self._http_caller is None:
+                from iii_daemon.http_caller import HttpCaller
+                self._http_caller = HttpCaller()
+            self._http_caller.start(message, self._http_answered)
             return 0
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot
@@ -582,6 +588,11 @@ class Hub:
         self.flush()
 
     # --- shutdown -----------------------------------------------------------------------
+
+    async def close_http_caller(self) -> None:
+        """Stop the requests of HTTP-invoked functions still running, if any ran."""
+        if self._http_caller is not None:
+            await self._http_caller.close()
 
     def shutdown(self) -> None:
         """Answer everyone still waiting, then close every link (buffered writes go out)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -213,3 +214,36 @@ def test_the_log_says_what_happened(daemon: DaemonProcess) -> None:
     assert "refused function 'taken' of worker" in log and "already served" in log
     assert log.count("failed: invocation_failed: RuntimeError: always") == 1  # once, not per firing
     assert f"worker 'logger' ({worker.worker_id}) left (pid {pid}, 2 functions)" in log
+
+
+LOADED_WHEN_READY = """
+import asyncio, json, sys
+from pathlib import Path
+from iii_daemon.daemon import DaemonConfig, serve
+
+async def main() -> None:
+    stop = asyncio.Event()
+    config = DaemonConfig(Path(sys.argv[1]), Path(sys.argv[2]),
+                          ws_port=int(sys.argv[3]), http_port=int(sys.argv[4]))
+    await serve(config, stop, ready=stop.set)
+
+asyncio.run(main())
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("listeners", ["off", "on"])
+def test_listeners_that_are_off_cost_no_imports(short_tmp: Path, listeners: str) -> None:
+    """aiohttp and websockets are a good part of a daemon's start-up: a daemon whose
+    listeners are off (as in most tests) never loads them, one with them on does."""
+    from tests.helpers import free_port
+
+    ports = ["0", "0"] if listeners == "off" else [str(free_port()), str(free_port())]
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADED_WHEN_READY, str(short_tmp / "iii.sock"),
+         str(short_tmp / "data"), *ports],
+        capture_output=True, text=True, env=child_env(short_tmp), cwd=REPO, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    loaded = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert ("aiohttp" in loaded, "websockets" in loaded) == (
+        (False, False) if listeners == "off" else (True, True))

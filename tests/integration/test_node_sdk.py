@@ -23,7 +23,8 @@ def node_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """examples/node with its dependencies installed, in a temp copy."""
     target = tmp_path_factory.mktemp("node") / "example"
     shutil.copytree(REPO / "examples" / "node", target)
-    proc = subprocess.run([str(NPM), "install", "--no-audit", "--no-fund", "--silent"],
+    proc = subprocess.run([str(NPM), "install", "--no-audit", "--no-fund", "--silent",
+                           "--prefer-offline"],
                           cwd=target, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         pytest.skip(f"npm install iii-sdk failed (no registry?): {proc.stderr.strip()[-200:]}")

@@ -244,7 +244,10 @@ def test_pipelined_list_calls_cannot_amplify_output(short_tmp: Path) -> None:
             attackers = [RawClient(daemon.socket_path) for _ in range(2)]
             for attacker in attackers:
                 attacker.send_raw(burst)  # one write, then never read
-            wsa = connect(f"ws://127.0.0.1:{port}", max_size=None).__enter__()
+            # An attacker that never reads, so no keepalive (whose timeout would
+            # be logged from the client's thread long after this test).
+            wsa = connect(f"ws://127.0.0.1:{port}", max_size=None, ping_interval=None,
+                          close_timeout=1).__enter__()
             wsa.recv()
             for _ in range(2_880):
                 wsa.send(call.decode())
@@ -262,6 +265,7 @@ def test_pipelined_list_calls_cannot_amplify_output(short_tmp: Path) -> None:
         # The attacker is paused, not lost: reading gets it answers again.
         answer = attackers[0].recv()
         assert answer["type"] == "invocationresult" and len(answer["result"]["functions"]) > 20_000
+        wsa.close()
     finally:
         daemon.stop()
 

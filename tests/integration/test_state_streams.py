@@ -240,9 +240,10 @@ def test_a_stream_served_by_the_official_sdk(engine: Engine) -> None:
         warnings.simplefilter("ignore", FutureWarning)
         create_stream(engine.official, "shelf", shelf)
     ours = engine.ours
-    wait_for(lambda: "stream::get(shelf)" in {
+    backend = {f"stream::{op}(shelf)" for op in ("get", "set", "delete", "list", "list_groups")}
+    wait_for(lambda: backend <= {
         f["function_id"] for f in ours.trigger({"function_id": "engine::functions::list"})[
-            "functions"]}, message="the backend's functions")
+            "functions"]}, message="all five of the backend's functions")
     at = {"stream_name": "shelf", "group_id": "g"}
     assert ours.trigger({"function_id": "stream::set",
                          "payload": {**at, "item_id": "a", "data": {"n": 1}}}) == {
