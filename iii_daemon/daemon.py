@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iii_daemon")
 
+#: How long stopping waits for WebSocket peers to close; one that does not answer (a
+#: TCP connection that never sent its handshake) is left to the process exit.
+WS_CLOSE_WAIT_S = 1.0
+
 
 @dataclass(slots=True)
 class DaemonConfig:
@@ -156,7 +160,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
             if ws_server is not None:
                 ws_server.close()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ws_server.wait_closed(), 5)
+                    await asyncio.wait_for(ws_server.wait_closed(), WS_CLOSE_WAIT_S)
     finally:
         hub.writer.close()
 

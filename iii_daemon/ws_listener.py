@@ -157,9 +157,16 @@ async def serve_channel_end(conn: ServerConnection, channels: Channels, channel:
                 if not await channel.put(message):
                     break  # the reader went away
         else:
-            while (frame := await channel.get()) is not None:
-                await conn.send(frame)
-            await conn.close()
+            # A reader that leaves while nothing is written would otherwise be noticed
+            # only at the next frame: its channel (and this handler, which the daemon's
+            # shutdown waits for) would linger as long as the writer stays quiet.
+            gone = asyncio.get_running_loop().create_task(_close_when_gone(conn, channel))
+            try:
+                while (frame := await channel.get()) is not None:
+                    await conn.send(frame)
+                await conn.close()
+            finally:
+                gone.cancel()
     except ConnectionClosed:
         pass
     finally:
@@ -167,6 +174,11 @@ async def serve_channel_end(conn: ServerConnection, channels: Channels, channel:
             channel.end()
         else:
             channels.drop(channel)
+
+
+async def _close_when_gone(conn: ServerConnection, channel: Channel) -> None:
+    await conn.wait_closed()
+    channel.close()
 
 
 async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,

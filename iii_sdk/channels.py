@@ -40,7 +40,7 @@ def channel_url(base: str, ref: dict[str, str], direction: str) -> str:
     return f"{base.rstrip('/')}/ws/channels/{ref['channel_id']}?{query}"
 
 
-class _End:
+class ChannelEnd:
     """What a reader and a writer share: the URL, the loop, one WebSocket."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
@@ -51,21 +51,31 @@ class _End:
         self._base = base
         self._headers = with_token(headers)
         self._ws: Any = None
-        self._lock: asyncio.Lock | None = None
+        #: Opening the WebSocket (one attempt, shared by whoever needs it meanwhile).
+        self._opening: asyncio.Task[Any] | None = None
 
     async def _socket(self) -> Any:
-        from websockets.asyncio.client import connect
-
         if self._ws is not None:
             return self._ws
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._ws is None:
-                url = channel_url(await self._base(), self.ref, self.ref["direction"])
-                self._ws = await connect(url, additional_headers=self._headers,
-                                         compression=None, max_size=2 * FRAME_SIZE)
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> Any:
+        from websockets.asyncio.client import connect
+
+        url = channel_url(await self._base(), self.ref, self.ref["direction"])
+        self._ws = await connect(url, additional_headers=self._headers,
+                                 compression=None, max_size=2 * FRAME_SIZE)
         return self._ws
+
+    async def release(self) -> None:
+        """Close the WebSocket, or stop opening it (on the SDK loop; the worker's
+        shutdown): a connection left half open would hold the daemon's handshake."""
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        if self._ws is not None:
+            await self._ws.close()
 
     async def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the SDK loop, from whichever loop awaits it."""
@@ -95,7 +105,7 @@ class _End:
         return future.result()
 
 
-class ChannelWriter(_End):
+class ChannelWriter(ChannelEnd):
     """The write end: binary data (split into 64 KiB frames) and text messages."""
 
     async def write(self, data: bytes) -> None:
@@ -129,7 +139,7 @@ class ChannelWriter(_End):
         await ws.close()
 
 
-class ChannelReader(_End):
+class ChannelReader(ChannelEnd):
     """The read end: iterate the binary frames; text messages go to ``on_message``
     callbacks. The stream ends when the writer closes."""
 
@@ -172,8 +182,7 @@ class ChannelReader(_End):
         await self._on_loop(self._close())
 
     async def _close(self) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        await self.release()
 
 
 @dataclass(frozen=True, slots=True)

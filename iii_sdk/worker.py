@@ -25,13 +25,14 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from iii_sdk import protocol as p
 from iii_sdk.calls import Calls, settler
-from iii_sdk.channels import Channel, ChannelReader, ChannelWriter, resolve_refs
+from iii_sdk.channels import Channel, ChannelEnd, ChannelReader, ChannelWriter, resolve_refs
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ConnectionFailed, InvocationError
 from iii_sdk.handlers import Handler, Handlers
@@ -68,6 +69,9 @@ class III:
         self._handlers = Handlers(self._session, self._resolve_channels)
         #: The daemon's WebSocket listener, where channels are opened (asked once).
         self._channel_base: str | None = None
+        #: Channel ends made here, closed at shutdown if still open (else the daemon
+        #: would wait on sockets nobody answers until this process exits).
+        self._channel_ends: weakref.WeakSet[ChannelEnd] = weakref.WeakSet()
         self._registrations = Registrations(self._session, self._calls)
         registrations = self._registrations
         self._observing = Observing(self._session)
@@ -162,6 +166,10 @@ class III:
         self._observing.close()
 
     async def shutdown_async(self) -> None:
+        ends = [end.release() for end in list(self._channel_ends)]
+        if ends:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*ends, return_exceptions=True), 2)
         await self._session.close_async()
         self._calls.stop("the worker shut down")
         await self._handlers.cancel_async()
@@ -360,7 +368,9 @@ class III:
 
     def _channel_end(self, ref: dict[str, str]) -> ChannelReader | ChannelWriter:
         kind = ChannelReader if ref["direction"] == "read" else ChannelWriter
-        return kind(self._session.loop, self._channels_at, ref, self._options.headers)
+        end = kind(self._session.loop, self._channels_at, ref, self._options.headers)
+        self._channel_ends.add(end)
+        return end
 
     def _resolve_channels(self, data: Any) -> Any:
         return resolve_refs(data, self._channel_end)

@@ -3,6 +3,7 @@ the WebSocket listener, and the CLI (issue: HTTP triggers and channels)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -335,6 +336,73 @@ def test_channels_between_workers_and_a_wrong_key(site: Site) -> None:
             connect(f"{base}?key={refs['reader']['access_key']}&dir=read")
         assert twice.value.response.status_code == 409
         ws.close()
+
+
+def reopened_status(url: str) -> int | None:
+    """Opening a channel end again: None while it is still open (409), else the status
+    (404 once the daemon dropped the channel)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url):
+            return 200
+    except InvalidStatus as refused:
+        status: int = refused.response.status_code
+        return None if status == 409 else status
+
+
+def test_a_reader_that_leaves_a_quiet_channel_frees_it(site: Site) -> None:
+    """The reader goes away while its writer is connected and sends nothing: the channel
+    is dropped then (not at the writer's next frame), and the writer is told."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    refs = site.worker.trigger({"function_id": "engine::channels::create", "payload": {}})
+    base = f"ws://127.0.0.1:{site.ws_port}/ws/channels/{refs['reader']['channel_id']}"
+    reader_url = f"{base}?key={refs['reader']['access_key']}&dir=read"
+    with connect(f"{base}?key={refs['writer']['access_key']}&dir=write") as writer:
+        with connect(reader_url):
+            pass  # the reader leaves at once
+        assert wait_for(lambda: reopened_status(reader_url),
+                        message="the channel to be dropped") == 404
+        with pytest.raises(ConnectionClosed):
+            writer.send(b"late")
+            writer.recv(timeout=5)
+
+
+def test_a_worker_that_shuts_down_closes_its_channel_ends(site: Site) -> None:
+    """A reader still waiting when its worker shuts down is closed by the shutdown (not
+    left open until the process exits), so the daemon drops the channel."""
+    worker = register_worker(str(site.daemon.socket_path))
+    channel = worker.create_channel()
+    heard: list[str] = []
+    channel.reader.on_message(heard.append)
+
+    def read() -> None:
+        with contextlib.suppress(Exception):  # it ends with the worker
+            channel.reader.read_all_sync()
+
+    threading.Thread(target=read, daemon=True).start()
+    channel.writer.send_message("hello")
+    wait_for(lambda: heard == ["hello"], message="the reader to be in")
+    worker.shutdown()
+    url = (f"ws://127.0.0.1:{site.ws_port}/ws/channels/{channel.reader_ref['channel_id']}"
+           f"?key={channel.reader_ref['access_key']}&dir=read")
+    assert wait_for(lambda: reopened_status(url), message="the channel to be dropped") == 404
+
+
+def test_stopping_does_not_wait_long_for_a_silent_websocket_peer(short_tmp: Path) -> None:
+    """A TCP connection to the WebSocket port that never sends its handshake holds one
+    of the listener's handshakes; stopping waits a second for such peers, not more."""
+    port = free_port()
+    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    with socket.create_connection(("127.0.0.1", port)):
+        wait_for(lambda: "websocket" in run_iii(short_tmp, "daemon", "status").stdout,
+                 message="the listener")
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 3.5  # it waited 5 s and more before
 
 
 def test_the_daemon_status_shows_the_http_listener(site: Site) -> None:
