@@ -404,7 +404,12 @@ def _status_text(info: dict[str, Any]) -> str:
         f"{_count(info['functions'], 'function')}, "
         f"{_count(info['triggers'], 'trigger')}, "
         f"{_count(info['pending_invocations'], 'call')} in flight, "
-        f"{_count(info.get('queued_messages', 0), 'queued message')}")
+        f"{_count(info.get('queued_messages', 0), 'queued message')}"
+        f"{_of_them_dead(info.get('dead_letters', 0))}")
+
+
+def _of_them_dead(dead: int) -> str:
+    return f" ({_count(dead, 'dead letter')})" if dead else ""
 
 
 def _count(n: int, noun: str) -> str:

@@ -53,6 +53,7 @@ def status(services: Services, ctx: CallContext) -> Any:
         "triggers": len(services.triggers.bindings),
         "pending_invocations": services.in_flight(),
         "queued_messages": services.queues.count(),
+        "dead_letters": services.queues.dead_count(),
         "watchers": services.watching(),
     }
 

@@ -468,11 +468,14 @@ class Queues:
                  "failed_at": round(m.available_at, 3)}
                 for m in self.dead.get(queue, {}).values()]
 
+    def dead_count(self) -> int:
+        """Dead letters, in every queue."""
+        return sum(len(letters) for letters in self.dead.values())
+
     def count(self) -> int:
         """Messages kept: waiting, in flight and dead."""
         return sum(len(lane.ready) + len(lane.delayed) + len(lane.in_flight)
-                   for lane in self.lanes.values()) + \
-            sum(len(letters) for letters in self.dead.values())
+                   for lane in self.lanes.values()) + self.dead_count()
 
 
 def _nothing(failure: str | None, out: Output) -> None:
