@@ -3,7 +3,8 @@
 Starts the daemon if none answers on the socket (and stops it again afterwards),
 attaches the example worker (``iii_cli.examples.math_worker``, shipped in the package) as a
 separate process, calls its functions
-synchronously and fire-and-forget, and prints what happened.
+synchronously, fire-and-forget and through a durable queue, fires triggers, and prints
+what happened.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from iii_sdk import InvocationError, TriggerAction, connect
 WORKER_MODULE = "iii_cli.examples.math_worker"
 #: The state scope the demo writes to (and cleans up).
 DEMO_SCOPE = "iii-demo"
+#: The queue the demo enqueues through.
+DEMO_QUEUE = "iii-demo"
 
 
 def _say(text: str) -> None:
@@ -127,6 +130,28 @@ def _triggers(client: Any) -> None:
                                                                 "key": "o1"}})
 
 
+def _delivered(client: Any, function_id: str) -> int:
+    rows = client.trigger({"function_id": "engine::queues::list"})["queues"]
+    return sum(r["delivered"] for r in rows
+               if r["queue"] == DEMO_QUEUE and r["function_id"] == function_id)
+
+
+def _queue(client: Any) -> None:
+    """Through a durable queue: a receipt once the message is on disk, then delivery."""
+    before = _delivered(client, "math::add")
+    t0 = time.perf_counter()
+    receipt = client.trigger({"function_id": "math::add", "payload": {"a": 1, "b": 2},
+                              "action": TriggerAction.Enqueue(queue=DEMO_QUEUE)})
+    deadline = time.monotonic() + 5
+    while _delivered(client, "math::add") == before and time.monotonic() < deadline:
+        time.sleep(0.002)
+    elapsed_ms = (time.perf_counter() - t0) * 1e3
+    outcome = f"delivered in {elapsed_ms:.1f} ms" if _delivered(client, "math::add") > before \
+        else "not delivered within 5 s (see iii queue list)"
+    _row("queue", f"math::add {{a: 1, b: 2}} via {DEMO_QUEUE}",
+         f"receipt {receipt['messageReceiptId'][:13]}..., {outcome}")
+
+
 def _tour(client: Any) -> None:
     functions = client.trigger({"function_id": "engine::functions::list"})["functions"]
     ours = [f["function_id"] for f in functions if f["worker_id"] is not None]
@@ -160,6 +185,7 @@ def _tour(client: Any) -> None:
         except InvocationError as exc:
             _row("error", call, f"{exc.code}: {exc.message}")
 
+    _queue(client)
     _triggers(client)
 
     workers = client.trigger({"function_id": "engine::workers::list"})["workers"]

@@ -13,6 +13,7 @@ def test_demo_starts_a_daemon_shows_calls_and_stops_it(short_tmp: Path) -> None:
     assert '{"sum": 5}' in out  # JSON, not a Python repr
     assert "division_by_zero: cannot divide by zero" in out
     assert "TIMEOUT" in out and "function_not_found" in out
+    assert "via iii-demo" in out and ", delivered in" in out
     assert "skipped 1 (condition math::is_positive)" in out and "ran 2 times" in out
     assert "daemon: stopped" in out
     assert not can_connect(short_tmp / "iii.sock")
