@@ -212,7 +212,10 @@ class Store:
                     _write_run(db, _STATEMENTS[kind], list(run))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite rolls back by itself after some errors (a full disk, for one);
+                # a ROLLBACK then would fail and hide the reason.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed: {exc}") from None

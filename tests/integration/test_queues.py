@@ -8,6 +8,7 @@ import collections
 import contextlib
 import json
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iii_sdk import III, InitOptions, TriggerAction, register_worker
+from iii_sdk import III, InitOptions, InvocationError, TriggerAction, register_worker
 from iii_sdk.options import ReconnectionConfig
 from tests.helpers import DaemonProcess, RawClient, run_iii, wait_for
 
@@ -228,3 +229,67 @@ def test_a_broken_database_gives_no_receipt_and_calls_go_on(queued: DaemonProces
         db.execute("DROP TRIGGER refuse")
     assert run_iii(queued.tmp, "trigger", "ok", "--enqueue", "jobs", "n=3").returncode == 0
     wait_for(lambda: {"n": 3} in seen.of("ok"), message="the queue to work again")
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[None]:
+    """A real filesystem of ``size`` at ``path`` (tmpfs; needs root and mount)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                              str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small disk here: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_gives_no_receipt_and_loses_nothing_acknowledged(
+        short_tmp: Path) -> None:
+    """The data dir on a real 8 MiB filesystem, filled up: enqueues get queue_error and
+    no receipt while calls that need no disk go on; once there is room again, every
+    message that got a receipt is delivered and new ones are taken."""
+    data = short_tmp / "data"
+    with small_disk(data, "8m"):
+        daemon = DaemonProcess(short_tmp).start()
+        client = register_worker(str(daemon.socket_path), FAST)
+        seen = Seen()
+        client.register_function("ok", lambda payload: seen.add("ok", payload["n"]))
+        client.register_function("echo", lambda payload: payload)
+        client.ping()
+        try:
+            # All the room there is.
+            with (data / "filler").open("wb") as filler, contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            acknowledged, refusal = [], None
+            for n in range(200):  # the WAL reuses its pages: big messages outgrow it
+                try:
+                    client.trigger({"function_id": "missing::yet", "payload": {
+                        "n": n, "pad": "x" * 100_000},
+                        "action": TriggerAction.Enqueue(queue="big")})
+                    acknowledged.append(n)
+                except InvocationError as exc:
+                    refusal = exc
+                    break
+            assert refusal is not None and refusal.code == "queue_error", refusal
+            assert "full" in refusal.message
+            proc = run_iii(short_tmp, "trigger", "ok", "--enqueue", "jobs", "n=-1")
+            assert proc.returncode == 1 and proc.stdout == "" and "queue_error" in proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert client.trigger({"function_id": "echo", "payload": {"x": 1}}) == {"x": 1}
+
+            (data / "filler").unlink()
+            proc = run_iii(short_tmp, "trigger", "ok", "--enqueue", "jobs", "n=-2")
+            assert proc.returncode == 0, proc.stderr
+            wait_for(lambda: -2 in seen.of("ok"), message="the queue to work again")
+            client.register_function("missing::yet",
+                                     lambda payload: seen.add("late", payload["n"]))
+            wait_for(lambda: sorted(seen.of("late")) == acknowledged, timeout=30,
+                     message="every acknowledged message to be delivered")
+            assert -1 not in seen.of("ok")  # the refused one never went
+        finally:
+            client.shutdown()
+            daemon.stop()
