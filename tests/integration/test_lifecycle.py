@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from iii_sdk.testing import InProcessDaemon
-from tests.helpers import REPO, DaemonProcess, RawClient, can_connect, child_env, wait_for
+from tests.helpers import (
+    REPO,
+    DaemonProcess,
+    RawClient,
+    can_connect,
+    child_env,
+    free_port,
+    wait_for,
+)
 
 
 def test_socket_is_0600_in_a_0700_directory(short_tmp: Path) -> None:
@@ -236,8 +244,6 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 def test_listeners_that_are_off_cost_no_imports(short_tmp: Path, listeners: str) -> None:
     """aiohttp and websockets are a good part of a daemon's start-up: a daemon whose
     listeners are off (as in most tests) never loads them, one with them on does."""
-    from tests.helpers import free_port
-
     ports = ["0", "0"] if listeners == "off" else [str(free_port()), str(free_port())]
     proc = subprocess.run(
         [sys.executable, "-c", LOADED_WHEN_READY, str(short_tmp / "iii.sock"),
