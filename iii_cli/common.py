@@ -61,6 +61,7 @@ def where(socket: Path | None, url: str | None = None) -> str:
     """Where to send a daemon function call: a ws:// URL, or a socket path."""
     return target_of(socket, url, fail)
 
+
 def fail(code: int, message: str) -> NoReturn:
     sys.stderr.write(error_prefix(sys.stderr) + printable(message) + "\n")
     raise typer.Exit(code)

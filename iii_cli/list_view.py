@@ -96,7 +96,7 @@ def _run(kind: str, options: dict[str, str], internal: bool) -> int:
     from iii_cli.daemon_call import call_daemon, target_of
     from iii_cli.trigger_fast import fail
 
-    socket = options.get("--socket") or os.environ.get("III_SOCKET")
+    socket = options.get("--socket")  # else III_SOCKET, config, default: socket_of
     target = target_of(Path(socket) if socket else None,
                        options.get("--url") or os.environ.get("III_URL"), fail)
 
