@@ -39,6 +39,7 @@ from iii_cli.style import printable
 from iii_cli.value_commands import state_app, stream_app
 from iii_cli.wire import (
     Connection,
+    Lost,
     Refused,
     Timeout,
     Unreachable,
@@ -374,7 +375,7 @@ def daemon_status(
         fail(ec.UNREACHABLE, not_running(exc, target))
     except Timeout:
         fail(ec.UNREACHABLE, f"the daemon {place}: no answer within {CALL_DEADLINE_S:.0f} s")
-    except (Refused, dc.DaemonError) as exc:
+    except (Refused, Lost, dc.DaemonError) as exc:
         fail(ec.UNREACHABLE, f"the daemon {place} did not report its status: {exc}")
     if fmt is StatusFormat.json:
         typer.echo(json.dumps(info))
@@ -494,11 +495,36 @@ def config_show() -> None:
 
     try:
         settings = config.load()
+        overrides = {key: (config.ENV_OVERRIDES[key], value)
+                     for key in config.ENV_OVERRIDES
+                     if (value := config.env_value(key)) is not None}
     except config.ConfigError as exc:
         fail(ec.USAGE, f"config error: {exc}")
     for warning in settings.warnings:
         say(f"iii: warning: {warning}", False)
-    typer.echo(tomli_w.dumps(_without_none(settings.values)).rstrip())
+    values = settings.values
+    for key, (_, value) in overrides.items():
+        *tables, leaf = key.split(".")
+        node = values
+        for table in tables:
+            node = node[table]
+        node[leaf] = value
+    text = tomli_w.dumps(_without_none(values)).rstrip()
+    typer.echo(_mark_overrides(text, {key: env for key, (env, _) in overrides.items()}))
+
+
+def _mark_overrides(toml_text: str, overrides: dict[str, str]) -> str:
+    """Each value an environment variable sets, with a comment naming the variable."""
+    lines = toml_text.split("\n")
+    table = ""
+    for index, line in enumerate(lines):
+        if line.startswith("["):
+            table = line.strip("[]") + "."
+            continue
+        key = table + line.partition(" = ")[0]
+        if " = " in line and key in overrides:
+            lines[index] = f"{line}  # from ${overrides[key]}, not the file"
+    return "\n".join(lines)
 
 
 def _without_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -531,6 +557,9 @@ def config_set(
             fail(ec.USAGE, f"'{key}' takes a whole number, got {value!r}")
     elif wanted is list:
         typed = [item.strip() for item in value.split(",") if item.strip()]
+    problem = config.value_problem(key, typed)
+    if problem:  # the same rule the daemon applies when it reads the file
+        fail(ec.USAGE, problem)
     path = config.config_path()
     try:
         current = config.read_file(path)

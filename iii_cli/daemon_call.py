@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
-from iii_cli.wire import Refused, Timeout, Unreachable, connect, unreachable_message
+from iii_cli.wire import Lost, Refused, Timeout, Unreachable, connect, unreachable_message
 
 #: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
 CALL_DEADLINE_S = 5.0
@@ -52,6 +52,8 @@ def call_daemon(target: str | Path, function_id: str, data: Any, fail: Fail) -> 
         fail(ec.UNREACHABLE, not_running(exc, target))
     except Refused as exc:
         fail(ec.USAGE, f"{function_id}: the daemon refused the request: {exc}")
+    except Lost as exc:
+        fail(ec.LOST, f"{function_id}: {exc} before answering")
     except Timeout:
         fail(ec.TIMEOUT, f"{function_id}: no answer within {CALL_DEADLINE_S:.0f} s")
     error = answer.get("error")

@@ -116,6 +116,7 @@ def start_daemon(socket_path: Path, options: StartOptions | None = None,
     Raises:
         DaemonError: it exited or did not answer in time (with the log's last line).
     """
+    _refuse_symlink(socket_path)
     pid = running_pid(socket_path)
     if pid is not None and answers(socket_path):
         return pid, False
@@ -128,6 +129,11 @@ def start_daemon(socket_path: Path, options: StartOptions | None = None,
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            # Started at the same time as another `iii daemon start` (CI steps in
+            # parallel): that one's daemon won the socket, and it is the one we wanted.
+            winner = running_pid(socket_path)
+            if winner is not None and _answers_by(socket_path, deadline):
+                return winner, False
             assert proc.stderr is not None
             reason = proc.stderr.read().decode(errors="replace").strip().splitlines()
             raise DaemonError(reason[-1] if reason else
@@ -135,10 +141,30 @@ def start_daemon(socket_path: Path, options: StartOptions | None = None,
         if answers(socket_path, 0.5):
             if proc.stderr is not None:
                 proc.stderr.close()
-            return proc.pid, True
+            # Who answers is whoever holds the pidfile lock: ours, or another starter's
+            # (ours then exits by itself).
+            holder = running_pid(socket_path)
+            return (proc.pid, True) if holder in (None, proc.pid) else (holder, False)
         time.sleep(0.02)
     proc.terminate()
     raise DaemonError(f"the daemon did not answer within {START_TIMEOUT_S:.0f} s; see {log}")
+
+
+def _refuse_symlink(socket_path: Path) -> None:
+    """A socket path that is a symlink would let us talk to (and report) a daemon that
+    is not on this path; the daemon itself never binds through one."""
+    if socket_path.is_symlink():
+        raise DaemonError(f"{socket_path} is a symlink (to {os.readlink(socket_path)}); "
+                          f"give the daemon a socket path of its own")
+
+
+def _answers_by(socket_path: Path, deadline: float) -> bool:
+    """The socket answers before ``deadline`` (a daemon that is starting binds last)."""
+    while time.monotonic() < deadline:
+        if answers(socket_path, 0.5):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def stop_daemon(socket_path: Path) -> int | None:

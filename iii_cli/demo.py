@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iii_cli import daemon_control as dc
+from iii_cli.style import printable
 from iii_sdk import InvocationError, TriggerAction, connect
 
 #: The example worker, run as a module: it ships inside the package, not the checkout.
@@ -29,7 +30,9 @@ DEMO_QUEUE = "iii-demo"
 
 
 def _say(text: str) -> None:
-    print(text, flush=True)
+    # Worker names, function ids and errors come from the daemon: escape what could
+    # rewrite the terminal, as every other command does.
+    print(printable(text), flush=True)
 
 
 def run(socket_path: Path) -> int:

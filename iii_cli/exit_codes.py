@@ -7,6 +7,9 @@ FUNCTION_ERROR = 1
 USAGE = 2
 UNREACHABLE = 3
 NOT_FOUND = 4
+#: The call was lost in transit (its worker left, the daemon or worker is stopping, a
+#: backend is unreachable): retry it if it is idempotent.
+LOST = 5
 TIMEOUT = 124
 INTERRUPTED = 130
 
@@ -25,4 +28,6 @@ BY_ERROR_CODE = {
     ErrorCode.BAD_FRAME: USAGE,
     ErrorCode.TOPIC_NOT_SET: USAGE,
     ErrorCode.DELAY_TOO_LARGE: USAGE,
+    ErrorCode.INVOCATION_STOPPED: LOST,
+    ErrorCode.WORKER_STOPPING: LOST,
 }

@@ -8,17 +8,24 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from iii_cli.style import printable
+from iii_cli.style import printable, unambiguous
 
 
 def default_format(stream: TextIO = sys.stdout) -> str:
     return "table" if stream.isatty() else "json"
 
 
-def _cell(value: Any) -> str:
+#: Columns that hold ids: shown unambiguously (see :func:`unambiguous`) and never cut
+#: short, so two different ids never look the same.
+ID_COLUMNS = frozenset({"id", "function_id", "target", "queue", "trigger_type"})
+
+
+def _cell(value: Any, is_id: bool = False) -> str:
     """A value as a table cell; control characters from the daemon shown as escapes."""
     if value is None:
         return "-"
+    if is_id and isinstance(value, str):
+        return unambiguous(value)
     if isinstance(value, list):
         return printable(",".join(str(v) for v in value)) or "-"
     if isinstance(value, dict):
@@ -33,11 +40,14 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
     if width is None:
         width = shutil.get_terminal_size((80, 24)).columns
     headers = [title for _, title in columns]
-    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    ids = [key in ID_COLUMNS for key, _ in columns]
+    cells = [[_cell(row.get(key), is_id) for (key, _), is_id in zip(columns, ids, strict=True)]
+             for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     budget = width - 2 * (len(columns) - 1)
-    while sum(widths) > budget and max(widths) > 8:
-        widest = widths.index(max(widths))
+    shrinkable = [i for i, is_id in enumerate(ids) if not is_id]
+    while sum(widths) > budget and shrinkable and max(widths[i] for i in shrinkable) > 8:
+        widest = max(shrinkable, key=lambda i: widths[i])
         widths[widest] -= 1
 
     def fit(text: str, size: int) -> str:

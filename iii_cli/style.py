@@ -28,6 +28,27 @@ def printable(text: str) -> str:
     return CONTROL.sub(_visible, text)
 
 
+#: Everything but printable ASCII, and the backslash that starts an escape.
+_AMBIGUOUS = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code == 0x5C:
+        return "\\\\"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def unambiguous(text: str) -> str:
+    """An id as a table shows it: two different ids never look the same, so every
+    character that could pass for another (anything outside printable ASCII: a
+    Cyrillic a, U+0430; a no-break space) is shown as its escape, and so is the
+    backslash."""
+    return _AMBIGUOUS.sub(_escaped, text)
+
+
 def json_printable(text: str) -> str:
     """JSON text (C0 already escaped by the encoder) with the remaining control
     characters as ``\\uXXXX``: the same JSON value, safe on a terminal."""

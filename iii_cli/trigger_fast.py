@@ -13,10 +13,12 @@ import sys
 from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
+from iii_cli.json_input import UsageError, check, loads, loads_or_text
 from iii_cli.style import error_prefix, json_printable, printable
 from iii_cli.trigger_options import BY_NAME, USAGE, help_text
 from iii_cli.wire import (
     Calls,
+    Lost,
     Refused,
     Timeout,
     Unreachable,
@@ -28,10 +30,6 @@ from iii_sdk.limits import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS
 
 #: Our own deadline is the call's timeout plus this, so the daemon's TIMEOUT answer wins.
 MARGIN_S = 5.0
-
-
-class UsageError(Exception):
-    pass
 
 
 class Args:
@@ -92,6 +90,7 @@ def parse(argv: list[str]) -> Args:
         return args
     if not args.function_id:
         raise UsageError("missing the function id")
+    check(args.function_id, "the function id")
     if len(args.action_flags) > 1:
         raise UsageError(f"{' and '.join(args.action_flags)} cannot be combined")
     return args
@@ -106,7 +105,7 @@ def _option(args: Args, name: str, value: str) -> None:
         args.action = {"type": "enqueue", "queue": value}
         args.action_flags.append(name)
     elif name == "--action":
-        action = _loads(value, "--action")
+        action = loads(value, "--action")
         if not isinstance(action, dict) or not isinstance(action.get("type"), str):
             raise UsageError('--action must be a JSON object with a "type", '
                              'e.g. {"type":"delay","ms":5000}')
@@ -127,13 +126,6 @@ def _option(args: Args, name: str, value: str) -> None:
         args.url = value
 
 
-def _loads(text: str | bytes, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise UsageError(f"{what} is not valid JSON: {exc}") from None
-
-
 def read_json(source: str, option: str) -> Any:
     """The JSON an option gives: the text itself, ``@file``, or ``-`` for stdin (each
     at most the daemon's frame limit).
@@ -142,40 +134,39 @@ def read_json(source: str, option: str) -> Any:
         UsageError: unreadable file, too large, invalid JSON.
     """
     if source == "-":
-        return _loads(_read_capped(sys.stdin.buffer, "stdin"), "stdin")
+        return loads(_read_capped(sys.stdin.buffer, "stdin"), "stdin")
     if source.startswith("@"):
         try:
             with open(source[1:], "rb") as handle:
                 text = _read_capped(handle, source[1:])
         except OSError as exc:
             raise UsageError(f"cannot read {source[1:]}: {exc.strerror or exc}") from None
-        return _loads(text, source[1:])
-    return _loads(source, option)
+        return loads(text, source[1:])
+    return loads(source, option)
 
 
 def build_payload(args: Args) -> Any:
-    """``--json`` (object, @file or - for stdin) merged with ``k=v`` pairs (k=v wins).
+    """``--json`` (any JSON value, @file or - for stdin) merged with ``k=v`` pairs (k=v
+    wins); ``{}`` when neither is given.
 
     Raises:
-        UsageError: unreadable file, invalid JSON, a pair without ``=``.
+        UsageError: unreadable file, invalid JSON, a pair without ``=``, a value the
+            wire cannot carry (see :mod:`iii_cli.json_input`).
     """
-    base: Any = None
     if args.json is not None:
         base = read_json(args.json, "--json")
-    if not args.pairs:
-        return {} if base is None else base
-    if base is None:
+        if not args.pairs:
+            return base  # null too: the README promises any JSON value
+        if not isinstance(base, dict):
+            raise UsageError("k=v pairs need the --json payload to be an object")
+    else:
         base = {}
-    elif not isinstance(base, dict):
-        raise UsageError("k=v pairs need the --json payload to be an object")
     for pair in args.pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"expected k=v, got {pair!r}")
-        try:
-            base[key] = json.loads(raw)
-        except ValueError:
-            base[key] = raw  # not JSON: a string, so name=bob works unquoted
+        check(key, f"the key {key!r}")
+        base[key] = loads_or_text(raw, key)
     return base
 
 
@@ -259,10 +250,18 @@ def run(argv: list[str]) -> int:
         with _connect(target, args) as conn:
             answer = conn.call(args.function_id, payload, timeout_ms=args.timeout_ms,
                                action=args.action)
+            topic = _enqueued_topic(args, payload, answer)
+            if topic is not None and not _consumed(conn, topic):
+                sys.stderr.write(printable(
+                    f"note: nothing consumes topic {topic} yet; the message waits for the "
+                    f"first queue trigger on it") + "\n")
     except Unreachable as exc:
         fail(ec.UNREACHABLE, unreachable_message(exc, args.socket))
     except Refused as exc:
         fail(ec.USAGE, f"the daemon refused the request: {exc}")
+    except Lost as exc:
+        fail(ec.LOST, f"{exc} before answering: the call was lost (retry it if it is "
+                      f"idempotent)", args.quiet)
     except Timeout:
         fail(ec.TIMEOUT, f"no answer within {args.timeout_ms} ms", args.quiet)
     error = answer.get("error")
@@ -279,6 +278,27 @@ def run(argv: list[str]) -> int:
     if result is not None:
         _print_json(result, sys.stdout, args.output)
     return ec.OK
+
+
+def _enqueued_topic(args: Args, payload: Any, answer: dict[str, Any]) -> str | None:
+    """The topic of an ``enqueue {topic, data}`` that succeeded (and may be noted)."""
+    if args.function_id != "enqueue" or args.action is not None or args.quiet \
+            or "error" in answer or not isinstance(payload, dict):
+        return None
+    topic = payload.get("topic")
+    return topic if isinstance(topic, str) else None
+
+
+def _consumed(conn: Calls, topic: str) -> bool:
+    """Some ``queue`` trigger is bound to ``topic`` (one more round trip, only after an
+    ``enqueue``; when the daemon cannot say, assume so and say nothing)."""
+    try:
+        answer = conn.call("engine::registered-triggers::list", {"trigger_type": "queue"},
+                           timeout_ms=2000)
+        rows = answer["result"]["registered_triggers"]
+        return any(row.get("config", {}).get("topic") == topic for row in rows)
+    except Exception:
+        return True
 
 
 def _default_socket() -> str:

@@ -45,8 +45,9 @@ BY_NAME = {name: option for option in OPTIONS for name in option.names}
 
 SUMMARY = "Call a function and print its result."
 EXIT_CODES = ("Exit codes: 0 ok, 1 the function failed (error JSON on stderr), 2 usage or "
-              "bad payload, 3 daemon not running, 4 not found, 124 timed out, "
-              "130 interrupted.")
+              "bad payload, 3 daemon not running, 4 not found, 5 the call was lost in "
+              "transit (its worker left, the daemon stopped: retry if idempotent), "
+              "124 timed out, 130 interrupted.")
 USAGE = "usage: iii trigger FN [k=v ...] [OPTIONS]"
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from iii_cli.fast_args import split_args
-from iii_cli.trigger_fast import UsageError, read_json
+from iii_cli.json_input import UsageError, check, loads_or_text
+from iii_cli.trigger_fast import read_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +52,22 @@ SHORTCUTS: dict[tuple[str, str], Shortcut] = {
 PASSED = ("-o", "--output", "--socket", "--url")
 
 
-def value(text: str) -> Any:
+def value(text: str, key: str) -> Any:
     """A value argument: ``-`` (stdin), ``@file``, JSON, else the text as a string.
 
     Raises:
-        UsageError: an unreadable file, or invalid JSON from a file or stdin.
+        UsageError: an unreadable file, invalid JSON from a file or stdin, a value the
+            wire cannot carry.
     """
     if text == "-" or text.startswith("@"):
         return read_json(text, "the value")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return loads_or_text(text, key)
+
+
+def _text(text: str, key: str) -> str:
+    """A name argument (scope, key, ...), as typed, if UTF-8 can carry it."""
+    check(text, f"the {key}")
+    return text
 
 
 def run(shortcut: Shortcut, positionals: list[str], options: Mapping[str, str | None]
@@ -74,7 +79,7 @@ def run(shortcut: Shortcut, positionals: list[str], options: Mapping[str, str | 
     """
     from iii_cli.trigger_fast import main
 
-    payload = {key: value(text) if key in shortcut.values else text
+    payload = {key: value(text, key) if key in shortcut.values else _text(text, key)
                for key, text in zip(shortcut.args, positionals, strict=True)}
     own = dict(shortcut.options)
     passed: list[str] = []

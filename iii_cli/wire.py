@@ -35,6 +35,15 @@ class Broken(Unreachable):
     replies, a closed connection); the message says what happened."""
 
 
+class Closed(Broken):
+    """The connection closed with no answer to what we asked."""
+
+
+class Lost(Exception):
+    """The daemon greeted us, took the call, and closed before answering it (it died or
+    stopped): the call was lost in transit."""
+
+
 class Refused(Exception):
     """The daemon refused what we sent before answering it (a frame over its limit)."""
 
@@ -102,6 +111,9 @@ class Calls:
     def send(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _where(self) -> str:
+        raise NotImplementedError
+
     def receive(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -119,8 +131,22 @@ class Calls:
         if action is not None:
             message["action"] = action
         self.send(message)
+        heard = False
         while True:
-            frame = self.receive()
+            try:
+                frame = self.receive()
+            except Timeout:
+                if heard:
+                    raise
+                # Not even the greeting a daemon sends first: whatever holds this socket
+                # is no daemon that works (exit 3, not a timeout of the call).
+                raise Broken(f"{self._where()} accepted the connection but never answered "
+                             f"like an iii daemon") from None
+            except Closed as exc:
+                if heard:  # it was there, took the call, and went away
+                    raise Lost(str(exc)) from None
+                raise
+            heard = True
             kind = frame.get("type")
             if kind == "invocationresult" and frame.get("invocation_id") == invocation_id:
                 return frame
@@ -197,10 +223,10 @@ class Connection(Calls):
             except TimeoutError:
                 raise Timeout() from None
             except OSError as exc:
-                raise Broken(f"the daemon on {self.path} closed the connection: {exc}"
+                raise Closed(f"the daemon on {self.path} closed the connection: {exc}"
                              ) from None
             if not chunk:
-                raise Broken(f"the daemon on {self.path} closed the connection")
+                raise Closed(f"the daemon on {self.path} closed the connection")
             self._chunks.append(chunk)
             self._size += len(chunk)
             if self._size > self.max_reply and b"\n" not in chunk:
@@ -222,6 +248,9 @@ class Connection(Calls):
         self._chunks = [rest] if rest else []
         self._size = len(rest)
         return line
+
+    def _where(self) -> str:
+        return f"the socket {self.path}"
 
     def close(self) -> None:
         self.sock.close()
@@ -284,8 +313,11 @@ class WsConnection(Calls):
         except TimeoutError:
             raise Timeout() from None
         except ConnectionClosed as exc:
-            raise Broken(f"{self.url} closed the connection ({exc})") from None
+            raise Closed(f"{self.url} closed the connection ({exc})") from None
         return _decode(frame, self.url)
+
+    def _where(self) -> str:
+        return self.url
 
     def close(self) -> None:
         self.ws.close()

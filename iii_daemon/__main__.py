@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,21 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("iii_daemon").warning("%s", warning)
     values = settings.values
 
-    def pick(flag: int | None, key: str, env: str | None = None) -> int:
-        """Flag > environment > config file > default."""
+    def pick(flag: int | None, key: str) -> int:
+        """Flag > environment (validated as the file is) > config file > default."""
         if flag is not None:
             return flag
-        if env and os.environ.get(env):
-            return _port(os.environ[env])
-        return int(settings.get(key))
+        from_env = config.env_value(key)
+        return int(settings.get(key) if from_env is None else from_env)
 
     try:
-        ws_port = pick(args.ws_port, "websocket.port", "III_WS_PORT") \
+        ws_port = pick(args.ws_port, "websocket.port") \
             if values["websocket"]["enabled"] else 0
-        http_port = pick(args.http_port, "http.port", "III_HTTP_PORT") \
-            if values["http"]["enabled"] else 0
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        print(f"iii daemon: III_WS_PORT / III_HTTP_PORT: {exc}", file=sys.stderr)
+        http_port = pick(args.http_port, "http.port") if values["http"]["enabled"] else 0
+    except config.ConfigError as exc:
+        print(f"iii daemon: config error: {exc}", file=sys.stderr)
         return 1
     queues: dict[str, dict[str, Any]] = values.get("queues") or {}
     for name, table in queues.items():

@@ -8,7 +8,13 @@ here the same question is answered from the kernel's socket table (``/proc/net/t
 
 Rules, in order (protocol.md § Transports):
 
-1. A request with an ``Origin`` header is refused unless the origin is configured.
+0. A header that decides (``Origin``, ``Host``, ``Authorization``, ``Referer``,
+   ``Sec-Fetch-Site``) given twice is refused (400): which one would count is a guess.
+1. A request with an ``Origin`` header is refused unless the origin is configured. So
+   is a browser's cross-site request without one (an ``<img>``-style GET, which carries
+   no ``Origin``): ``Sec-Fetch-Site: cross-site|same-site``, or, from browsers that do
+   not send that, a ``Referer`` naming another host; its origin is the ``Referer``'s.
+   Clients that are no browser send neither header and are not affected.
 2. With a token configured, ``Authorization: Bearer TOKEN`` is required, and proves the
    client is no browser page (a page cannot set that header on a WebSocket); the Host
    and uid rules below then do not apply, so remote workers and other users the token
@@ -30,6 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +125,22 @@ class AccessPolicy:
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in self.allowed_origins)
         self.allowed_hosts = frozenset(host_name(h) for h in self.allowed_hosts)
 
-    def check(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
+    def check(self, headers: Callable[[str], list[str]], peer: tuple[str, int] | None,
               local: tuple[str, int] | None, uid_checked: bool = False) -> Refusal | None:
-        """None when the request may go on, else why not (logged here).
-        ``uid_checked``: this connection's peer passed the uid rule already (HTTP
-        keep-alive: the kernel table is read once per connection, not per request)."""
-        refusal = self._refusal(header, peer, local, uid_checked)
+        """None when the request may go on, else why not (logged here). ``headers(name)``
+        gives every value of a header. ``uid_checked``: this connection's peer passed
+        the uid rule already (HTTP keep-alive: the kernel table is read once per
+        connection, not per request)."""
+        values: dict[str, str | None] = {}
+        for name in _DECIDING:
+            found = headers(name)
+            if len(found) > 1:
+                refusal: Refusal | None = Refusal(
+                    400, f"the {name} header is given {len(found)} times", "duplicate")
+                break
+            values[name] = found[0] if found else None
+        else:
+            refusal = self._refusal(values.get, peer, local, uid_checked)
         if refusal is not None:
             self._log.refused(refusal, peer)
         return refusal
@@ -131,6 +148,8 @@ class AccessPolicy:
     def _refusal(self, header: Callable[[str], str | None], peer: tuple[str, int] | None,
                  local: tuple[str, int] | None, uid_checked: bool) -> Refusal | None:
         origin = header("Origin")
+        if origin is None:
+            origin = _cross_site_origin(header)
         if origin is not None and origin.rstrip("/").lower() not in self.allowed_origins:
             return Refusal(403, f"origin {origin!r} is not allowed (add it to "
                                 f"[{self.listener}] {self.origins_key} to let a browser in)",
@@ -154,6 +173,28 @@ class AccessPolicy:
             who = "an unknown user" if uid is None else f"uid {uid}"
             return Refusal(403, f"connections from other users are refused ({who})", "uid")
         return None
+
+
+#: The headers the rules read; each may be given once.
+_DECIDING = ("Origin", "Host", "Authorization", "Referer", "Sec-Fetch-Site")
+
+
+def _cross_site_origin(header: Callable[[str], str | None]) -> str | None:
+    """The origin of a browser request from another site that sent no ``Origin``
+    (``"null"`` when the browser withheld the referrer too), else None."""
+    referer = header("Referer")
+    referer_origin = None
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            referer_origin = f"{parts.scheme}://{parts.netloc}".lower()
+    site = (header("Sec-Fetch-Site") or "").lower()
+    if site in ("cross-site", "same-site"):
+        return referer_origin or "null"
+    if site or referer_origin is None:
+        return None  # same-origin or typed by the user ("none"); or no browser at all
+    host = (header("Host") or "").strip().lower()
+    return None if urlsplit(referer_origin).netloc == host else referer_origin
 
 
 class RefusalLog:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon import __version__, unix_listener
+from iii_daemon import data_lock as data_lock_module
 from iii_daemon.access import AccessPolicy
 from iii_daemon.channels import Channels
 from iii_daemon.errors import ListenerOff, StartupError, StoreError
@@ -95,7 +96,11 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     unix_listener.prepare_directory(config.socket_path)
     unix_listener.prepare_private_directory(config.data_dir, "data directory")
     pidfile = unix_listener.acquire_pidfile(config.socket_path)
+    data_lock = None
     try:
+        # An in-memory store writes nothing there: application tests may share one.
+        if not config.store_in_memory:
+            data_lock = data_lock_module.acquire(config.data_dir, config.socket_path)
         try:
             store = Store(None if config.store_in_memory else config.data_dir / "iii.db")
         except StoreError as exc:
@@ -105,6 +110,8 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         finally:
             store.close()
     finally:
+        if data_lock is not None:
+            data_lock.close()
         unix_listener.release_pidfile(config.socket_path, pidfile)
 
 
@@ -158,7 +165,8 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
             for link in list(hub.links.values()):
                 link.abort()  # still not drained: a client that does not read
             if ws_server is not None:
-                ws_server.close()
+                # What is left (channel ends, telemetry sockets) hears 1012 too.
+                ws_server.close(code=1012, reason="service restart")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ws_server.wait_closed(), WS_CLOSE_WAIT_S)
     finally:

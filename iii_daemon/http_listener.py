@@ -105,7 +105,8 @@ class HttpListener:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport else None
         local = transport.get_extra_info("sockname") if transport else None
-        refusal = self.policy.check(request.headers.get, peer, local,
+        refusal = self.policy.check(lambda name: request.headers.getall(name, []), peer,
+                                    local,
                                     uid_checked=transport in self._uid_ok)
         if refusal is not None:
             return web.Response(status=refusal.status, text=refusal.reason + "\n")

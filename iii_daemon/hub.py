@@ -50,6 +50,7 @@ from iii_daemon.watchers import failed
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ProtocolError
+from iii_sdk.framing import Oversized
 
 if TYPE_CHECKING:
     from iii_daemon.http_caller import HttpCaller
@@ -111,7 +112,9 @@ class Link(Protocol):
 
     def resume_reading(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, restarting: bool = False) -> None:
+        """Close once buffered writes are out; ``restarting``: the daemon is stopping
+        (a WebSocket peer is told 1012, service restart, so every SDK reconnects)."""
 
     def abort(self) -> None: ...
 
@@ -346,9 +349,15 @@ class Hub:
         self.deliver([(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason))])
         self.flush()
 
-    def frame_too_large(self, conn_id: int, reason: str) -> None:
-        self.deliver([(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason)),
-                      (conn_id, Close(reason))])
+    def oversized(self, conn_id: int, lines: list[Oversized], limit: int) -> None:
+        """Frames over the limit were dropped (but for their ends): the core fails the
+        calls they belonged to; the connection stays."""
+        if conn_id not in self.links:
+            return
+        now = time.monotonic()
+        for line in lines:
+            self.deliver(self.router.oversized_frame(conn_id, line.head, line.tail,
+                                                     line.size, limit, now))
         self.flush()
 
     # --- output -------------------------------------------------------------------------
@@ -610,4 +619,4 @@ class Hub:
         self.deliver(self.router.shutdown())
         self.flush()
         for link in list(self.links.values()):
-            link.close()
+            link.close(restarting=True)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from iii_daemon.builtin import AfterWrites, BuiltinFunction, CallContext, field
 from iii_daemon.errors import CallError
-from iii_daemon.queues import MAX_DELAY_MS
+from iii_daemon.queues import MAX_DELAY_MS, NO_CONSUMER
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
@@ -38,8 +38,9 @@ def enqueue(services: Services, ctx: CallContext) -> Any:
             failures.append(failure)
 
     subscribers = kind.subscribers(topic)
-    if not subscribers:
-        return None
+    if not subscribers:  # it waits under the topic for the first consumer
+        services.queues.enqueue(topic, NO_CONSUMER, payload, ctx.out, kept,
+                                delay_ms=delay_ms)
     for binding in subscribers:
         services.queues.enqueue(topic, binding.function_id, payload, ctx.out, kept,
                                 delay_ms=delay_ms, trigger_id=binding.id,

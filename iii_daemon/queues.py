@@ -28,6 +28,7 @@ from msgspec import Raw
 from iii_daemon.effects import EVENTS, Persist
 from iii_daemon.writes import DropMessage, PutMessage
 from iii_sdk import protocol as p
+from iii_sdk.config import QUEUE_CHOICES, QUEUE_RANGES
 
 if TYPE_CHECKING:
     from iii_daemon.effects import AfterCommit, Output
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
 
 #: The most a message may be delayed (the timeout cap: about 24.8 days).
 MAX_DELAY_MS = 2**31 - 1
+
+#: The function id of a topic message nobody consumes yet: it waits under the topic (in
+#: the lane ``(topic, NO_CONSUMER)``, never served) for the first ``queue`` trigger bound
+#: to the topic, which adopts it.
+NO_CONSUMER = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +91,16 @@ def policy_problem(config: Any, where: str) -> str | None:
         if known is None:
             return f"{where}.{key} is not a queue setting (known: " \
                    f"{', '.join(sorted(CONFIG_KEYS))})"
-        kind = known[1]
+        name, kind = known
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             return f"{where}.{key} must be {'a whole number' if kind is int else 'a string'}"
-        if isinstance(value, int) and value < (1 if key == "concurrency" else 0):
-            return f"{where}.{key} must be {'at least 1' if key == 'concurrency' else '>= 0'}"
-    if config.get("backoff", config.get("backoffType", "exponential")) not in (
-            "exponential", "fixed"):
-        return f"{where}: backoff must be 'exponential' or 'fixed'"
-    if config.get("type", "standard") not in ("standard", "fifo"):
-        return f"{where}.type must be 'standard' or 'fifo'"
+        # The same ranges and choices as the config file's [queues.NAME] keys.
+        if isinstance(value, int):
+            low, high = QUEUE_RANGES.get(name, (0, 2**31 - 1))
+            if not low <= value <= high:
+                return f"{where}.{key} must be from {low} to {high}, got {value}"
+        elif name in QUEUE_CHOICES and value not in QUEUE_CHOICES[name]:
+            return f"{where}.{key} must be {' or '.join(QUEUE_CHOICES[name])}, got {value!r}"
     return None
 
 
@@ -120,6 +126,8 @@ class QueueHost(Protocol):
     def clock(self) -> Clock: ...
 
     def serves(self, function_id: str) -> bool: ...
+
+    def queue_consumer(self, topic: str) -> Binding | None: ...
 
     def binding(self, trigger_id: str) -> Binding | None: ...
 
@@ -225,26 +233,54 @@ class Queues:
                 override: dict[str, Any] | None = None) -> Message:
         """Keep a message; ``then(failure, out)`` runs once it is durable (or not), and
         only then may it be delivered."""
-        lane = self.lanes.get((queue, function_id)) or self._lane(queue, function_id)
-        if override is not lane.override:  # a queue trigger's own queue_config
-            lane.policy, lane.override = self.policy(queue, override), override
+        lane = self._lane_with(queue, function_id, override)
         policy = lane.policy
         wall = self.host.clock.wall
         raw = bytes(data)
-        group = None
-        if policy.type == "fifo":
-            group = _group_of(raw, policy.message_group_field)
         message = Message(f"{self._id_prefix}{next(self._ids):012x}", queue, function_id,
-                          raw, 0, wall + (delay_ms + policy.delay_ms) / 1000, wall, group,
-                          trigger_id)
+                          raw, 0, wall + (delay_ms + policy.delay_ms) / 1000, wall,
+                          _group_in(policy, raw), trigger_id)
 
         def landed(failure: str | None, out: Output) -> None:
             if failure is None:
                 self._place(lane, message)
+                if function_id == NO_CONSUMER:  # a consumer may have bound meanwhile
+                    self.adopt(queue, out)
             then(failure, out)
 
         out.append((EVENTS, Persist((message.row(),), landed)))
         return message
+
+    def _lane_with(self, queue: str, function_id: str,
+                   override: dict[str, Any] | None) -> Lane:
+        """The lane, its policy made from a queue trigger's own ``queue_config``."""
+        lane = self.lanes.get((queue, function_id)) or self._lane(queue, function_id)
+        if override is not lane.override:
+            lane.policy, lane.override = self.policy(queue, override), override
+        return lane
+
+    def adopt(self, topic: str, out: Output) -> int:
+        """Topic messages that waited for a consumer go to the first ``queue`` trigger
+        now bound to ``topic`` (each later one gets what is enqueued after it bound);
+        return how many."""
+        waiting = self.lanes.get((topic, NO_CONSUMER))
+        if waiting is None or not (waiting.ready or waiting.delayed):
+            return 0
+        consumer = self.host.queue_consumer(topic)
+        if consumer is None:
+            return 0
+        lane = self._lane_with(topic, consumer.function_id,
+                               consumer.config.get("queue_config"))
+        messages = [*waiting.ready, *(entry[2] for entry in sorted(waiting.delayed))]
+        waiting.ready.clear()
+        waiting.delayed.clear()  # their entries in _due are stale now, and skipped
+        for message in messages:
+            message.function_id, message.trigger_id = consumer.function_id, consumer.id
+            message.group = _group_in(lane.policy, message.data)
+            self._place(lane, message)
+        # The store learns whose they are now, so a restart keeps that.
+        out.append((EVENTS, Persist(tuple(m.row() for m in messages), _nothing)))
+        return len(messages)
 
     def _place(self, lane: Lane, message: Message) -> None:
         """Put a message where it waits: ready, or delayed until its time."""
@@ -445,12 +481,17 @@ class Queues:
                                   for m in letters.values()}
         for queue, function_id in sorted(keys):
             lane = self.lanes.get((queue, function_id))
+            if function_id == NO_CONSUMER and lane is not None and not (
+                    lane.ready or lane.delayed):
+                continue  # a consumer took what waited: nothing to show
             dead = sum(1 for m in self.dead.get(queue, {}).values()
                        if m.function_id == function_id)
             served = self.host.serves(function_id)
             ready = len(lane.ready) if lane else 0
             rows.append({
-                "queue": queue, "function_id": function_id,
+                "queue": queue,
+                # None: topic messages no queue trigger consumes yet (they wait).
+                "function_id": None if function_id == NO_CONSUMER else function_id,
                 "ready": ready if served else 0,
                 "waiting_for_function": 0 if served else ready,
                 "delayed": len(lane.delayed) if lane else 0,
@@ -487,6 +528,11 @@ def _truthy(result: Any) -> bool:
     from iii_daemon.triggers.manager import is_truthy
 
     return is_truthy(p.from_raw(result or p.NULL))
+
+
+def _group_in(policy: QueuePolicy, data: bytes) -> str | None:
+    """A message's group under ``policy``: None unless the queue is fifo."""
+    return _group_of(data, policy.message_group_field) if policy.type == "fifo" else None
 
 
 def _group_of(data: bytes, group_field: str | None) -> str:

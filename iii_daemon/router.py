@@ -15,11 +15,11 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from msgspec import Raw
 
-from iii_daemon import engine_functions, http_functions, http_requests
+from iii_daemon import engine_functions, http_functions, http_requests, oversized
 from iii_daemon.builtin import (
     Answer,
     BuiltinFunction,
@@ -41,6 +41,7 @@ from iii_daemon.stats import Stats
 from iii_daemon.triggers.base import Binding, Clock
 from iii_daemon.triggers.http import HttpType, Match
 from iii_daemon.triggers.manager import TriggerManager
+from iii_daemon.triggers.queue import QueueType
 from iii_daemon.watchers import DEFAULT_REPLAY, FilterError, Watcher
 from iii_daemon.watchers import parse as parse_filter
 from iii_daemon.writes import Stored
@@ -103,6 +104,7 @@ class Router:
         self.triggers = TriggerManager(self)
         #: Durable queues (config ``[queues.NAME]`` tables by name).
         self.queues = Queues(self, queues, call_timeout_ms)
+        self._queue_type().on_bound = self.queues.adopt
         #: Environment variables an HTTP-invoked function's auth may name
         #: (config ``[http_functions] allowed_env``).
         self.http_allowed_env = http_allowed_env
@@ -149,8 +151,10 @@ class Router:
                 self.state.set(scope, key, value)
             for stream_scope, item, value in stored.streams:
                 self.streams.set(stream_scope, item, value)
-            self.triggers.load(stored.triggers, self.clock, out)
+            # Messages first: a stored queue trigger, once bound, adopts those that
+            # waited for a consumer of its topic.
             self.queues.load(stored.messages)
+            self.triggers.load(stored.triggers, self.clock, out)
         return out
 
     def persisted(self, persist: Persist, now: float) -> Output:
@@ -195,6 +199,12 @@ class Router:
 
     def binding(self, trigger_id: str) -> Binding | None:
         return self.triggers.bindings.get(trigger_id)
+
+    def _queue_type(self) -> QueueType:
+        return cast(QueueType, self.triggers.types["queue"])
+
+    def queue_consumer(self, topic: str) -> Binding | None:
+        return self._queue_type().consumer(topic)
 
     def record(self, kind: str, out: Output, watchers_only: bool = False,
                **fields: Any) -> None:
@@ -315,6 +325,34 @@ class Router:
                     error=_error(ErrorCode.BAD_FRAME, reason),
                 ))]
         return [(conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason))]
+
+    def oversized_frame(self, conn_id: int, head: bytes, tail: bytes, size: int,
+                        limit: int, now: float) -> Output:
+        """A frame over ``limit`` was dropped unread (but for its ends): fail just the
+        call it belonged to, and tell the sender; the connection stays."""
+        out: Output = []
+        self._now = now
+        seen = oversized.peek(head, tail)
+        reason = f"frame of {size} bytes is larger than the limit of {limit} bytes " \
+                 f"(max_frame_bytes); dropped"
+        conn = self.registry.connections.get(conn_id)
+        inv = None if seen.invocation_id is None else self.invocations.get(seen.invocation_id)
+        if seen.type == "invocationresult" and conn is not None and inv is not None \
+                and inv.worker == conn_id:
+            self._on_result(conn, p.InvocationResult(
+                invocation_id=inv.id, function_id=inv.function_id,
+                error=_error(ErrorCode.RESULT_TOO_LARGE,
+                             f"the result of {inv.function_id} is {size} bytes, more than "
+                             f"the daemon's frame limit of {limit} bytes (max_frame_bytes)")),
+                now, out)
+            self._pump_now(out)
+        elif seen.type == "invokefunction" and seen.invocation_id is not None:
+            out.append((conn_id, p.InvocationResult(
+                invocation_id=seen.invocation_id,
+                error=_error(ErrorCode.BAD_REQUEST, f"the call's {reason}"))))
+            return out
+        out.append((conn_id, p.Error(code=ErrorCode.BAD_FRAME, message=reason)))
+        return out
 
     # --- time ---------------------------------------------------------------------------
 

@@ -129,7 +129,8 @@ _STATEMENTS: dict[type, _Statement] = {
         "enqueued_at, grp, last_error, dead, trigger_id) VALUES ", "(?,?,?,?,?,?,?,?,?,?,?)",
         " ON CONFLICT(id) DO UPDATE SET attempts = excluded.attempts, "
         "available_at = excluded.available_at, last_error = excluded.last_error, "
-        "dead = excluded.dead",
+        "dead = excluded.dead, function_id = excluded.function_id, "
+        "trigger_id = excluded.trigger_id, grp = excluded.grp",
         lambda m: (m.id, m.queue, m.function_id, m.data, m.attempts, m.available_at,
                    m.enqueued_at, m.group, _json_or_none(m.last_error), int(m.dead),
                    m.trigger_id)),

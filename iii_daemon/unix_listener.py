@@ -16,7 +16,6 @@ from typing import IO, cast
 
 from iii_daemon.errors import StartupError
 from iii_daemon.hub import Hub
-from iii_sdk.errors import FrameTooLarge
 from iii_sdk.framing import LineReader
 from iii_sdk.paths import pidfile_path
 
@@ -121,6 +120,9 @@ def bind_socket(socket_path: Path) -> socket.socket:
     except FileNotFoundError:
         pass
     else:
+        if stat.S_ISLNK(mode):
+            raise StartupError(f"{socket_path} is a symlink; give the daemon a socket path "
+                               f"of its own")
         if not stat.S_ISSOCK(mode):
             raise StartupError(f"{socket_path} exists and is not a socket; remove it first")
         os.unlink(socket_path)
@@ -156,7 +158,9 @@ class UnixLink(asyncio.Protocol):
     def __init__(self, hub: Hub, max_frame_bytes: int) -> None:
         self.hub = hub
         self.conn_id = 0
-        self.reader = LineReader(max_frame_bytes)
+        self.max_frame_bytes = max_frame_bytes
+        # A line over the limit is dropped and answered, not the end of the connection.
+        self.reader = LineReader(max_frame_bytes, skip_oversized=True)
         self.transport: asyncio.Transport | None = None
         self._parked = 0  # bytes of an unfinished line, as last told to the hub
 
@@ -175,16 +179,16 @@ class UnixLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.transport is None:
             return
-        try:
-            frames = self.reader.feed(data)
-        except FrameTooLarge as exc:
-            self.hub.frame_too_large(self.conn_id, str(exc))
-            return
-        buffered = self.reader.buffered
+        reader = self.reader
+        frames = reader.feed(data)
+        buffered = reader.buffered
         if (buffered or self._parked) and not self._park(buffered):
             return
         if frames:
             self.hub.receive(self.conn_id, frames)
+        if reader.oversized:
+            lines, reader.oversized = reader.oversized, []
+            self.hub.oversized(self.conn_id, lines, self.max_frame_bytes)
 
     def _park(self, buffered: int) -> bool:
         self._parked = buffered
@@ -224,7 +228,7 @@ class UnixLink(asyncio.Protocol):
     def write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
-    def close(self) -> None:
+    def close(self, restarting: bool = False) -> None:
         if self.transport is not None:
             self.transport.close()
 

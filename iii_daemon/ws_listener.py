@@ -20,12 +20,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from iii_daemon.access import AccessPolicy, can_check_peer_uid, is_loopback
 from iii_daemon.channels import FRAME_LIMIT, Channel, ChannelError, Channels
 from iii_daemon.errors import ListenerOff
 from iii_daemon.hub import Hub
+from iii_sdk.framing import Oversized
 from iii_sdk.ws_sender import OrderedSender
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,10 @@ class WsLink:
     def resume_reading(self) -> None:
         self._readable.set()
 
-    def close(self) -> None:
-        self.sender.close()
+    def close(self, restarting: bool = False) -> None:
+        # 1012 (service restart), not 1001: SDKs that reconnect only after an abnormal
+        # close (the official Python SDK 0.11) come back after a restart too.
+        self.sender.close(CloseCode.SERVICE_RESTART if restarting else CloseCode.NORMAL_CLOSURE)
         self._readable.set()  # a paused reader must see the end too
 
     def abort(self) -> None:
@@ -120,9 +124,10 @@ class WsLink:
             frame = message.encode()
             self.conn.consumed(len(frame))
             if len(frame) > self.max_frame_bytes:
-                self.hub.frame_too_large(self.conn_id,
-                                         f"frame larger than {self.max_frame_bytes} bytes")
-                return
+                # Up to the library's cap (twice the limit) a message is whole: drop it,
+                # answer what it was, keep the connection.
+                self.hub.oversized(self.conn_id, [Oversized.of(frame)], self.max_frame_bytes)
+                continue
             self.hub.receive(self.conn_id, [frame])
 
 
@@ -197,7 +202,8 @@ async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
                     "[websocket] token to keep other local users out")
 
     def check(conn: ServerConnection, request: Request) -> Response | None:
-        refusal = policy.check(request.headers.get, conn.remote_address, conn.local_address)
+        refusal = policy.check(request.headers.get_all, conn.remote_address,
+                               conn.local_address)
         if refusal is not None:
             return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
         wanted = channel_request(request.path)

@@ -33,9 +33,27 @@ DEFAULTS: dict[str, Any] = {
     "http_functions": {"allowed_env": []},
 }
 
-#: Whole-number keys that must be above zero.
-POSITIVE_KEYS = frozenset({"max_frame_bytes", "call_timeout_ms", "history.events",
-                           "http.max_body_bytes"})
+#: The range of each whole-number key (both ends included). A port of 0 turns its
+#: listener off, as ``--ws-port 0`` does.
+RANGES: dict[str, tuple[int, int]] = {
+    "max_frame_bytes": (1024, 2**31 - 1),
+    "call_timeout_ms": (1, 2**31 - 1),
+    "websocket.port": (0, 65535),
+    "http.port": (0, 65535),
+    "http.max_body_bytes": (1, 2**31 - 1),
+    "history.events": (1, 10_000_000),
+}
+#: ``[queues.NAME]`` keys with a smaller range than 0..2^31-1 or a fixed set of values.
+QUEUE_RANGES: dict[str, tuple[int, int]] = {"concurrency": (1, 100_000),
+                                            "max_retries": (0, 1000)}
+QUEUE_CHOICES: dict[str, tuple[str, ...]] = {"backoff": ("exponential", "fixed"),
+                                             "type": ("standard", "fifo")}
+#: String keys that may not be empty when set.
+NON_EMPTY = frozenset({"socket", "websocket.host", "websocket.token", "http.host",
+                       "http.token"})
+#: Environment variables that override a key (cli.md: flag > environment > file).
+ENV_OVERRIDES: dict[str, str] = {"socket": "III_SOCKET", "websocket.port": "III_WS_PORT",
+                                 "http.port": "III_HTTP_PORT"}
 
 #: Settings of one ``[queues.NAME]`` table.
 QUEUE_KEYS: dict[str, type] = {
@@ -92,6 +110,55 @@ def expected_type(dotted: str) -> type | None:
     return type(node)
 
 
+def value_problem(dotted: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the known key ``dotted``, or None: the one rule
+    for the file, ``iii config set`` and the environment."""
+    wanted = expected_type(dotted)
+    if wanted is None:
+        return f"unknown config key '{dotted}'"
+    if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+        return f"'{dotted}' must be {wanted.__name__}, got {type(value).__name__} {value!r}"
+    if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+        return f"'{dotted}' must be a list of strings, got {value!r}"
+    leaf = dotted.rsplit(".", 1)[-1]
+    queue_key = dotted.startswith("queues.")
+    if isinstance(value, int) and not isinstance(value, bool):
+        low, high = (QUEUE_RANGES.get(leaf, (0, 2**31 - 1)) if queue_key
+                     else RANGES.get(dotted, (-(2**63), 2**63 - 1)))
+        if not low <= value <= high:
+            return f"'{dotted}' must be from {low} to {high}, got {value}"
+    if isinstance(value, str):
+        choices = QUEUE_CHOICES.get(leaf) if queue_key else None
+        if choices is not None and value not in choices:
+            return f"'{dotted}' must be {' or '.join(choices)}, got {value!r}"
+        if (dotted in NON_EMPTY or queue_key) and not value.strip():
+            return f"'{dotted}' must not be empty"
+    return None
+
+
+def env_value(dotted: str) -> Any:
+    """The environment's override of ``dotted`` (typed), or None when not set.
+
+    Raises:
+        ConfigError: the variable is set to something the key does not take.
+    """
+    name = ENV_OVERRIDES.get(dotted)
+    text = os.environ.get(name) if name else None
+    if not text:
+        return None
+    value: Any = text
+    if expected_type(dotted) is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"${name}: '{dotted}' takes a whole number, got {text!r}"
+                              ) from None
+    problem = value_problem(dotted, value)
+    if problem:
+        raise ConfigError(f"${name}: {problem}")
+    return value
+
+
 def _check(table: dict[str, Any], prefix: str, path: Path, warnings: list[str]) -> None:
     for key, value in table.items():
         dotted = f"{prefix}{key}"
@@ -103,16 +170,12 @@ def _check(table: dict[str, Any], prefix: str, path: Path, warnings: list[str]) 
             else:
                 warnings.append(f"unknown config key '{dotted}' in {path}")
             continue
-        wanted = expected_type(dotted)
-        if wanted is None:
+        if expected_type(dotted) is None:
             warnings.append(f"unknown config key '{dotted}' in {path}")
-        elif not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-            raise ConfigError(f"{path}: '{dotted}' must be {wanted.__name__}, "
-                              f"got {type(value).__name__} {value!r}")
-        elif isinstance(value, list) and not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{path}: '{dotted}' must be a list of strings, got {value!r}")
-        elif isinstance(value, int) and dotted in POSITIVE_KEYS and value <= 0:
-            raise ConfigError(f"{path}: '{dotted}' must be positive, got {value}")
+            continue
+        problem = value_problem(dotted, value)
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:

@@ -25,5 +25,11 @@ class ErrorCode:
     HTTP_ERROR: Final = "http_error"
     FUNCTION_NOT_INVOKABLE: Final = "function_not_invokable"
     TRIGGER_REGISTRATION_FAILED: Final = "trigger_registration_failed"
+    #: A result larger than the frame limit: that call fails, nothing else does.
+    RESULT_TOO_LARGE: Final = "result_too_large"
+    #: The worker already runs its ``max_concurrency`` calls: refused at once.
+    WORKER_BUSY: Final = "worker_busy"
+    #: The worker is shutting down: its calls in flight are answered with this.
+    WORKER_STOPPING: Final = "worker_stopping"
     #: The only code ``registrationrejected`` ever carries.
     FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"

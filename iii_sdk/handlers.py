@@ -1,15 +1,24 @@
 """Running the user's code: function handlers and trigger-type providers.
 
-Sync callbacks run in a thread pool, async ones as tracked tasks on the SDK loop, so a
+Sync callbacks run on pool threads, async ones as tracked tasks on the SDK loop, so a
 slow handler never blocks the connection. A handler's return value goes back as the
 result; what it raises goes back as an error (``InvocationError`` keeps its code,
 anything else is ``invocation_failed`` with the traceback).
+
+At most ``max_concurrency`` calls of sync handlers run at once, and the pool has a
+thread for each (plus a few for providers): stuck handlers never keep another function
+waiting for a thread, and the call past the limit is refused at once with
+``worker_busy`` instead of waiting unseen. Async handlers hold no thread (a stuck one
+holds a task) and are not limited: they may call the worker's own functions, 50 deep
+or 500 wide, without refusing themselves. A result too large for a frame fails its own
+call (``result_too_large``); at shutdown every call still running is answered
+``worker_stopping``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import inspect
 import logging
 import traceback
@@ -20,6 +29,7 @@ from typing import Any
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import InvocationError
+from iii_sdk.handler_pool import HandlerPool
 from iii_sdk.handles import FunctionRef, TriggerTypeRef
 from iii_sdk.invocation_context import InvocationContext, enter, run_in
 from iii_sdk.options import TriggerConfig
@@ -91,25 +101,56 @@ def error_body(exc: BaseException) -> p.ErrorBody:
     return p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=message, stacktrace=stack)
 
 
+#: Pool threads beyond ``max_concurrency``: trigger-type providers get one even while
+#: every call is stuck.
+PROVIDER_THREADS = 8
+
+
 class Handlers:
     def __init__(self, session: Session,
                  resolve: Callable[[Any], Any] | None = None) -> None:
         self._session = session
         #: Turns channel refs in a handler's input into readers and writers.
         self._resolve = resolve
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            thread_name_prefix="iii-handler")
+        self._max_concurrency = max(1, session.options.max_concurrency)
+        self._pool = HandlerPool(self._max_concurrency + PROVIDER_THREADS)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Calls running now: a token of each -> (function id, invocation id).
+        self._active: dict[object, tuple[str, str | None]] = {}
+        #: Of those, the calls of sync handlers (each holds a pool thread).
+        self._threaded = 0
+        #: Set by stop(): calls are answered worker_stopping from then on.
+        self._stopping = False
+
+    @property
+    def active(self) -> int:
+        """Calls running now."""
+        return len(self._active)
+
+    def _refuse(self, function_id: str, invocation_id: str | None, code: str,
+                message: str) -> None:
+        if invocation_id is not None:
+            self._session.send(p.InvocationResult(
+                invocation_id=invocation_id, function_id=function_id,
+                error=p.ErrorBody(code=code, message=message)))
 
     def invoke(self, message: p.InvokeFunction, function: Function | None) -> None:
         """The daemon routed a call to us: run the handler, send its answer."""
         invocation_id = message.invocation_id
         if function is None:
-            if invocation_id is not None:
-                self._session.send(p.InvocationResult(
-                    invocation_id=invocation_id, function_id=message.function_id,
-                    error=p.ErrorBody(code=ErrorCode.FUNCTION_NOT_FOUND,
-                                      message=f"Function '{message.function_id}' not found")))
+            self._refuse(message.function_id, invocation_id, ErrorCode.FUNCTION_NOT_FOUND,
+                         f"Function '{message.function_id}' not found")
+            return
+        if self._stopping:
+            self._refuse(message.function_id, invocation_id, ErrorCode.WORKER_STOPPING,
+                         "the worker is shutting down")
+            return
+        if not function.is_async and self._threaded >= self._max_concurrency:
+            log.warning("refusing a call of %s: %d calls already run (max_concurrency)",
+                        message.function_id, self._threaded)
+            self._refuse(message.function_id, invocation_id, ErrorCode.WORKER_BUSY,
+                         f"the worker already runs {self._max_concurrency} calls, its "
+                         f"max_concurrency; try again later")
             return
         data = p.from_raw(message.data)
         if self._resolve is not None and b'"channel_id"' in bytes(message.data):
@@ -122,9 +163,17 @@ class Handlers:
             message.caller if isinstance(message.caller, dict) else None,
             depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0
             else 0, message.activation)
-        self.run(function.call, (data, metadata), function.is_async,
-                 lambda result, exc: self._reply(function_id, invocation_id, result, exc),
-                 context)
+        token = object()
+        self._active[token] = (function_id, invocation_id)
+        threaded = not function.is_async
+        self._threaded += threaded
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            self._threaded -= threaded
+            if self._active.pop(token, None) is not None:  # else: answered at stop()
+                self._reply(function_id, invocation_id, result, exc)
+
+        self.run(function.call, (data, metadata), function.is_async, done, context)
 
     def provide(self, message: p.RegisterTrigger | p.UnregisterTrigger,
                 provided: ProvidedType | None, method: str) -> None:
@@ -171,15 +220,15 @@ class Handlers:
             task.add_done_callback(self._tasks.discard)
             return
 
-        def finished(future: concurrent.futures.Future[Any]) -> None:
-            if not future.cancelled():
-                exc = future.exception()
-                done(None if exc else future.result(), exc)
+        def finished(result: Any, exc: BaseException | None) -> None:
+            # On the handler's thread: back to the loop, unless it is gone (shutdown).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(done, result, exc)
 
-        submitted = self._executor.submit(fn, *args) if context is None \
-            else self._executor.submit(run_in, context, fn, *args)
-        submitted.add_done_callback(
-            lambda future: loop.call_soon_threadsafe(finished, future))
+        if context is None:
+            self._pool.submit(fn, args, finished)
+        else:
+            self._pool.submit(run_in, (context, fn, *args), finished)
 
     def _reply(self, function_id: str, invocation_id: str | None, result: Any,
                exc: BaseException | None) -> None:
@@ -194,12 +243,29 @@ class Handlers:
                 exc = InvocationError(ErrorCode.INVOCATION_FAILED,
                                       f"the result of {function_id} is {err}")
             else:
-                self._session.send(p.InvocationResult(invocation_id=invocation_id,
-                                                      function_id=function_id, result=raw))
-                return
+                limit = self._session.options.max_frame_bytes
+                # The frame around the result: type, ids and punctuation.
+                if len(raw) + len(function_id) + len(invocation_id) + 128 <= limit:
+                    self._session.send(p.InvocationResult(
+                        invocation_id=invocation_id, function_id=function_id, result=raw))
+                    return
+                exc = InvocationError(ErrorCode.RESULT_TOO_LARGE,
+                                      f"the result of {function_id} is {len(raw)} bytes, "
+                                      f"more than the frame limit of {limit} bytes "
+                                      f"(max_frame_bytes)")
+                log.error("%s", exc.message)
         self._session.send(p.InvocationResult(invocation_id=invocation_id,
                                               function_id=function_id,
                                               error=error_body(exc)))
+
+    def stop(self) -> None:
+        """Answer every call still running ``worker_stopping`` (on the loop, before the
+        link closes) and every later one too; their handlers' results are dropped."""
+        self._stopping = True
+        active, self._active = self._active, {}
+        for function_id, invocation_id in active.values():
+            self._refuse(function_id, invocation_id, ErrorCode.WORKER_STOPPING,
+                         "the worker shut down while the call ran")
 
     async def cancel_async(self) -> None:
         """Cancel the async handlers still running (on the loop, at shutdown)."""
@@ -209,4 +275,4 @@ class Handlers:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()

@@ -9,6 +9,7 @@ from typing import Any
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES, DEFAULT_TIMEOUT_MS
 
 DEFAULT_INVOCATION_TIMEOUT_MS = DEFAULT_TIMEOUT_MS
+DEFAULT_MAX_CONCURRENCY = 64
 
 
 @dataclass(slots=True)
@@ -36,6 +37,10 @@ class InitOptions:
     #: returns anyway (it keeps retrying in the background).
     connect_timeout_s: float = 30.0
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    #: Calls of sync handlers this worker runs at once (each holds a thread); one more
+    #: is refused at once with ``worker_busy``, so stuck handlers never stall the rest.
+    #: Async handlers hold no thread and are not counted.
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     #: Extra WebSocket handshake headers; ``Authorization: Bearer $III_TOKEN`` is added
     #: unless given here (as the official SDK does).
     headers: dict[str, str] | None = None

@@ -38,6 +38,8 @@ class WatchRefused(IIIError):
 
 #: How the daemon begins an event frame: what :func:`watch_lines` cuts off unread.
 EVENT_PREFIX = b'{"type":"event",'
+#: How long a daemon may take to greet a new connection (``workerregistered``).
+GREETING_TIMEOUT_S = 5.0
 
 
 async def watch(address: str, filter: dict[str, Any] | None = None,
@@ -74,7 +76,7 @@ async def watch_lines(address: str, filter: dict[str, Any] | None = None,
             raise ConnectionFailed(f"unsupported address {address!r}")
         frames = _unix_frames(os.fspath(path), request)
     skip = len(EVENT_PREFIX)
-    async for frame in frames:
+    async for frame in _greeted(frames, address):
         if frame.startswith(EVENT_PREFIX):
             yield b"{" + frame[skip:]
             continue
@@ -85,6 +87,27 @@ async def watch_lines(address: str, filter: dict[str, Any] | None = None,
             yield msgspec.json.encode(message)
         elif kind == "error" and message.get("request_type") == "watch":
             raise WatchRefused(str(message.get("message")))
+
+
+async def _greeted(frames: AsyncIterator[bytes], address: str) -> AsyncIterator[bytes]:
+    """``frames``, the first of which (a daemon's greeting) must come within
+    :data:`GREETING_TIMEOUT_S`.
+
+    Raises:
+        ConnectionFailed: it did not: whatever accepted the connection is no daemon
+            that works (a watch would otherwise wait on it forever).
+    """
+    iterator = aiter(frames)
+    try:
+        first = await asyncio.wait_for(anext(iterator), GREETING_TIMEOUT_S)
+    except TimeoutError:
+        raise ConnectionFailed(f"{address} accepted the connection but did not answer "
+                               f"within {GREETING_TIMEOUT_S:.0f} s") from None
+    except StopAsyncIteration:
+        return
+    yield first
+    async for frame in iterator:
+        yield frame
 
 
 async def _open_unix(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -166,6 +166,8 @@ class III:
         self._observing.close()
 
     async def shutdown_async(self) -> None:
+        # Callers of calls still running hear it now, not when their timeouts fire.
+        self._handlers.stop()
         ends = [end.release() for end in list(self._channel_ends)]
         if ends:
             with contextlib.suppress(TimeoutError):
@@ -178,19 +180,42 @@ class III:
         """Serve until Ctrl-C or SIGTERM (or :meth:`shutdown` from another thread), then
         shut down cleanly: what a worker script calls last. ``ready()``, if given, runs
         once Ctrl-C and SIGTERM are handled (say "ready" there: a supervisor that stops
-        the worker right after never kills it mid-way)."""
+        the worker right after never kills it mid-way).
+
+        Shutting down takes at most a few seconds, whatever the handlers do: calls
+        still running are answered ``worker_stopping`` and their threads are left to
+        the process's exit. After SIGTERM it returns (the script exits 0); after Ctrl-C
+        it raises ``SystemExit(130)``, the shell's code for an interrupt, without a
+        traceback. A second Ctrl-C while it shuts down is ignored.
+
+        Raises:
+            SystemExit: 130, after Ctrl-C.
+        """
+        main = threading.current_thread() is threading.main_thread()
         previous: Any = None
-        if threading.current_thread() is threading.main_thread():
+        previous_int: Any = None
+        interrupted = False
+        if main:
             previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
+            previous_int = signal.getsignal(signal.SIGINT)
         try:
-            with contextlib.suppress(KeyboardInterrupt):
+            try:
                 if ready is not None:
                     ready()
                 self._stopped.wait()
+            except KeyboardInterrupt:
+                interrupted = True
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            self.shutdown()
+            if main:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the first one counts
+            try:
+                self.shutdown()
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous_int)
+                    signal.signal(signal.SIGTERM, previous)
+        if interrupted:
+            raise SystemExit(130)
 
     def __enter__(self) -> III:
         return self

@@ -22,6 +22,7 @@ class OrderedSender:
         self.queued = 0
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._close_code = 1000
 
     def push(self, text: str) -> None:
         self._queue.append(text)
@@ -33,9 +34,10 @@ class OrderedSender:
         self._queue.clear()
         self.queued = 0
 
-    def close(self) -> None:
-        """Close the connection once everything queued so far is sent."""
+    def close(self, code: int = 1000) -> None:
+        """Close the connection with ``code`` once everything queued so far is sent."""
         self._closing = True
+        self._close_code = code
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -51,7 +53,7 @@ class OrderedSender:
                 if self._on_drained is not None:
                     self._on_drained()
                 if self._closing:
-                    await self._conn.close()
+                    await self._conn.close(self._close_code)
                     return
         except ConnectionClosed:
             return

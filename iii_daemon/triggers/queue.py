@@ -9,6 +9,7 @@ overrides ``[queues.TOPIC]``. The type itself fires nothing: the queue delivers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.queues import policy_problem
@@ -26,6 +27,9 @@ class QueueType:
 
     def __init__(self) -> None:
         self._by_topic: dict[str, dict[str, Binding]] = {}
+        #: ``(topic, out)`` once a binding is bound: the queues hand it the messages
+        #: that waited for a consumer of the topic (set by the router).
+        self.on_bound: Callable[[str, Output], object] | None = None
 
     def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
         problem = require_string(config, "topic")
@@ -35,10 +39,16 @@ class QueueType:
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
         self._by_topic.setdefault(binding.config["topic"], {})[binding.id] = binding
+        if self.on_bound is not None:
+            self.on_bound(binding.config["topic"], out)
         return ACTIVE
 
     def unbind(self, binding: Binding, out: Output) -> None:
         self._by_topic.get(binding.config["topic"], {}).pop(binding.id, None)
+
+    def consumer(self, topic: str) -> Binding | None:
+        """The first binding on ``topic`` (it takes messages that waited for one)."""
+        return next(iter(self._by_topic.get(topic, {}).values()), None)
 
     def subscribers(self, topic: str) -> list[Binding]:
         """The bindings on ``topic``, one per function (the first one bound wins)."""

@@ -539,11 +539,12 @@ def test_a_trickling_daemon_cannot_hold_the_cli(short_tmp: Path,
                for name, args in commands.items()}  # side by side: each waits ~5 s
     done = {name: subprocess.CompletedProcess(proc.args, proc.wait(20), *proc.communicate())
             for name, proc in running.items()}
-    assert done["list"].returncode == 124 and "within 5 s" in one_line(done["list"])
-    assert done["trigger"].returncode == 124
-    assert "no answer within 300 ms" in one_line(done["trigger"])
-    assert done["status"].returncode == 3
-    assert "no answer within 5 s" in one_line(done["status"])  # one wording for all
+    # Not even a greeting by the command's deadline: no daemon that works (3), for
+    # every command, in one wording; not a timeout of the call (124).
+    for name, proc in done.items():
+        assert proc.returncode == 3, name
+        assert "accepted the connection but never answered like an iii daemon" \
+            in one_line(proc), name
 
 
 def test_a_daemon_sending_garbage_gets_one_line(short_tmp: Path,
@@ -575,8 +576,8 @@ def test_payload_limits(daemon: DaemonProcess, short_tmp: Path) -> None:
         big = short_tmp / "big.json"
         big.write_text(json.dumps({"pad": "x" * (2 << 20)}))
         proc = run_iii(small.tmp, "trigger", "nothing", "--json", f"@{big}")
-        assert proc.returncode == 2
-        assert "refused the request: frame larger than 1048576 bytes" in one_line(proc)
+        assert proc.returncode == 2  # answered as that call's error, the rest unharmed
+        assert "larger than the limit of 1048576 bytes" in one_line(proc)
     finally:
         small.stop()
     proc = run_iii(daemon.tmp, "trigger", "f", "--json", "@/dev/zero", timeout=60)

@@ -243,6 +243,9 @@ def test_ws_frames_over_the_limit(short_tmp: Path) -> None:
         raw.send(json.dumps({"type": "ping", "pad": "x" * 1500}))
         reply = json.loads(raw.recv())
         assert reply["code"] == "bad_frame" and "1000" in reply["message"]
+        raw.send(json.dumps({"type": "ping"}))  # that frame cost only itself
+        assert json.loads(raw.recv())["type"] == "pong"
+        raw.send(json.dumps({"type": "ping", "pad": "x" * 2500}))  # past the library's cap
         with pytest.raises(ConnectionClosed):
             raw.recv(timeout=5)
         other = connect(ws_url(daemon))

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from iii_sdk.errors import FrameTooLarge
-from iii_sdk.framing import LineReader
+from iii_sdk.framing import PEEK_BYTES, LineReader
 
 
 def test_splits_lines_and_keeps_the_partial_one() -> None:
@@ -55,3 +55,21 @@ def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int]) 
         pos += size
         i += 1
     assert got == lines
+
+
+def test_the_daemon_skips_an_oversized_line_and_keeps_reading() -> None:
+    """Issue: one line over the limit cost the whole connection; now only that line."""
+    reader = LineReader(10, skip_oversized=True)
+    assert reader.feed(b'{"a":1}\n{"big":"') == [b'{"a":1}']
+    assert reader.feed(b"x" * 100_000) == [] and reader.buffered == 0  # not held
+    assert reader.feed(b'","end":1}\n{"b":2}\n') == [b'{"b":2}']
+    [line] = reader.oversized
+    assert line.size == len(b'{"big":"') + 100_000 + len(b'","end":1}')
+    assert line.head.startswith(b'{"big":"') and line.tail.endswith(b'","end":1}')
+    assert len(line.head) == len(line.tail) == PEEK_BYTES
+
+
+def test_complete_oversized_lines_in_one_read_are_each_skipped() -> None:
+    reader = LineReader(10, skip_oversized=True)
+    assert reader.feed(b"y" * 11 + b"\nok\n" + b"z" * 12 + b"\nfine\n") == [b"ok", b"fine"]
+    assert [line.size for line in reader.oversized] == [11, 12]

@@ -35,7 +35,7 @@ class FakeLink:
     def resume_reading(self) -> None:
         self.paused = False
 
-    def close(self) -> None:
+    def close(self, restarting: bool = False) -> None:
         self.closed = True
 
     def abort(self) -> None:

@@ -114,7 +114,7 @@ def test_every_public_name_resolves() -> None:
 DRIVERS = {"iii_daemon.__main__", "iii_daemon.daemon", "iii_daemon.hub",
            "iii_daemon.unix_listener", "iii_daemon.ws_listener", "iii_daemon.access",
            "iii_daemon.store", "iii_daemon.store_writer", "iii_daemon.http_listener",
-           "iii_daemon.channels", "iii_daemon.http_caller"}
+           "iii_daemon.channels", "iii_daemon.http_caller", "iii_daemon.data_lock"}
 #: What the core never touches: I/O, threads and event loops belong to the drivers.
 IMPURE = {"sqlite3", "asyncio", "socket", "selectors", "ssl", "websockets", "uvloop",
           "threading", "queue", "subprocess", "os", "aiohttp"}

@@ -295,3 +295,60 @@ def test_a_limited_pump_goes_on_where_it_stopped_and_starves_no_lane() -> None:
     rest = invocations(core._render(core.router.pump_queues(core.now)))  # no limit
     assert sorted(m["data"] for m in rest) == ["a8", "a9", "b8", "b9"]
     assert not core.router.queues.dirty
+
+
+def bind(core: Core, trigger_id: str, function_id: str, config: dict[str, Any]
+         ) -> list[tuple[int, Any]]:
+    """A queue trigger the worker (connection 1) registers; what the core sends."""
+    return core.send(1, {"type": "registertrigger", "id": trigger_id, "trigger_type": "queue",
+                         "function_id": function_id, "config": config})
+
+
+def test_a_topic_nobody_consumes_yet_keeps_its_messages_for_the_first_consumer(
+        core: Core) -> None:
+    """Issue: `enqueue {topic}` with no queue trigger answered null and lost the message."""
+    core.disk.holding = True
+    assert core.call(2, "enqueue", {"topic": "signups", "data": {"n": 1}},
+                     invocation_id="e") == []
+    out = core.land()  # the answer waits for the disk, as for any other enqueue
+    assert answer_of(out, "e").get("result") is None and "error" not in answer_of(out, "e")
+    [row] = core.router.queues.describe()
+    assert row["queue"] == "signups" and row["function_id"] is None
+    assert row["waiting_for_function"] == 1 and core.router.queues.count() == 1
+    core.disk.holding = False
+    core.register(1, "welcome")
+    out = bind(core, "first", "welcome", {"topic": "signups"})
+    [delivered] = invocations(out)
+    assert delivered["function_id"] == "welcome" and delivered["data"] == {"n": 1}
+    [stored] = core.disk.messages.values()  # a restart would know whose it is now
+    assert stored.function_id == "welcome" and stored.trigger_id == "first"
+    # A consumer bound later gets only what is enqueued after it bound.
+    core.register(1, "audit")
+    assert invocations(bind(core, "second", "audit", {"topic": "signups"})) == []
+    out = core.call(2, "enqueue", {"topic": "signups", "data": {"n": 2}}, invocation_id="f")
+    assert sorted(m["function_id"] for m in invocations(out)) == ["audit", "welcome"]
+
+
+def test_a_waiting_topic_message_survives_a_restart_and_reaches_a_consumer(
+        core: Core) -> None:
+    core.call(2, "enqueue", {"topic": "signups", "data": {"n": 1}, "delay_ms": 0},
+              invocation_id="e")
+    again = Core()
+    again.router.start(again.now, WALL, core.disk.stored())
+    assert again.router.queues.count() == 1
+    again.connect(1)
+    again.register(1, "welcome")
+    out = bind(again, "t", "welcome", {"topic": "signups",
+                                       "queue_config": {"maxRetries": 0}})
+    assert [m["data"] for m in invocations(out)] == [{"n": 1}]
+
+
+def test_a_consumer_that_binds_while_the_write_is_in_flight_still_gets_it(
+        core: Core) -> None:
+    core.disk.holding = True
+    core.call(2, "enqueue", {"topic": "signups", "data": 1}, invocation_id="e")
+    core.register(1, "welcome")
+    bind(core, "t", "welcome", {"topic": "signups"})
+    core.disk.holding = False
+    out = core.land()
+    assert [m["data"] for m in invocations(out)] == [1]

@@ -520,3 +520,45 @@ def test_actions_list(core: Core) -> None:
     assert answer["result"] == {"actions": [{"id": "delay", "function_id": "d::run",
                                              "description": "later",
                                              "worker_id": core.hello[1]["worker_id"]}]}
+
+
+def test_a_result_over_the_frame_limit_fails_that_call_only(core: Core) -> None:
+    """Issue: the daemon dropped the whole worker for one oversized result."""
+    core.register(1, "big")
+    core.register(1, "small")
+    [(_, big)] = core.call(2, "big", None, invocation_id="c1")
+    [(_, small)] = core.call(2, "small", None, invocation_id="c2")
+    head = json.dumps({"type": "invocationresult",
+                       "invocation_id": big["invocation_id"], "result": "x"}).encode()
+    out = core._render(core.router.oversized_frame(1, head[:-4], b'xx"}', 99_000, 1000,
+                                                   core.now))
+    assert out[0] == (2, {"type": "invocationresult", "invocation_id": "c1",
+                          "function_id": "big", "error": {
+                              "code": "result_too_large",
+                              "message": "the result of big is 99000 bytes, more than the "
+                                         "daemon's frame limit of 1000 bytes "
+                                         "(max_frame_bytes)"}})
+    assert out[1][0] == 1 and out[1][1]["type"] == "error"  # the worker is told why
+    assert core.send(1, result(small["invocation_id"], result=1)) == [
+        (2, {"type": "invocationresult", "invocation_id": "c2", "function_id": "small",
+             "result": 1})]  # still connected, still served
+
+
+def test_an_oversized_frame_that_names_no_call_of_its_sender_costs_nothing_else(
+        core: Core) -> None:
+    core.register(1, "f")
+    [(_, sent)] = core.call(2, "f", None, invocation_id="c1")
+    # Another connection cannot fail a call it does not serve.
+    forged = json.dumps({"type": "invocationresult",
+                         "invocation_id": sent["invocation_id"]}).encode()
+    out = core._render(core.router.oversized_frame(2, forged, forged, 5000, 1000, core.now))
+    assert [m["type"] for _, m in out] == ["error"]
+    # A call too large is answered as one, so its caller does not wait.
+    call = b'{"type":"invokefunction","function_id":"f","invocation_id":"c9","data":"'
+    [(conn, answer)] = core._render(core.router.oversized_frame(2, call, b'"}', 5000, 1000,
+                                                               core.now))
+    assert conn == 2 and answer["invocation_id"] == "c9"
+    assert answer["error"]["code"] == "bad_request"
+    # Unreadable ends: an error frame, nothing more.
+    assert [m["type"] for _, m in core._render(core.router.oversized_frame(
+        1, b"\xff" * 10, b"", 5000, 1000, core.now))] == ["error"]

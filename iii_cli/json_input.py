@@ -1,0 +1,123 @@
+"""JSON the user typed (``--json``, ``k=v``, ``@file``, stdin): read strictly, and every
+problem told as one line about what was typed, before anything is sent.
+
+Python's ``json`` takes things the wire does not (``NaN``, ``Infinity``, ``1e999`` as
+infinity, lone surrogates that UTF-8 cannot carry) and raises ``RecursionError`` on deep
+nesting; each of those would otherwise surface later as a traceback or as the daemon's
+complaint about a byte offset in a frame the user never saw.
+
+Imports only ``json`` and ``math``: the ``iii trigger`` fast path uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+#: Arrays and objects inside one payload. The daemon's frame decoder stops a little
+#: below 1 000 (the interpreter's recursion limit); the frame itself adds a level.
+MAX_NESTING = 900
+
+
+class UsageError(Exception):
+    """What the user typed cannot be sent; the message is one line saying why."""
+
+
+class _NotANumber(Exception):
+    """``NaN``, ``Infinity`` or a number too large for a float: not a JSON value here."""
+
+
+def _constant(name: str) -> Any:
+    raise _NotANumber(f"{name} is not a JSON number (JSON numbers are finite)")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotANumber(f"{text} is too large for a JSON number (it would be infinite)")
+    return value
+
+
+def _strict(text: str | bytes) -> Any:
+    """``json.loads`` without NaN, Infinity or infinite floats.
+
+    Raises:
+        ValueError: not JSON. _NotANumber: one of those numbers. RecursionError.
+    """
+    return json.loads(text, parse_constant=_constant, parse_float=_float)
+
+
+def loads(text: str | bytes, what: str) -> Any:
+    """Parse JSON that must be JSON (``--json``, a file, stdin, ``--action``).
+
+    Raises:
+        UsageError: invalid JSON, a non-finite number, too deep, not valid Unicode.
+    """
+    try:
+        value = _strict(text)
+    except _NotANumber as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{what} is nested more than {MAX_NESTING} levels deep") from None
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+    check(value, what)
+    return value
+
+
+def loads_or_text(text: str, key: str) -> Any:
+    """The value of a ``key=text`` pair: JSON when it is JSON, else the text itself
+    (``name=bob``).
+
+    Raises:
+        UsageError: ``NaN``/``Infinity``/``1e999`` (a number the user meant, which JSON
+            cannot carry: quote it for the string), too deep, not valid Unicode.
+    """
+    what = f"the value of {key}"
+    try:
+        value = _strict(text)
+    except _NotANumber as exc:
+        raise UsageError(f"{what}: {exc}; quote it for the string ({key}='\"{text}\"')"
+                         ) from None
+    except RecursionError:
+        raise UsageError(f"{what} is nested more than {MAX_NESTING} levels deep") from None
+    except ValueError:
+        value = text
+    check(value, what)
+    return value
+
+
+def check(value: Any, what: str) -> None:
+    """Refuse what cannot travel as UTF-8 JSON within the nesting limit (iterative: a
+    deep value must not exhaust the stack here either).
+
+    Raises:
+        UsageError: a lone surrogate (or an argument that was not UTF-8), too deep.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_NESTING:
+                raise UsageError(f"{what} is nested more than {MAX_NESTING} levels deep")
+            if isinstance(item, dict):
+                for key, inner in item.items():
+                    _check_text(key, what)
+                    stack.append((inner, depth + 1))
+            else:
+                stack.extend((inner, depth + 1) for inner in item)
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(text[exc.start])
+        if 0xDC80 <= bad <= 0xDCFF:  # how Python keeps a byte of a non-UTF-8 argument
+            raise UsageError(f"{what} is not valid UTF-8 (byte 0x{bad - 0xDC00:02x})") \
+                from None
+        raise UsageError(f"{what} holds \\u{bad:04x}, a lone surrogate that is not "
+                         f"valid Unicode") from None
