@@ -6,7 +6,6 @@ on one directory) is what these promises are about."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -47,7 +46,8 @@ def spawn_stuck(tmp: Path, *args: str) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     if "ready" not in proc.stdout.readline():
         proc.kill()
-        raise AssertionError(f"the worker did not start: {proc.stderr.read() if proc.stderr else ''}")
+        stderr = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"the worker did not start: {stderr}")
     return proc
 
 
