@@ -24,117 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from attack_kit import MIB, Daemon, Raw, free_port, run_cli, ws_handshake
+from trust_attacks import ATTACKS as TRUST_ATTACKS
+
 HERE = Path(__file__).resolve().parent
-MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Daemon:
-    def __init__(self, repo: Path, tmp: Path, *extra: str, ws_port: int = 0) -> None:
-        self.repo, self.tmp, self.extra, self.ws_port = repo, tmp, extra, ws_port
-        self.socket_path = tmp / "iii.sock"
-        self.env = dict(os.environ, PYTHONPATH=str(repo), III_CONFIG=str(tmp / "config.toml"),
-                        III_SOCKET=str(self.socket_path), III_DATA_DIR=str(tmp / "data"),
-                        III_LOG_DIR=str(tmp / "log"))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "iii_daemon", "--socket", str(self.socket_path),
-                "--data-dir", str(self.tmp / "data"), "--ws-port", str(self.ws_port),
-                "--http-port", "0", *self.extra]
-
-    def start(self) -> Daemon:
-        log = open(self.tmp / "daemon.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(self.command(), env=self.env, cwd=self.repo,
-                                     stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}")
-            try:
-                raw = Raw(self.socket_path)
-                raw.close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("daemon did not start")
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.terminate()
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-
-class Raw:
-    def __init__(self, path: Path, timeout: float = 5.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.file = self.sock.makefile("rb")
-        self.recv()
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def recv(self) -> dict[str, Any]:
-        line = self.file.readline()
-        if not line:
-            raise EOFError("closed")
-        value: dict[str, Any] = json.loads(line)
-        return value
-
-    def call(self, function_id: str, data: Any = None) -> dict[str, Any]:
-        invocation_id = f"c{time.monotonic_ns()}"
-        self.send({"type": "invokefunction", "function_id": function_id, "data": data,
-                   "invocation_id": invocation_id})
-        while True:
-            message = self.recv()
-            if message.get("invocation_id") == invocation_id:
-                return message
-
-    def ping_s(self) -> float:
-        started = time.monotonic()
-        self.send({"type": "ping"})
-        while self.recv()["type"] != "pong":
-            pass
-        return time.monotonic() - started
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
-def ws_handshake(port: int, headers: dict[str, str]) -> int:
-    """The HTTP status the listener answers a WebSocket handshake with."""
-    request = (f"GET / HTTP/1.1\r\nHost: {headers.pop('Host', f'127.0.0.1:{port}')}\r\n"
-               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
-    request += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request.encode())
-        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
-    return int(status_line.split()[1])
 
 
 # --- the attacks ----------------------------------------------------------------------------
@@ -353,24 +246,13 @@ def attack_files(repo: Path, tmp: Path) -> dict[str, Any]:
             "raw ESC bytes printed by iii list": out.stdout.count(b"\x1b")}
 
 
-def _iii(daemon: Daemon, *args: str, timeout: float = 60) -> tuple[int | str, float, int]:
-    started = time.monotonic()
-    try:
-        proc = subprocess.run([sys.executable, "-m", "iii_cli", *args], env=daemon.env,
-                              cwd=daemon.repo, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "hung (killed)", time.monotonic() - started, 0
-    tb = proc.stderr.count(b"Traceback")
-    return proc.returncode, time.monotonic() - started, tb
-
-
 def attack_cli(repo: Path, tmp: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     daemon = Daemon(repo, tmp, "--max-frame-bytes", str(MIB)).start()
     try:
         big = tmp / "big.json"
         big.write_text(json.dumps({"pad": "x" * (2 * MIB)}))
-        code, _, tb = _iii(daemon, "trigger", "nothing", "--json", f"@{big}")
+        code, _, tb = run_cli(daemon, "trigger", "nothing", "--json", f"@{big}")
         figures["payload over the frame limit: exit"] = code
         figures["payload over the frame limit: tracebacks"] = tb
     finally:
@@ -400,14 +282,14 @@ def attack_cli(repo: Path, tmp: Path) -> dict[str, Any]:
     thread.start()
     fake = Daemon(repo, trickle_dir)
     try:
-        code, took, tb = _iii(fake, "trigger", "f", "--timeout-ms", "1000", timeout=30)
+        code, took, tb = run_cli(fake, "trigger", "f", "--timeout-ms", "1000", timeout=30)
         figures["trickling daemon, trigger --timeout-ms 1000: exit"] = code
         figures["trickling daemon, trigger: seconds"] = round(took, 1)
-        code, took, tb = _iii(fake, "list", "functions", timeout=30)
+        code, took, tb = run_cli(fake, "list", "functions", timeout=30)
         figures["trickling daemon, list: exit"] = code
         figures["trickling daemon, list: seconds"] = round(took, 1)
         figures["trickling daemon, list: tracebacks"] = tb
-        code, took, tb = _iii(fake, "daemon", "status", timeout=30)
+        code, took, tb = run_cli(fake, "daemon", "status", timeout=30)
         figures["trickling daemon, status: exit"] = code
         figures["trickling daemon, status: seconds"] = round(took, 1)
     finally:
@@ -417,7 +299,7 @@ def attack_cli(repo: Path, tmp: Path) -> dict[str, Any]:
     (tmp / "d2").mkdir(mode=0o700)
     daemon = Daemon(repo, tmp / "d2").start()
     try:
-        code, _, tb = _iii(daemon, "trigger", "f", "--timeout-ms", "1" + "0" * 30)
+        code, _, tb = run_cli(daemon, "trigger", "f", "--timeout-ms", "1" + "0" * 30)
         figures["--timeout-ms 10^30: exit"] = code
         figures["--timeout-ms 10^30: tracebacks"] = tb
         worker = Raw(daemon.socket_path, timeout=60)
@@ -433,7 +315,7 @@ def attack_cli(repo: Path, tmp: Path) -> dict[str, Any]:
 
         responder = threading.Thread(target=answer, daemon=True)
         responder.start()
-        code, took, _ = _iii(daemon, "trigger", "big", "-o", "json", timeout=120)
+        code, took, _ = run_cli(daemon, "trigger", "big", "-o", "json", timeout=120)
         responder.join(10)
         figures["60 MiB reply: exit"] = code
         figures["60 MiB reply: seconds"] = round(took, 2)
@@ -486,6 +368,7 @@ ATTACKS: dict[str, Callable[[Path, Path], dict[str, Any]]] = {
     "files_and_names": attack_files,
     "cli": attack_cli,
     "sdk_storm": attack_sdk_storm,
+    **TRUST_ATTACKS,  # the trust issue's
 }
 
 

@@ -484,3 +484,61 @@ print(s.recv(4096).split(b"\\r\\n", 1)[0].split()[1].decode())
              and "connections from other users are refused (uid 65534)" in site.daemon.log(),
              message="the refusal in the log")
     assert site.request("GET", "/uid")[2] == b'"mine"'  # our own user still gets in
+
+
+def test_a_cross_site_browser_request_without_origin_is_refused(site: Site) -> None:
+    """An <img>-style GET carries no Origin; the browser still says where it came from."""
+    site.serve("xs::f", lambda data: "secret", "xs")
+    refused = [
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors",
+         "Referer": "http://evil.example/page"},
+        {"Sec-Fetch-Site": "cross-site"},  # referrer withheld: origin "null"
+        {"Sec-Fetch-Site": "same-site", "Referer": "http://127.0.0.1:8000/"},
+        {"Referer": "http://evil.example/"},  # a browser without Sec-Fetch-*
+    ]
+    for headers in refused:
+        status, _, body = site.request("GET", "/xs", None, headers)
+        assert status == 403 and b"is not allowed" in body, headers
+    allowed = [
+        {},  # curl, SDKs, scripts: neither header
+        {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"},  # typed by the user
+        {"Sec-Fetch-Site": "same-origin", "Referer": f"http://127.0.0.1:{site.http_port}/"},
+        {"Sec-Fetch-Site": "cross-site", "Referer": "http://app.example/page"},  # allowed
+        {"Referer": f"http://127.0.0.1:{site.http_port}/a"},
+    ]
+    for headers in allowed:
+        status, _, body = site.request("GET", "/xs", None, headers)
+        assert (status, json.loads(body)) == (200, "secret"), headers
+    conn = site.connection()
+    conn.putrequest("GET", "/xs", skip_host=True)
+    conn.putheader("Host", "127.0.0.1")
+    conn.putheader("Host", "evil.example")
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 400  # aiohttp's own parser refuses it, before the policy
+    conn.close()
+
+
+def test_slow_uploads_hold_no_other_function_of_the_worker(site: Site) -> None:
+    """Before: 10 uploads that trickle in, to a handler that reads its request channel,
+    took the worker's 6 threads, and every other function of it timed out."""
+    def drain(data: Any) -> Any:
+        return {"bytes": sum(len(chunk) for chunk in data["request_body"])}
+
+    site.serve("slow::upload", drain, "slow-upload", "POST")
+    site.serve("slow::other", lambda data: "fine", "slow-other")
+    uploads = []
+    try:
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", site.http_port), timeout=10)
+            sock.sendall(b"POST /slow-upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/octet-stream\r\n"
+                         b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000)
+            uploads.append(sock)
+        wait_for(lambda: site.worker._handlers.active >= 10,
+                 message="the ten handlers to be reading")
+        status, _, body = site.request("GET", "/slow-other")
+        assert (status, json.loads(body)) == (200, "fine")
+    finally:
+        for sock in uploads:
+            sock.close()
