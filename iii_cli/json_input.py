@@ -45,7 +45,11 @@ def _strict(text: str | bytes) -> Any:
     Raises:
         ValueError: not JSON. _NotANumber: one of those numbers. RecursionError.
     """
-    return json.loads(text, parse_constant=_constant, parse_float=_float)
+    try:
+        return json.loads(text, parse_constant=_constant, parse_float=_float)
+    except _NotANumber:
+        json.loads(text)  # is it JSON at all ("NaNa" is not)? ValueError if not
+        raise
 
 
 def loads(text: str | bytes, what: str) -> Any:
