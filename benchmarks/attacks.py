@@ -24,8 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attack_kit import MIB, Daemon, Raw, free_port, run_cli, ws_handshake
-from trust_attacks import ATTACKS as TRUST_ATTACKS
+if __package__:  # imported by the tests, as benchmarks.attacks
+    from benchmarks.attack_kit import MIB, Daemon, Raw, free_port, run_cli, ws_handshake
+    from benchmarks.trust_attacks import ATTACKS as TRUST_ATTACKS
+else:  # run as a script: its folder is on sys.path
+    from attack_kit import MIB, Daemon, Raw, free_port, run_cli, ws_handshake
+    from trust_attacks import ATTACKS as TRUST_ATTACKS
 
 HERE = Path(__file__).resolve().parent
 

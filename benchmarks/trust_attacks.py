@@ -15,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attack_kit import Daemon, Raw, free_port, run_cli
+if __package__:  # imported as benchmarks.trust_attacks
+    from benchmarks.attack_kit import Daemon, Raw, free_port, run_cli
+else:
+    from attack_kit import Daemon, Raw, free_port, run_cli
 
 #: A worker of the checkout under test: ``stuck::hang`` never returns, ``stuck::ok``
 #: answers at once. Written against the API every version of our SDK has.

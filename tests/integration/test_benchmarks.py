@@ -35,3 +35,17 @@ def test_the_observers_benchmark_runs() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "sync calls/s, 1 in flight" in proc.stdout
+
+
+def test_the_trust_attacks_run(tmp_path: Path) -> None:
+    """benchmarks/attacks.py's trust attacks, two cheap ones, against this checkout."""
+    from benchmarks.trust_attacks import attack_duplicate_host, attack_oversized_result
+
+    oversized = attack_oversized_result(REPO, tmp_path)
+    assert oversized == {"worker connection": "kept",
+                         "the oversized call": "result_too_large",
+                         "the other call in flight": "fine"}
+    (tmp_path / "dup").mkdir()
+    duplicate = attack_duplicate_host(REPO, tmp_path / "dup", requests=20)
+    assert duplicate["answers to 20 handshakes"] == {400: 20}
+    assert duplicate["tracebacks in the log"] == 0
