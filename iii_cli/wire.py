@@ -14,7 +14,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES, GREETING_TIMEOUT_S
 from iii_sdk.tokens import with_token
 
 if TYPE_CHECKING:
@@ -131,6 +131,11 @@ class Calls:
         if action is not None:
             message["action"] = action
         self.send(message)
+        # A daemon greets a connection at once (workerregistered).
+        deadline = self.deadline
+        greet_by = time.monotonic() + GREETING_TIMEOUT_S
+        if deadline is None or greet_by < deadline:
+            self.deadline = greet_by
         heard = False
         while True:
             try:
@@ -138,15 +143,15 @@ class Calls:
             except Timeout:
                 if heard:
                     raise
-                # Not even the greeting a daemon sends first: whatever holds this socket
-                # is no daemon that works (exit 3, not a timeout of the call).
+                # Exit 3 (nothing that works there), not a timeout of the call (124).
                 raise Broken(f"{self._where()} accepted the connection but never answered "
                              f"like an iii daemon") from None
             except Closed as exc:
                 if heard:  # it was there, took the call, and went away
                     raise Lost(str(exc)) from None
                 raise
-            heard = True
+            if not heard:
+                heard, self.deadline = True, deadline
             kind = frame.get("type")
             if kind == "invocationresult" and frame.get("invocation_id") == invocation_id:
                 return frame

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from iii_sdk.errors import ConnectionFailed, IIIError
+from iii_sdk.limits import GREETING_TIMEOUT_S
 from iii_sdk.paths import socket_path_from_url
 from iii_sdk.tokens import with_token
 
@@ -38,8 +39,6 @@ class WatchRefused(IIIError):
 
 #: How the daemon begins an event frame: what :func:`watch_lines` cuts off unread.
 EVENT_PREFIX = b'{"type":"event",'
-#: How long a daemon may take to greet a new connection (``workerregistered``).
-GREETING_TIMEOUT_S = 5.0
 
 
 async def watch(address: str, filter: dict[str, Any] | None = None,
