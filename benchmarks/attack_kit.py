@@ -6,12 +6,15 @@ fix before and after.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +139,42 @@ def run_cli(daemon: Daemon, *args: str, timeout: float = 60) -> tuple[int | str,
         return "hung (killed)", time.monotonic() - started, 0
     tb = proc.stderr.count(b"Traceback")
     return proc.returncode, time.monotonic() - started, tb
+
+
+def raw_worker(daemon: Daemon, function_id: str, trigger_type: str,
+               config: dict[str, Any]) -> Raw:
+    """A raw connection serving ``function_id``, bound by a trigger (id ``t``)."""
+    worker = Raw(daemon.socket_path)
+    worker.send({"type": "registerfunction", "id": function_id})
+    worker.send({"type": "registertrigger", "id": "t", "trigger_type": trigger_type,
+                 "function_id": function_id, "config": config})
+    return worker
+
+
+@contextlib.contextmanager
+def mute_socket(path: Path) -> Iterator[Path]:
+    """A Unix socket at ``path`` that accepts connections and never says a word."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(16)
+    server.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        for sock in held:
+            sock.close()
+        server.close()

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 if __package__:  # imported as benchmarks.trust_attacks
-    from benchmarks.attack_kit import Daemon, Raw, free_port, run_cli
+    from benchmarks.attack_kit import Daemon, Raw, free_port, mute_socket, raw_worker, run_cli
 else:
-    from attack_kit import Daemon, Raw, free_port, run_cli
+    from attack_kit import Daemon, Raw, free_port, mute_socket, raw_worker, run_cli
 
 #: A worker of the checkout under test: ``stuck::hang`` never returns, ``stuck::ok``
 #: answers at once. Written against the API every version of our SDK has.
@@ -95,10 +95,7 @@ def attack_topic_no_consumer(repo: Path, tmp: Path) -> dict[str, Any]:
     daemon.proc.wait()
     daemon.start()
     try:
-        worker = Raw(daemon.socket_path)
-        worker.send({"type": "registerfunction", "id": "welcome"})
-        worker.send({"type": "registertrigger", "id": "t", "trigger_type": "queue",
-                     "function_id": "welcome", "config": {"topic": "signups"}})
+        worker = raw_worker(daemon, "welcome", "queue", {"topic": "signups"})
         worker.sock.settimeout(3)
         delivered = 0
         try:
@@ -240,10 +237,7 @@ def attack_cross_site_get(repo: Path, tmp: Path) -> dict[str, Any]:
     http_port = free_port()
     daemon = Daemon(repo, tmp, "--http-port", str(http_port)).start()
     try:
-        worker = Raw(daemon.socket_path)
-        worker.send({"type": "registerfunction", "id": "secret"})
-        worker.send({"type": "registertrigger", "id": "t", "trigger_type": "http",
-                     "function_id": "secret", "config": {"api_path": "secret"}})
+        worker = raw_worker(daemon, "secret", "http", {"api_path": "secret"})
         worker.sock.settimeout(0.5)
         answered = threading.Event()
 
@@ -299,48 +293,24 @@ def attack_cli_input(repo: Path, tmp: Path) -> dict[str, Any]:
 
 def attack_mute_socket(repo: Path, tmp: Path) -> dict[str, Any]:
     """A socket that accepts and never answers: every command's exit code and time."""
-    path = tmp / "mute.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     daemon = Daemon(repo, tmp)
-    daemon.env["III_SOCKET"] = str(path)
-    figures = {}
-    try:
-        commands = {"trigger --timeout-ms 200": ["trigger", "f", "--timeout-ms", "200"],
-                    "list functions": ["list", "functions"],
-                    "daemon status": ["daemon", "status"], "watch": ["watch"]}
-        results: dict[str, Any] = {}
+    daemon.env["III_SOCKET"] = str(tmp / "mute.sock")
+    commands = {"trigger --timeout-ms 200": ["trigger", "f", "--timeout-ms", "200"],
+                "trigger --void": ["trigger", "f", "--void"],
+                "list functions": ["list", "functions"],
+                "daemon status": ["daemon", "status"], "watch": ["watch"]}
+    figures: dict[str, Any] = {}
 
-        def one(name: str, args: list[str]) -> None:
-            code, took, _ = run_cli(daemon, *args, timeout=20)
-            results[name] = f"exit {code} after {took:.1f} s"
+    def one(name: str, args: list[str]) -> None:
+        code, took, _ = run_cli(daemon, *args, timeout=40)
+        figures[name] = f"exit {code} after {took:.1f} s"
 
+    with mute_socket(tmp / "mute.sock"):
         threads = [threading.Thread(target=one, args=item) for item in commands.items()]
-        for worker in threads:
-            worker.start()
-        for worker in threads:
-            worker.join()
-        figures.update(results)
-    finally:
-        stop.set()
-        thread.join()
-        for sock in held:
-            sock.close()
-        server.close()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     return figures
 
 

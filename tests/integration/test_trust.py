@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -498,28 +497,14 @@ def test_a_call_the_daemon_drops_while_stopping_exits_5(daemon: DaemonProcess) -
 
 
 def test_a_socket_that_never_answers_is_exit_3_for_every_command(short_tmp: Path) -> None:
-    path = short_tmp / "mute.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
+    """Before: 124 for some commands (after a void call's 35 s), and `iii watch` hung."""
+    from benchmarks.attack_kit import mute_socket
 
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
     commands = [["trigger", "f", "--timeout-ms", "200"], ["trigger", "f", "--void"],
                 ["list", "functions"], ["daemon", "status"], ["watch"],
                 ["state", "get", "s", "k"]]
-    env = dict(child_env(short_tmp), III_SOCKET=str(path))
-    try:
+    with mute_socket(short_tmp / "mute.sock") as path:
+        env = dict(child_env(short_tmp), III_SOCKET=str(path))
         running = [subprocess.Popen([sys.executable, "-m", "iii_cli", *args], env=env,
                                     text=True, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE) for args in commands]
@@ -528,12 +513,6 @@ def test_a_socket_that_never_answers_is_exit_3_for_every_command(short_tmp: Path
             stderr = proc.stderr.read() if proc.stderr else ""
             assert code == 3, (args, code, stderr)
             assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
-    finally:
-        stop.set()
-        thread.join()
-        for sock in held:
-            sock.close()
-        server.close()
 
 
 # --- 13. iii demo escapes what the daemon sends --------------------------------------------
