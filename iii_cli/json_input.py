@@ -6,13 +6,14 @@ infinity, lone surrogates that UTF-8 cannot carry) and raises ``RecursionError``
 nesting; each of those would otherwise surface later as a traceback or as the daemon's
 complaint about a byte offset in a frame the user never saw.
 
-Imports only ``json`` and ``math``: the ``iii trigger`` fast path uses it.
+Imports only ``json``, ``math`` and ``re``: the ``iii trigger`` fast path uses it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 #: Arrays and objects inside one payload. The daemon's frame decoder stops a little
@@ -66,8 +67,43 @@ def loads(text: str | bytes, what: str) -> Any:
         raise UsageError(f"{what} is nested more than {MAX_NESTING} levels deep") from None
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
-    check(value, what)
+    source = text if isinstance(text, str) \
+        else text.decode(json.detect_encoding(text), "surrogatepass")
+    if _may_break_rules(source):
+        # Walks the value: slow for a large one, so only when needed. A surrogate that
+        # was not in the text came from a \u escape, never from a byte of an argument.
+        check(value, what, escapes_only=_encodes(source))
     return value
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+
+
+def _may_break_rules(text: str) -> bool:
+    """Whether the value parsed from ``text`` (valid JSON) may hold a lone surrogate or
+    nest deeper than MAX_NESTING, found in the text at C speed; the exact check walks
+    the value, which costs seconds for tens of megabytes."""
+    if not _encodes(text) or _SURROGATE_ESCAPE.search(text):
+        return True
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    for _ in range(MAX_NESTING):  # each pass takes one level off
+        brackets = _INNERMOST.sub("", brackets)
+        if not brackets:
+            return False
+    return True
 
 
 def loads_or_text(text: str, key: str) -> Any:
@@ -92,9 +128,10 @@ def loads_or_text(text: str, key: str) -> Any:
     return value
 
 
-def check(value: Any, what: str) -> None:
+def check(value: Any, what: str, escapes_only: bool = False) -> None:
     """Refuse what cannot travel as UTF-8 JSON within the nesting limit (iterative: a
-    deep value must not exhaust the stack here either).
+    deep value must not exhaust the stack here either). ``escapes_only``: the value was
+    parsed from valid text, so a surrogate in it came from a ``\\u`` escape.
 
     Raises:
         UsageError: a lone surrogate (or an argument that was not UTF-8), too deep.
@@ -103,24 +140,25 @@ def check(value: Any, what: str) -> None:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            _check_text(item, what)
+            _check_text(item, what, escapes_only)
         elif isinstance(item, dict | list):
             if depth >= MAX_NESTING:
                 raise UsageError(f"{what} is nested more than {MAX_NESTING} levels deep")
             if isinstance(item, dict):
                 for key, inner in item.items():
-                    _check_text(key, what)
+                    _check_text(key, what, escapes_only)
                     stack.append((inner, depth + 1))
             else:
                 stack.extend((inner, depth + 1) for inner in item)
 
 
-def _check_text(text: str, what: str) -> None:
+def _check_text(text: str, what: str, escapes_only: bool = False) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         bad = ord(text[exc.start])
-        if 0xDC80 <= bad <= 0xDCFF:  # how Python keeps a byte of a non-UTF-8 argument
+        # How Python keeps a byte of an argument that is not UTF-8.
+        if 0xDC80 <= bad <= 0xDCFF and not escapes_only:
             raise UsageError(f"{what} is not valid UTF-8 (byte 0x{bad - 0xDC00:02x})") \
                 from None
         raise UsageError(f"{what} holds \\u{bad:04x}, a lone surrogate that is not "

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon import __version__, unix_listener
-from iii_daemon import data_lock as data_lock_module
+from iii_daemon import __version__, data_lock, unix_listener
 from iii_daemon.access import AccessPolicy
 from iii_daemon.channels import Channels
 from iii_daemon.errors import ListenerOff, StartupError, StoreError
@@ -96,11 +95,11 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
     unix_listener.prepare_directory(config.socket_path)
     unix_listener.prepare_private_directory(config.data_dir, "data directory")
     pidfile = unix_listener.acquire_pidfile(config.socket_path)
-    data_lock = None
+    lock = None
     try:
         # An in-memory store writes nothing there: application tests may share one.
         if not config.store_in_memory:
-            data_lock = data_lock_module.acquire(config.data_dir, config.socket_path)
+            lock = data_lock.acquire(config.data_dir, config.socket_path)
         try:
             store = Store(None if config.store_in_memory else config.data_dir / "iii.db")
         except StoreError as exc:
@@ -110,8 +109,8 @@ async def serve(config: DaemonConfig, stop: asyncio.Event,
         finally:
             store.close()
     finally:
-        if data_lock is not None:
-            data_lock.close()
+        if lock is not None:
+            lock.close()
         unix_listener.release_pidfile(config.socket_path, pidfile)
 
 

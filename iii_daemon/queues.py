@@ -11,6 +11,8 @@ the daemon dies are simply delivered again after it restarts: at least once.
 
 Messages are kept per *lane*, one queue and one function: concurrency, FIFO order
 (``type = "fifo"``: one message in flight per group, in order) and counts are per lane.
+A topic message that no ``queue`` trigger consumes yet waits in the topic's
+:data:`NO_CONSUMER` lane, durably, until the first one binds and adopts it.
 """
 
 from __future__ import annotations

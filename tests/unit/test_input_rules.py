@@ -3,6 +3,7 @@ values, who a TCP listener lets in, what an id may be, the handler threads."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import unicodedata
@@ -40,6 +41,21 @@ def test_json_the_wire_carries_is_taken() -> None:
     assert loads(deepest, "--json") is not None
     assert loads("null", "--json") is None
     assert loads('{"a": 1.5e300, "b": "caf\\u00e9"}', "--json") == {"a": 1.5e300, "b": "café"}
+
+
+def test_large_payloads_are_checked_in_the_text_and_walked_only_when_needed() -> None:
+    deep = "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)
+    wide_deep = "[" + ",".join(["[1]"] * 2000) + "," + deep + "]"  # many brackets, deep
+    with pytest.raises(UsageError, match="nested more than"):
+        loads(wide_deep, "--json")
+    with pytest.raises(UsageError, match="nested more than"):
+        loads(wide_deep.encode(), "@file")  # bytes, as read from a file
+    # Brackets and escaped quotes inside strings do not count as nesting.
+    text = json.dumps({"s": "[" * 2000 + '\\"{' * 500, "n": [[1]] * 1000})
+    assert loads(text, "--json")["n"][0] == [1]
+    with pytest.raises(UsageError, match="lone surrogate"):
+        loads(json.dumps({"n": [[1]] * 1000, "s": "a"}).replace('"a"', '"\\udc80"'), "x")
+    assert loads('"\\ud83d\\ude00"', "--json") == "\U0001f600"  # a pair is fine
 
 
 def test_pair_values_are_json_else_text_but_never_a_number_json_lacks() -> None:
