@@ -241,11 +241,11 @@ def test_the_daemon_closes_websocket_peers_with_1012(short_tmp: Path) -> None:
 
     port = free_port()
     daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
-    ws = connect(f"ws://127.0.0.1:{port}")
-    assert json.loads(ws.recv())["type"] == "workerregistered"
-    daemon.stop()
-    with pytest.raises(ConnectionClosed) as closed:
-        ws.recv(timeout=10)
+    with connect(f"ws://127.0.0.1:{port}") as ws:
+        assert json.loads(ws.recv())["type"] == "workerregistered"
+        daemon.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
 
 
