@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,23 @@ def test_a_worker_with_stuck_handlers_stops_at_once_and_answers_its_calls(
     assert worker.stderr is not None and "Traceback" not in worker.stderr.read()
     assert caller.wait(10) == 5  # lost in transit: retry if idempotent
     assert caller.stderr is not None and "worker_stopping" in caller.stderr.read()
+
+
+def test_shutdown_returns_at_once_while_a_handler_hangs(daemon: DaemonProcess) -> None:
+    worker = register_worker(str(daemon.socket_path), InitOptions(connect_timeout_s=5))
+    hang = threading.Event()
+    worker.register_function("mine::hang", lambda data: hang.wait())
+    worker.ping()
+    caller = RawClient(daemon.socket_path, timeout=10)
+    caller.send({"type": "invokefunction", "function_id": "mine::hang",
+                 "invocation_id": "c1", "data": None})
+    wait_for(lambda: RawClient(daemon.socket_path).in_flight() == 1)
+    started = time.monotonic()
+    worker.shutdown()
+    assert time.monotonic() - started < 5
+    answer = caller.recv()
+    assert answer["invocation_id"] == "c1" and answer["error"]["code"] == "worker_stopping"
+    hang.set()
 
 
 # --- 6. daemon restart brings every SDK back ---------------------------------------------
