@@ -45,7 +45,7 @@ from iii_cli.wire import (
     Unreachable,
     connect,
 )
-from iii_daemon.triggers import catalog
+from iii_daemon.core.triggers import catalog
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
 # print the scripts ourselves (`iii completions`), so register them here.

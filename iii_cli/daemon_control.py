@@ -141,10 +141,12 @@ def start_daemon(socket_path: Path, options: StartOptions | None = None,
         if answers(socket_path, 0.5):
             if proc.stderr is not None:
                 proc.stderr.close()
-            # Who answers is whoever holds the pidfile lock: ours, or another starter's
-            # (ours then exits by itself).
+            # Who answers is whoever holds the pidfile lock: ours, or another starter's.
             holder = running_pid(socket_path)
-            return (proc.pid, True) if holder in (None, proc.pid) else (holder, False)
+            if holder in (None, proc.pid):
+                return proc.pid, True
+            _wait_out(proc, deadline)  # ours lost the race and exits by itself
+            return holder, False
         time.sleep(0.02)
     proc.terminate()
     raise DaemonError(f"the daemon did not answer within {START_TIMEOUT_S:.0f} s; see {log}")
@@ -156,6 +158,15 @@ def _refuse_symlink(socket_path: Path) -> None:
     if socket_path.is_symlink():
         raise DaemonError(f"{socket_path} is a symlink (to {os.readlink(socket_path)}); "
                           f"give the daemon a socket path of its own")
+
+
+def _wait_out(proc: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait for a daemon that lost the race for the socket to exit (it does, once it
+    finds the pidfile locked), so that one daemon runs when we return."""
+    try:
+        proc.wait(max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.terminate()
 
 
 def _answers_by(socket_path: Path, deadline: float) -> bool:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from iii_daemon import __version__
-from iii_daemon.daemon import DaemonConfig, run
-from iii_daemon.errors import StartupError
-from iii_daemon.queues import policy_problem
+from iii_daemon.core.errors import StartupError
+from iii_daemon.core.queues import policy_problem
+from iii_daemon.lifecycle.serve import DaemonConfig, run
 from iii_sdk import config
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
 

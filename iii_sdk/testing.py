@@ -47,7 +47,7 @@ class InProcessDaemon:
         return f"unix://{self.socket_path}"
 
     def start(self) -> InProcessDaemon:
-        from iii_daemon.daemon import DaemonConfig, serve
+        from iii_daemon.lifecycle.serve import DaemonConfig, serve
 
         ready = threading.Event()
         # Queues, state and triggers in an in-memory SQLite store: no fsync in tests.

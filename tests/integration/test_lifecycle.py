@@ -227,7 +227,7 @@ def test_the_log_says_what_happened(daemon: DaemonProcess) -> None:
 LOADED_WHEN_READY = """
 import asyncio, json, sys
 from pathlib import Path
-from iii_daemon.daemon import DaemonConfig, serve
+from iii_daemon.lifecycle.serve import DaemonConfig, serve
 
 async def main() -> None:
     stop = asyncio.Event()

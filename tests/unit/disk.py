@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from iii_daemon.effects import Persist
-from iii_daemon.writes import (
+from iii_daemon.core.effects import Persist
+from iii_daemon.core.writes import (
     DropMessage,
     DropState,
     DropStreamItem,

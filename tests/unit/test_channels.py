@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from iii_daemon import channels as channels_module
-from iii_daemon.channels import BYTE_LIMIT, ChannelError, Channels
+from iii_daemon.drivers import channels as channels_module
+from iii_daemon.drivers.channels import BYTE_LIMIT, ChannelError, Channels
 
 
 def run(coro: object) -> object:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.effects import HttpReply
-from iii_daemon.http_requests import HttpRequest, response_of
+from iii_daemon.core.effects import HttpReply
+from iii_daemon.core.http_requests import HttpRequest, response_of
 from tests.unit.test_router import Core, result
 
 REFS = {"request_body": {"channel_id": "in", "access_key": "k1", "direction": "read"},

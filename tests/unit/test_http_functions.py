@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from iii_daemon import http_functions as hf
-from iii_daemon.effects import HttpCall
+from iii_daemon.core import http_functions as hf
+from iii_daemon.core.effects import HttpCall
 from iii_sdk import protocol as p
 from tests.unit.test_router import Core
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.hub import Hub
-from iii_daemon.router import Router
+from iii_daemon.core.router import Router
+from iii_daemon.drivers.hub import Hub
 
 
 class FakeLink:
@@ -216,7 +216,7 @@ def test_without_a_store_writes_fail_and_say_so(loop: asyncio.AbstractEventLoop)
 def test_a_long_burst_gives_others_a_turn(loop: asyncio.AbstractEventLoop) -> None:
     """Frames that make little output (writes, voids) still yield after FRAMES_PER_TURN:
     another connection's ping is answered before the burst is done."""
-    from iii_daemon.hub import FRAMES_PER_TURN
+    from iii_daemon.drivers.hub import FRAMES_PER_TURN
 
     writer = HeldWriter()
     hub = Hub(Router(), loop, write_limit=10**9, writer=writer)
@@ -268,7 +268,7 @@ def test_a_backlog_drains_at_full_speed_when_no_calls_come(
 
 def test_a_backlog_takes_a_share_while_calls_are_routed(
         loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
-    from iii_daemon import hub as hub_module
+    from iii_daemon.drivers import hub as hub_module
 
     # Long enough that no pause ends, and no call goes stale, while the test runs.
     monkeypatch.setattr(hub_module, "QUEUE_YIELD_S", 60.0)

@@ -110,33 +110,42 @@ def test_every_public_name_resolves() -> None:
     assert sorted(iii_sdk.__all__) == sorted(iii_sdk._WHERE)
 
 
-#: The daemon's drivers: everything else under iii_daemon is the pure core.
-DRIVERS = {"iii_daemon.__main__", "iii_daemon.daemon", "iii_daemon.hub",
-           "iii_daemon.unix_listener", "iii_daemon.ws_listener", "iii_daemon.access",
-           "iii_daemon.store", "iii_daemon.store_writer", "iii_daemon.http_listener",
-           "iii_daemon.channels", "iii_daemon.http_caller", "iii_daemon.data_lock"}
+#: The pure side of the daemon: the core and the daemon's own functions.
+PURE = ("iii_daemon.core", "iii_daemon.functions")
 #: What the core never touches: I/O, threads and event loops belong to the drivers.
 IMPURE = {"sqlite3", "asyncio", "socket", "selectors", "ssl", "websockets", "uvloop",
           "threading", "queue", "subprocess", "os", "aiohttp"}
 
 
+def test_the_layout_shows_the_layers() -> None:
+    """Every daemon module lives in one of the layers (or is the package's entry)."""
+    layers = (*PURE, "iii_daemon.drivers", "iii_daemon.lifecycle")
+    loose = [name for name in module_graph() if name.startswith("iii_daemon.")
+             and not name.startswith(layers) and name != "iii_daemon.__main__"]
+    assert loose == []
+
+
 def test_the_core_is_pure() -> None:
-    """architecture.md: the core imports no sockets, asyncio or sqlite3 (nor any driver
-    module), so its unit tests run with no database file and no socket."""
+    """architecture.md: core/ and functions/ import no sockets, asyncio or sqlite3, and
+    nothing from drivers/ or lifecycle/, so their unit tests run with no database file
+    and no socket."""
     graph = module_graph()
-    core = {name for name in graph if name.startswith("iii_daemon") and name not in DRIVERS}
-    assert "iii_daemon.router" in core and "iii_daemon.triggers.cron" in core
+    pure = {name for name in graph if name.startswith(PURE)}
+    assert "iii_daemon.core.router" in pure and "iii_daemon.core.triggers.cron" in pure
+    assert "iii_daemon.functions.state" in pure
     offences = []
-    for name in sorted(core):
+    for name in sorted(pure):
         path = REPO / (name.replace(".", "/") + ".py")
         if not path.exists():
             path = REPO / name.replace(".", "/") / "__init__.py"
         for root in imported_roots(path) & IMPURE:
             offences.append(f"{name} imports {root}")
-        for dep in graph[name] & DRIVERS:
-            offences.append(f"{name} imports the driver {dep}")
+        for dep in sorted(graph[name]):
+            if dep.startswith("iii_daemon.") and not dep.startswith(PURE):
+                offences.append(f"{name} imports {dep}, outside the pure layers")
     assert offences == []
-    code = "import sys, json, iii_daemon.router; print(json.dumps(sorted(sys.modules)))"
+    code = ("import sys, json, iii_daemon.core.router; "
+            "print(json.dumps(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO).stdout
     assert {"sqlite3", "asyncio", "socket"} & set(json.loads(out)) == set()

@@ -14,7 +14,7 @@ import pytest
 from iii_cli.json_input import MAX_NESTING, UsageError, loads, loads_or_text
 from iii_cli.output import table
 from iii_cli.style import unambiguous
-from iii_daemon.access import AccessPolicy
+from iii_daemon.drivers.access import AccessPolicy
 from iii_sdk import config
 from iii_sdk.handler_pool import HandlerPool
 from iii_sdk.names import FORMAT, MAX_ID_LENGTH, id_problem

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from iii_daemon.invocations import Invocation, InvocationTable
+from iii_daemon.core.invocations import Invocation, InvocationTable
 
 
 def make(table: InvocationTable, deadline: float | None) -> Invocation:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from iii_daemon.effects import Emit
-from iii_daemon.invocations import Invocation, InvocationTable
-from iii_daemon.router import Router
+from iii_daemon.core.effects import Emit
+from iii_daemon.core.invocations import Invocation, InvocationTable
+from iii_daemon.core.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.limits import MAX_TIMEOUT_MS
 from tests.unit.test_router import Core, result, routed

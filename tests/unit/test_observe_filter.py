@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from iii.filter import FilterError
 from iii.filter import compile_filter as official_compile
 
-from iii_daemon.observe_filter import (
+from iii_daemon.core.observe_filter import (
     MAX_DEPTH,
     MAX_NODES,
     MAX_SET_ITEMS,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.observers import MAX_OBSERVE_DEPTH
+from iii_daemon.core.observers import MAX_OBSERVE_DEPTH
 from tests.unit.test_router import Core
 
 WORKER, CALLER, OBSERVER = 1, 2, 3

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.router import Router
+from iii_daemon.core.router import Router
 from tests.unit.test_router import Core, result
 from tests.unit.test_triggers import WALL, events, invocations, reg
 

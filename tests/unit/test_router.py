@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.effects import EVENTS, Close, Emit, HttpReply, Persist
-from iii_daemon.router import Router
+from iii_daemon.core.effects import EVENTS, Close, Emit, HttpReply, Persist
+from iii_daemon.core.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
 from tests.unit.disk import Disk

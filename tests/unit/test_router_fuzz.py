@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iii_daemon.effects import Close, Emit
-from iii_daemon.router import Router
+from iii_daemon.core.effects import Close, Emit
+from iii_daemon.core.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
 

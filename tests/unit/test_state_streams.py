@@ -236,8 +236,8 @@ def test_an_update_through_a_backend_that_cannot_apply_frees_the_item(
         core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever goes wrong between the get and the set, the caller hears and the next
     update of the item goes."""
-    from iii_daemon import stream_functions
-    from iii_daemon.errors import CallError
+    from iii_daemon.core.errors import CallError
+    from iii_daemon.functions import stream as stream_functions
 
     def too_deep(value: Any, ops: Any) -> Any:
         raise CallError("bad_request", "the value is nested too deeply to update")

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iii_daemon.effects import Persist
-from iii_daemon.store import Store
-from iii_daemon.store_writer import StoreWriter
-from iii_daemon.writes import DropTrigger, PutState, PutTrigger, Write
+from iii_daemon.core.effects import Persist
+from iii_daemon.core.writes import DropTrigger, PutState, PutTrigger, Write
+from iii_daemon.drivers.store import Store
+from iii_daemon.drivers.store_writer import StoreWriter
 from tests.unit.test_router import Core
 from tests.unit.test_triggers import WALL
 
@@ -120,7 +120,7 @@ def test_stored_rows_that_cannot_load_are_kept_with_the_reason(tmp_path: Path) -
 
 def test_every_kind_of_write_in_one_batch(tmp_path: Path) -> None:
     """Runs of one kind go in one statement each; the result is as if applied in order."""
-    from iii_daemon.writes import DropMessage, DropState, PutMessage
+    from iii_daemon.core.writes import DropMessage, DropState, PutMessage
 
     def message(message_id: str, attempts: int = 0, dead: bool = False) -> PutMessage:
         return PutMessage(message_id, "q", "f", b'{"n": 1}', attempts, 1.0, 1.0, None,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.effects import Emit
-from iii_daemon.router import Router
-from iii_daemon.triggers import catalog
-from iii_daemon.triggers.base import ACTIVE, Binding, Clock
+from iii_daemon.core.effects import Emit
+from iii_daemon.core.router import Router
+from iii_daemon.core.triggers import catalog
+from iii_daemon.core.triggers.base import ACTIVE, Binding, Clock
 from tests.unit.test_router import Core
 from tests.unit.test_triggers import WALL, invocations, reg
 

@@ -18,9 +18,9 @@ from iii_helpers.stream import (
     UpdateSet,
 )
 
-from iii_daemon.errors import CallError
-from iii_daemon.unsettled import MISSING
-from iii_daemon.update_ops import apply_ops, parse_ops
+from iii_daemon.core.errors import CallError
+from iii_daemon.core.unsettled import MISSING
+from iii_daemon.functions.update_ops import apply_ops, parse_ops
 
 
 def run(value: Any, *ops: Any) -> tuple[Any, list[str]]:

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iii_daemon.effects import Emit
-from iii_daemon.event_log import PREVIEW_BYTES
-from iii_daemon.hub import Hub
-from iii_daemon.router import Router
-from iii_daemon.stats import FunctionStats
+from iii_daemon.core.effects import Emit
+from iii_daemon.core.event_log import PREVIEW_BYTES
+from iii_daemon.core.router import Router
+from iii_daemon.core.stats import FunctionStats
+from iii_daemon.drivers.hub import Hub
 from iii_sdk import protocol as p
 from tests.unit.test_hub import FakeLink, call
 from tests.unit.test_router import Core, result
@@ -275,8 +275,8 @@ def test_a_success_frame_made_without_a_dict_is_the_dict_s_frame(
     """The fast frame of a plain success (no dict made) says exactly what the dict says."""
     from msgspec import Raw
 
-    from iii_daemon.event_log import Finished, frame, head
-    from iii_daemon.invocations import Invocation
+    from iii_daemon.core.event_log import Finished, frame, head
+    from iii_daemon.core.invocations import Invocation
 
     def finished() -> Finished:
         inv = Invocation(id="i1", function_id="f::g", worker=1, caller=None,

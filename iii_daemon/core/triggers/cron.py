@@ -1,0 +1,120 @@
+"""``cron``: fire on a schedule (UTC); 6 fields seconds first, 7 with year, 5 classic.
+
+Due times sit in one heap; the router asks :meth:`CronType.next_due` when to wake and
+calls :meth:`CronType.pop_due`. Each next time comes from the schedule itself, not from
+when the previous firing happened, so nothing drifts; ticks missed while the daemon was
+down or stalled are not replayed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from croniter import croniter
+from croniter.croniter import CroniterBadDateError
+
+from iii_daemon.core.errors import ScheduleEnded
+from iii_daemon.core.triggers.base import ACTIVE, ENDED, ERROR, Binding, Clock, require_string
+
+if TYPE_CHECKING:
+    from iii_daemon.core.effects import Output
+
+
+def rfc3339(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+
+def next_after(expression: str, wall: float) -> float:
+    """The first scheduled time strictly after ``wall``.
+
+    Raises:
+        ScheduleEnded: there is none.
+        ValueError: the expression is not one croniter reads (CroniterError is one).
+    """
+    try:
+        itr = croniter(expression, datetime.fromtimestamp(wall, UTC), second_at_beginning=True)
+        due: datetime = itr.get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleEnded(expression) from None
+    except Exception as exc:  # croniter raises more kinds than it documents
+        raise ValueError(str(exc) or type(exc).__name__) from None
+    return due.timestamp()
+
+
+class CronType:
+    id: str = "cron"
+    description: str = "fires on a cron schedule (UTC, seconds first)"
+    owner: int | None = None
+    #: A tick that finds the previous firing still running is skipped, not piled up.
+    max_running: int = 1
+
+    def __init__(self) -> None:
+        #: (due monotonic, sequence, binding id, scheduled wall time)
+        self._heap: list[tuple[float, int, str, float]] = []
+        self._bound: dict[str, Binding] = {}
+        self._seq = 0
+
+    def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
+        """Refuse what croniter cannot read *and* what it reads but can never schedule:
+        the first fire time is computed here, so nothing unschedulable is ever stored."""
+        problem = require_string(config, "expression")
+        if problem:
+            return problem
+        expression = config["expression"]
+        try:
+            next_after(expression, clock.wall)
+        except ScheduleEnded:
+            return f"cron expression {expression!r} never fires after now"
+        except ValueError as exc:
+            return f"invalid cron expression {expression!r}: {exc}"
+        return None
+
+    def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
+        self._bound[binding.id] = binding
+        return ACTIVE if self._schedule(binding, clock, clock.wall) else binding.status
+
+    def unbind(self, binding: Binding, out: Output) -> None:
+        self._bound.pop(binding.id, None)  # its heap entries are skipped when they surface
+
+    def _schedule(self, binding: Binding, clock: Clock, after_wall: float) -> bool:
+        """Queue the next firing; False (binding marked) when there is none."""
+        try:
+            due_wall = next_after(binding.config["expression"], after_wall)
+        except ScheduleEnded:
+            binding.status, binding.error = ENDED, "the schedule has no more times"
+            self._bound.pop(binding.id, None)
+            return False
+        except ValueError as exc:  # validated before, so only a stored row gets here
+            binding.status, binding.error = ERROR, f"invalid cron expression: {exc}"
+            self._bound.pop(binding.id, None)
+            return False
+        self._seq += 1
+        heapq.heappush(self._heap, (clock.now + (due_wall - clock.wall), self._seq,
+                                    binding.id, due_wall))
+        return True
+
+    def next_due(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2] not in self._bound:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, clock: Clock) -> list[tuple[Binding, Any]]:
+        """The bindings due now with their payloads; each is scheduled again."""
+        fired: list[tuple[Binding, Any]] = []
+        heap = self._heap
+        while heap and heap[0][0] <= clock.now:
+            _, _seq, binding_id, scheduled = heapq.heappop(heap)
+            binding = self._bound.get(binding_id)
+            if binding is None:
+                continue
+            fired.append((binding, {"trigger": "cron", "job_id": binding.id,
+                                    "scheduled_time": rfc3339(scheduled),
+                                    "actual_time": rfc3339(clock.wall)}))
+            # From the later of the schedule and now: a stall skips ticks, never bunches them.
+            self._schedule(binding, clock, max(scheduled, clock.wall))
+        return fired

@@ -1,0 +1,88 @@
+"""``enqueue`` (the upstream engine's topic publish) and ``engine::queues::*``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from iii_daemon.core.builtin import AfterWrites, BuiltinFunction, CallContext, field
+from iii_daemon.core.errors import CallError
+from iii_daemon.core.queues import MAX_DELAY_MS, NO_CONSUMER
+from iii_sdk import protocol as p
+from iii_sdk.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from iii_daemon.core.builtin import Services
+    from iii_daemon.core.effects import Output
+    from iii_daemon.core.triggers.queue import QueueType
+
+
+def enqueue(services: Services, ctx: CallContext) -> Any:
+    """``{topic, data, delay_ms?}``: one durable message per function bound to the topic
+    by a ``queue`` trigger; answers null once every copy is on disk."""
+    data = ctx.data if isinstance(ctx.data, dict) else {}
+    topic = data.get("topic")
+    if not isinstance(topic, str) or not topic:
+        raise CallError(ErrorCode.TOPIC_NOT_SET, "enqueue needs a non-empty 'topic'")
+    delay_ms = data.get("delay_ms") or 0
+    if not isinstance(delay_ms, int) or isinstance(delay_ms, bool) or delay_ms < 0:
+        raise CallError(ErrorCode.BAD_REQUEST, "delay_ms must be a whole number >= 0")
+    if delay_ms > MAX_DELAY_MS:
+        raise CallError(ErrorCode.DELAY_TOO_LARGE,
+                        f"delay_ms {delay_ms} is more than {MAX_DELAY_MS}")
+    kind: QueueType = services.triggers.types["queue"]  # type: ignore[assignment]
+    payload = p.to_raw(data.get("data"))
+    failures: list[str] = []
+
+    def kept(failure: str | None, out: Output) -> None:
+        if failure is not None:
+            failures.append(failure)
+
+    subscribers = kind.subscribers(topic)
+    if not subscribers:  # it waits under the topic for the first consumer
+        services.queues.enqueue(topic, NO_CONSUMER, payload, ctx.out, kept,
+                                delay_ms=delay_ms)
+    for binding in subscribers:
+        services.queues.enqueue(topic, binding.function_id, payload, ctx.out, kept,
+                                delay_ms=delay_ms, trigger_id=binding.id,
+                                override=binding.config.get("queue_config"))
+
+    def answer() -> Any:
+        if failures:
+            raise CallError(ErrorCode.QUEUE_ERROR, f"not enqueued: {failures[0]}")
+        return None
+
+    # The answer waits for the writes just made (AfterWrites runs behind them).
+    return AfterWrites(answer)
+
+
+def list_queues(services: Services, ctx: CallContext) -> Any:
+    return {"queues": services.queues.describe()}
+
+
+def dead_letters(services: Services, ctx: CallContext) -> Any:
+    queue = field(ctx.data, "queue", str)
+    return {"queue": queue, "dead_letters": services.queues.dead_letters(queue)}
+
+
+def redrive(services: Services, ctx: CallContext) -> Any:
+    queue = field(ctx.data, "queue", str)
+    message_id = field(ctx.data, "id", str, optional=True)
+    return {"redriven": services.queues.redrive(queue, message_id, ctx.out)}
+
+
+def purge(services: Services, ctx: CallContext) -> Any:
+    queue = field(ctx.data, "queue", str)
+    return {"purged": services.queues.purge(queue, ctx.out)}
+
+
+FUNCTIONS = (
+    BuiltinFunction("enqueue", "keeps {topic, data, delay_ms?} for every queue trigger on "
+                               "topic; null once durable", enqueue),
+    BuiltinFunction("engine::queues::list", "queues per function: ready, waiting, delayed, "
+                                            "in flight, dead letters", list_queues),
+    BuiltinFunction("engine::queues::dlq", "the dead letters of {queue}", dead_letters),
+    BuiltinFunction("engine::queues::redrive", "sends {queue}'s dead letters (or {id}) "
+                                               "again", redrive),
+    BuiltinFunction("engine::queues::purge", "drops every waiting message and dead letter "
+                                             "of {queue}", purge),
+)
