@@ -7,17 +7,20 @@
 as it doubles the stream); ``errors``
 keeps only failures (an invocation with an error, a skipped firing, a refused
 registration, retries and dead letters). ``replay`` (default 100) recent events from
-the history come first. A slow watcher never slows anyone: the driver drops what does
-not fit its buffer and counts it, and the watcher is told ``{event: "missed", count}``
-before the next event that fits.
+the history come first. A slow watcher never slows anyone: :func:`fan_out` drops what
+does not fit its buffer and counts it, and the watcher is told ``{event: "missed",
+count}`` before the next event that fits; the driver only moves the bytes.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from iii_daemon.core.event_log import frame as frame_of
 
 DEFAULT_REPLAY = 100
 #: Events that are failures for ``errors: true`` (besides those with an ``error``).
@@ -61,6 +64,80 @@ class Watcher:
         if self.errors:
             return failed(event)
         return True
+
+
+    def take(self, events: list[Any], frames: list[bytes | None], held: int, limit: int,
+             now: float) -> bytearray | None:
+        """This watcher's frames of ``events`` (dicts, or :class:`Finished`; ``frames``
+        caches each event's frame across watchers), within ``limit`` bytes of output
+        with ``held`` unsent already: what does not fit is dropped and counted, and told
+        as ``missed`` before the next event that fits. With ``max_rate``, a sample (every
+        failure, at most a second's allowance of the rest), and how many it left out.
+        None when it gets nothing."""
+        buf: bytearray | None = None
+        since, rate = self.since, self.max_rate
+        if rate is not None:  # a second's worth at most
+            self.allowance = min(float(rate), self.allowance + (now - self.counted_at) * rate)
+            self.counted_at = now
+        for index, event in enumerate(events):
+            if event.get("seq", 0) <= since or not self.wants(event):
+                continue
+            if rate is not None and not failed(event):  # failures always go
+                if self.allowance < 1:
+                    self.skipped += 1
+                    continue
+                self.allowance -= 1
+            if held > limit:
+                self.missed += 1
+                continue
+            frame = frames[index]
+            if frame is None:
+                frame = frames[index] = (frame_of(event) if type(event) is dict
+                                         else event.frame())
+            if not frame:
+                continue
+            if buf is None:
+                buf = bytearray()
+            if self.missed:
+                held += self._tell_missed(buf)
+            buf += frame
+            held += len(frame)
+        if buf is not None and self.skipped:  # a few times a second at most
+            buf += b'{"type":"event","event":"sampled","skipped":%d}\n' % self.skipped
+            self.skipped = 0
+        return buf
+
+    def replay(self, event: dict[str, Any]) -> bytes:
+        """One event of its replay, after the count of what it missed, if any."""
+        buf = bytearray()
+        if self.missed:
+            self._tell_missed(buf)
+        buf += frame_of(event)
+        return bytes(buf)
+
+    def _tell_missed(self, buf: bytearray) -> int:
+        marker = b'{"type":"event","event":"missed","count":%d}\n' % self.missed
+        buf += marker
+        self.missed = 0
+        return len(marker)
+
+
+def fan_out(watchers: dict[int, Watcher], events: list[Any],
+            held: Callable[[int], int | None], limit: int, now: float
+            ) -> dict[int, bytearray]:
+    """Each watcher's frames of ``events`` (see :meth:`Watcher.take`), by connection;
+    ``held(conn_id)`` is what its connection holds unsent, None when it is gone. Watcher
+    by watcher, so each looks up its connection once, not once per event."""
+    frames: list[bytes | None] = [None] * len(events)
+    shares: dict[int, bytearray] = {}
+    for conn_id, watcher in watchers.items():
+        unsent = held(conn_id)
+        if unsent is None:
+            continue
+        share = watcher.take(events, frames, unsent, limit, now)
+        if share is not None:
+            shares[conn_id] = share
+    return shares
 
 
 def failed(event: dict[str, Any]) -> bool:

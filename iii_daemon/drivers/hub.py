@@ -40,13 +40,12 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from iii_daemon.core.effects import EVENTS, Close, Emit, HttpCall, HttpReply, Output, Persist
-from iii_daemon.core.event_log import frame as frame_of
 from iii_daemon.core.http_requests import HttpRequest
 from iii_daemon.core.router import Router
-from iii_daemon.core.watchers import failed
+from iii_daemon.core.watchers import fan_out
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import ProtocolError
@@ -425,66 +424,27 @@ class Hub:
         return len(buf) - size
 
     def _fan_out_live(self) -> None:
-        """Send the live events since the last fan-out to their watchers, each within
-        ``watch_buffer`` bytes of unsent output: what does not fit is dropped and
-        counted, and the watcher hears how many it missed before the next event that
-        fits. They go out together every ``WATCH_FLUSH_S``: a watcher is woken a few
-        times a second, not once per call (on a small machine every wake-up costs the
-        callers). Watcher by watcher, so each looks up its link and counts what it
-        holds once per fan-out, not once per event; behind whatever its connection
-        has queued already (a replay)."""
+        """Send the live events since the last fan-out to their watchers (what each
+        gets is the core's to decide: :func:`~iii_daemon.core.watchers.fan_out`), behind
+        whatever their connections have queued already (a replay). They go out together
+        every ``WATCH_FLUSH_S``: a watcher is woken a few times a second, not once per
+        call (on a small machine every wake-up costs the callers)."""
         self._live_handle = None
         live, self._live = self._live, []
         # Dicts, or Finished (its frame made without one): see event_log.
-        events: list[Any] = [emit.event for emit in live]
-        frames: list[bytes | None] = [None] * len(events)
-        now = time.monotonic()
-        wrote = False
-        for conn_id, watcher in self.router.watchers.items():
-            link = self.links.get(conn_id)
-            if link is None:
-                continue
-            buf: bytearray | None = None
-            held = link.write_buffer_size() + len(self._out.get(conn_id, b""))
-            since, limit, rate = watcher.since, self.watch_buffer, watcher.max_rate
-            if rate is not None:  # a second's worth at most
-                watcher.allowance = min(float(rate), watcher.allowance +
-                                        (now - watcher.counted_at) * rate)
-                watcher.counted_at = now
-            for index, event in enumerate(events):
-                if event.get("seq", 0) <= since or not watcher.wants(event):
-                    continue
-                if rate is not None and not failed(event):  # failures always go
-                    if watcher.allowance < 1:
-                        watcher.skipped += 1
-                        continue
-                    watcher.allowance -= 1
-                if held > limit:
-                    watcher.missed += 1
-                    continue
-                frame = frames[index]
-                if frame is None:
-                    frame = frames[index] = (frame_of(event) if type(event) is dict
-                                             else event.frame())
-                if not frame:
-                    continue
-                if buf is None:
-                    buf = self._out.setdefault(conn_id, bytearray())
-                if watcher.missed:
-                    marker = b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
-                    buf += marker
-                    held += len(marker)
-                    watcher.missed = 0
-                buf += frame
-                held += len(frame)
-            if buf is None:
-                continue
-            wrote = True
-            if watcher.skipped:  # a few times a second at most
-                buf += b'{"type":"event","event":"sampled","skipped":%d}\n' % watcher.skipped
-                watcher.skipped = 0
-        if wrote:
+        shares = fan_out(self.router.watchers, [emit.event for emit in live], self._unsent,
+                         self.watch_buffer, time.monotonic())
+        for conn_id, share in shares.items():
+            self._out.setdefault(conn_id, bytearray()).extend(share)
+        if shares:
             self.flush()
+
+    def _unsent(self, conn_id: int) -> int | None:
+        """What a connection holds unsent (its transport's and ours), None if gone."""
+        link = self.links.get(conn_id)
+        if link is None:
+            return None
+        return link.write_buffer_size() + len(self._out.get(conn_id, b""))
 
     def _replay(self, emit: Emit) -> None:
         """An event for one watcher (its replay): now, behind what waited for it."""
@@ -492,11 +452,7 @@ class Hub:
         watcher = None if conn_id is None else self.router.watchers.get(conn_id)
         if conn_id is None or watcher is None or conn_id not in self.links:
             return
-        buf = self._out.setdefault(conn_id, bytearray())
-        if watcher.missed:
-            buf += b'{"type":"event","event":"missed","count":%d}\n' % watcher.missed
-            watcher.missed = 0
-        buf += frame_of(emit.as_dict())
+        self._out.setdefault(conn_id, bytearray()).extend(watcher.replay(emit.as_dict()))
 
     def landed(self) -> None:
         """The store writer finished a batch: hand the writes that landed back to the

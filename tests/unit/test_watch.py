@@ -287,3 +287,27 @@ def test_a_success_frame_made_without_a_dict_is_the_dict_s_frame(
     fast = finished().frame()
     assert fast == frame(finished().event())
     assert json.loads(fast)["event"] == "invocation.finished"
+
+
+def test_fan_out_decides_per_watcher_in_the_core_with_no_driver() -> None:
+    """What each watcher gets, the missed count and the sample are the core's to decide
+    (core/watchers.fan_out); the hub only moves the bytes."""
+    from iii_daemon.core.watchers import Watcher, fan_out, parse
+
+    events = [{"seq": i, "event": "invocation.finished", "function_id": "f",
+               "error": None if i % 2 else {"code": "x"}} for i in range(1, 7)]
+    slow, sampled = Watcher(), parse({"max_rate": 1})
+    sampled.counted_at = 0.0
+    held = {1: 10_000, 2: 0, 3: None}  # 1 is over its buffer; 3 is gone
+    watchers = {1: slow, 2: sampled, 3: Watcher()}
+    shares = fan_out(watchers, events, held.__getitem__, 1000, now=0.0)
+    assert set(shares) == {2} and slow.missed == 6
+    lines = [json.loads(line) for line in bytes(shares[2]).splitlines()]
+    # Every failure (even seq), and one success from the allowance of 1 a second.
+    assert [e.get("seq") for e in lines[:-1]] == [1, 2, 4, 6]
+    assert lines[-1] == {"type": "event", "event": "sampled", "skipped": 2}
+    held[1] = 0  # it reads again: first the count of what it missed
+    [marker, first, *_] = bytes(fan_out({1: slow}, events[:2], held.__getitem__, 1000,
+                                        now=1.0)[1]).splitlines()
+    assert json.loads(marker) == {"type": "event", "event": "missed", "count": 6}
+    assert json.loads(first)["seq"] == 1
