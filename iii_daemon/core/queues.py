@@ -179,16 +179,82 @@ class Lane:
     override: dict[str, Any] | None = None
 
 
-class Queues:
-    def __init__(self, host: QueueHost, config: dict[str, dict[str, Any]] | None = None,
-                 default_timeout_ms: int | None = None) -> None:
+class QueueBook:
+    """The queues' messages by lane, and what can be read of them (``engine::queues::list``,
+    the dead letters, the counts of ``engine::status``); :class:`Queues` delivers them."""
+
+    def __init__(self, host: QueueHost, config: dict[str, dict[str, Any]] | None = None
+                 ) -> None:
         self.host = host
         #: ``[queues.NAME]`` tables from the config file (validated by the daemon).
         self._config = config or {}
-        self._default_timeout_ms = default_timeout_ms
         self.lanes: dict[tuple[str, str], Lane] = {}
         #: Dead letters by queue, in the order they died.
         self.dead: dict[str, dict[str, Message]] = collections.defaultdict(dict)
+
+    def policy(self, queue: str, override: dict[str, Any] | None = None) -> QueuePolicy:
+        base = make_policy(QueuePolicy(), self._config.get(queue))
+        return make_policy(base, override)
+
+    def _lane(self, queue: str, function_id: str) -> Lane:
+        lane = self.lanes.get((queue, function_id))
+        if lane is None:
+            lane = self.lanes[(queue, function_id)] = Lane(queue, function_id,
+                                                           self.policy(queue))
+        return lane
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per queue and function, with counts, sorted."""
+        rows = []
+        keys = set(self.lanes) | {(m.queue, m.function_id) for letters in self.dead.values()
+                                  for m in letters.values()}
+        for queue, function_id in sorted(keys):
+            lane = self.lanes.get((queue, function_id))
+            if function_id == NO_CONSUMER and lane is not None and not (
+                    lane.ready or lane.delayed):
+                continue  # a consumer took what waited: nothing to show
+            dead = sum(1 for m in self.dead.get(queue, {}).values()
+                       if m.function_id == function_id)
+            served = self.host.serves(function_id)
+            ready = len(lane.ready) if lane else 0
+            rows.append({
+                "queue": queue,
+                # None: topic messages no queue trigger consumes yet (they wait).
+                "function_id": None if function_id == NO_CONSUMER else function_id,
+                "ready": ready if served else 0,
+                "waiting_for_function": 0 if served else ready,
+                "delayed": len(lane.delayed) if lane else 0,
+                "in_flight": len(lane.in_flight) if lane else 0,
+                "dead_letters": dead,
+                "delivered": lane.delivered if lane else 0,
+                "type": (lane.policy if lane else self.policy(queue)).type,
+            })
+        return rows
+
+    def dead_letters(self, queue: str) -> list[dict[str, Any]]:
+        return [{"id": m.id, "queue": m.queue, "function_id": m.function_id,
+                 "payload": p.from_raw(Raw(m.data)), "attempts": m.attempts,
+                 "last_error": m.last_error, "enqueued_at": round(m.enqueued_at, 3),
+                 "failed_at": round(m.available_at, 3)}
+                for m in self.dead.get(queue, {}).values()]
+
+    def dead_count(self) -> int:
+        """Dead letters, in every queue."""
+        return sum(len(letters) for letters in self.dead.values())
+
+    def count(self) -> int:
+        """Messages kept: waiting, in flight and dead."""
+        return sum(len(lane.ready) + len(lane.delayed) + len(lane.in_flight)
+                   for lane in self.lanes.values()) + self.dead_count()
+
+
+class Queues(QueueBook):
+    """Delivery: messages in, through their lanes to their functions, retried, dead."""
+
+    def __init__(self, host: QueueHost, config: dict[str, dict[str, Any]] | None = None,
+                 default_timeout_ms: int | None = None) -> None:
+        super().__init__(host, config)
+        self._default_timeout_ms = default_timeout_ms
         #: Lanes that may have something to deliver, in the order they became so (a
         #: pump cut short by its limit goes on where it stopped: no lane starves).
         self.dirty: dict[tuple[str, str], None] = {}
@@ -203,19 +269,6 @@ class Queues:
         # for the price of a counter.
         self._id_prefix = str(uuid.uuid4())[:24]
         self._ids = itertools.count(1)
-
-    # --- policies and lanes ---------------------------------------------------------------
-
-    def policy(self, queue: str, override: dict[str, Any] | None = None) -> QueuePolicy:
-        base = make_policy(QueuePolicy(), self._config.get(queue))
-        return make_policy(base, override)
-
-    def _lane(self, queue: str, function_id: str) -> Lane:
-        lane = self.lanes.get((queue, function_id))
-        if lane is None:
-            lane = self.lanes[(queue, function_id)] = Lane(queue, function_id,
-                                                           self.policy(queue))
-        return lane
 
     # --- in -------------------------------------------------------------------------------
 
@@ -475,50 +528,6 @@ class Queues:
             out.append((EVENTS, Persist(tuple(DropMessage(m.id) for m in dropped),
                                         _nothing)))
         return len(dropped)
-
-    def describe(self) -> list[dict[str, Any]]:
-        """One row per queue and function, with counts, sorted."""
-        rows = []
-        keys = set(self.lanes) | {(m.queue, m.function_id) for letters in self.dead.values()
-                                  for m in letters.values()}
-        for queue, function_id in sorted(keys):
-            lane = self.lanes.get((queue, function_id))
-            if function_id == NO_CONSUMER and lane is not None and not (
-                    lane.ready or lane.delayed):
-                continue  # a consumer took what waited: nothing to show
-            dead = sum(1 for m in self.dead.get(queue, {}).values()
-                       if m.function_id == function_id)
-            served = self.host.serves(function_id)
-            ready = len(lane.ready) if lane else 0
-            rows.append({
-                "queue": queue,
-                # None: topic messages no queue trigger consumes yet (they wait).
-                "function_id": None if function_id == NO_CONSUMER else function_id,
-                "ready": ready if served else 0,
-                "waiting_for_function": 0 if served else ready,
-                "delayed": len(lane.delayed) if lane else 0,
-                "in_flight": len(lane.in_flight) if lane else 0,
-                "dead_letters": dead,
-                "delivered": lane.delivered if lane else 0,
-                "type": (lane.policy if lane else self.policy(queue)).type,
-            })
-        return rows
-
-    def dead_letters(self, queue: str) -> list[dict[str, Any]]:
-        return [{"id": m.id, "queue": m.queue, "function_id": m.function_id,
-                 "payload": p.from_raw(Raw(m.data)), "attempts": m.attempts,
-                 "last_error": m.last_error, "enqueued_at": round(m.enqueued_at, 3),
-                 "failed_at": round(m.available_at, 3)}
-                for m in self.dead.get(queue, {}).values()]
-
-    def dead_count(self) -> int:
-        """Dead letters, in every queue."""
-        return sum(len(letters) for letters in self.dead.values())
-
-    def count(self) -> int:
-        """Messages kept: waiting, in flight and dead."""
-        return sum(len(lane.ready) + len(lane.delayed) + len(lane.in_flight)
-                   for lane in self.lanes.values()) + self.dead_count()
 
 
 def _nothing(failure: str | None, out: Output) -> None:

@@ -131,7 +131,8 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
         stored = store.load()
     except StoreError as exc:
         raise StartupError(str(exc)) from None
-    hub.writer = StoreWriter(store, lambda: loop.call_soon_threadsafe(hub.landed))
+    hub.writes.writer = StoreWriter(store,
+                                    lambda: loop.call_soon_threadsafe(hub.writes.landed))
     try:
         hub.deliver(router.start(time.monotonic(), time.time(), stored))
         hub.flush()
@@ -172,7 +173,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ws_server.wait_closed(), WS_CLOSE_WAIT_S)
     finally:
-        hub.writer.close()
+        hub.writes.writer.close()
 
 
 async def _start_http(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],

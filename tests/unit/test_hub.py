@@ -128,10 +128,11 @@ def test_the_timer_survives_a_failing_callback(loop: asyncio.AbstractEventLoop,
     monkeypatch.setattr(router, "next_deadline", lambda: loop.time() - 1)
     monkeypatch.setattr(router, "expire", lambda now: 1 / 0)
     hub.flush()
-    assert hub._timer is not None
-    hub._on_timer()  # raises inside; logged, not propagated
-    assert hub._timer is not None  # armed again...
-    assert hub._timer_at is not None and hub._timer_at >= loop.time() + 0.05  # ...not hot
+    timer = hub.deadlines
+    assert timer._timer is not None
+    timer._fire()  # raises inside; logged, not propagated
+    assert timer._timer is not None  # armed again...
+    assert timer._at is not None and timer._at >= loop.time() + 0.05  # ...not hot
 
 
 def test_parked_bytes_are_capped_by_cutting_off_the_largest_holder(
@@ -197,7 +198,7 @@ def test_answers_wait_for_their_writes_and_writers_wait_for_the_store(
     assert [m["invocation_id"] for m in other.messages()[1:]] == ["ping-like"]
     while writing.paused or writer.queued:
         writer.land()
-        hub.landed()
+        hub.writes.landed()
     ids = [m["invocation_id"] for m in writing.messages() if m["type"] == "invocationresult"]
     assert ids == [f"s{i}" for i in range(30)]  # all, in order
 
@@ -252,7 +253,7 @@ def backlog_hub(loop: asyncio.AbstractEventLoop) -> tuple[Hub, FakeLink, FakeLin
         "type": "invokefunction", "function_id": "job", "data": i,
         "action": {"type": "enqueue", "queue": "jobs"}}).encode() for i in range(100)])
     writer.land()
-    hub.landed()
+    hub.writes.landed()
     hub.receive(worker.conn_id, [b'{"type":"registerfunction","id":"job"}',
                                  b'{"type":"registerfunction","id":"echo"}'])
     return hub, worker, caller
@@ -268,7 +269,7 @@ def test_a_backlog_drains_at_full_speed_when_no_calls_come(
 
 def test_a_backlog_takes_a_share_while_calls_are_routed(
         loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
-    from iii_daemon.drivers import hub as hub_module
+    from iii_daemon.drivers import hub_timers as hub_module
 
     # Long enough that no pause ends, and no call goes stale, while the test runs.
     monkeypatch.setattr(hub_module, "QUEUE_YIELD_S", 60.0)
@@ -280,10 +281,11 @@ def test_a_backlog_takes_a_share_while_calls_are_routed(
     for _ in range(3):
         run_pending(loop)
     assert len(deliveries(worker)) == hub_module.QUEUE_SHARE  # then a pause
-    assert isinstance(hub._pump, asyncio.TimerHandle)
-    hub._last_call_at = -1e9  # no call for a while: full speed again
-    hub._pump.cancel()
-    hub._pump = None
+    pacer = hub.queue_pacer
+    assert isinstance(pacer._pump, asyncio.TimerHandle)
+    pacer._last_call_at = -1e9  # no call for a while: full speed again
+    pacer._pump.cancel()
+    pacer._pump = None
     hub.flush()
     run_pending(loop)
     assert deliveries(worker) == list(range(100))

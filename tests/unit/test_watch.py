@@ -168,7 +168,7 @@ def test_a_watcher_that_does_not_read_misses_events_and_is_told(
             [sent] = [m for m in worker.messages()[-1:] if m["type"] == "invokefunction"]
             hub.receive(worker.conn_id, [json.dumps(result(sent["invocation_id"],
                                                            result=i)).encode()])
-            hub._fan_out_live()  # what its timer does every WATCH_FLUSH_S
+            hub.live._fan_out()  # what its timer does every WATCH_FLUSH_S
 
         for i in range(100):
             one_call(i)
@@ -216,7 +216,7 @@ def test_callers_are_answered_before_watchers_hear_and_no_event_comes_twice() ->
         assert [m["type"] for m in caller.messages()] == ["workerregistered",
                                                           "invocationresult"]
         hub.receive(late.conn_id, [b'{"type":"watch","replay":10}'])
-        hub._fan_out_live()
+        hub.live._fan_out()
         finished = [[m for m in link.messages() if m.get("event") == "invocation.finished"]
                     for link in (early, late)]
         assert [len(f) for f in finished] == [1, 1]
@@ -242,7 +242,7 @@ def test_a_watcher_with_max_rate_gets_a_sample_every_failure_and_a_count() -> No
             answer = (result(sent["invocation_id"], result=i) if i % 10
                       else result(sent["invocation_id"], error={"code": "x", "message": "y"}))
             hub.receive(worker.conn_id, [json.dumps(answer).encode()])
-        hub._fan_out_live()
+        hub.live._fan_out()
 
         def finished(link: FakeLink) -> list[dict[str, Any]]:
             return [m for m in link.messages() if m.get("event") == "invocation.finished"]
