@@ -12,6 +12,7 @@ import asyncio
 import collections
 import concurrent.futures
 import itertools
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,72 @@ class Calls:
         return message, explicit_timeout or self._session.options.invocation_timeout_ms
 
     # --- on the SDK loop ----------------------------------------------------------------
+
+    # --- from the caller's thread or loop -------------------------------------------------
+
+    def call_blocking(self, request: dict[str, Any]) -> Any:
+        """A call from a plain thread: waits for its result (``None`` for a void call).
+
+        Raises:
+            RuntimeError: on the SDK loop, where waiting would block it.
+            InvocationError, ValueError, TypeError: see ``III.trigger``.
+        """
+        session = self._session
+        if session.on_sdk_thread():
+            raise RuntimeError("trigger() would block the SDK loop; use "
+                               "`await worker.trigger_async(...)` in async handlers")
+        message, timeout_ms = self.prepare(request)
+        if message.invocation_id is None:
+            session.loop.call_soon_threadsafe(self.send_or_queue, message)
+            return None
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        session.loop.call_soon_threadsafe(self.start, message, timeout_ms, settler(result))
+        return result.result()
+
+    async def call_async(self, request: dict[str, Any]) -> Any:
+        """A call from any event loop, the SDK's own included."""
+        loop = self._session.loop
+        message, timeout_ms = self.prepare(request)
+        on_sdk_loop = asyncio.get_running_loop() is loop
+        if message.invocation_id is None:
+            if on_sdk_loop:
+                self.send_or_queue(message)
+            else:
+                loop.call_soon_threadsafe(self.send_or_queue, message)
+            return None
+        if on_sdk_loop:
+            future: asyncio.Future[Any] = loop.create_future()
+            self.start(message, timeout_ms, settler(future))
+            return await future
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        loop.call_soon_threadsafe(self.start, message, timeout_ms, settler(result))
+        return await asyncio.wrap_future(result)
+
+    def ping_blocking(self, timeout_s: float) -> float:
+        """A ping from a plain thread, waiting for a connection first; its round trip.
+
+        Raises:
+            RuntimeError: on the SDK loop. InvocationError: ``TIMEOUT``.
+        """
+        session = self._session
+        if session.on_sdk_thread():
+            raise RuntimeError("ping() would block the SDK loop")
+        started = time.perf_counter()
+        # Not connected yet (the daemon is starting, or being restarted): wait for it
+        # within the same time budget rather than fail at once.
+        if not session.connected.wait(timeout_s):
+            raise InvocationError(ErrorCode.TIMEOUT, f"not connected to the daemon at "
+                                                     f"{session.address} within {timeout_s} s")
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        session.loop.call_soon_threadsafe(self.ping, settler(done))
+        try:
+            done.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise InvocationError(ErrorCode.TIMEOUT,
+                                  f"no pong within {timeout_s} s") from None
+        return time.perf_counter() - started
+
+    # --- on the SDK loop ---------------------------------------------------------------
 
     def send_or_queue(self, message: p.InvokeFunction) -> bool:
         if self._session.send(message):

@@ -16,25 +16,19 @@ on the SDK loop; public methods hand work to it with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
 import os
 import platform
-import signal
 import socket
 import threading
-import time
-import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from iii_sdk import protocol as p
-from iii_sdk.calls import Calls, settler
-from iii_sdk.channels import Channel, ChannelEnd, ChannelReader, ChannelWriter, resolve_refs
-from iii_sdk.error_codes import ErrorCode
-from iii_sdk.errors import ConnectionFailed, InvocationError
+from iii_sdk.calls import Calls
+from iii_sdk.channel_ends import ChannelEnds
+from iii_sdk.channels import Channel
+from iii_sdk.foreground import serve_until_stopped
 from iii_sdk.handlers import Handler, Handlers
 from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
 from iii_sdk.invocation_context import InvocationContext, current
@@ -66,12 +60,9 @@ class III:
         self._session = Session(address, self._options, self._on_message,
                                 self._on_connected, self._on_lost, self._gave_up)
         self._calls = Calls(self._session)
-        self._handlers = Handlers(self._session, self._resolve_channels)
-        #: The daemon's WebSocket listener, where channels are opened (asked once).
-        self._channel_base: str | None = None
-        #: Channel ends made here, closed at shutdown if still open (else the daemon
-        #: would wait on sockets nobody answers until this process exits).
-        self._channel_ends: weakref.WeakSet[ChannelEnd] = weakref.WeakSet()
+        self._channels = ChannelEnds(self._session, self._calls.call_async,
+                                     self._options.headers)
+        self._handlers = Handlers(self._session, self._channels.resolve)
         self._registrations = Registrations(self._session, self._calls)
         registrations = self._registrations
         self._observing = Observing(self._session)
@@ -168,10 +159,7 @@ class III:
     async def shutdown_async(self) -> None:
         # Callers of calls still running hear it now, not when their timeouts fire.
         self._handlers.stop()
-        ends = [end.release() for end in list(self._channel_ends)]
-        if ends:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*ends, return_exceptions=True), 2)
+        await self._channels.release_all()
         await self._session.close_async()
         self._calls.stop("the worker shut down")
         await self._handlers.cancel_async()
@@ -191,31 +179,7 @@ class III:
         Raises:
             SystemExit: 130, after Ctrl-C.
         """
-        main = threading.current_thread() is threading.main_thread()
-        previous: Any = None
-        previous_int: Any = None
-        interrupted = False
-        if main:
-            previous = signal.signal(signal.SIGTERM, lambda *_: self._stopped.set())
-            previous_int = signal.getsignal(signal.SIGINT)
-        try:
-            try:
-                if ready is not None:
-                    ready()
-                self._stopped.wait()
-            except KeyboardInterrupt:
-                interrupted = True
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the first one counts
-            try:
-                self.shutdown()
-            finally:
-                if main:
-                    signal.signal(signal.SIGINT, previous_int)
-                    signal.signal(signal.SIGTERM, previous)
-        if interrupted:
-            raise SystemExit(130)
+        serve_until_stopped(self._stopped, self.shutdown, ready)
 
     def __enter__(self) -> III:
         return self
@@ -339,38 +303,11 @@ class III:
                 ``TIMEOUT``, ``invocation_stopped``, the handler's own code, ...).
             ValueError, TypeError: the request itself is malformed (nothing was sent).
         """
-        session = self._session
-        if session.on_sdk_thread():
-            raise RuntimeError("trigger() would block the SDK loop; use "
-                               "`await worker.trigger_async(...)` in async handlers")
-        message, timeout_ms = self._calls.prepare(request)
-        if message.invocation_id is None:
-            session.loop.call_soon_threadsafe(self._calls.send_or_queue, message)
-            return None
-        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        session.loop.call_soon_threadsafe(self._calls.start, message, timeout_ms,
-                                          settler(result))
-        return result.result()
+        return self._calls.call_blocking(request)
 
     async def trigger_async(self, request: dict[str, Any]) -> Any:
         """:meth:`trigger` for async code; works from any event loop."""
-        loop = self._session.loop
-        calls = self._calls
-        message, timeout_ms = calls.prepare(request)
-        on_sdk_loop = asyncio.get_running_loop() is loop
-        if message.invocation_id is None:
-            if on_sdk_loop:
-                calls.send_or_queue(message)
-            else:
-                loop.call_soon_threadsafe(calls.send_or_queue, message)
-            return None
-        if on_sdk_loop:
-            future: asyncio.Future[Any] = loop.create_future()
-            calls.start(message, timeout_ms, settler(future))
-            return await future
-        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        loop.call_soon_threadsafe(calls.start, message, timeout_ms, settler(result))
-        return await asyncio.wrap_future(result)
+        return await self._calls.call_async(request)
 
     # --- channels -----------------------------------------------------------------------
 
@@ -381,45 +318,10 @@ class III:
         Raises:
             InvocationError: the daemon cannot make one (its WebSocket listener is off).
         """
-        return self._channel(self.trigger(_channel_request(buffer_size)))
+        return self._channels.pair(self.trigger(_channel_request(buffer_size)))
 
     async def create_channel_async(self, buffer_size: int | None = None) -> Channel:
-        return self._channel(await self.trigger_async(_channel_request(buffer_size)))
-
-    def _channel(self, refs: dict[str, Any]) -> Channel:
-        writer, reader = self._channel_end(refs["writer"]), self._channel_end(refs["reader"])
-        assert isinstance(writer, ChannelWriter) and isinstance(reader, ChannelReader)
-        return Channel(writer, reader, refs["writer"], refs["reader"])
-
-    def _channel_end(self, ref: dict[str, str]) -> ChannelReader | ChannelWriter:
-        kind = ChannelReader if ref["direction"] == "read" else ChannelWriter
-        end = kind(self._session.loop, self._channels_at, ref, self._options.headers)
-        self._channel_ends.add(end)
-        return end
-
-    def _resolve_channels(self, data: Any) -> Any:
-        return resolve_refs(data, self._channel_end)
-
-    async def _channels_at(self) -> str:
-        """The base URL channels open at: the engine's own URL over WebSocket; over the
-        Unix socket, the daemon's WebSocket listener (asked once, engine::status).
-
-        Raises:
-            ConnectionFailed: the daemon's WebSocket listener is off.
-        """
-        if self._session.ws_url is not None:
-            parts = urlsplit(self._session.ws_url)
-            return f"{parts.scheme}://{parts.netloc}"
-        if self._channel_base is None:
-            status = await self.trigger_async({"function_id": "engine::status",
-                                               "payload": {}})
-            listener = (status.get("listeners") or {}).get("websocket") or {}
-            if listener.get("state") != "on" or not listener.get("url"):
-                raise ConnectionFailed(
-                    "channels need the daemon's WebSocket listener, which is off ("
-                    f"{listener.get('reason', 'unknown reason')}); see iii daemon status")
-            self._channel_base = str(listener["url"])
-        return self._channel_base
+        return self._channels.pair(await self.trigger_async(_channel_request(buffer_size)))
 
     def ping(self, timeout_s: float = 5.0) -> float:
         """Round trip to the daemon, in seconds.
@@ -433,22 +335,7 @@ class III:
             InvocationError: ``TIMEOUT`` (no connection or no pong in time), or
                 ``invocation_stopped`` (the link dropped meanwhile).
         """
-        if self._session.on_sdk_thread():
-            raise RuntimeError("ping() would block the SDK loop")
-        started = time.perf_counter()
-        # Not connected yet (the daemon is starting, or being restarted): wait for it
-        # within the same time budget rather than fail at once.
-        if not self._session.connected.wait(timeout_s):
-            raise InvocationError(ErrorCode.TIMEOUT, f"not connected to the daemon at "
-                                                     f"{self._address} within {timeout_s} s")
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._session.loop.call_soon_threadsafe(self._calls.ping, settler(done))
-        try:
-            done.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise InvocationError(ErrorCode.TIMEOUT,
-                                  f"no pong within {timeout_s} s") from None
-        return time.perf_counter() - started
+        return self._calls.ping_blocking(timeout_s)
 
 
 def _channel_request(buffer_size: int | None) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""A worker in the foreground of its process: served until SIGTERM or the first Ctrl-C,
+then shut down within a few seconds, with the exit code a shell expects."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+def serve_until_stopped(stopped: threading.Event, shutdown: Callable[[], None],
+                        ready: Callable[[], object] | None = None) -> None:
+    """Wait until ``stopped`` is set (SIGTERM sets it) or Ctrl-C, then ``shutdown()``.
+    On the main thread, SIGTERM and SIGINT are handled meanwhile and put back after; a
+    second Ctrl-C during the shutdown is ignored.
+
+    Raises:
+        SystemExit: 130 after Ctrl-C (no traceback); after SIGTERM it returns.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous: Any = None
+    previous_int: Any = None
+    interrupted = False
+    if main:
+        previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        previous_int = signal.getsignal(signal.SIGINT)
+    try:
+        try:
+            if ready is not None:
+                ready()
+            stopped.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the first one counts
+        try:
+            shutdown()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous_int)
+                signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        raise SystemExit(130)
