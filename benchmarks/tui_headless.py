@@ -28,15 +28,15 @@ async def main(socket: str, report: bool) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     slowest, presses = 0.0, 0
     async with app.run_test(size=(120, 40)) as pilot:
-        while app.state != "connected":
+        while app.model.state != "connected":
             await pilot.pause(0.05)
         print("ready", flush=True)
         while not stop.is_set():
             if report:
-                before = app.errors_only
+                before = app.model.errors_only
                 started = time.perf_counter()
                 app.post_message(events.Key("e", "e"))  # as the terminal would send it
-                while app.errors_only == before:  # handled: the log was redrawn
+                while app.model.errors_only == before:  # handled: the log was redrawn
                     await asyncio.sleep(0.001)
                 took = time.perf_counter() - started
                 slowest = max(slowest, took)

@@ -20,7 +20,7 @@ def default_format(stream: TextIO = sys.stdout) -> str:
 ID_COLUMNS = frozenset({"id", "function_id", "target", "queue", "trigger_type"})
 
 
-def _cell(value: Any, is_id: bool = False) -> str:
+def cell(value: Any, is_id: bool = False) -> str:
     """A value as a table cell; control characters from the daemon shown as escapes."""
     if value is None:
         return "-"
@@ -41,7 +41,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
         width = shutil.get_terminal_size((80, 24)).columns
     headers = [title for _, title in columns]
     ids = [key in ID_COLUMNS for key, _ in columns]
-    cells = [[_cell(row.get(key), is_id) for (key, _), is_id in zip(columns, ids, strict=True)]
+    cells = [[cell(row.get(key), is_id) for (key, _), is_id in zip(columns, ids, strict=True)]
              for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     budget = width - 2 * (len(columns) - 1)

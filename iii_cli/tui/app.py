@@ -1,6 +1,7 @@
 """``iii tui``: a Textual dashboard over the daemon's socket.
 
-A thin shell over the headless client (:mod:`iii_sdk.watching`): the event stream feeds
+A thin shell: what it shows is computed by the headless model (:mod:`iii_cli.dashboard`)
+from what the headless client (:mod:`iii_sdk.watching`) brings in. The event stream feeds
 the live log; a poll once a second feeds the header, the functions table (with each
 function's last minute as a sparkline) and the triggers, workers and queues views. Events
 are added in batches (every ``BATCH_S``) and the log keeps ``LOG_ROWS`` rows; past
@@ -12,9 +13,7 @@ its workers need. It reconnects by itself when the daemon restarts.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import fnmatch
 import json
 import time
 from collections.abc import Sequence
@@ -34,7 +33,16 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from iii_cli.dashboard import (
+    FUNCTION_COLUMNS,
+    LIST_VIEWS,
+    Dashboard,
+    Row,
+    list_columns,
+    list_rows,
+)
 from iii_cli.events_view import clock_of, detail_of, status_of
+from iii_cli.list_view import KINDS
 from iii_cli.style import printable
 from iii_cli.tui.log_view import LogView
 from iii_sdk.errors import ConnectionFailed, IIIError
@@ -44,27 +52,11 @@ from iii_sdk.watching import Calls, watch
 #: under a flood, where thousands a second would only cost the machine's CPU; the
 #: function table's counts come from the daemon's stats and stay exact.
 SAMPLE_PER_S = 500
-#: How long the header says it shows a sample after the daemon last left events out.
-SAMPLED_SHOWN_S = 3.0
 #: How often queued events are added to the log, and how many rows it keeps.
 BATCH_S = 0.2
 LOG_ROWS = 500
-#: Rows added per batch at most: in a flood the log shows the newest (nobody reads
-#: thousands of rows a second; every event stays for detail and export).
-ROWS_PER_BATCH = 50
-#: Events kept for the detail pane, export and re-run (the log's rows and a margin).
-KEPT = 2_000
 POLL_S = 1.0
 W = TypeVar("W", bound=Widget)
-SPARKS = " ▁▂▃▄▅▆▇█"
-
-
-def sparkline(counts: list[int], width: int = 20) -> str:
-    recent = counts[-width:]
-    top = max(recent, default=0)
-    if not top:
-        return "·" * len(recent)
-    return "".join(SPARKS[min(8, round(8 * c / top))] for c in recent)
 
 
 def pretty_json(text: str | None) -> Syntax | Text:
@@ -205,21 +197,10 @@ class IIIApp(App[None]):
         super().__init__()
         self.socket_path = socket_path
         self.calls = Calls(socket_path)
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=KEPT)
-        self.incoming: list[dict[str, Any]] = []
-        self.paused = False
-        self.unseen = 0
-        self.errors_only = False
-        self.function_filter = ""
-        self.last_payload: dict[str, str] = {}
-        self.state = "connecting"
-        self.status: dict[str, Any] = {}
-        #: The observers, as last polled (engine::observers::list).
-        self.observers: list[dict[str, Any]] = []
-        self.rate = 0.0
-        #: Events the daemon left out of the sample lately, and when it last did.
-        self.skipped = 0
-        self.sampled_at = 0.0
+        #: Everything shown, computed without Textual.
+        self.model = Dashboard(socket_path)
+        #: The ids the rows of each table stand for, by table id.
+        self._row_ids: dict[str, list[str]] = {}
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -247,15 +228,9 @@ class IIIApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.widget("#functions", DataTable).add_columns(
-            "FUNCTION", "WORKER", "CALLS", "ERRORS", "P50 MS", "P95 MS", "LAST MINUTE",
-            "OBSERVERS")
-        self.widget("#triggers-table", DataTable).add_columns(
-            "ID", "TYPE", "FUNCTION", "STATUS", "CONFIG")
-        self.widget("#workers-table", DataTable).add_columns(
-            "NAME", "ID", "PID", "TRANSPORT", "FUNCTIONS")
-        self.widget("#queues-table", DataTable).add_columns(
-            "QUEUE", "FUNCTION", "READY", "IN FLIGHT", "DELAYED", "DEAD", "DELIVERED")
+        self.widget("#functions", DataTable).add_columns(*FUNCTION_COLUMNS)
+        for table_id, kind in LIST_VIEWS.items():  # as `iii list KIND` shows them
+            self.widget(f"#{table_id}", DataTable).add_columns(*list_columns(kind))
         self._render_header()
         self.widget("#log", LogView).focus()
         self.follow_events()
@@ -276,26 +251,13 @@ class IIIApp(App[None]):
             try:
                 async for event in watch(self.socket_path, {"max_rate": SAMPLE_PER_S},
                                          LOG_ROWS):
-                    if event.get("event") == "sampled":  # a flood: told, not a row
-                        now = time.monotonic()
-                        if now - self.sampled_at > SAMPLED_SHOWN_S:
-                            self.skipped = 0
-                        self.skipped += int(event.get("skipped") or 0)
-                        self.sampled_at = now
-                        continue
-                    if event.get("event") == "watching":  # (re)connected: its replay
-                        self.state = "connected"
-                        self.incoming.clear()  # follows, in place of what we had
-                        self.events.clear()
+                    if self.model.on_event(event, time.monotonic(), LOG_ROWS):
+                        # (Re)connected: its replay follows, in place of what we had.
                         self.widget("#log", LogView).clear()
                         self._render_header()
-                        continue
-                    self.incoming.append(event)
-                    if len(self.incoming) > 4 * LOG_ROWS:  # a flood: keep the newest
-                        del self.incoming[:len(self.incoming) - LOG_ROWS]
             except (ConnectionFailed, IIIError, OSError):
                 pass
-            self.state = "reconnecting"
+            self.model.state = "reconnecting"
             self._render_header()
             await asyncio.sleep(1.0)
 
@@ -308,111 +270,61 @@ class IIIApp(App[None]):
         try:
             if not self.calls.connected:
                 await self.calls.open()
-            self.status = await self.calls.call("engine::status")
+            status = await self.calls.call("engine::status")
             stats = (await self.calls.call("engine::functions::stats"))["functions"]
-            functions = (await self.calls.call("engine::functions::list"))["functions"]
-            workers = (await self.calls.call("engine::workers::list"))["workers"]
-            triggers = (await self.calls.call("engine::registered-triggers::list")
-                        )["registered_triggers"]
-            queues = (await self.calls.call("engine::queues::list"))["queues"]
-            self.observers = (await self.calls.call("engine::observers::list"))["observers"]
+            views = {}
+            for kind in ("functions", "workers", *LIST_VIEWS.values()):
+                function_id, key, _ = KINDS[kind]
+                views[kind] = (await self.calls.call(function_id))[key]
+            observers = (await self.calls.call("engine::observers::list"))["observers"]
         except (ConnectionFailed, IIIError, OSError, KeyError, TypeError):
-            self.state = "reconnecting"
+            self.model.state = "reconnecting"
             await self.calls.close()
             self.calls = Calls(self.socket_path)
             self._render_header()
             return
-        self.rate = sum(row["rate_per_s"] for row in stats)
+        self.model.polled(status, stats, observers)
         self._render_header()
-        self._fill_functions(functions, stats, workers)
-        self._fill(self.widget("#triggers-table", DataTable), [
-            (t["id"], t["trigger_type"], t["function_id"], t["status"],
-             t.get("url") or json.dumps(t["config"])) for t in triggers])
-        self._fill(self.widget("#workers-table", DataTable), [
-            (w.get("name") or "", w["id"], str(w.get("pid") or ""), w.get("transport") or "",
-             str(len(w.get("functions") or []))) for w in workers])
-        self._fill(self.widget("#queues-table", DataTable), [
-            (q["queue"], q["function_id"], str(q["ready"] + q["waiting_for_function"]),
-             str(q["in_flight"]), str(q["delayed"]), str(q["dead_letters"]),
-             str(q["delivered"])) for q in queues])
+        self._fill(self.widget("#functions", DataTable), self.model.function_rows(
+            views["functions"], stats, views["workers"]))
+        for table_id, kind in LIST_VIEWS.items():
+            self._fill(self.widget(f"#{table_id}", DataTable),
+                       list_rows(kind, views[kind]))
 
     # --- rendering ------------------------------------------------------------------------
 
     def _render_header(self) -> None:
-        s = self.status
-        state = {"connected": "[green]● connected[/]", "connecting": "[yellow]○ connecting[/]",
-                 "reconnecting": "[red]○ daemon not answering, retrying[/]"}[self.state]
-        counts = (f"{s.get('workers', 0)} workers  {s.get('functions', 0)} functions  "
-                  f"{s.get('triggers', 0)} triggers  {self.rate:.1f} calls/s") if s else ""
-        sampled = time.monotonic() - self.sampled_at <= SAMPLED_SHOWN_S
-        flags = "  ".join(f for f in (
-            f"[b]sample ({self.skipped} left out)[/]" if sampled else "",
-            f"[b]paused: {self.unseen} new[/]" if self.paused else "",
-            "[b]errors only[/]" if self.errors_only else "",
-            f"[b]filter {printable(self.function_filter)}[/]" if self.function_filter else "")
-            if f)
-        version = s.get("version", "")
-        self.widget("#header", Static).update(
-            f" iii {printable(str(version))}  {state}  {printable(self.socket_path)}  "
-            f"{counts}  {flags}")
+        self.widget("#header", Static).update(self.model.header(time.monotonic()))
 
-    def _fill_functions(self, functions: list[dict[str, Any]], stats: list[dict[str, Any]],
-                        workers: list[dict[str, Any]]) -> None:
-        names = {w["id"]: w.get("name") or w["id"][:8] for w in workers}
-        by_id = {row["function_id"]: row for row in stats}
-        observed = collections.Counter(o["function_id"] for o in self.observers)
-        rows = []
-        for f in functions:
-            if f["function_id"].startswith("engine::") or f.get("worker_id") is None:
-                continue
-            st = by_id.get(f["function_id"], {})
-            rows.append((f["function_id"], names.get(f["worker_id"], ""),
-                         str(st.get("calls", 0)), str(st.get("errors", 0)),
-                         _ms(st.get("p50_ms")), _ms(st.get("p95_ms")),
-                         sparkline(st.get("per_second") or [0] * 20),
-                         str(observed.get(f["function_id"], ""))))
-        self._fill(self.widget("#functions", DataTable), rows)
-
-    @staticmethod
-    def _fill(table: DataTable[Any], rows: Sequence[tuple[Any, ...]]) -> None:
-        """Replace a table's rows, keeping the cursor on the same row key."""
+    def _fill(self, table: DataTable[Any], rows: Sequence[Row]) -> None:
+        """Replace a table's rows, keeping the cursor on the same row number; the ids
+        the rows stand for are kept for the actions on them (the cells are escaped)."""
         keep = table.cursor_row
         table.clear()
-        for row in rows:
-            table.add_row(*(Text(printable(str(cell))) for cell in row))
+        self._row_ids[str(table.id)] = [row_id for row_id, _ in rows]
+        for _, cells in rows:
+            table.add_row(*(Text(cell) for cell in cells))
         if rows:
             table.move_cursor(row=min(keep, len(rows) - 1))
 
-    @staticmethod
-    def _first_cell(table: DataTable[Any]) -> str | None:
-        """The first column of the row under the cursor (an id, a queue name)."""
-        if not table.row_count:
-            return None
-        cell = table.get_row_at(table.cursor_row)[0]
-        return cell.plain if isinstance(cell, Text) else str(cell)
-
-    def _wanted(self, event: dict[str, Any]) -> bool:
-        if self.errors_only and status_of(event) not in ("error", "skip", "retry", "dead",
-                                                         "refused", "missed"):
-            return False
-        if self.function_filter:
-            return fnmatch.fnmatchcase(str(event.get("function_id") or ""),
-                                       self.function_filter)
-        return True
+    def _selected_id(self, table: DataTable[Any]) -> str | None:
+        """The id of the row under the cursor (a function id, a queue name), as the
+        daemon spells it."""
+        ids = self._row_ids.get(str(table.id), [])
+        return ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else None
 
     def _add_batch(self) -> None:
         with contextlib.suppress(NoMatches):  # the app is closing
             self._add_batch_now()
 
     def _add_batch_now(self) -> None:
-        batch, self.incoming = self.incoming, []
-        self.events.extend(batch)
-        if self.paused:
-            self.unseen += sum(1 for e in batch if self._wanted(e))
-            if batch:
-                self._render_header()
+        waiting = bool(self.model.incoming)
+        rows = self.model.take_batch()
+        if self.model.paused:
+            if waiting:
+                self._render_header()  # counts what is new
             return
-        self._append_rows([e for e in batch if self._wanted(e)][-ROWS_PER_BATCH:])
+        self._append_rows(rows)
 
     def _append_rows(self, events: list[dict[str, Any]]) -> None:
         """Add rows at the bottom (the log keeps the newest LOG_ROWS)."""
@@ -420,7 +332,7 @@ class IIIApp(App[None]):
 
     def _redraw_log(self) -> None:
         self.widget("#log", LogView).clear()
-        self._append_rows([e for e in self.events if self._wanted(e)][-LOG_ROWS:])
+        self._append_rows(self.model.shown(LOG_ROWS))
 
     def _selected_event(self) -> dict[str, Any] | None:
         log = self.widget("#log", LogView)
@@ -447,14 +359,13 @@ class IIIApp(App[None]):
             self.widget(f"#{tab}-table", DataTable).focus()
 
     def action_pause(self) -> None:
-        self.paused = not self.paused
-        if not self.paused:
-            self.unseen = 0
+        self.model.toggle_pause()
+        if not self.model.paused:
             self._redraw_log()
         self._render_header()
 
     def action_errors(self) -> None:
-        self.errors_only = not self.errors_only
+        self.model.errors_only = not self.model.errors_only
         self._redraw_log()
         self._render_header()
 
@@ -462,13 +373,13 @@ class IIIApp(App[None]):
         box = self.widget("#filter", Input)
         box.disabled = False
         box.add_class("shown")
-        box.value = self.function_filter
+        box.value = self.model.function_filter
         box.focus()
 
     def on_input_submitted(self, message: Input.Submitted) -> None:
         if message.input.id != "filter":
             return
-        self.function_filter = message.value.strip()
+        self.model.function_filter = message.value.strip()
         message.input.remove_class("shown")
         message.input.disabled = True
         self.widget("#log", LogView).focus()
@@ -478,8 +389,8 @@ class IIIApp(App[None]):
     def action_detail(self) -> None:
         event = self._selected_event()
         if event is not None:
-            self.push_screen(DetailScreen(event, [
-                o for o in self.observers if o["function_id"] == event.get("function_id")]))
+            self.push_screen(DetailScreen(event,
+                                          self.model.observers_of(event.get("function_id"))))
 
     def action_copy(self) -> None:
         event = self._selected_event()
@@ -488,23 +399,22 @@ class IIIApp(App[None]):
             self.notify("copied the event as JSON")
 
     def action_export(self) -> None:
-        path = Path.cwd() / f"iii-events-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-        shown = [e for e in self.events if self._wanted(e)]
-        path.write_text("".join(json.dumps(e) + "\n" for e in shown))
-        self.notify(f"wrote {len(shown)} events to {path}")
+        path, count = self.model.export(Path.cwd())
+        self.notify(f"wrote {count} events to {path}")
 
     def action_trigger(self) -> None:
-        function_id = self._first_cell(self.widget("#functions", DataTable))
+        function_id = self._selected_id(self.widget("#functions", DataTable))
         if function_id is None:
             self.notify("no function to trigger", severity="warning")
             return
 
         def chosen(payload: str | None) -> None:
             if payload is not None:
-                self.last_payload[function_id] = payload
+                self.model.last_payload[function_id] = payload
                 self.run_call(function_id, payload)
 
-        self.push_screen(PayloadScreen(function_id, self.last_payload.get(function_id, "{}")),
+        self.push_screen(PayloadScreen(function_id,
+                                       self.model.last_payload.get(function_id, "{}")),
                          chosen)
 
     def action_again(self) -> None:
@@ -535,7 +445,7 @@ class IIIApp(App[None]):
 
     @work(group="calls")
     async def action_redrive(self) -> None:
-        queue = self._first_cell(self.widget("#queues-table", DataTable))
+        queue = self._selected_id(self.widget("#queues-table", DataTable))
         if self.widget("#tabs", TabbedContent).active != "queues" or queue is None:
             self.notify("select a queue in the queues view (4) to redrive", severity="warning")
             return
@@ -546,10 +456,6 @@ class IIIApp(App[None]):
             return
         self.notify(printable(f"redrove {answer['redriven']} dead letters of {queue}"))
         self.poll()
-
-
-def _ms(value: Any) -> str:
-    return "" if value is None else f"{value:.2f}"
 
 
 def _duration(event: dict[str, Any]) -> str:

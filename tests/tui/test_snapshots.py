@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable
 
 from iii_cli.tui.app import IIIApp
 
@@ -44,10 +45,11 @@ def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def filled(pilot: Any) -> None:
     app: IIIApp = pilot.app
-    while app.state != "reconnecting":  # the first poll found no daemon
+    while app.model.state != "reconnecting":  # the first poll found no daemon
         await pilot.pause(0.05)
-    app._fill_functions(FUNCTIONS, STATS, WORKERS)
-    app.incoming.extend(EVENTS)
+    app._fill(app.query_one("#functions", DataTable),
+              app.model.function_rows(FUNCTIONS, STATS, WORKERS))
+    app.model.incoming.extend(EVENTS)
     log = app.query_one("#log")
     deadline = time.monotonic() + 10
     while log.row_count < len(EVENTS):  # one batch adds them all

@@ -74,7 +74,7 @@ def run(daemon: DaemonProcess, scenario: Callable[[IIIApp, Any], Awaitable[None]
 
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
-            await until(pilot, lambda: app.state == "connected", "the connection")
+            await until(pilot, lambda: app.model.state == "connected", "the connection")
             await scenario(app, pilot)
 
     asyncio.run(main())
@@ -104,13 +104,13 @@ def test_space_pauses_and_counts_what_is_new(daemon: DaemonProcess,
                                              worker: tuple[III, Seen]) -> None:
     async def scenario(app: IIIApp, pilot: Any) -> None:
         # The worker's registrations are in first: what comes after the pause is ours.
-        await until(pilot, lambda: any(e.get("id") == "orders::broken" for e in app.events),
+        await until(pilot, lambda: any(e.get("id") == "orders::broken" for e in app.model.events),
                     "the registrations")
         await pilot.press("space")
         call(worker[0], "orders::create", {"n": 1})
-        await until(pilot, lambda: app.unseen >= 1 and "paused:" in header(app),
+        await until(pilot, lambda: app.model.unseen >= 1 and "paused:" in header(app),
                     "the new count")
-        assert f"paused: {app.unseen} new" in header(app)
+        assert f"paused: {app.model.unseen} new" in header(app)
         assert not any("orders::create" in r for r in log_rows(app))
         await pilot.press("space")
         assert any("orders::create" in r for r in log_rows(app))
@@ -205,7 +205,7 @@ def test_observers_show_in_the_functions_table_the_log_and_the_detail(
         row = next(i for i in reversed(range(log.row_count))
                    if "orders::broken" in str(log.get_row_at(i)) and "error" in
                    str(log.get_row_at(i)))
-        await until(pilot, lambda: [o["fires"] for o in app.observers] == [1],
+        await until(pilot, lambda: [o["fires"] for o in app.model.observers] == [1],
                     "the next poll")
         log.focus()
         log.move_cursor(row=row)
@@ -295,7 +295,7 @@ def test_r_redrives_the_selected_queues_dead_letters(short_tmp: Path) -> None:
             queues = app.query_one("#queues-table")
             await until(pilot, lambda: queues.row_count == 1, "the queue row")
             await pilot.press("r")  # it goes again, and (max_retries 0) dies again
-            await until(pilot, lambda: len([e for e in app.events
+            await until(pilot, lambda: len([e for e in app.model.events
                                             if e.get("event") == "queue.dead_letter"]) >= 2,
                         "the redriven letter to fail again")
 
@@ -310,10 +310,10 @@ def test_it_reconnects_when_the_daemon_restarts(short_tmp: Path) -> None:
 
     async def scenario(app: IIIApp, pilot: Any) -> None:
         daemon.stop()
-        await until(pilot, lambda: app.state == "reconnecting", "the daemon to be gone")
+        await until(pilot, lambda: app.model.state == "reconnecting", "the daemon to be gone")
         assert "retrying" in header(app)
         daemon.start()
-        await until(pilot, lambda: app.state == "connected", "the reconnect", timeout=15)
+        await until(pilot, lambda: app.model.state == "connected", "the reconnect", timeout=15)
 
     try:
         run(daemon, scenario)
@@ -330,7 +330,7 @@ def test_the_command_palette_runs_the_same_actions(daemon: DaemonProcess,
         await until(pilot, lambda: app.screen.query_one("CommandList").option_count > 0,
                     "the palette's matches")
         await pilot.press("enter")
-        await until(pilot, lambda: app.errors_only, "errors only, from the palette")
+        await until(pilot, lambda: app.model.errors_only, "errors only, from the palette")
 
     run(daemon, scenario)
 
@@ -370,7 +370,7 @@ def test_the_tui_over_websocket(short_tmp: Path) -> None:
 
         async def main() -> None:
             async with app.run_test(size=(100, 30)) as pilot:
-                await until(pilot, lambda: app.state == "connected", "the connection")
+                await until(pilot, lambda: app.model.state == "connected", "the connection")
                 call(worker, "orders::create", {"over": "ws"})
                 await until(pilot, lambda: any("orders::create" in r for r in log_rows(app)),
                             "the call in the log")
