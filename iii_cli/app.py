@@ -37,15 +37,9 @@ from iii_cli.list_view import KINDS, add_display_columns
 from iii_cli.queue_commands import queue_app
 from iii_cli.style import printable
 from iii_cli.value_commands import state_app, stream_app
-from iii_cli.wire import (
-    Connection,
-    Lost,
-    Refused,
-    Timeout,
-    Unreachable,
-    connect,
-)
 from iii_daemon.core.triggers import catalog
+from iii_sdk.client.blocking import Connection, connect
+from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
 # print the scripts ourselves (`iii completions`), so register them here.

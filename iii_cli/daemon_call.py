@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from iii_cli import exit_codes as ec
-from iii_cli.wire import Lost, Refused, Timeout, Unreachable, connect, unreachable_message
+from iii_sdk.client.addresses import BadAddress, parse_url
+from iii_sdk.client.blocking import connect, unreachable_message
+from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
 
 #: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
 CALL_DEADLINE_S = 5.0
@@ -26,11 +28,11 @@ def socket_of(socket: Path | None) -> Path:
 def target_of(socket: Path | None, url: str | None, fail: Fail) -> str:
     """Where to send a daemon function call: a ws:// URL, or a socket path."""
     if url:
-        if url.startswith("unix://"):
-            return url[len("unix://"):]
-        if not url.startswith(("ws://", "wss://")):
-            fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
-        return url
+        try:
+            where = parse_url(url)
+        except BadAddress as exc:
+            fail(ec.USAGE, str(exc))
+        return where.target if where.kind == "unix" else url
     return str(socket_of(socket))
 
 

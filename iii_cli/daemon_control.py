@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iii_cli.wire import Connection, connect
+from iii_sdk.client.blocking import Connection, connect
 from iii_sdk.paths import pidfile_path
 
 START_TIMEOUT_S = 15.0

@@ -16,15 +16,9 @@ from iii_cli import exit_codes as ec
 from iii_cli.json_input import UsageError, check, loads, loads_or_text
 from iii_cli.style import error_prefix, json_printable, printable
 from iii_cli.trigger_options import BY_NAME, USAGE, help_text
-from iii_cli.wire import (
-    Calls,
-    Lost,
-    Refused,
-    Timeout,
-    Unreachable,
-    connect,
-    unreachable_message,
-)
+from iii_sdk.client.addresses import BadAddress, parse_url
+from iii_sdk.client.blocking import Calls, connect, unreachable_message
+from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME
 from iii_sdk.limits import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS
 
@@ -240,10 +234,12 @@ def run(argv: list[str]) -> int:
     except UsageError as exc:
         fail(ec.USAGE, str(exc), usage=True)
     url = args.url or (None if args.socket else os.environ.get("III_URL"))
-    if url is not None and not url.startswith(("unix://", "ws://", "wss://")):
-        fail(ec.USAGE, f"unsupported URL {url!r}: use ws://, wss:// or unix://")
-    if url is not None and url.startswith("unix://"):
-        url = url[len("unix://"):]
+    if url is not None:
+        try:
+            where = parse_url(url)
+        except BadAddress as exc:
+            fail(ec.USAGE, str(exc))
+        url = where.target if where.kind == "unix" else url
     target = url or args.socket or os.environ.get("III_SOCKET") or _default_socket()
     assert args.function_id is not None
     try:

@@ -40,9 +40,9 @@ def watch(
     """Follow invocations, trigger firings, workers and queue retries as they happen."""
     import asyncio  # here, not at the top: every other command would pay ~30 ms for it
 
+    from iii_sdk.client.streaming import WatchRefused, watch_lines
+    from iii_sdk.client.streaming import watch as follow
     from iii_sdk.errors import ConnectionFailed
-    from iii_sdk.watching import WatchRefused, watch_lines
-    from iii_sdk.watching import watch as follow
 
     target = where(socket, url)
     chosen = fmt or (WatchFormat.pretty if sys.stdout.isatty() else WatchFormat.jsonl)

@@ -9,6 +9,13 @@ Tree::
     ├── RegistrationRefused  the daemon refused a function, trigger or type registration
     ├── ObserveRejection     an observer turned ``error`` or ``disposed`` before ``active``
     ├── ConnectionFailed     the daemon could not be reached
+    │   └── Unreachable      nothing answers there (a client's connect)
+    │       └── Broken       something answers, but not like a daemon
+    │           └── Closed   it closed the connection with no answer
+    ├── Refused              the daemon refused a request before answering it
+    ├── Lost                 it took the call and went away before answering
+    ├── Timeout              no answer within the exchange's deadline
+    ├── WatchRefused         the daemon refused a watch (a bad filter)
     └── ConfigError          the config file cannot be used (iii_sdk.config)
 """
 
@@ -29,6 +36,36 @@ class FrameTooLarge(ProtocolError):
 
 class ConnectionFailed(IIIError):
     """The daemon (or engine) could not be reached at an address."""
+
+
+class Unreachable(ConnectionFailed):
+    """No daemon answers at the address; the message says why."""
+
+
+class Broken(Unreachable):
+    """Something answers but does not behave like a daemon (malformed or oversized
+    replies, no greeting, a closed connection); the message says what happened."""
+
+
+class Closed(Broken):
+    """The connection closed with no answer to what we asked."""
+
+
+class Refused(IIIError):
+    """The daemon refused what we sent before answering it (a frame over its limit)."""
+
+
+class Lost(IIIError):
+    """The daemon greeted us, took the call, and closed before answering it (it died or
+    stopped): the call was lost in transit."""
+
+
+class Timeout(IIIError):
+    """No answer within the exchange's deadline."""
+
+
+class WatchRefused(IIIError):
+    """The daemon refused the watch (a bad filter); the message says why."""
 
 
 class InvocationError(IIIError):

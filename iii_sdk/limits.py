@@ -11,6 +11,9 @@ DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 2**31 - 1
 #: Largest frame either side accepts by default (protocol.md § Transports).
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: Largest reply a client reads by default (a frame and its envelope); config
+#: ``max_frame_bytes`` raises it.
+DEFAULT_MAX_REPLY = DEFAULT_MAX_FRAME_BYTES + 1024
 #: How long a daemon may take to greet a new connection (``workerregistered``): one that
 #: has not by then is no daemon that works (the CLI exits 3), whatever the call's timeout.
 GREETING_TIMEOUT_S = 5.0

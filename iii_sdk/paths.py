@@ -71,12 +71,3 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir(APP_NAME))
-
-
-def socket_path_from_url(address: str) -> Path | None:
-    """The socket path of a ``unix://`` URL or a plain path; None for other schemes."""
-    if address.startswith("unix://"):
-        return Path(address[len("unix://") :])
-    if "://" in address:
-        return None
-    return Path(address)

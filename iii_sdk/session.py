@@ -18,12 +18,13 @@ import os
 import random
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from iii_sdk import protocol as p
+from iii_sdk.client.addresses import BadAddress, parse
 from iii_sdk.client_link import ClientLink, WsClientLink, open_ws_link
 from iii_sdk.errors import ConnectionFailed
 from iii_sdk.options import InitOptions, ReconnectionConfig
-from iii_sdk.paths import socket_path_from_url
 from iii_sdk.tokens import with_token
 
 log = logging.getLogger("iii_sdk")
@@ -59,12 +60,14 @@ class Session:
         """Callbacks run on the SDK loop: ``on_connected(link)`` after each (re)connect,
         before anyone is told the session is connected; ``on_lost()`` when the link
         dropped; ``on_gave_up()`` when ``max_retries`` ran out."""
-        self.ws_url = address if address.startswith(("ws://", "wss://")) else None
-        self.socket_path = socket_path_from_url(address)
-        if self.socket_path is None and self.ws_url is None:
+        try:
+            where = parse(address)
+        except BadAddress:
             raise ConnectionFailed(
                 f"unsupported address {address!r}: use a Unix socket path, a unix:// URL "
-                "or a ws:// URL")
+                "or a ws:// URL") from None
+        self.ws_url = where.target if where.kind == "ws" else None
+        self.socket_path = Path(where.target) if where.kind == "unix" else None
         self.address = address
         self.options = options
         self._on_message = on_message

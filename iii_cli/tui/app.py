@@ -1,7 +1,7 @@
 """``iii tui``: a Textual dashboard over the daemon's socket.
 
 A thin shell: what it shows is computed by the headless model (:mod:`iii_cli.dashboard`)
-from what the headless client (:mod:`iii_sdk.watching`) brings in. The event stream feeds
+from what the headless client (:mod:`iii_sdk.client.streaming`) brings in. The event stream feeds
 the live log; a poll once a second feeds the header, the functions table (with each
 function's last minute as a sparkline) and the triggers, workers and queues views. Events
 are added in batches (every ``BATCH_S``) and the log keeps ``LOG_ROWS`` rows; past
@@ -45,8 +45,8 @@ from iii_cli.events_view import clock_of, detail_of, status_of
 from iii_cli.list_view import KINDS
 from iii_cli.style import printable
 from iii_cli.tui.log_view import LogView
+from iii_sdk.client.streaming import Calls, watch
 from iii_sdk.errors import ConnectionFailed, IIIError
-from iii_sdk.watching import Calls, watch
 
 #: Live events a second the daemon sends at most (failures always come): a sample
 #: under a flood, where thousands a second would only cost the machine's CPU; the

@@ -1,6 +1,6 @@
-"""A headless client for the daemon's event stream (what ``iii watch``, the TUI and
-tests share). It is not a worker: it never introduces itself, so it is never listed in
-``engine::workers::list``.
+"""The asyncio client: the daemon's event stream, and calls over one connection (what
+``iii watch``, the TUI and tests share). It is not a worker: it never introduces itself,
+so it is never listed in ``engine::workers::list``.
 
     async for event in watch("unix:///run/user/1000/iii/iii.sock", {"errors": True}):
         print(event["event"], event.get("function_id"))
@@ -18,23 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 
-from iii_sdk.errors import ConnectionFailed, IIIError
-from iii_sdk.limits import GREETING_TIMEOUT_S
-from iii_sdk.paths import socket_path_from_url
+from iii_sdk.client.addresses import Address, BadAddress, parse
+from iii_sdk.errors import ConnectionFailed, WatchRefused
+from iii_sdk.limits import DEFAULT_MAX_REPLY, GREETING_TIMEOUT_S
 from iii_sdk.tokens import with_token
 
-#: The longest event line accepted (events carry bounded previews).
-LINE_LIMIT = 16 * 1024 * 1024
+#: The longest line accepted: the same limit as the blocking client's.
+LINE_LIMIT = DEFAULT_MAX_REPLY
 
-
-class WatchRefused(IIIError):
-    """The daemon refused the watch (a bad filter); the message says why."""
+__all__ = ["Calls", "WatchRefused", "watch", "watch_lines"]
 
 
 #: How the daemon begins an event frame: what :func:`watch_lines` cuts off unread.
@@ -67,13 +64,11 @@ async def watch_lines(address: str, filter: dict[str, Any] | None = None,
         WatchRefused: the daemon refused the filter.
     """
     request = {"type": "watch", "filter": filter, "replay": replay}
-    if address.startswith(("ws://", "wss://")):
-        frames = _ws_frames(address, request, headers)
+    where = _parse(address)
+    if where.kind == "ws":
+        frames = _ws_frames(where.target, request, headers)
     else:
-        path = socket_path_from_url(address)
-        if path is None:
-            raise ConnectionFailed(f"unsupported address {address!r}")
-        frames = _unix_frames(os.fspath(path), request)
+        frames = _unix_frames(where.target, request)
     skip = len(EVENT_PREFIX)
     async for frame in _greeted(frames, address):
         if frame.startswith(EVENT_PREFIX):
@@ -86,6 +81,15 @@ async def watch_lines(address: str, filter: dict[str, Any] | None = None,
             yield msgspec.json.encode(message)
         elif kind == "error" and message.get("request_type") == "watch":
             raise WatchRefused(str(message.get("message")))
+
+
+def _parse(address: str) -> Address:
+    """Raises:
+        ConnectionFailed: an address no client speaks."""
+    try:
+        return parse(address)
+    except BadAddress as exc:
+        raise ConnectionFailed(str(exc)) from None
 
 
 async def _greeted(frames: AsyncIterator[bytes], address: str) -> AsyncIterator[bytes]:
@@ -208,8 +212,9 @@ class Calls:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.path.startswith(("ws://", "wss://")):
-            ws = await _open_ws(self.path, self._headers)
+        where = _parse(self.path)
+        if where.kind == "ws":
+            ws = await _open_ws(where.target, self._headers)
 
             def send(frame: bytes) -> None:
                 task = loop.create_task(ws.send(frame.decode()))
@@ -219,10 +224,7 @@ class Calls:
             self._writer, self._closer = send, ws.close
             self._reader_task = loop.create_task(self._read(_ws_lines(ws)))
             return
-        path = socket_path_from_url(self.path)
-        if path is None:
-            raise ConnectionFailed(f"unsupported address {self.path!r}")
-        reader, writer = await _open_unix(os.fspath(path))
+        reader, writer = await _open_unix(where.target)
         self._writer, self._closer = writer.write, writer.close
         self._reader_task = loop.create_task(self._read(_unix_lines(reader, self.path)))
 

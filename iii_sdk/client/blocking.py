@@ -1,4 +1,4 @@
-"""A small blocking client for one request and its answer.
+"""The blocking client: one request and its answer, within one deadline.
 
 Used by the ``iii trigger`` fast path, so it imports only ``socket`` and ``json``: no
 asyncio, no typer, not even msgspec or pathlib. Measured on the reference machine:
@@ -14,7 +14,9 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES, GREETING_TIMEOUT_S
+from iii_sdk.client.addresses import parse
+from iii_sdk.errors import Broken, Closed, Lost, Refused, Timeout, Unreachable
+from iii_sdk.limits import DEFAULT_MAX_REPLY, GREETING_TIMEOUT_S
 from iii_sdk.tokens import with_token
 
 if TYPE_CHECKING:
@@ -26,26 +28,9 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class Unreachable(Exception):
-    """No daemon answers on the socket; the message says why."""
 
 
-class Broken(Unreachable):
-    """Something answers but does not behave like a daemon (malformed or oversized
-    replies, a closed connection); the message says what happened."""
 
-
-class Closed(Broken):
-    """The connection closed with no answer to what we asked."""
-
-
-class Lost(Exception):
-    """The daemon greeted us, took the call, and closed before answering it (it died or
-    stopped): the call was lost in transit."""
-
-
-class Refused(Exception):
-    """The daemon refused what we sent before answering it (a frame over its limit)."""
 
 
 def unreachable_message(exc: Unreachable, socket_flag: str | None = None) -> str:
@@ -56,13 +41,6 @@ def unreachable_message(exc: Unreachable, socket_flag: str | None = None) -> str
     start = f"iii daemon start --socket {socket_flag}" if socket_flag else "iii daemon start"
     return f"daemon not running: {exc}; start it with `{start}`"
 
-
-class Timeout(Exception):
-    """No answer in time."""
-
-
-#: Largest reply read by default; ``max_frame_bytes`` from the config raises it.
-DEFAULT_MAX_REPLY = DEFAULT_MAX_FRAME_BYTES + 1024
 
 
 def _why(exc: OSError, path: str | Path) -> str:
@@ -332,7 +310,8 @@ def connect(target: str, timeout_s: float | None = 10.0,
             configured_limit: Callable[[], int] | None = None) -> Calls:
     """A Unix socket path, or a ws:// / wss:// URL; ``timeout_s`` bounds the whole
     exchange; replies may be as large as ``configured_limit()`` says, else 64 MiB."""
-    if target.startswith(("ws://", "wss://")):
+    address = parse(target)
+    if address.kind == "ws":
         limit = configured_limit() + 1024 if configured_limit else DEFAULT_MAX_REPLY
-        return WsConnection(target, timeout_s, max(limit, DEFAULT_MAX_REPLY))
-    return Connection(target, timeout_s, DEFAULT_MAX_REPLY, configured_limit)
+        return WsConnection(address.target, timeout_s, max(limit, DEFAULT_MAX_REPLY))
+    return Connection(address.target, timeout_s, DEFAULT_MAX_REPLY, configured_limit)

@@ -1,0 +1,48 @@
+"""Where a client connects: a Unix socket path (or ``unix://PATH``) or a ``ws://`` /
+``wss://`` URL, told apart in one place.
+
+Imports nothing: the ``iii trigger`` fast path uses it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+WS_SCHEMES = ("ws://", "wss://")
+
+
+class Address(NamedTuple):
+    #: ``unix`` or ``ws``.
+    kind: str
+    #: The socket path, or the whole URL.
+    target: str
+
+
+class BadAddress(ValueError):
+    """An address with a scheme no client speaks."""
+
+
+def parse(address: str) -> Address:
+    """``unix://PATH`` and plain paths are sockets; ``ws://`` and ``wss://`` URLs, URLs.
+
+    Raises:
+        BadAddress: another scheme (``http://``, ...).
+    """
+    if address.startswith(WS_SCHEMES):
+        return Address("ws", address)
+    if address.startswith("unix://"):
+        return Address("unix", address[len("unix://"):])
+    if "://" in address:
+        raise BadAddress(f"unsupported URL {address!r}: use ws://, wss:// or unix://")
+    return Address("unix", address)
+
+
+def parse_url(url: str) -> Address:
+    """A ``--url`` or ``$III_URL``: as :func:`parse`, but it must name its scheme.
+
+    Raises:
+        BadAddress: no scheme, or one no client speaks.
+    """
+    if "://" not in url:
+        raise BadAddress(f"unsupported URL {url!r}: use ws://, wss:// or unix://")
+    return parse(url)
