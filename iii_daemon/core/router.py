@@ -107,10 +107,10 @@ class Router(Calls, Sessions, Registrations, Watching):
         out: Output = []
         self.tick_clock(now, wall)
         if stored is not None:
-            for scope, key, value in stored.state:
-                self.state.set(scope, key, value)
-            for stream_scope, item, value in stored.streams:
-                self.streams.set(stream_scope, item, value)
+            for scope, key, text in stored.state:
+                self.state.set_json(scope, key, text)
+            for stream_scope, item, text in stored.streams:
+                self.streams.set_json(stream_scope, item, text)
             # Messages first: a stored queue trigger, once bound, adopts those that
             # waited for a consumer of its topic.
             self.queues.load(stored.messages)

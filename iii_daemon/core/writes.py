@@ -101,9 +101,9 @@ class Stored:
     """Everything the store held at start-up, read before the core starts."""
 
     triggers: list[StoredTrigger] = field(default_factory=list)
-    #: ``(scope, key, value)`` rows.
-    state: list[tuple[str, str, Any]] = field(default_factory=list)
-    #: ``((stream_name, group_id), item_id, value)`` rows.
-    streams: list[tuple[tuple[str, str], str, Any]] = field(default_factory=list)
+    #: ``(scope, key, value)`` rows, each value as its JSON text.
+    state: list[tuple[str, str, str | bytes]] = field(default_factory=list)
+    #: ``((stream_name, group_id), item_id, value)`` rows, each value as its JSON text.
+    streams: list[tuple[tuple[str, str], str, str | bytes]] = field(default_factory=list)
     #: Queued messages, dead letters included, in the order they were enqueued.
     messages: list[PutMessage] = field(default_factory=list)

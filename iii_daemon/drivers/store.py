@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from iii_daemon.core.errors import StoreError
 from iii_daemon.core.writes import (
     DropMessage,
@@ -168,6 +170,18 @@ def _stored_message(row: tuple[Any, ...]) -> PutMessage:
                       dead=bool(row[9]), trigger_id=row[10])
 
 
+def _checked_json(text: Any) -> str | bytes:
+    """A stored value's JSON text, as the core keeps it, once it decodes.
+
+    Raises:
+        msgspec.DecodeError, TypeError: not JSON (the row is left out, and logged).
+    """
+    if not isinstance(text, str | bytes):
+        raise TypeError(f"a value of type {type(text).__name__}, not JSON text")
+    msgspec.json.decode(text)
+    return text
+
+
 def _make_private(path: Path) -> None:
     """Files an older daemon created with the default umask become 0600."""
     for suffix in ("", "-wal", "-shm"):
@@ -221,13 +235,26 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"store write failed: {exc}") from None
 
+    @staticmethod
+    def _load_state(rows: Iterable[Any], state: list[tuple[str, str, str | bytes]]) -> None:
+        scopes: dict[str, str] = {}  # one string per scope, not one per key
+        for scope, key, text in rows:
+            try:
+                state.append((scopes.setdefault(str(scope), str(scope)), str(key),
+                              _checked_json(text)))
+            except (TypeError, ValueError, RecursionError, msgspec.DecodeError) as exc:
+                log.warning("state %r/%r in the store cannot be read and is left out: %s",
+                            scope, key, exc)
+
     def load(self) -> Stored:
         """Everything the store holds, for the core to start from. Rows that cannot be
         read are kept on disk: triggers say why in ``problem``, state rows are logged."""
-        state: list[tuple[str, str, Any]] = []
-        streams: list[tuple[tuple[str, str], str, Any]] = []
+        state: list[tuple[str, str, str | bytes]] = []
+        streams: list[tuple[tuple[str, str], str, str | bytes]] = []
         try:
-            rows = self._db.execute("SELECT scope, key, value FROM state").fetchall()
+            # Row by row, not fetchall: a million keys must not be held twice.
+            rows = self._db.execute("SELECT scope, key, value FROM state")
+            self._load_state(rows, state)
             items = self._db.execute(
                 "SELECT stream_name, group_id, item_id, value FROM stream_items").fetchall()
             triggers = self.load_triggers()
@@ -246,17 +273,11 @@ class Store:
                                 "left out: %s", row[0], exc)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the store: {exc}") from None
-        for scope, key, text in rows:
-            try:
-                state.append((str(scope), str(key), json.loads(text)))
-            except (TypeError, ValueError, RecursionError) as exc:
-                log.warning("state %r/%r in the store cannot be read and is left out: %s",
-                            scope, key, exc)
         for stream_name, group_id, item_id, text in items:
             try:
                 streams.append(((str(stream_name), str(group_id)), str(item_id),
-                                json.loads(text)))
-            except (TypeError, ValueError, RecursionError) as exc:
+                                _checked_json(text)))
+            except (TypeError, ValueError, RecursionError, msgspec.DecodeError) as exc:
                 log.warning("stream item %r/%r/%r in the store cannot be read and is left "
                             "out: %s", stream_name, group_id, item_id, exc)
         return Stored(triggers=triggers, state=state, streams=streams, messages=messages)

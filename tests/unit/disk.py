@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from iii_daemon.core.effects import Persist
 from iii_daemon.core.writes import (
     DropMessage,
@@ -77,7 +79,8 @@ class Disk:
             triggers=[StoredTrigger(t.id, t.trigger_type, t.function_id, t.config,
                                     t.metadata) for t in sorted(self.triggers.values(),
                                                                 key=lambda t: t.id)],
-            state=[(scope, key, value) for (scope, key), value in self.state.items()],
-            streams=[((name, group), item, value)
+            state=[(scope, key, msgspec.json.encode(value))
+                   for (scope, key), value in self.state.items()],
+            streams=[((name, group), item, msgspec.json.encode(value))
                      for (name, group, item), value in self.streams.items()],
             messages=list(self.messages.values()))

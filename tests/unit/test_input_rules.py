@@ -186,7 +186,7 @@ def test_tables_never_show_two_ids_alike() -> None:
 
 
 def test_the_pool_starts_a_thread_while_others_are_stuck_and_keeps_its_cap() -> None:
-    pool = HandlerPool(4)
+    pool = HandlerPool(4, name="pool-under-test")  # other tests' workers have threads too
     release = threading.Event()
     done: list[Any] = []
     finished = threading.Semaphore(0)
@@ -201,9 +201,8 @@ def test_the_pool_starts_a_thread_while_others_are_stuck_and_keeps_its_cap() -> 
     assert finished.acquire(timeout=10) and done == ["free"]
     pool.submit(lambda: 1 / 0, (), record)  # the idle 4th takes it: errors reach done()
     assert finished.acquire(timeout=10) and done[-1] == "ZeroDivisionError"
-    names = [t.name for t in threading.enumerate() if t.name.startswith("iii-handler")]
-    assert len(names) == 4 and all(t.daemon for t in threading.enumerate()
-                                   if t.name.startswith("iii-handler"))
+    ours = [t for t in threading.enumerate() if t.name.startswith("pool-under-test")]
+    assert len(ours) == 4 and all(t.daemon for t in ours)
     release.set()
     for _ in range(3):
         assert finished.acquire(timeout=10)

@@ -260,3 +260,21 @@ def test_a_daemon_bug_in_a_later_answer_still_answers(core: Core) -> None:
     core.router.services = dataclasses.replace(core.router.services, call=None)
     error = call(core, "stream::get", **item())
     assert error["code"] == "invocation_failed"
+
+
+def test_the_table_keeps_json_text_and_every_read_is_a_copy() -> None:
+    """State at scale: values are held as their JSON text (a third of the memory of
+    Python objects); a read decodes its own copy, so changing it changes nothing kept."""
+    from iii_daemon.core.state_table import StateTable
+    from iii_daemon.core.unsettled import MISSING
+
+    table: StateTable[str] = StateTable()
+    table.set("s", "k", {"items": [1, 2], "price": 1.5, "big": 2**70, "name": "café"})
+    read = table.get("s", "k")
+    assert read == {"items": [1, 2], "price": 1.5, "big": 2**70, "name": "café"}
+    read["items"].append(3)
+    assert table.get("s", "k")["items"] == [1, 2]
+    table.set_json("s", "j", '{"from": "the store"}')  # as loaded: text, not decoded
+    assert table.items("s") == [("j", {"from": "the store"}), ("k", table.get("s", "k"))]
+    table.set("s", "k", MISSING)
+    assert table.get("s", "k") is MISSING and table.scopes() == ["s"]
