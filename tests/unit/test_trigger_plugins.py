@@ -41,11 +41,11 @@ class EveryTwoSeconds:
     def next_due(self) -> float | None:
         return self.due if self.bound else None
 
-    def pop_due(self, clock: Clock) -> list[tuple[Binding, Any]]:
+    def pop_due(self, clock: Clock, limit: int) -> list[tuple[Binding, Any]]:
         if self.due is None or clock.now < self.due:
             return []
         self.due = clock.now + 2
-        return [(b, {"label": b.config["label"]}) for b in self.bound.values()]
+        return [(b, {"label": b.config["label"]}) for b in self.bound.values()][:limit]
 
 
 class Doorbell:

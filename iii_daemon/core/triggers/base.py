@@ -88,8 +88,9 @@ class Scheduled(Protocol):
     def next_due(self) -> float | None:
         """The earliest monotonic time a binding is due, or None."""
 
-    def pop_due(self, clock: Clock) -> list[tuple[Binding, Any]]:
-        """The bindings due at ``clock`` with their payloads (each scheduled again)."""
+    def pop_due(self, clock: Clock, limit: int) -> list[tuple[Binding, Any]]:
+        """The bindings due at ``clock`` with their payloads (each scheduled again),
+        ``limit`` at most: the rest stay due, for the next turn."""
 
 
 @runtime_checkable
