@@ -89,6 +89,25 @@ def test_unregistered_cron_stops_firing(core: Core) -> None:
     assert core.router.next_deadline() is None
 
 
+def test_many_crons_due_at_once_go_a_share_per_turn_and_all_fire(core: Core) -> None:
+    """10 000 crons due in the same second must not hold every caller: a turn fires
+    FIRINGS_PER_TURN, the rest stay due (the driver comes back at once)."""
+    from iii_daemon.core.triggers.manager import FIRINGS_PER_TURN
+
+    count = FIRINGS_PER_TURN * 2 + 10
+    for i in range(count):
+        core.send(1, {"type": "registertrigger", "id": f"c{i}", "trigger_type": "cron",
+                      "function_id": "job", "config": {"expression": "* * * * * *"}})
+    first = invocations(core.advance(1.0))
+    assert len(first) == FIRINGS_PER_TURN
+    assert core.router.next_deadline() <= core.now  # the rest, still due
+    rest = invocations(core.advance(0.0)) + invocations(core.advance(0.0))
+    assert len(first) + len(rest) == count
+    assert len({m["data"]["job_id"] for m in first + rest}) == count  # each once
+    assert {m["data"]["scheduled_time"] for m in first + rest} == {
+        "2027-01-15T08:00:01.000Z"}
+
+
 # --- state ------------------------------------------------------------------------------
 
 
