@@ -139,14 +139,13 @@ def start_daemon(socket_path: Path, options: StartOptions | None = None,
             raise DaemonError(reason[-1] if reason else
                               f"the daemon exited with {proc.returncode}; see {log}")
         if answers(socket_path, 0.5):
-            if proc.stderr is not None:
-                proc.stderr.close()
             # Who answers is whoever holds the pidfile lock: ours, or another starter's.
             holder = running_pid(socket_path)
-            if holder in (None, proc.pid):
-                return proc.pid, True
-            _wait_out(proc, deadline)  # ours lost the race and exits by itself
-            return holder, False
+            if holder not in (None, proc.pid):
+                _wait_out(proc, deadline)  # ours lost the race and exits by itself
+            if proc.stderr is not None:
+                proc.stderr.close()
+            return (proc.pid, True) if holder in (None, proc.pid) else (holder, False)
         time.sleep(0.02)
     proc.terminate()
     raise DaemonError(f"the daemon did not answer within {START_TIMEOUT_S:.0f} s; see {log}")
