@@ -11,7 +11,7 @@ Figures (targets.md § Queues):
 - enqueue -> delivery latency p50/p99 (one message at a time to a worker);
 - routed sync calls/s alone (before and after), and while a backlog drains into a worker
   in another process (the loop never waits on fsync, and a backlog yields to calls: see
-  iii_daemon/hub.py), with the rate the queue drained at meanwhile.
+  iii_daemon/drivers/hub_timers.py), with the rate the queue drained at meanwhile.
 
 Writes JSON to benchmarks/results/queues.json.
 """
