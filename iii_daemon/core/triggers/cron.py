@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from iii_daemon.core.effects import Output
 
 
+@functools.lru_cache(maxsize=256)
 def rfc3339(wall: float) -> str:
+    """``wall`` as RFC 3339 (remembered: the crons that fire together share both their
+    scheduled and their actual time)."""
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
