@@ -69,10 +69,11 @@ def loads(text: str | bytes, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
     source = text if isinstance(text, str) \
         else text.decode(json.detect_encoding(text), "surrogatepass")
-    if _may_break_rules(source):
+    encodes = _encodes(source)
+    if _may_break_rules(source, encodes):
         # Walks the value: slow for a large one, so only when needed. A surrogate that
         # was not in the text came from a \u escape, never from a byte of an argument.
-        check(value, what, escapes_only=_encodes(source))
+        check(value, what, escapes_only=encodes)
     return value
 
 
@@ -90,11 +91,11 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _INNERMOST = re.compile(r"\[\]|\{\}")
 
 
-def _may_break_rules(text: str) -> bool:
-    """Whether the value parsed from ``text`` (valid JSON) may hold a lone surrogate or
-    nest deeper than MAX_NESTING, found in the text at C speed; the exact check walks
-    the value, which costs seconds for tens of megabytes."""
-    if not _encodes(text) or _SURROGATE_ESCAPE.search(text):
+def _may_break_rules(text: str, encodes: bool) -> bool:
+    """Whether the value parsed from ``text`` (valid JSON; ``encodes``: as UTF-8) may
+    hold a lone surrogate or nest deeper than MAX_NESTING, found in the text at C speed;
+    the exact check walks the value, which costs seconds for tens of megabytes."""
+    if not encodes or _SURROGATE_ESCAPE.search(text):
         return True
     if text.count("[") + text.count("{") <= MAX_NESTING:
         return False

@@ -273,7 +273,7 @@ class IIIApp(App[None]):
             status = await self.calls.call("engine::status")
             stats = (await self.calls.call("engine::functions::stats"))["functions"]
             views = {}
-            for kind in ("functions", "workers", *LIST_VIEWS.values()):
+            for kind in ("functions", *LIST_VIEWS.values()):  # workers: one of these
                 function_id, key, _ = KINDS[kind]
                 views[kind] = (await self.calls.call(function_id))[key]
             observers = (await self.calls.call("engine::observers::list"))["observers"]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 from pathlib import Path
 from typing import IO
 
 from iii_daemon.core.errors import StartupError
+from iii_daemon.lifecycle.lock_files import lock_or_holder, open_lock, write_holder
 from iii_sdk.paths import pidfile_path
 
 
@@ -25,34 +24,18 @@ def acquire_pidfile(socket_path: Path) -> IO[str]:
     """
     path = pidfile_path(socket_path)
     while True:
-        try:
-            # Never through a symlink: another user's link would make us write their file.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StartupError(f"cannot open the pidfile {path}: "
-                               f"{'it is a symlink' if exc.errno == errno.ELOOP else exc.strerror}"
-                               ) from None
-        handle = open(fd, "r+")  # noqa: SIM115 - held open until the process exits
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            handle.close()
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise StartupError(
-                    f"a daemon is already running on {socket_path} (pid {pid})") from None
-            raise
+        handle = open_lock(path, "the pidfile")
+        holder = lock_or_holder(handle)
+        if holder is not None:
+            raise StartupError(f"a daemon is already running on {socket_path} "
+                               f"(pid {holder.strip() or '?'})")
         # A stopping daemon unlinks its pidfile: if we locked that unlinked file,
         # the lock guards nothing; open the path again.
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 break
         handle.close()
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    write_holder(handle, f"{os.getpid()}\n")
     return handle
 
 
