@@ -68,14 +68,20 @@ def _setup_logging(level: str, log_file: str | None) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    _setup_logging(args.log_level, args.log_file)
+class ConfigProblem(Exception):
+    """The flags, environment or config file cannot make a daemon (one line, exit 1)."""
+
+
+def daemon_config(args: argparse.Namespace) -> DaemonConfig:
+    """What the flags, the environment and the config file ask for, flag first.
+
+    Raises:
+        ConfigProblem: a value is invalid.
+    """
     try:
         settings = config.load()
     except config.ConfigError as exc:
-        print(f"iii daemon: config error: {exc}", file=sys.stderr)
-        return 1
+        raise ConfigProblem(f"config error: {exc}") from None
     for warning in settings.warnings:
         logging.getLogger("iii_daemon").warning("%s", warning)
     values = settings.values
@@ -92,15 +98,13 @@ def main(argv: list[str] | None = None) -> int:
             if values["websocket"]["enabled"] else 0
         http_port = pick(args.http_port, "http.port") if values["http"]["enabled"] else 0
     except config.ConfigError as exc:
-        print(f"iii daemon: config error: {exc}", file=sys.stderr)
-        return 1
+        raise ConfigProblem(f"config error: {exc}") from None
     queues: dict[str, dict[str, Any]] = values.get("queues") or {}
     for name, table in queues.items():
         problem = policy_problem(table, f"[queues.{name}]")
         if problem:
-            print(f"iii daemon: config error: {settings.path}: {problem}", file=sys.stderr)
-            return 1
-    daemon_config = DaemonConfig(
+            raise ConfigProblem(f"config error: {settings.path}: {problem}")
+    return DaemonConfig(
         socket_path=resolve_socket_path(args.socket, values["socket"] or ""),
         data_dir=resolve_data_dir(args.data_dir),
         max_frame_bytes=pick(args.max_frame_bytes, "max_frame_bytes"),
@@ -121,8 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         queues=queues,
         http_allowed_env=tuple(settings.get("http_functions.allowed_env")),
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _setup_logging(args.log_level, args.log_file)
     try:
-        run(daemon_config)
+        wanted = daemon_config(args)
+    except ConfigProblem as exc:
+        print(f"iii daemon: {exc}", file=sys.stderr)
+        return 1
+    try:
+        run(wanted)
     except StartupError as exc:
         print(f"iii daemon: {exc}", file=sys.stderr)
         return 1

@@ -1,12 +1,42 @@
 from __future__ import annotations
 
+import gc
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import DaemonProcess
+from tests.helpers import REPO, DaemonProcess, daemon_for
+
+# Keep pytest's rewritten test modules between runs and workers even where
+# PYTHONDONTWRITEBYTECODE is set: each of the four workers would rewrite every test module.
+sys.dont_write_bytecode = False
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection loaded (Textual, the official SDK, hypothesis) lives until the end:
+    move it out of the collector's way, so the garbage collections of the run are short."""
+    gc.freeze()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "daemon_process: the `daemon` fixture is `python -m iii_daemon` in its own "
+                   "process (the test is about that process: its pid, log, memory, kill -9)")
+    if not hasattr(config, "workerinput"):  # once, in the controller
+        _compile_sources()
+
+
+def _compile_sources() -> None:
+    """The suite starts hundreds of Python processes from these sources: compile them once,
+    as an ordinary run would, even where PYTHONDONTWRITEBYTECODE is set (it saves each
+    process about 70 ms of compiling)."""
+    import compileall
+
+    for folder in ("iii_daemon", "iii_sdk", "iii_cli", "tests", "examples", "benchmarks"):
+        compileall.compile_dir(REPO / folder, quiet=2, workers=1)
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +59,10 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture
-def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    proc = DaemonProcess(short_tmp).start()
+def daemon(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[DaemonProcess]:
+    """The real daemon on a socket in ``short_tmp``: in a thread of the test process unless
+    the test is marked ``daemon_process``."""
+    proc = daemon_for(request.node, short_tmp)
     yield proc
     if proc.alive:
         proc.stop()

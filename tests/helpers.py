@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +113,98 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+
+_ENV_LOCK = threading.Lock()
+
+
+class ThreadDaemon:
+    """The same daemon as ``DaemonProcess`` (same flags, same config and environment, the
+    same ``serve`` on uvloop, a store on disk) on an event loop in a thread of the test
+    process: for tests where the process boundary is not the point, it saves a Python
+    start per test. Clients, workers and the CLI still reach it through its socket."""
+
+    def __init__(self, tmp: Path, *extra: str, socket_path: Path | None = None) -> None:
+        self.tmp = tmp
+        self.socket_path = socket_path or tmp / "iii.sock"
+        self.data_dir = tmp / "data"
+        self.extra = extra
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _config(self) -> Any:
+        from iii_daemon.__main__ import daemon_config, parse_args
+
+        args = parse_args(["--socket", str(self.socket_path), "--data-dir",
+                           str(self.data_dir), *self.extra])
+        # The config file and III_* variables the child process would see.
+        wanted = {k: v for k, v in child_env(self.tmp).items() if k.startswith("III_")}
+        with _ENV_LOCK:
+            saved = {k: os.environ.get(k) for k in wanted}
+            os.environ.update(wanted)
+            try:
+                return daemon_config(args)
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+    def start(self, wait: bool = True) -> ThreadDaemon:
+        import uvloop
+
+        from iii_daemon.lifecycle.serve import serve
+
+        config = self._config()
+        ready = threading.Event()
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            await serve(config, self._stop, ready.set)
+
+        def run() -> None:
+            try:
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    runner.run(main())
+            except BaseException as exc:  # surfaced by start() and stop()
+                self._error = exc
+            finally:
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name=f"daemon {self.tmp.name}",
+                                        daemon=True)
+        self._thread.start()
+        if wait:
+            if not ready.wait(10):
+                raise AssertionError("the in-process daemon did not get ready in 10 s")
+            if self._error is not None:
+                raise AssertionError(f"daemon failed to start: {self._error!r}")
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Stop as SIGTERM does; 0 for a clean stop, 1 if ``serve`` raised."""
+        assert self._thread is not None
+        if self._loop is not None and self._stop is not None and self.alive:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"the in-process daemon did not stop in {timeout} s")
+        return 0 if self._error is None else 1
+
+
+def daemon_for(node: Any, tmp: Path, *extra: str) -> DaemonProcess:
+    """The daemon a test's fixture starts: its own process if the test is marked
+    ``daemon_process``, else in a thread of the test process."""
+    kind = DaemonProcess if node.get_closest_marker("daemon_process") else ThreadDaemon
+    return kind(tmp, *extra).start()  # type: ignore[return-value]
 
 
 def rss_kib(daemon: DaemonProcess) -> int:

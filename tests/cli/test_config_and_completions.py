@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import IIIBIN, REPO, DaemonProcess, child_env, run_iii
+from tests.helpers import IIIBIN, REPO, DaemonProcess, ThreadDaemon, child_env, run_iii
 
 
 def test_config_path_set_show(short_tmp: Path) -> None:
@@ -140,10 +140,10 @@ def test_bash_really_completes_with_the_shipped_script(daemon: DaemonProcess,
 
 
 def test_the_daemon_keeps_as_many_events_as_configured(short_tmp: Path) -> None:
-    from tests.helpers import DaemonProcess, RawClient
+    from tests.helpers import RawClient
 
     (short_tmp / "config.toml").write_text("[history]\nevents = 3\n")
-    daemon = DaemonProcess(short_tmp).start()
+    daemon = ThreadDaemon(short_tmp).start()
     try:
         client = RawClient(daemon.socket_path)
         client.call("engine::register_trigger", {"id": "t", "type": "subscribe",

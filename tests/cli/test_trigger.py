@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from iii_sdk import III
-from tests.helpers import IIIBIN, REPO, DaemonProcess, child_env, run_iii, wait_for
+from tests.helpers import IIIBIN, REPO, DaemonProcess, ThreadDaemon, child_env, run_iii, wait_for
 
 
 def test_sync_result_compact_when_piped(daemon: DaemonProcess, math_worker: Any) -> None:
@@ -140,7 +140,7 @@ def test_a_refused_token_is_not_called_not_running(short_tmp: Path) -> None:
 
     port = free_port()
     (short_tmp / "config.toml").write_text('[websocket]\ntoken = "s3cret"\n')
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
     url = f"ws://127.0.0.1:{port}"
     try:
         missing = run_iii(short_tmp, "trigger", "math::add", "--url", url)

@@ -113,6 +113,7 @@ def test_history_is_replayed_first_and_kinds_filter(daemon: DaemonProcess,
     workers.stop()
 
 
+@pytest.mark.daemon_process
 def test_a_watcher_that_never_reads_is_told_what_it_missed(daemon: DaemonProcess,
                                                            worker: III) -> None:
     sock = socket.socket(socket.AF_UNIX)

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from iii_sdk import register_worker
-from tests.helpers import DaemonProcess, free_port, official_worker, wait_for
+from tests.helpers import ThreadDaemon, free_port, official_worker, wait_for
 
 
 class Engine:
     def __init__(self, tmp: Path) -> None:
         self.ws_port = free_port()
-        self.daemon = DaemonProcess(tmp, "--ws-port", str(self.ws_port)).start()
+        self.daemon = ThreadDaemon(tmp, "--ws-port", str(self.ws_port)).start()
         self.official = official_worker(self.ws_port, "official-lister")
         self.ours = register_worker(str(self.daemon.socket_path))
         self.official.register_function("shop::order", lambda data: data,

@@ -46,6 +46,7 @@ def test_a_stale_socket_after_kill_9_is_replaced(short_tmp: Path) -> None:
         second.stop()
 
 
+@pytest.mark.daemon_process
 def test_a_second_daemon_on_the_same_socket_is_refused(daemon: DaemonProcess) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "iii_daemon", "--socket", str(daemon.socket_path),
@@ -193,6 +194,7 @@ def test_test_daemons_never_bind_default_ports(short_tmp: Path) -> None:
     assert proc.returncode == 1 and "III_WS_PORT" in proc.stderr and "65535" in proc.stderr
 
 
+@pytest.mark.daemon_process
 def test_the_log_says_what_happened(daemon: DaemonProcess) -> None:
     from iii_sdk import InitOptions, register_worker
     from tests.helpers import wait_for

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, DaemonProcess, free_port, run_iii, spawn_worker, wait_for
+from tests.helpers import (
+    REPO,
+    DaemonProcess,
+    ThreadDaemon,
+    free_port,
+    run_iii,
+    spawn_worker,
+    wait_for,
+)
 
 NODE, NPM = shutil.which("node"), shutil.which("npm")
 pytestmark = pytest.mark.skipif(not (NODE and NPM),
@@ -33,7 +41,7 @@ def node_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def ws_daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(free_port())).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(free_port())).start()
     yield daemon
     daemon.stop()
 

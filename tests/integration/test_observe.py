@@ -18,7 +18,7 @@ import iii_sdk
 from iii_sdk import InitOptions, register_worker
 from iii_sdk.options import ReconnectionConfig
 from tests.helpers import (
-    DaemonProcess,
+    ThreadDaemon,
     child_env,
     free_port,
     official_worker,
@@ -51,7 +51,7 @@ class Daemon:
     def __init__(self, tmp: Path, ws_port: int | None = None) -> None:
         self.tmp = tmp
         self.ws_port = ws_port or free_port()
-        self.process = DaemonProcess(tmp, "--ws-port", str(self.ws_port)).start()
+        self.process = ThreadDaemon(tmp, "--ws-port", str(self.ws_port)).start()
 
     def client(self, kind: str) -> Any:
         if kind == "official":
@@ -272,7 +272,7 @@ def test_observers_are_replayed_after_the_daemon_restarts(kind: str,
         handle = client.observe({"function_id": "r::charge"}, "r::alert", {"id": "again"})
         handle.ready(5)
         daemon.process.stop()
-        daemon.process = DaemonProcess(short_tmp, "--ws-port", str(daemon.ws_port)).start()
+        daemon.process = ThreadDaemon(short_tmp, "--ws-port", str(daemon.ws_port)).start()
         wait_for(lambda: (daemon.observer("again") or {}).get("state") == "active",
                  timeout=15, message="the observer replayed")
         call(client, "r::charge", {"amount": 5})

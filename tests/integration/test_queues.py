@@ -18,7 +18,7 @@ import pytest
 
 from iii_sdk import III, InitOptions, InvocationError, TriggerAction, register_worker
 from iii_sdk.options import ReconnectionConfig
-from tests.helpers import DaemonProcess, RawClient, run_iii, wait_for
+from tests.helpers import DaemonProcess, RawClient, ThreadDaemon, run_iii, wait_for
 
 FAST = InitOptions(connect_timeout_s=5, reconnection_config=ReconnectionConfig(
     initial_delay_ms=50, max_delay_ms=200))
@@ -139,7 +139,7 @@ def test_the_official_sdk_enqueues_and_consumes_a_topic(short_tmp: Path) -> None
     from tests.helpers import free_port
 
     port = free_port()
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
     official = iii.register_worker(f"ws://127.0.0.1:{port}")
     got: list[Any] = []
     try:

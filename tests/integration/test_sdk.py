@@ -14,7 +14,15 @@ import pytest
 
 from iii_sdk import III, InitOptions, InvocationError, TriggerAction, register_worker
 from iii_sdk.options import ReconnectionConfig
-from tests.helpers import REPO, DaemonProcess, RawClient, child_env, spawn_worker, wait_for
+from tests.helpers import (
+    REPO,
+    DaemonProcess,
+    RawClient,
+    ThreadDaemon,
+    child_env,
+    spawn_worker,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -227,7 +235,7 @@ def test_workers_list_shows_the_workers_metadata(math_worker: Any, caller: III) 
 
 
 def test_worker_reconnects_and_replays_after_a_daemon_restart(short_tmp: Path) -> None:
-    daemon = DaemonProcess(short_tmp).start()
+    daemon = ThreadDaemon(short_tmp).start()
     fast = InitOptions(reconnection_config=ReconnectionConfig(initial_delay_ms=50,
                                                               max_delay_ms=200))
     worker = register_worker(str(daemon.socket_path), fast)
@@ -252,7 +260,7 @@ def test_calls_made_while_disconnected_wait_for_the_daemon(short_tmp: Path) -> N
                        reconnection_config=ReconnectionConfig(initial_delay_ms=50,
                                                               max_delay_ms=100))
     caller = register_worker(str(short_tmp / "iii.sock"), fast)  # no daemon yet
-    daemon = DaemonProcess(short_tmp)
+    daemon = ThreadDaemon(short_tmp)
     try:
         assert not caller.connected
         import threading
@@ -360,7 +368,7 @@ def test_run_forever_stops_cleanly_on_ctrl_c_and_sigterm(daemon: DaemonProcess,
 
 
 def test_a_worker_started_before_the_daemon_says_so_once_and_waits(short_tmp: Path) -> None:
-    daemon = DaemonProcess(short_tmp)
+    daemon = ThreadDaemon(short_tmp)
     err = short_tmp / "worker.err"
     with open(err, "w") as stderr_file:
         proc = subprocess.Popen([sys.executable, str(REPO / "examples" / "math_worker.py")],

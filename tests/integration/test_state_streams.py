@@ -34,6 +34,7 @@ from iii_helpers.stream import (
 from iii_sdk import III, register_worker
 from tests.helpers import (
     DaemonProcess,
+    ThreadDaemon,
     child_env,
     free_port,
     official_worker,
@@ -48,7 +49,7 @@ class Engine:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.ws_port = free_port()
-        self.daemon = DaemonProcess(tmp, "--ws-port", str(self.ws_port)).start()
+        self.daemon = ThreadDaemon(tmp, "--ws-port", str(self.ws_port)).start()
         self.official = official_worker(self.ws_port)
         self.ours = register_worker(str(self.daemon.socket_path))
 

@@ -14,7 +14,7 @@ import pytest
 
 from iii_sdk import III, InitOptions, TriggerConfig, register_worker
 from iii_sdk.options import ReconnectionConfig
-from tests.helpers import DaemonProcess, RawClient, spawn_worker, wait_for
+from tests.helpers import DaemonProcess, RawClient, ThreadDaemon, spawn_worker, wait_for
 
 
 class Recorder:
@@ -209,7 +209,7 @@ def test_custom_trigger_type_pending_bound_pending(daemon: DaemonProcess,
 
 
 def test_triggers_and_state_survive_a_daemon_restart(short_tmp: Path) -> None:
-    daemon = DaemonProcess(short_tmp).start()
+    daemon = ThreadDaemon(short_tmp).start()
     fast = InitOptions(reconnection_config=ReconnectionConfig(initial_delay_ms=50,
                                                               max_delay_ms=200))
     worker = register_worker(str(daemon.socket_path), fast)

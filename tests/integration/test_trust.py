@@ -25,6 +25,7 @@ from tests.helpers import (
     REPO,
     DaemonProcess,
     RawClient,
+    ThreadDaemon,
     can_connect,
     child_env,
     free_port,
@@ -67,6 +68,7 @@ def void_calls(daemon: DaemonProcess, function_id: str, count: int) -> None:
 # --- 1. one data dir, one daemon ------------------------------------------------------
 
 
+@pytest.mark.daemon_process
 def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon: DaemonProcess) -> None:
     """Before: both ran on one SQLite file, and one's acknowledged state::set was gone
     after a restart. After: the second is refused, naming the first."""
@@ -91,6 +93,7 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon: DaemonProcess) 
 # --- 2. enqueue to a topic nobody consumes yet ------------------------------------------
 
 
+@pytest.mark.daemon_process
 def test_a_message_for_a_topic_with_no_consumer_survives_kill_9(daemon: DaemonProcess
                                                                  ) -> None:
     """Before: `enqueue {topic}` with no queue trigger answered null and dropped it."""
@@ -125,7 +128,7 @@ def test_a_result_over_the_daemons_limit_fails_only_that_call(short_tmp: Path) -
     """Before: the daemon dropped the whole worker connection. After: that call fails
     with result_too_large (exit 1, the limit named); the worker's other calls, in
     flight at the time, are answered."""
-    daemon = DaemonProcess(short_tmp, "--max-frame-bytes", "65536").start()
+    daemon = ThreadDaemon(short_tmp, "--max-frame-bytes", "65536").start()
     worker = spawn_stuck(short_tmp)  # its own limit is the default 64 MiB: it sends
     try:
         slow = subprocess.Popen(  # in flight while the oversized result arrives
@@ -164,7 +167,7 @@ def test_an_oversized_result_from_the_official_sdk_fails_only_that_call(
     from tests.helpers import official_worker
 
     port = free_port()
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(port), "--max-frame-bytes",
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port), "--max-frame-bytes",
                            "65536").start()
     official = official_worker(port)
     try:
@@ -258,7 +261,7 @@ def test_the_daemon_closes_websocket_peers_with_1012(short_tmp: Path) -> None:
     from websockets.sync.client import connect
 
     port = free_port()
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
     with connect(f"ws://127.0.0.1:{port}") as ws:
         assert json.loads(ws.recv())["type"] == "workerregistered"
         daemon.stop()
@@ -419,6 +422,7 @@ def raw_request(port: int, head: str) -> tuple[int, bytes]:
     return int(data.split(b" ", 2)[1]), data
 
 
+@pytest.mark.daemon_process
 def test_a_handshake_with_two_host_headers_gets_400_and_few_log_lines(
         short_tmp: Path) -> None:
     """Before: a 500 and a traceback in the log for each such request."""

@@ -21,7 +21,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from iii_sdk import III, InvocationError, TriggerAction, register_worker
-from tests.helpers import DaemonProcess, free_port, run_iii, wait_for
+from tests.helpers import DaemonProcess, ThreadDaemon, daemon_for, free_port, run_iii, wait_for
 
 
 def connect(url: str, **options: Any) -> ClientConnection:
@@ -33,8 +33,8 @@ OFFICIAL = iii.InitOptions(worker_name="official", otel={"enabled": False})
 
 
 @pytest.fixture
-def ws_daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(free_port())).start()
+def ws_daemon(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[DaemonProcess]:
+    daemon = daemon_for(request.node, short_tmp, "--ws-port", str(free_port()))
     yield daemon
     if daemon.alive:
         daemon.stop()
@@ -235,7 +235,7 @@ def test_raw_ws_frames_bad_binary_and_too_large(ws_daemon: DaemonProcess) -> Non
 
 
 def test_ws_frames_over_the_limit(short_tmp: Path) -> None:
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(free_port()), "--max-frame-bytes",
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(free_port()), "--max-frame-bytes",
                            "1000").start()
     try:
         raw = connect(ws_url(daemon), max_size=None)
@@ -286,7 +286,7 @@ def test_reattach_retires_the_previous_connection(ws_daemon: DaemonProcess) -> N
 def test_token_required_when_configured(short_tmp: Path) -> None:
     (short_tmp / "config.toml").write_text('[websocket]\ntoken = "s3cret"\n')
     port = free_port()
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
     try:
         with pytest.raises(InvalidStatus) as refused:
             connect(f"ws://127.0.0.1:{port}")
@@ -301,7 +301,7 @@ def test_token_required_when_configured(short_tmp: Path) -> None:
 
 def test_non_loopback_without_token_is_refused_but_the_daemon_runs(short_tmp: Path) -> None:
     (short_tmp / "config.toml").write_text('[websocket]\nhost = "0.0.0.0"\n')
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(free_port())).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(free_port())).start()
     try:
         status = json.loads(run_iii(short_tmp, "daemon", "status", "-o", "json").stdout)
         ws = status["listeners"]["websocket"]
@@ -316,7 +316,7 @@ def test_port_taken_daemon_still_serves_its_socket(short_tmp: Path) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+        daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
         try:
             status = json.loads(run_iii(short_tmp, "daemon", "status", "-o", "json").stdout)
             ws = status["listeners"]["websocket"]
@@ -326,6 +326,7 @@ def test_port_taken_daemon_still_serves_its_socket(short_tmp: Path) -> None:
             daemon.stop()
 
 
+@pytest.mark.daemon_process
 def test_official_sdk_with_its_telemetry_socket_on(ws_daemon: DaemonProcess,
                                                    ours_unix: III) -> None:
     worker = iii.register_worker(ws_url(ws_daemon), iii.InitOptions(worker_name="telemetry"))

@@ -14,7 +14,7 @@ import pytest
 
 from iii_cli.tui.app import DetailScreen, HelpScreen, IIIApp, PayloadScreen
 from iii_sdk import III, InvocationError, register_worker
-from tests.helpers import DaemonProcess
+from tests.helpers import DaemonProcess, ThreadDaemon
 
 Check = Callable[[], bool]
 
@@ -274,7 +274,7 @@ def test_views_help_and_quit(daemon: DaemonProcess, worker: tuple[III, Seen]) ->
 
 def test_r_redrives_the_selected_queues_dead_letters(short_tmp: Path) -> None:
     (short_tmp / "config.toml").write_text("[queues.jobs]\nmax_retries = 0\n")
-    daemon = DaemonProcess(short_tmp).start()
+    daemon = ThreadDaemon(short_tmp).start()
     w = register_worker(str(daemon.socket_path))
     try:
         def broken(data: Any) -> Any:
@@ -306,7 +306,7 @@ def test_r_redrives_the_selected_queues_dead_letters(short_tmp: Path) -> None:
 
 
 def test_it_reconnects_when_the_daemon_restarts(short_tmp: Path) -> None:
-    daemon = DaemonProcess(short_tmp).start()
+    daemon = ThreadDaemon(short_tmp).start()
 
     async def scenario(app: IIIApp, pilot: Any) -> None:
         daemon.stop()
@@ -361,7 +361,7 @@ def test_the_tui_over_websocket(short_tmp: Path) -> None:
     from tests.helpers import free_port
 
     port = free_port()
-    daemon = DaemonProcess(short_tmp, "--ws-port", str(port)).start()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
     worker = register_worker(str(daemon.socket_path))
     try:
         worker.register_function("orders::create", lambda data: {"id": 1})
