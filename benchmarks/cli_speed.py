@@ -1,11 +1,14 @@
-"""How much a whole ``iii trigger`` process costs, next to ``python -c pass``.
+"""How much a whole ``iii`` process costs, next to ``python -c pass`` in the same run.
 
     python benchmarks/cli_speed.py [--runs 30]
 
-Starts a daemon and the example worker on a temp socket, then times whole processes
-(start to exit, median of N): the bare interpreter, ``iii trigger FN --void`` and
-``iii trigger FN``. Targets (targets.md): void <= 1.5 x baseline + 10 ms, sync <= 1.5 x
-baseline + 12 ms. Uses the interpreter and console script directly, not a shell shim.
+Starts a daemon and the example worker, then times whole processes (start to exit,
+median of N) twice: with **default settings**, as a new user has them (no ``III_SOCKET``,
+no config file: the socket is found in the user's runtime dir, here a private temp
+``XDG_RUNTIME_DIR`` and ``HOME``), and with ``III_SOCKET`` set. Targets (targets.md):
+``iii trigger FN --void`` <= 1.3 x python + 5 ms, ``iii trigger FN`` <= 1.3 x + 7 ms,
+``iii list functions`` <= 1.5 x, typer commands <= 2.5 x. Uses the interpreter and the
+console script directly, not a shell shim.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: (name, argv after ``iii``, target as (factor, plus ms)).
+COMMANDS: list[tuple[str, list[str], tuple[float, float]]] = [
+    ("iii trigger FN --void", ["trigger", "math::add", "a=1", "b=2", "--void"], (1.3, 5)),
+    ("iii trigger FN", ["trigger", "math::add", "a=1", "b=2"], (1.3, 7)),
+    ("iii list functions", ["list", "functions"], (1.5, 0)),
+    ("iii --version", ["--version"], (2.5, 0)),
+    ("iii daemon status", ["daemon", "status"], (2.5, 0)),
+    ("iii queue list", ["queue", "list"], (2.5, 0)),
+]
+
 
 def timed(command: list[str], runs: int, env: dict[str, str]) -> float:
     samples = []
@@ -34,43 +47,72 @@ def timed(command: list[str], runs: int, env: dict[str, str]) -> float:
     return statistics.median(samples)
 
 
+def default_env(tmp: str) -> dict[str, str]:
+    """A new user's environment: nothing of ours set, a runtime dir and a home of their
+    own (temp dirs, so the user's real daemon is never touched)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+    runtime = Path(tmp) / "run"
+    runtime.mkdir(mode=0o700)
+    home = Path(tmp) / "home"
+    home.mkdir()
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env.pop(name, None)
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), III_WS_PORT="0",
+               III_HTTP_PORT="0")
+    return env
+
+
+def measure(env: dict[str, str], socket_path: Path, runs: int) -> dict[str, float]:
+    script = Path(sys.executable).parent / "iii"
+    daemon = subprocess.Popen([sys.executable, "-m", "iii_daemon"], env=env,
+                              stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise SystemExit(f"the daemon did not listen on {socket_path}")
+            time.sleep(0.02)
+        worker = subprocess.Popen([sys.executable, str(REPO / "examples" / "math_worker.py")],
+                                  env=env, stdout=subprocess.PIPE, text=True)
+        assert worker.stdout is not None and "ready" in worker.stdout.readline()
+        figures = {"python -c pass": timed([sys.executable, "-c", "pass"], runs, env)}
+        for name, argv, _ in COMMANDS:
+            figures[name] = timed([str(script), *argv], runs, env)
+        return figures
+    finally:
+        for proc in (worker, daemon):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    script = Path(sys.executable).parent / "iii"
-    if not script.exists():
-        raise SystemExit(f"no console script at {script}: pip install -e . first")
+    if not (Path(sys.executable).parent / "iii").exists():
+        raise SystemExit("no iii console script beside this python: pip install -e . first")
     with tempfile.TemporaryDirectory(prefix="iii-cli-", dir="/tmp") as tmp:
-        env = dict(os.environ, III_SOCKET=f"{tmp}/iii.sock", III_DATA_DIR=f"{tmp}/data",
-                   III_CONFIG=f"{tmp}/config.toml")
-        daemon = subprocess.Popen([sys.executable, "-m", "iii_daemon", "--ws-port", "0",
-                                   "--http-port", "0"], env=env, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not Path(f"{tmp}/iii.sock").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        worker = subprocess.Popen([sys.executable, str(REPO / "examples" / "math_worker.py")],
-                                  env=env, stdout=subprocess.PIPE, text=True)
-        try:
-            assert worker.stdout is not None and "ready" in worker.stdout.readline()
-            call = [str(script), "trigger", "math::add", "a=1", "b=2"]
-            baseline = timed([sys.executable, "-c", "pass"], args.runs, env)
-            void = timed([*call, "--void"], args.runs, env)
-            sync = timed(call, args.runs, env)
-        finally:
-            worker.terminate()
-            daemon.terminate()
-            worker.wait(10)
-            daemon.wait(10)
-    rows = [("python -c pass", baseline, None),
-            ("iii trigger FN --void", void, 1.5 * baseline + 10),
-            ("iii trigger FN", sync, 1.5 * baseline + 12)]
-    print(f"{'process':24} {'median ms':>10} {'target ms':>10}")
-    for name, value, target in rows:
-        print(f"{name:24} {value:>10.1f} {'' if target is None else f'{target:.1f}':>10}")
-    print(json.dumps({"runs": args.runs, "python_c_pass_ms": baseline, "trigger_void_ms": void,
-                      "trigger_sync_ms": sync, "void_target_ms": 1.5 * baseline + 10,
-                      "sync_target_ms": 1.5 * baseline + 12}))
+        env = default_env(tmp)
+        socket_path = Path(tmp) / "run" / "iii" / "iii.sock"
+        default = measure(env, socket_path, args.runs)
+        env_socket = measure(dict(env, III_SOCKET=str(socket_path)), socket_path, args.runs)
+    report: dict[str, object] = {"runs": args.runs, "figures": {}}
+    print(f"{'process':24} {'default ms':>10} {'ratio':>6} {'target':>8} {'met':>4}"
+          f"   {'III_SOCKET ms':>13}")
+    for name in default:
+        base = default["python -c pass"]
+        target = next(((f, plus) for n, _, (f, plus) in COMMANDS if n == name), None)
+        limit = None if target is None else target[0] * base + target[1]
+        met = "" if limit is None else ("yes" if default[name] <= limit else "NO")
+        print(f"{name:24} {default[name]:>10.1f} {default[name] / base:>5.2f}x "
+              f"{'' if limit is None else f'{limit:.1f}':>8} {met:>4}   "
+              f"{env_socket[name]:>13.1f}")
+        report["figures"][name] = {  # type: ignore[index]
+            "default_ms": default[name], "iii_socket_ms": env_socket[name],
+            "ratio": default[name] / base, "target_ms": limit}
+    print(json.dumps(report))
     return 0
 
 

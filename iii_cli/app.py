@@ -18,7 +18,6 @@ from iii_cli import daemon_control as dc
 from iii_cli import exit_codes as ec
 from iii_cli import output, trigger_options, watch_command
 from iii_cli.common import (
-    COMPLETION_BUDGET_S,
     DataDirOption,
     FormatOption,
     HttpPortOption,
@@ -32,13 +31,19 @@ from iii_cli.common import (
     say,
     where,
 )
-from iii_cli.daemon_call import CALL_DEADLINE_S, not_running, socket_of
+from iii_cli.daemon_call import (
+    CALL_DEADLINE_S,
+    COMPLETION_BUDGET_S,
+    not_running,
+    socket_of,
+    version_line,
+)
 from iii_cli.list_view import KINDS, add_display_columns
 from iii_cli.queue_commands import queue_app
 from iii_cli.style import printable
 from iii_cli.value_commands import state_app, stream_app
 from iii_daemon.core.triggers import catalog
-from iii_sdk.client.blocking import Connection, connect
+from iii_sdk.client.blocking import connect
 from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
 
 # Typer registers its bash/zsh/fish completion classes only with add_completion=True; we
@@ -52,6 +57,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # Subcommands inherit it from the root context: `-h` wherever `--help` works.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 daemon_app = typer.Typer(help="Start, stop and inspect the daemon.", no_args_is_help=True)
 config_app = typer.Typer(help="Read and change the config file.", no_args_is_help=True)
@@ -119,16 +126,7 @@ def _version(value: bool) -> None:
     """``iii --version``: the CLI's version, and the daemon's when one answers quickly."""
     if not value:
         return
-    from iii_sdk import __version__
-
-    line = f"iii {__version__}"
-    try:
-        with Connection(socket_of(None), COMPLETION_BUDGET_S) as conn:
-            answer = conn.call("engine::status")
-        line += f" (daemon {printable(str(answer['result']['version']))})"
-    except Exception:  # no daemon, or not one that says: the CLI's version is enough
-        pass
-    typer.echo(line)
+    typer.echo(version_line(COMPLETION_BUDGET_S))
     raise typer.Exit(ec.OK)
 
 

@@ -16,8 +16,6 @@ from iii_cli.style import error_prefix, printable
 
 E = TypeVar("E", bound=StrEnum)
 
-COMPLETION_BUDGET_S = 0.3
-
 
 def one_of(kind: type[E]) -> Callable[[str], E]:
     """A parser for an option that takes one of ``kind``'s values: a wrong value is told

@@ -14,6 +14,8 @@ from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
 
 #: ``iii list``, ``register-trigger``, ``status``: the whole exchange with the daemon.
 CALL_DEADLINE_S = 5.0
+#: Completion and ``--version`` ask the daemon, but never make the shell wait for long.
+COMPLETION_BUDGET_S = 0.3
 
 #: ``fail(exit code, message)``: says it on one line and ends the command.
 Fail = Callable[[int, str], NoReturn]
@@ -23,6 +25,23 @@ def socket_of(socket: Path | None) -> Path:
     from iii_sdk.paths import resolve_socket_path
 
     return resolve_socket_path(socket)
+
+
+def version_line(budget_s: float) -> str:
+    """``iii --version``'s line: the CLI's version, and the daemon's when one answers
+    within ``budget_s``."""
+    from iii_cli.style import printable
+    from iii_sdk import __version__
+    from iii_sdk.client.blocking import Connection
+
+    line = f"iii {__version__}"
+    try:
+        with Connection(str(socket_of(None)), budget_s) as conn:
+            answer = conn.call("engine::status")
+        line += f" (daemon {printable(str(answer['result']['version']))})"
+    except Exception:  # no daemon, or not one that says: the CLI's version is enough
+        pass
+    return line
 
 
 def target_of(socket: Path | None, url: str | None, fail: Fail) -> str:

@@ -21,6 +21,11 @@ def main() -> None:
         code = fast(argv)
         if code is not None:
             sys.exit(code)
+    if argv == ["--version"]:  # scripts ask it to check what is installed
+        from iii_cli.daemon_call import COMPLETION_BUDGET_S, version_line
+
+        print(version_line(COMPLETION_BUDGET_S))
+        sys.exit(0)
     if argv[:1] == ["list"] and "_III_COMPLETE" not in os.environ:
         from iii_cli.list_view import fast as list_fast
 

@@ -39,6 +39,9 @@ class Args:
         self.url: str | None = None
         self.quiet = False
         self.help = False
+        #: ``--batch``: where the lines come from ("-": stdin), None without it.
+        self.batch: str | None = None
+        self.max_in_flight = 64
 
 
 def parse(argv: list[str]) -> Args:
@@ -64,6 +67,13 @@ def parse(argv: list[str]) -> Args:
             continue
         name, has_value, value = arg.partition("=")
         option = BY_NAME.get(name)
+        if name == "--batch":  # FILE is optional: the next argument, unless an option
+            if not has_value:
+                value = "-"
+                if i < len(argv) and (argv[i] == "-" or not argv[i].startswith("-")):
+                    value, i = argv[i], i + 1
+            args.batch = value
+            continue
         if option is None or (has_value and option.metavar is None):
             raise UsageError(f"unknown option {arg}")
         if option.metavar is not None:
@@ -81,6 +91,13 @@ def parse(argv: list[str]) -> Args:
         else:
             args.help = True
     if args.help:
+        return args
+    if args.batch is not None:
+        if args.pairs or args.json is not None:
+            raise UsageError("with --batch the payloads come from the lines; k=v and --json "
+                             "cannot be given too")
+        if args.function_id is not None:
+            check(args.function_id, "the function id")
         return args
     if not args.function_id:
         raise UsageError("missing the function id")
@@ -114,6 +131,11 @@ def _option(args: Args, name: str, value: str) -> None:
         if value not in ("json", "pretty"):
             raise UsageError(f"-o takes json or pretty, got {value!r}")
         args.output = value
+    elif name == "--max-in-flight":
+        if not value.isdigit() or not 0 < int(value) <= 100_000:
+            raise UsageError(f"--max-in-flight must be a whole number from 1 to 100000, "
+                             f"got {value!r}")
+        args.max_in_flight = int(value)
     elif name == "--socket":
         args.socket = value
     elif name == "--url":
@@ -230,7 +252,7 @@ def run(argv: list[str]) -> int:
 
             sys.stdout.write(help_text(min(shutil.get_terminal_size((80, 24)).columns, 100)))
             return ec.OK
-        payload = build_payload(args)
+        payload = None if args.batch is not None else build_payload(args)
     except UsageError as exc:
         fail(ec.USAGE, str(exc), usage=True)
     url = args.url or (None if args.socket else os.environ.get("III_URL"))
@@ -241,6 +263,8 @@ def run(argv: list[str]) -> int:
             fail(ec.USAGE, str(exc))
         url = where.target if where.kind == "unix" else url
     target = url or args.socket or os.environ.get("III_SOCKET") or _default_socket()
+    if args.batch is not None:
+        return _run_batch(target, args)
     assert args.function_id is not None
     try:
         with _connect(target, args) as conn:
@@ -274,6 +298,21 @@ def run(argv: list[str]) -> int:
     if result is not None:
         _print_json(result, sys.stdout, args.output)
     return ec.OK
+
+
+def _run_batch(target: str, args: Args) -> int:
+    from iii_cli.trigger_batch import Batch
+
+    try:
+        source = sys.stdin.buffer if args.batch == "-" else open(args.batch or "", "rb")  # noqa: SIM115
+    except OSError as exc:
+        fail(ec.USAGE, f"cannot read {args.batch}: {exc.strerror or exc}")
+    try:
+        with source, _connect(target, args) as conn:
+            return Batch(conn, source, sys.stdout, args.function_id, args.action,
+                         args.timeout_ms, args.max_in_flight).run()
+    except Unreachable as exc:
+        fail(ec.UNREACHABLE, unreachable_message(exc, args.socket))
 
 
 def _enqueued_topic(args: Args, payload: Any, answer: dict[str, Any]) -> str | None:

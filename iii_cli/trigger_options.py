@@ -29,6 +29,12 @@ OPTIONS = (
            'A worker-provided action, e.g. {"type":"delay","ms":5000}.'),
     Option(("--timeout-ms",), "N",
            f"Give up after N ms (default {DEFAULT_TIMEOUT_MS}, at most {MAX_TIMEOUT_MS})."),
+    Option(("--batch",), "[FILE]",
+           "One call per JSON line of FILE (default stdin): {\"function_id\", \"payload\", "
+           "\"void\", \"enqueue\", \"timeout_ms\"}, or with FN each line is its payload. "
+           "Pipelined; prints {\"line\": n, \"result\"|\"error\": ...} per line, in order."),
+    Option(("--max-in-flight",), "N", "With --batch: lines sent and not yet printed, at most "
+                                      "(default 64)."),
     Option(("-o", "--output"), "json|pretty",
            "pretty (default on a terminal) or compact json (default when piped)."),
     Option(("--socket",), "PATH",
@@ -47,8 +53,9 @@ SUMMARY = "Call a function and print its result."
 EXIT_CODES = ("Exit codes: 0 ok, 1 the function failed (error JSON on stderr), 2 usage or "
               "bad payload, 3 daemon not running, 4 not found, 5 the call was lost in "
               "transit (its worker left, the daemon stopped: retry if idempotent), "
-              "124 timed out, 130 interrupted.")
-USAGE = "usage: iii trigger FN [k=v ...] [OPTIONS]"
+              "124 timed out, 130 interrupted. With --batch: 0 if every line succeeded, else "
+              "the first of 3, 124, 5, 4, 2, 1 that a line got.")
+USAGE = "usage: iii trigger FN [k=v ...] [OPTIONS] | iii trigger [FN] --batch [FILE]"
 
 
 def help_text(columns: int = 80) -> str:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from iii_cli.fast_args import split_args
 from iii_cli.json_input import UsageError, check, loads_or_text
 from iii_cli.trigger_fast import read_json
 
 
-@dataclass(frozen=True, slots=True)
-class Shortcut:
+class Shortcut(NamedTuple):  # not a dataclass: that would load inspect on the fast path
     function_id: str
     #: The positional arguments, as the payload keys they fill, in order.
     args: tuple[str, ...]

@@ -1,6 +1,6 @@
 """The config file (cli.md § Configuration): where it is, what it may hold, reading it.
 
-``III_CONFIG`` > ``platformdirs.user_config_dir("iii")/config.toml``. Reading never
+``III_CONFIG`` > the user config dir (``paths.config_file_path``). Reading never
 crashes on what it does not know: unknown keys come back as warnings naming the key.
 A file that is not valid TOML, or a known key with a value of the wrong type, raises
 :class:`ConfigError` with the file and line.
@@ -16,6 +16,7 @@ from typing import Any
 
 from iii_sdk.errors import IIIError
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
+from iii_sdk.paths import config_file_path
 
 #: Every known key with its default. ``None`` defaults mean "unset" (a str when set).
 DEFAULTS: dict[str, Any] = {
@@ -85,12 +86,7 @@ class Config:
 
 
 def config_path() -> Path:
-    from_env = os.environ.get("III_CONFIG")
-    if from_env:
-        return Path(from_env)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("iii")) / "config.toml"
+    return config_file_path()
 
 
 def expected_type(dotted: str) -> type | None:

@@ -289,8 +289,10 @@ def run_iii(tmp: Path, *args: str, stdin: str | None = None, timeout: float = 60
                           env=env or child_env(tmp), timeout=timeout)
 
 
-def modules_loaded(tmp: Path, argv: list[str]) -> set[str]:
-    """The top-level modules ``iii ARGV`` loads (it must succeed), isolated in ``tmp``."""
+def modules_loaded(tmp: Path, argv: list[str], env: dict[str, str] | None = None,
+                   top_level: bool = True) -> set[str]:
+    """The modules (top-level names only unless told) ``iii ARGV`` loads (it must
+    succeed), isolated in ``tmp`` (or with ``env``)."""
     code = (
         "import atexit, json, sys\n"
         "atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))\n"
@@ -299,9 +301,22 @@ def modules_loaded(tmp: Path, argv: list[str]) -> set[str]:
         "main()\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=child_env(tmp), cwd=REPO)
+                          env=env or child_env(tmp), cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-500:]
-    return {name.split(".")[0] for name in json.loads(proc.stderr.splitlines()[-1])}
+    names = json.loads(proc.stderr.splitlines()[-1])
+    return {name.split(".")[0] for name in names} if top_level else set(names)
+
+
+def default_settings_env(tmp: Path) -> dict[str, str]:
+    """A new user's environment: no III_SOCKET, no config file; the socket is found in
+    the user's runtime dir (``tmp/run/iii/iii.sock``, a private temp ``XDG_RUNTIME_DIR``)."""
+    env = {k: v for k, v in child_env(tmp).items() if k not in ("III_SOCKET", "III_CONFIG")}
+    (tmp / "run").mkdir(mode=0o700, exist_ok=True)
+    (tmp / "home").mkdir(exist_ok=True)
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env.pop(name, None)
+    env.update(HOME=str(tmp / "home"), XDG_RUNTIME_DIR=str(tmp / "run"))
+    return env
 
 
 def official_worker(port: int, name: str = "official", **options: Any) -> Any:

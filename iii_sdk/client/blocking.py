@@ -89,11 +89,30 @@ class Calls:
     def send(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Send encoded messages (pipelined calls, no newlines); one write where the
+        transport can."""
+        raise NotImplementedError
+
     def _where(self) -> str:
         raise NotImplementedError
 
     def receive(self) -> dict[str, Any]:
+        """The next frame as a dict.
+
+        Raises:
+            Broken: the peer closed the connection, or sent a malformed or oversized frame.
+            Closed: it closed the connection. Timeout: the exchange's deadline passed.
+        """
+        return _decode(self.receive_frame(), self._where())
+
+    def receive_frame(self) -> bytes | str:
+        """The next frame as it came (see :meth:`receive`)."""
         raise NotImplementedError
+
+    def has_frame(self) -> bool:
+        """A frame has arrived that ``receive`` returns without waiting."""
+        return False
 
     def close(self) -> None:
         raise NotImplementedError
@@ -176,6 +195,12 @@ class Connection(Calls):
         except OSError as exc:
             raise self._refusal(exc) from None
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        try:
+            self.sock.sendall(b"\n".join(frames) + b"\n")
+        except OSError as exc:
+            raise self._refusal(exc) from None
+
     def _refusal(self, exc: OSError) -> Exception:
         """The daemon hung up while we were writing: read what it said first, if anything."""
         self._start_clock(1.0)
@@ -187,13 +212,8 @@ class Connection(Calls):
         except (Unreachable, Timeout):
             return Broken(f"the daemon on {self.path} closed the connection ({exc.strerror})")
 
-    def receive(self) -> dict[str, Any]:
-        """The next frame as a dict, read in linear time.
-
-        Raises:
-            Broken: the daemon closed the connection, or sent a malformed or oversized frame.
-            Timeout: the exchange's deadline passed.
-        """
+    def receive_frame(self) -> bytes:
+        """The next line, read in linear time."""
         while True:
             line = self._next_line()
             if line is not None:
@@ -219,7 +239,10 @@ class Connection(Calls):
                 if self._size > self.max_reply:
                     raise Broken(f"the daemon on {self.path} sent a frame over "
                                  f"{self.max_reply} bytes")
-        return _decode(line, self.path)
+        return line
+
+    def has_frame(self) -> bool:
+        return bool(self._chunks) and b"\n" in self._chunks[-1]
 
     def _next_line(self) -> bytes | None:
         """A complete line from what was read, or None. Only the newest chunk can hold a
@@ -287,17 +310,27 @@ class WsConnection(Calls):
                 raise Refused(reason) from None
             raise Broken(f"{self.url} closed the connection") from None
 
-    def receive(self) -> dict[str, Any]:
+    def send_frames(self, frames: list[bytes]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for frame in frames:
+                self.ws.send(frame.decode())
+        except ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            raise (Refused(reason) if reason else Broken(f"{self.url} closed the connection")
+                   ) from None
+
+    def receive_frame(self) -> bytes | str:
         from websockets.exceptions import ConnectionClosed
 
         left = self._time_left()
         try:
-            frame = self.ws.recv(timeout=left)
+            return self.ws.recv(timeout=left)
         except TimeoutError:
             raise Timeout() from None
         except ConnectionClosed as exc:
             raise Closed(f"{self.url} closed the connection ({exc})") from None
-        return _decode(frame, self.url)
 
     def _where(self) -> str:
         return self.url

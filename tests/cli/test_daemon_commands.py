@@ -11,8 +11,10 @@ from typing import Any
 
 from tests.helpers import (
     DaemonProcess,
+    ThreadDaemon,
     can_connect,
     child_env,
+    default_settings_env,
     free_port,
     modules_loaded,
     run_iii,
@@ -285,3 +287,35 @@ def test_logs_follow_across_rotation(short_tmp: Path) -> None:
         follower.terminate()
         follower.wait(10)
         handler.close()
+
+
+def test_fast_paths_with_default_settings_load_no_config_module(short_tmp: Path) -> None:
+    """No III_SOCKET, no config file (a new user): the socket path is found without the
+    config module (dataclasses, inspect, ast) or platformdirs, and the call works."""
+    env = default_settings_env(short_tmp)
+    daemon = ThreadDaemon(short_tmp, socket_path=short_tmp / "run" / "iii" / "iii.sock").start()
+    try:
+        for argv in (["trigger", "engine::status"], ["trigger", "engine::status", "--void"],
+                     ["list", "functions", "-o", "json"], ["state", "get", "s", "k"],
+                     ["--version"]):
+            loaded = modules_loaded(short_tmp, argv, env=env, top_level=False)
+            heavy = loaded & {"iii_sdk.config", "platformdirs", "typer", "click", "asyncio",
+                              "dataclasses", "inspect", "ast", "iii_daemon"}
+            assert not heavy, (argv, heavy)
+        version = run_iii(short_tmp, "--version", env=env)
+        assert version.returncode == 0 and "(daemon " in version.stdout
+        # The daemon, the CLI and the SDK agree on the default paths.
+        from iii_sdk import paths
+
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(env)
+            assert paths.resolve_socket_path() == daemon.socket_path
+            assert paths.config_file_path() == short_tmp / "home" / ".config" / "iii" / \
+                "config.toml"
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    finally:
+        daemon.stop()

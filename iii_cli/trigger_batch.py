@@ -1,0 +1,282 @@
+"""``iii trigger --batch``: one call per JSON line, pipelined over one connection.
+
+Each input line is ``{"function_id", "payload"?, "void"?, "enqueue"?, "timeout_ms"?}``, or
+with ``iii trigger FN --batch`` the payload for FN. Each answer is printed as one JSON
+line, ``{"line": n, "result": ...}`` or ``{"line": n, "error": {...}}``, in input order.
+A bad line is answered with its line number and the rest go on. The window of lines read
+but not yet printed is bounded (``--max-in-flight``), and so are the request bytes in
+flight (below what a socket buffers, so that sending never waits on a daemon that is
+itself waiting for us to read).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+import msgspec
+
+from iii_cli import exit_codes as ec
+from iii_cli.json_input import UsageError, check, loads
+from iii_cli.style import json_printable
+from iii_sdk.client.blocking import Calls
+from iii_sdk.errors import Broken, Closed, Refused, Timeout
+from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES, GREETING_TIMEOUT_S, MAX_TIMEOUT_MS
+
+#: The exit code of a batch with failures: the first of these that any line got. What
+#: stops the work (no daemon, no answers, the connection lost) comes before what a line
+#: did wrong, and that before a function's own failure.
+PRIORITY = (ec.UNREACHABLE, ec.TIMEOUT, ec.LOST, ec.NOT_FOUND, ec.USAGE, ec.FUNCTION_ERROR)
+#: Request bytes in flight at most (one larger line goes alone).
+MAX_BYTES_IN_FLIGHT = 128 * 1024
+#: Added to a call's timeout before we stop waiting ourselves (the daemon's TIMEOUT wins).
+MARGIN_S = 5.0
+#: The keys a line may have without FN.
+LINE_KEYS = frozenset({"function_id", "payload", "void", "enqueue", "timeout_ms"})
+
+
+class Reply(msgspec.Struct):
+    """What we read of a frame: results and errors stay raw, printed as they came."""
+
+    type: str
+    invocation_id: str | None = None
+    result: msgspec.Raw = msgspec.Raw()  # empty: absent
+    error: msgspec.Raw = msgspec.Raw()
+    message: str | None = None
+
+
+class Call(msgspec.Struct, omit_defaults=True):
+    type: str
+    function_id: str
+    data: msgspec.Raw
+    invocation_id: str
+    timeout_ms: int
+    action: dict[str, Any] | None = None
+
+
+_decode_reply = msgspec.json.Decoder(Reply).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def _parse(raw: bytes, number: int) -> tuple[Any, bool]:
+    """A line's JSON, strictly (msgspec refuses what the wire cannot carry), and whether
+    the line's own text may travel as it is; json_input says why when it is not JSON."""
+    try:
+        return msgspec.json.decode(raw), True
+    except msgspec.DecodeError:
+        return loads(raw, f"line {number}"), False  # UsageError with the reason
+
+
+def worst(codes: set[int]) -> int:
+    """The exit code for a batch whose lines ended with ``codes``."""
+    return next((code for code in PRIORITY if code in codes), ec.OK)
+
+
+class Batch:
+    """Reads lines, keeps up to ``max_in_flight`` of them unprinted, prints in order."""
+
+    def __init__(self, conn: Calls, source: IO[bytes], out: IO[str], function_id: str | None,
+                 action: dict[str, Any] | None, timeout_ms: int, max_in_flight: int) -> None:
+        self.conn = conn
+        self.source = source
+        self.out = out
+        self.function_id = function_id
+        self.action = action
+        self.timeout_ms = timeout_ms
+        self.max_in_flight = max_in_flight
+        #: Line number -> its answer line (None: a blank line, nothing to print).
+        self.done: dict[int, str | None] = {}
+        #: Invocation id -> line number, for calls sent and not answered.
+        self.waiting: dict[str, int] = {}
+        self.bytes_in_flight: dict[str, int] = {}
+        self.read = 0  # lines read so far
+        self.printed = 0  # lines printed (or skipped) so far
+        self.eof = False
+        self.codes: set[int] = set()
+        self.heard = False  # the daemon greeted us
+
+    # --- one line -----------------------------------------------------------------------
+
+    def message(self, number: int, raw: bytes) -> bytes:
+        """The call line ``number`` asks for, encoded.
+
+        Raises:
+            UsageError: the line is not one.
+        """
+        value, as_is = _parse(raw, number)
+        action = self.action
+        timeout_ms = self.timeout_ms
+        if self.function_id is not None:
+            function_id = self.function_id
+            payload = msgspec.Raw(raw.strip() if as_is else _encode(value))
+        else:
+            if not isinstance(value, dict):
+                raise UsageError(f"line {number}: expected an object with a function_id")
+            unknown = sorted(set(value) - LINE_KEYS)
+            if unknown:
+                raise UsageError(f"line {number}: unknown key {unknown[0]!r} (a line takes "
+                                 f"{', '.join(sorted(LINE_KEYS))})")
+            function_id = value.get("function_id")
+            if not isinstance(function_id, str) or not function_id:
+                raise UsageError(f"line {number}: function_id must be a non-empty string")
+            check(function_id, "the function id")
+            payload = msgspec.Raw(_encode(value.get("payload", {})))
+            action = self._action(number, value, action)
+            timeout_ms = value.get("timeout_ms", timeout_ms)
+            if type(timeout_ms) is not int or not 0 < timeout_ms <= MAX_TIMEOUT_MS:
+                raise UsageError(f"line {number}: timeout_ms must be a whole number from 1 "
+                                 f"to {MAX_TIMEOUT_MS}")
+        return _encode(Call("invokefunction", function_id, payload, f"b{number}", timeout_ms,
+                            action))
+
+    @staticmethod
+    def _action(number: int, line: dict[str, Any],
+                default: dict[str, Any] | None) -> dict[str, Any] | None:
+        void, queue = line.get("void"), line.get("enqueue")
+        if void is not None and not isinstance(void, bool):
+            raise UsageError(f"line {number}: void must be true or false")
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise UsageError(f"line {number}: enqueue must be a queue name")
+        if void and queue is not None:
+            raise UsageError(f"line {number}: void and enqueue cannot be combined")
+        if void:
+            return {"type": "void"}
+        if queue is not None:
+            return {"type": "enqueue", "queue": queue}
+        return None if void is False else default
+
+    def answer(self, number: int, key: str, value: Any, code: int) -> None:
+        """Line ``number``'s answer: ``value`` is JSON text already, or a value to encode."""
+        if code != ec.OK:
+            self.codes.add(code)
+        text = value if isinstance(value, bytes) else _encode(value)
+        self.done[number] = f'{{"line":{number},"{key}":{text.decode()}}}'
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            while True:
+                self._print_ready()
+                self._send_more()
+                if self.eof and not self.waiting:
+                    return worst(self.codes)
+                self._receive_one()
+                while self.conn.has_frame():  # what already arrived, before printing
+                    self._receive_one()
+        except (Timeout, Closed, Broken, Refused) as exc:
+            self._print_ready()
+            return self._stopped(exc)
+
+    def _send_more(self) -> None:
+        batch: list[bytes] = []
+        if self.read - self.printed > self.max_in_flight // 2:
+            return  # refill in rounds of half the window: fewer, larger writes
+        in_flight = sum(self.bytes_in_flight.values())
+        while not self.eof and self.read - self.printed < self.max_in_flight:
+            if in_flight >= MAX_BYTES_IN_FLIGHT:
+                break
+            raw = self._next_line()
+            if raw is None:
+                self.eof = True
+                break
+            number = self.read
+            if not raw.strip():
+                self.done[number] = None
+                continue
+            try:
+                message = self.message(number, raw)
+            except UsageError as exc:
+                self.answer(number, "error", {"code": "bad_request", "message": str(exc)},
+                            ec.USAGE)
+                continue
+            size = len(message)
+            if in_flight and in_flight + size > MAX_BYTES_IN_FLIGHT:
+                in_flight = MAX_BYTES_IN_FLIGHT  # goes in the next round, alone if large
+            in_flight += size
+            self.waiting[f"b{number}"] = number
+            self.bytes_in_flight[f"b{number}"] = size
+            batch.append(message)
+        if batch:
+            self.conn.send_frames(batch)
+
+    def _next_line(self) -> bytes | None:
+        """The next input line; an over-long one is skipped to its end and answered."""
+        while True:
+            raw = self.source.readline(DEFAULT_MAX_FRAME_BYTES + 1)
+            if not raw:
+                return None
+            self.read += 1
+            if len(raw) <= DEFAULT_MAX_FRAME_BYTES or raw.endswith(b"\n"):
+                return raw
+            while raw and not raw.endswith(b"\n"):
+                raw = self.source.readline(1 << 20)
+            self.answer(self.read, "error", {
+                "code": "bad_request",
+                "message": f"line {self.read} is longer than {DEFAULT_MAX_FRAME_BYTES} bytes"},
+                ec.USAGE)
+
+    def _receive_one(self) -> None:
+        conn = self.conn
+        wait_s = self.timeout_ms / 1000 + MARGIN_S if self.heard else GREETING_TIMEOUT_S
+        conn.deadline = time.monotonic() + wait_s
+        try:
+            frame = conn.receive_frame()
+        except Timeout:
+            if self.heard:
+                raise
+            raise Broken(f"{conn._where()} accepted the connection but never answered like "
+                         f"an iii daemon") from None
+        try:
+            reply = _decode_reply(frame)
+        except msgspec.DecodeError:
+            raise Broken(f"{conn._where()} sent a malformed frame") from None
+        self.heard = True
+        if reply.type == "error":
+            raise Refused(str(reply.message))
+        if reply.type != "invocationresult" or reply.invocation_id is None:
+            return
+        number = self.waiting.pop(reply.invocation_id, None)
+        if number is None:
+            return
+        self.bytes_in_flight.pop(reply.invocation_id, None)
+        error = bytes(reply.error)
+        if error and error != b"null":
+            self.answer(number, "error", error, ec.for_error(msgspec.json.decode(error)))
+        else:
+            self.answer(number, "result", bytes(reply.result) or b"null", ec.OK)
+
+    def _print_ready(self) -> None:
+        lines = []
+        done = self.done
+        while self.printed + 1 in done:
+            self.printed += 1
+            text = done.pop(self.printed)
+            if text is not None:
+                lines.append(text)
+        if lines:
+            self.out.write(json_printable("\n".join(lines)) + "\n")
+        if self.waiting or self.eof:
+            self.out.flush()  # before we wait: what is done shows at once
+
+    def _stopped(self, exc: Exception) -> int:
+        """The connection failed: the calls in flight are answered with why, in order;
+        the lines not read yet are not sent (stderr says from where)."""
+        if isinstance(exc, Timeout):
+            code, error = ec.TIMEOUT, {"code": "TIMEOUT", "message":
+                                       f"no answer within {self.timeout_ms} ms"}
+        elif isinstance(exc, Broken) and not self.heard:
+            code, error = ec.UNREACHABLE, {"code": "daemon_unreachable", "message": str(exc)}
+        else:
+            code, error = ec.LOST, {"code": "connection_lost", "message":
+                                    f"{exc}: the call may or may not have run"}
+        for number in sorted(self.waiting.values()):
+            self.answer(number, "error", error, code)
+        self.waiting.clear()
+        self.codes.add(code)
+        self._print_ready()
+        if not self.eof:
+            sys.stderr.write(json_printable(
+                f"iii: {error['message']}; lines after {self.read} were not sent") + "\n")
+        return worst(self.codes)
