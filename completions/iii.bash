@@ -1,9 +1,20 @@
 _iii_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _III_COMPLETE=complete_bash $1 ) )
+    local line=${COMP_LINE:0:COMP_POINT}
+    local -a words
+    read -r -a words <<< "$line"
+    [[ -z $line || $line == *[[:space:]] ]] && words+=("")
+    local cword=$(( ${#words[@]} - 1 ))
+    local cur=${words[cword]}
+    local joined="${words[*]}"
+    local IFS=$'\n'
+    COMPREPLY=( $( env COMP_WORDS="$joined" COMP_CWORD=$cword \
+                   _III_COMPLETE=complete_bash "$1" ) )
+    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]]; then
+        local prefix=${cur%"${cur##*:}"} i
+        for i in "${!COMPREPLY[@]}"; do
+            COMPREPLY[i]=${COMPREPLY[i]#"$prefix"}
+        done
+    fi
     return 0
 }
 

@@ -570,9 +570,39 @@ def config_set(
 
 # --- completions and demo -----------------------------------------------------------------
 
+#: Typer's bash script hands bash's own words over, and bash splits a word at each ':'
+#: (it is in COMP_WORDBREAKS): ``math::d`` arrives as ``math : : d``. This one splits the
+#: line up to the cursor at blanks only, and strips what precedes the word's last ':'
+#: from each answer, since bash replaces only what follows it.
+BASH_COMPLETION = r"""_iii_completion() {
+    local line=${COMP_LINE:0:COMP_POINT}
+    local -a words
+    read -r -a words <<< "$line"
+    [[ -z $line || $line == *[[:space:]] ]] && words+=("")
+    local cword=$(( ${#words[@]} - 1 ))
+    local cur=${words[cword]}
+    local joined="${words[*]}"
+    local IFS=$'\n'
+    COMPREPLY=( $( env COMP_WORDS="$joined" COMP_CWORD=$cword \
+                   _III_COMPLETE=complete_bash "$1" ) )
+    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* ]]; then
+        local prefix=${cur%"${cur##*:}"} i
+        for i in "${!COMPREPLY[@]}"; do
+            COMPREPLY[i]=${COMPREPLY[i]#"$prefix"}
+        done
+    fi
+    return 0
+}
+
+complete -o default -F _iii_completion iii
+"""
+
+
 def completion_script(shell: str) -> str:
     """The script for ``shell``; it calls ``iii`` back for each completion, so function
     ids come from the running daemon."""
+    if shell == "bash":
+        return BASH_COMPLETION
     from typer._completion_shared import get_completion_script
 
     return get_completion_script(prog_name="iii", complete_var="_III_COMPLETE", shell=shell)

@@ -124,19 +124,52 @@ def test_no_daemon_no_suggestions_no_error(short_tmp: Path) -> None:
     assert not (short_tmp / "iii.sock").exists()  # completion never starts a daemon
 
 
-def test_bash_really_completes_with_the_shipped_script(daemon: DaemonProcess,
-                                                       math_worker: Any) -> None:
+def bash_complete(tmp: Path, line: str) -> list[str]:
+    """Run the shipped bash function with the variables bash sets for ``line`` (cursor at
+    its end): COMP_WORDS split at COMP_WORDBREAKS, so ``math::d`` is ``math : : d``."""
+    import shlex
+
     script = (
         f"source {REPO / 'completions' / 'iii.bash'}\n"
-        "COMP_WORDS=(iii trigger math::a); COMP_CWORD=2\n"
+        f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}\n"
+        # bash's own word splitting, COMP_WORDBREAKS included
+        "COMP_WORDS=(); w=''\n"
+        "for ((i = 0; i < ${#COMP_LINE}; i++)); do c=${COMP_LINE:i:1}\n"
+        "  if [[ $c == ' ' ]]; then [[ -n $w ]] && COMP_WORDS+=(\"$w\"); w=''\n"
+        "  elif [[ $COMP_WORDBREAKS == *$c* ]]; then [[ -n $w ]] && COMP_WORDS+=(\"$w\")\n"
+        "    COMP_WORDS+=(\"$c\"); w=''\n"
+        "  else w+=$c; fi; done\n"
+        "COMP_WORDS+=(\"$w\"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
         "_iii_completion iii\n"
-        'echo "${COMPREPLY[@]}"\n'
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
-    env = child_env(daemon.tmp)
+    env = child_env(tmp)
     env["PATH"] = f"{Path(IIIBIN).parent}{os.pathsep}{env['PATH']}"
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
-    assert proc.stdout.split() == ["math::add"], proc.stderr
-    assert json.dumps(proc.returncode) == "0"
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if line]
+
+
+def test_bash_completes_function_ids_past_their_colons(daemon: DaemonProcess,
+                                                       math_worker: Any) -> None:
+    """``iii trigger math::d<TAB>``: bash replaces only ``d`` (after the last ':'), so the
+    answer is ``ivide``'s word, ``divide``; the line becomes ``math::divide``."""
+    assert bash_complete(daemon.tmp, "iii trigger math::d") == ["divide"]
+    assert set(bash_complete(daemon.tmp, "iii trigger math::")) >= {"add", "divide", "echo"}
+    assert bash_complete(daemon.tmp, "iii trigger math::a") == ["add"]
+    assert "trigger" in bash_complete(daemon.tmp, "iii tri")
+    assert bash_complete(daemon.tmp, "iii trigger ") != []  # every id, no file names
+
+
+def test_zsh_and_fish_get_whole_ids(daemon: DaemonProcess, math_worker: Any) -> None:
+    env = dict(child_env(daemon.tmp), _III_COMPLETE="complete_zsh",
+               _TYPER_COMPLETE_ARGS="iii trigger math::d")
+    zsh = subprocess.run([IIIBIN], capture_output=True, text=True, env=env).stdout
+    # One value, its colons escaped from _arguments' value:description split.
+    assert '(("math\\\\:\\\\:divide"))' in zsh, zsh
+    env.update(_III_COMPLETE="complete_fish", _TYPER_COMPLETE_FISH_ACTION="get-args")
+    fish = subprocess.run([IIIBIN], capture_output=True, text=True, env=env).stdout
+    assert fish.split()[0] == "math::divide", fish
 
 
 def test_the_daemon_keeps_as_many_events_as_configured(short_tmp: Path) -> None:
@@ -155,3 +188,13 @@ def test_the_daemon_keeps_as_many_events_as_configured(short_tmp: Path) -> None:
         assert len(events) == 3
     finally:
         daemon.stop()
+
+
+def test_dash_h_works_wherever_dash_dash_help_does(short_tmp: Path) -> None:
+    for argv in (["-h"], ["list", "-h"], ["daemon", "-h"], ["daemon", "status", "-h"],
+                 ["queue", "list", "-h"], ["state", "get", "-h"], ["trigger", "-h"],
+                 ["watch", "-h"], ["config", "set", "-h"]):
+        short = run_iii(short_tmp, *argv)
+        long = run_iii(short_tmp, *argv[:-1], "--help")
+        assert (short.returncode, short.stdout) == (0, long.stdout), argv
+        assert "Usage" in short.stdout or "usage" in short.stdout, argv
