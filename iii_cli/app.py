@@ -238,6 +238,9 @@ def register_trigger(
     trigger_id: Annotated[str | None, typer.Option("--id", help="Choose the id.")] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="Change the trigger with this --id if it exists.")] = False,
+    allow_pending: Annotated[bool, typer.Option(
+        "--allow-pending", help="Accept a type nobody provides yet: the trigger waits for "
+                                "a worker that does.")] = False,
     socket: SocketOption = None,
     url: UrlOption = None,
     quiet: QuietOption = False,
@@ -254,6 +257,11 @@ def register_trigger(
     if condition:
         parsed["condition_function_id"] = condition
     target = where(socket, url)
+    if not allow_pending:
+        known = [row["id"] for row in call_function(target, "engine::triggers::list",
+                                                    {})["triggers"]]
+        if trigger_type not in known:
+            fail(ec.USAGE, unknown_type_message(trigger_type, known))
     request: dict[str, Any] = {"trigger_type": trigger_type, "function_id": function_id,
                                "config": parsed}
     if trigger_id:
@@ -272,6 +280,17 @@ def register_trigger(
         say(f"iii: warning: nobody provides trigger type '{trigger_type}' yet; the "
              "trigger is pending", quiet)
     typer.echo(printable(result["id"]))
+
+
+def unknown_type_message(trigger_type: str, known: list[str]) -> str:
+    """``unknown trigger type 'crom' (did you mean cron?)``, and what there is."""
+    import difflib
+
+    close = difflib.get_close_matches(trigger_type, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (f"unknown trigger type {printable(repr(trigger_type))}{hint}; known: "
+            f"{', '.join(sorted(known))}; --allow-pending registers it to wait for a worker "
+            f"that provides it")
 
 
 @app.command()

@@ -28,6 +28,15 @@ FAILURES = frozenset({"trigger.skipped", "registration.refused", "queue.retry",
                       "queue.dead_letter"})
 
 
+#: Every event the daemon records (a watcher's kinds name these or a prefix of them).
+EVENT_KINDS = ("invocation.started", "invocation.finished", "trigger.fired",
+               "trigger.skipped", "worker.joined", "worker.left", "registration",
+               "registration.refused", "observer.changed", "observer.skipped", "queue.retry",
+               "queue.dead_letter")
+#: The kinds a watcher may ask for: the events and their families.
+KNOWN_KINDS = frozenset(EVENT_KINDS) | {kind.split(".")[0] for kind in EVENT_KINDS}
+
+
 class FilterError(ValueError):
     """A watch filter that cannot be used; the message says why."""
 
@@ -176,6 +185,13 @@ def parse(raw: Any) -> Watcher:
     if not isinstance(errors, bool):
         raise FilterError("filter.errors must be true or false")
     kinds_tuple = tuple(k.removesuffix(".*") for k in kinds)
+    unknown_kinds = [k for k in kinds_tuple if k not in KNOWN_KINDS]
+    if unknown_kinds:
+        raise FilterError(f"unknown event kind {unknown_kinds[0]!r}; kinds: "
+                          f"{', '.join(sorted(KNOWN_KINDS))}")
+    if function is not None and _unclosed_bracket(function):
+        raise FilterError(f"the glob {function!r} has a '[' without its ']' (a set like "
+                          f"[ab]; [[] matches a '[' itself)")
     # Started events double the stream: made only for a watcher that names them (or
     # "invocation"), never for errors only.
     started = not errors and any(k in ("invocation", "invocation.started")
@@ -183,3 +199,21 @@ def parse(raw: Any) -> Watcher:
     return Watcher(function=re.compile(fnmatch.translate(function)) if function else None,
                    kinds=kinds_tuple, errors=errors, started=started, max_rate=max_rate,
                    allowance=float(max_rate or 0))
+
+
+def _unclosed_bracket(glob: str) -> bool:
+    """A ``[`` that opens no set (fnmatch would quietly match it as itself)."""
+    i = 0
+    while i < len(glob):
+        if glob[i] == "[":
+            end = i + 1
+            if end < len(glob) and glob[end] == "!":
+                end += 1
+            if end < len(glob) and glob[end] == "]":
+                end += 1
+            end = glob.find("]", end)
+            if end < 0:
+                return True
+            i = end
+        i += 1
+    return False

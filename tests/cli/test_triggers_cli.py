@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from iii_sdk import III
 from tests.helpers import DaemonProcess, run_iii, spawn_worker, wait_for
 
 
@@ -80,8 +81,31 @@ def test_register_trigger_warns_about_what_is_missing(daemon: DaemonProcess) -> 
     assert proc.returncode == 0 and proc.stdout.strip().startswith("trg-")
     assert "function 'not::yet' is not registered yet" in proc.stderr
     pending = run_iii(daemon.tmp, "register-trigger", "--type", "webhook", "--function",
-                      "not::yet", "-q")
+                      "not::yet", "--allow-pending", "-q")
     assert pending.returncode == 0 and pending.stderr == ""
+
+
+def test_a_mistyped_trigger_type_is_caught(daemon: DaemonProcess, sdk_worker: III) -> None:
+    typo = run_iii(daemon.tmp, "register-trigger", "--type", "crom", "--function", "f",
+                   "--config", '{"expression": "* * * * * *"}')
+    assert typo.returncode == 2, typo.stderr
+    assert typo.stderr.startswith("iii: unknown trigger type 'crom' (did you mean cron?)")
+    assert "--allow-pending" in typo.stderr
+    listed = run_iii(daemon.tmp, "list", "triggers", "-o", "json")
+    assert json.loads(listed.stdout) == []  # nothing was stored
+    # A type a worker provides is known.
+    sdk_worker.register_trigger_type("webhook", "hooks", Hooks())
+    sdk_worker.ping()
+    ok = run_iii(daemon.tmp, "register-trigger", "--type", "webhook", "--function", "f", "-q")
+    assert ok.returncode == 0, ok.stderr
+
+
+class Hooks:
+    def register_trigger(self, trigger: Any) -> None:
+        pass
+
+    def unregister_trigger(self, trigger: Any) -> None:
+        pass
 
 
 def test_register_trigger_errors(daemon: DaemonProcess) -> None:
@@ -89,6 +113,13 @@ def test_register_trigger_errors(daemon: DaemonProcess) -> None:
                        "--config", '{"expression": "every now and then"}')
     assert bad_cron.returncode == 2  # a bad request: nothing was stored
     assert bad_cron.stderr.startswith("iii: engine::register_trigger: invalid cron expression")
+    # The field is named as the user wrote it (croniter's message shows its own order).
+    hour = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
+                   "--config", '{"expression": "0 0 25 * * *"}')
+    assert hour.returncode == 2 and "the hour field '25' is not valid (0-23)" in hour.stderr
+    minute = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
+                     "--config", '{"expression": "61 * * * *"}')
+    assert "the minute field '61' is not valid (0-59)" in minute.stderr
     never = run_iii(daemon.tmp, "register-trigger", "--type", "cron", "--function", "f",
                     "--config", '{"expression": "0 0 0 30 2 *"}')
     assert never.returncode == 2
@@ -102,7 +133,7 @@ def test_register_trigger_errors(daemon: DaemonProcess) -> None:
 
 def test_list_trigger_types(daemon: DaemonProcess) -> None:
     assert run_iii(daemon.tmp, "register-trigger", "--type", "webhook", "--function", "f",
-                   "-q").returncode == 0
+                   "--allow-pending", "-q").returncode == 0
     rows = {t["id"]: t for t in iii(daemon.tmp, "list", "trigger-types", "-o", "json")}
     assert {"cron", "state", "subscribe", "webhook"} <= set(rows)
     assert rows["cron"]["provider"] == "daemon"

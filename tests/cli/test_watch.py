@@ -173,3 +173,11 @@ def test_pretty_lines_and_not_running(daemon: DaemonProcess, worker: III,
     assert gone.returncode == 3 and "iii daemon start" in gone.stderr
     bad = run_iii(daemon.tmp, "watch", "--replay", "-1")
     assert bad.returncode == 2
+
+
+def test_a_bogus_kind_or_a_broken_glob_is_a_usage_error(daemon: DaemonProcess) -> None:
+    bogus = run_iii(daemon.tmp, "watch", "--kind", "bogus")
+    assert bogus.returncode == 2, bogus.stderr
+    assert "unknown event kind 'bogus'; kinds: invocation, invocation.finished" in bogus.stderr
+    glob = run_iii(daemon.tmp, "watch", "[")
+    assert glob.returncode == 2 and "has a '[' without its ']'" in glob.stderr

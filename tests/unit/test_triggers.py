@@ -46,8 +46,10 @@ def test_cron_accepts_6_7_and_5_fields(core: Core, expression: str) -> None:
 
 
 @pytest.mark.parametrize("config, fragment", [
-    ({"expression": "61 * * * * *"}, "out of range"),
-    ({"expression": "* *"}, "5, 6 or 7"),
+    ({"expression": "61 * * * * *"}, "the second field '61' is not valid (0-59)"),
+    ({"expression": "0 0 0 1 13 *"}, "the month field '13' is not valid"),
+    ({"expression": "* * * * 61"}, "the day of week field '61' is not valid (0-6 or sun-sat)"),
+    ({"expression": "* *"}, "it has 2 fields; a cron expression has 6"),
     ({}, "config.expression must be a non-empty string"),
     # Read by croniter, but never scheduled: 30 February, 31 April, a past year.
     ({"expression": "0 0 0 30 2 *"}, "'0 0 0 30 2 *' never fires"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -311,3 +312,36 @@ def test_fan_out_decides_per_watcher_in_the_core_with_no_driver() -> None:
                                         now=1.0)[1]).splitlines()
     assert json.loads(marker) == {"type": "event", "event": "missed", "count": 6}
     assert json.loads(first)["seq"] == 1
+
+
+def test_every_recorded_event_is_a_known_kind() -> None:
+    """EVENT_KINDS lists what a watcher may name: it must cover every record() call."""
+    from pathlib import Path
+
+    from iii_daemon.core.watchers import EVENT_KINDS
+
+    source = "".join(path.read_text() for path in
+                     Path(__file__).resolve().parents[2].joinpath("iii_daemon").rglob("*.py"))
+    recorded = set(re.findall(r'record\(\s*"([a-z_.]+)"', source))
+    assert recorded and recorded == set(EVENT_KINDS)
+
+
+@pytest.mark.parametrize("bad, says", [
+    ({"kinds": ["bogus"]}, "unknown event kind 'bogus'; kinds: invocation, "),
+    ({"kinds": ["invocation.finishd"]}, "unknown event kind 'invocation.finishd'"),
+    ({"function": "["}, "has a '[' without its ']'"),
+    ({"function": "orders::[ab"}, "has a '[' without its ']'"),
+])
+def test_unknown_kinds_and_broken_globs_are_refused(bad: dict[str, Any], says: str) -> None:
+    from iii_daemon.core.watchers import FilterError, parse
+
+    with pytest.raises(FilterError, match=re.escape(says)):
+        parse(bad)
+
+
+@pytest.mark.parametrize("good", [{"kinds": ["queue", "trigger.*", "worker.left"]},
+                                  {"function": "orders::[ab]*"}, {"function": "[[]x"}])
+def test_known_kinds_and_sound_globs_are_taken(good: dict[str, Any]) -> None:
+    from iii_daemon.core.watchers import parse
+
+    parse(good)

@@ -52,6 +52,35 @@ def next_after(expression: str, wall: float) -> float:
     return due.timestamp()
 
 
+#: The fields of a 5, 6 or 7 field expression, in the order the user writes them.
+FIELDS = {
+    5: ("minute", "hour", "day of month", "month", "day of week"),
+    6: ("second", "minute", "hour", "day of month", "month", "day of week"),
+    7: ("second", "minute", "hour", "day of month", "month", "day of week", "year"),
+}
+RANGES = {"second": "0-59", "minute": "0-59", "hour": "0-23", "day of month": "1-31",
+          "month": "1-12 or jan-dec", "day of week": "0-6 or sun-sat", "year": "1970-2099"}
+
+
+def field_problem(expression: str) -> str | None:
+    """Which field of ``expression`` croniter refuses, named as the user wrote it (its own
+    messages show the fields in its internal order): each field is tried alone."""
+    parts = expression.split()
+    names = FIELDS.get(len(parts))
+    if names is None:
+        return (f"it has {len(parts)} fields; a cron expression has 6 (second minute hour "
+                f"day-of-month month day-of-week), 5 (no second) or 7 (and a year)")
+    for index, (name, part) in enumerate(zip(names, parts, strict=True)):
+        alone = ["*"] * len(parts)
+        alone[index] = part
+        try:
+            croniter(" ".join(alone), datetime.fromtimestamp(0, UTC),
+                     second_at_beginning=len(parts) > 5)
+        except Exception:
+            return f"the {name} field {part!r} is not valid ({RANGES[name]})"
+    return None
+
+
 class CronType:
     id: str = "cron"
     description: str = "fires on a cron schedule (UTC, seconds first)"
@@ -77,7 +106,7 @@ class CronType:
         except ScheduleEnded:
             return f"cron expression {expression!r} never fires after now"
         except ValueError as exc:
-            return f"invalid cron expression {expression!r}: {exc}"
+            return f"invalid cron expression {expression!r}: {field_problem(expression) or exc}"
         return None
 
     def bind(self, binding: Binding, clock: Clock, out: Output) -> str:
