@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import fnmatch
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,11 @@ Row = tuple[str, tuple[str, ...]]
 
 
 def sparkline(counts: list[int], width: int = 20) -> str:
-    recent = counts[-width:]
+    """Calls per second as ``width`` marks: all of ``counts`` (the last minute), several
+    seconds a mark when there are more seconds than marks (60 s: 3 s a mark)."""
+    step = max(1, -(-len(counts) // width))
+    start = len(counts) - step * (len(counts) // step)
+    recent = [sum(counts[i:i + step]) for i in range(start, len(counts), step)]
     top = max(recent, default=0)
     if not top:
         return "·" * len(recent)
@@ -146,12 +151,21 @@ class Dashboard:
         return shown if last is None else shown[-last:]
 
     def export(self, directory: Path) -> tuple[Path, int]:
-        """Write the events the log shows to a new JSONL file in ``directory``; return
-        the file and how many."""
-        path = directory / f"iii-events-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        """Write the events the log shows to a new JSONL file in ``directory`` (made
+        private if missing), readable by the user alone; return the file and how many."""
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         shown = self.shown()
-        path.write_text("".join(json.dumps(e) + "\n" for e in shown))
-        return path, len(shown)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(100):  # two exports in one second get two files
+            path = directory / f"iii-events-{stamp}{f'-{n}' if n else ''}.jsonl"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(e) + "\n" for e in shown))
+            return path, len(shown)
+        raise FileExistsError(f"{directory} has 100 exports from {stamp} already")
 
     def toggle_pause(self) -> None:
         self.paused = not self.paused

@@ -23,6 +23,7 @@ def for_error(error: object) -> int:
 BY_ERROR_CODE = {
     ErrorCode.FUNCTION_NOT_FOUND: NOT_FOUND,
     ErrorCode.ACTION_NOT_FOUND: NOT_FOUND,
+    ErrorCode.TRIGGER_NOT_FOUND: NOT_FOUND,
     ErrorCode.TIMEOUT: TIMEOUT,
     ErrorCode.BAD_REQUEST: USAGE,
     ErrorCode.BAD_FRAME: USAGE,

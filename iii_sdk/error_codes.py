@@ -31,5 +31,10 @@ class ErrorCode:
     WORKER_BUSY: Final = "worker_busy"
     #: The worker is shutting down: its calls in flight are answered with this.
     WORKER_STOPPING: Final = "worker_stopping"
+    #: (extension) ``engine::triggers::fire`` of an id no trigger has.
+    TRIGGER_NOT_FOUND: Final = "trigger_not_found"
+    #: (extension) A trigger fired by hand that its condition (or a firing still running)
+    #: skipped; the message says why.
+    TRIGGER_SKIPPED: Final = "trigger_skipped"
     #: The only code ``registrationrejected`` ever carries.
     FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import gc
-import signal
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,24 +49,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("III_WS_PORT", "0")  # and never the user's real ports
     monkeypatch.setenv("III_HTTP_PORT", "0")
     monkeypatch.delenv("III_URL", raising=False)
-
-
-@pytest.fixture(autouse=True)
-def _signals_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Children inherit how SIGINT is handled and blocked: a test that leaves it ignored
-    or blocked would make every later Ctrl-C test of this worker fail. Put it back, and
-    say which test it was."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    if signal.SIGINT in blocked:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
-    now = signal.getsignal(signal.SIGINT)
-    if now is not handler:
-        signal.signal(signal.SIGINT, handler)
-    if signal.SIGINT in blocked or now is not handler:
-        state = "blocked" if signal.SIGINT in blocked else f"handled by {now}"
-        warnings.warn(f"{request.node.nodeid} left SIGINT {state}", stacklevel=1)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -129,10 +128,7 @@ class ThreadDaemon:
         self.socket_path = socket_path or tmp / "iii.sock"
         self.data_dir = tmp / "data"
         self.extra = extra
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._daemon: Any = None  # iii_sdk.testing.DaemonThread, imported when started
 
     def _config(self) -> Any:
         from iii_daemon.__main__ import daemon_config, parse_args
@@ -154,50 +150,26 @@ class ThreadDaemon:
                         os.environ[key] = value
 
     def start(self, wait: bool = True) -> ThreadDaemon:
-        import uvloop
+        """``wait=False`` is accepted for DaemonProcess's sake: this one is ready (or
+        failed) when start returns."""
+        from iii_sdk.testing import DaemonThread
 
-        from iii_daemon.lifecycle.serve import serve
-
-        config = self._config()
-        ready = threading.Event()
-
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            self._loop = asyncio.get_running_loop()
-            await serve(config, self._stop, ready.set)
-
-        def run() -> None:
-            try:
-                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                    runner.run(main())
-            except BaseException as exc:  # surfaced by start() and stop()
-                self._error = exc
-            finally:
-                ready.set()
-
-        self._thread = threading.Thread(target=run, name=f"daemon {self.tmp.name}",
-                                        daemon=True)
-        self._thread.start()
-        if wait:
-            if not ready.wait(10):
-                raise AssertionError("the in-process daemon did not get ready in 10 s")
-            if self._error is not None:
-                raise AssertionError(f"daemon failed to start: {self._error!r}")
+        self._daemon = DaemonThread(self._config(), name=f"daemon {self.tmp.name}")
+        try:
+            self._daemon.start()
+        except BaseException as exc:
+            raise AssertionError(f"daemon failed to start: {exc!r}") from exc
         return self
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._daemon is not None and self._daemon.alive
 
     def stop(self, timeout: float = 10.0) -> int:
         """Stop as SIGTERM does; 0 for a clean stop, 1 if ``serve`` raised."""
-        assert self._thread is not None
-        if self._loop is not None and self._stop is not None and self.alive:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise AssertionError(f"the in-process daemon did not stop in {timeout} s")
-        return 0 if self._error is None else 1
+        assert self._daemon is not None
+        self._daemon.stop(timeout)
+        return 0 if self._daemon.error is None else 1
 
 
 def daemon_for(node: Any, tmp: Path, *extra: str) -> DaemonProcess:

@@ -18,7 +18,6 @@ import json
 import time
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from rich.syntax import Syntax
@@ -47,6 +46,7 @@ from iii_cli.style import printable
 from iii_cli.tui.log_view import LogView
 from iii_sdk.client.streaming import Calls, watch
 from iii_sdk.errors import ConnectionFailed, IIIError
+from iii_sdk.paths import resolve_data_dir
 
 #: Live events a second the daemon sends at most (failures always come): a sample
 #: under a flood, where thousands a second would only cost the machine's CPU; the
@@ -130,8 +130,8 @@ class HelpScreen(ModalScreen[None]):
                                                      "Close")]
 
     def compose(self) -> ComposeResult:
-        rows = [f"{b.key:>8}  {b.description}" for b in IIIApp.BINDINGS
-                if isinstance(b, Binding)]
+        rows = [f"{self.app.get_key_display(b):>8}  {b.description}" for b in IIIApp.BINDINGS
+                if isinstance(b, Binding)]  # as typed: "?", "/", not their key names
         yield Static("\n".join(["keys", "", *rows, "", "ctrl+p  command palette"]),
                      id="help")
 
@@ -156,25 +156,28 @@ class Actions(Provider):
                           help=help_text)
 
 
+APP_CSS = """
+#header { height: 1; background: $boost; }
+#tabs { height: 1fr; }
+TabPane { height: 1fr; padding: 0; }
+#functions { height: 40%; }
+#log { height: 1fr; }
+#filter { dock: bottom; display: none; }
+#filter.shown { display: block; }
+DetailScreen, PayloadScreen, HelpScreen { align: center middle; }
+#detail, #prompt, #help { width: 90%; height: auto; max-height: 90%;
+                          border: round $accent; background: $surface; padding: 0 1; }
+.title { color: $accent; text-style: bold; }
+"""
+
+
 class IIIApp(App[None]):
     """The dashboard."""
 
     COMMANDS = App.COMMANDS | {Actions}
 
     TITLE = "iii"
-    CSS = """
-    #header { height: 1; background: $boost; }
-    #tabs { height: 1fr; }
-    TabPane { height: 1fr; padding: 0; }
-    #functions { height: 40%; }
-    #log { height: 1fr; }
-    #filter { dock: bottom; display: none; }
-    #filter.shown { display: block; }
-    DetailScreen, PayloadScreen, HelpScreen { align: center middle; }
-    #detail, #prompt, #help { width: 90%; height: auto; max-height: 90%;
-                              border: round $accent; background: $surface; padding: 0 1; }
-    .title { color: $accent; text-style: bold; }
-    """
+    CSS = APP_CSS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
@@ -185,6 +188,7 @@ class IIIApp(App[None]):
         Binding("t", "trigger", "Trigger"),
         Binding("a", "again", "Re-run"),
         Binding("r", "redrive", "Redrive"),
+        Binding("f", "fire", "Fire trigger"),
         Binding("y", "copy", "Copy JSON"),
         Binding("x", "export", "Export"),
         Binding("1", "tab('live')", "Live", show=False),
@@ -399,8 +403,13 @@ class IIIApp(App[None]):
             self.notify("copied the event as JSON")
 
     def action_export(self) -> None:
-        path, count = self.model.export(Path.cwd())
-        self.notify(f"wrote {count} events to {path}")
+        """Into the user's data dir (exports/), never the current directory unasked."""
+        try:
+            path, count = self.model.export(resolve_data_dir() / "exports")
+        except OSError as exc:
+            self.notify(printable(f"could not export: {exc}"), severity="error")
+            return
+        self.notify(printable(f"wrote {count} events to {path}"))
 
     def action_trigger(self) -> None:
         function_id = self._selected_id(self.widget("#functions", DataTable))
@@ -436,12 +445,9 @@ class IIIApp(App[None]):
         except ValueError as exc:
             self.notify(f"not JSON: {exc}", severity="error")
             return
-        try:
-            result = await self.calls.call(function_id, data, timeout_s=30)
-        except IIIError as exc:
-            self.notify(printable(f"{function_id}: {exc}"), severity="error")
-            return
-        self.notify(printable(f"{function_id} -> {json.dumps(result)[:200]}"))
+        ok, result = await _ask(self, function_id, function_id, data)
+        if ok:
+            self.notify(printable(f"{function_id} -> {json.dumps(result)[:200]}"))
 
     @work(group="calls")
     async def action_redrive(self) -> None:
@@ -449,13 +455,32 @@ class IIIApp(App[None]):
         if self.widget("#tabs", TabbedContent).active != "queues" or queue is None:
             self.notify("select a queue in the queues view (4) to redrive", severity="warning")
             return
-        try:
-            answer = await self.calls.call("engine::queues::redrive", {"queue": queue})
-        except IIIError as exc:
-            self.notify(printable(str(exc)), severity="error")
+        ok, answer = await _ask(self, queue, "engine::queues::redrive", {"queue": queue})
+        if ok:
+            self.notify(printable(f"redrove {answer['redriven']} dead letters of {queue}"))
+            self.poll()
+
+
+    @work(group="calls")
+    async def action_fire(self) -> None:
+        """Fire the selected trigger by hand (engine::triggers::fire, source manual)."""
+        trigger_id = self._selected_id(self.widget("#triggers-table", DataTable))
+        if self.widget("#tabs", TabbedContent).active != "triggers" or trigger_id is None:
+            self.notify("select a trigger in the triggers view (2) to fire", severity="warning")
             return
-        self.notify(printable(f"redrove {answer['redriven']} dead letters of {queue}"))
-        self.poll()
+        ok, result = await _ask(self, trigger_id, "engine::triggers::fire", {"id": trigger_id})
+        if ok:
+            self.notify(printable(f"fired {trigger_id} -> {json.dumps(result)[:200]}"))
+
+
+async def _ask(app: IIIApp, label: str, function_id: str, data: Any) -> tuple[bool, Any]:
+    """Call ``function_id`` for a key: (True, its result), or (False, None) once the app
+    said why."""
+    try:
+        return True, await app.calls.call(function_id, data, timeout_s=30)
+    except IIIError as exc:
+        app.notify(printable(f"{label}: {exc}"), severity="error")
+        return False, None
 
 
 def _duration(event: dict[str, Any]) -> str:

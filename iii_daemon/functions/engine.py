@@ -11,9 +11,10 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon.core.builtin import BuiltinFunction, CallContext, field
+from iii_daemon.core.builtin import Answer, BuiltinFunction, CallContext, Later, field
 from iii_daemon.core.errors import CallError, TriggerConfigError, TriggerError
 from iii_daemon.core.triggers.base import Binding
+from iii_daemon.core.triggers.cron import cron_payload
 from iii_daemon.core.unsettled import MISSING
 from iii_daemon.core.writes import DropTrigger, PutTrigger
 from iii_daemon.functions import queue as queue_functions
@@ -25,10 +26,14 @@ from iii_daemon.functions.introspection import (
     list_trigger_types,
     list_workers,
 )
+from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
+    from msgspec import Raw
+
     from iii_daemon.core.builtin import Services
+    from iii_daemon.core.effects import Output
 
 log = logging.getLogger("iii_daemon")
 
@@ -120,6 +125,39 @@ def unregister_trigger(services: Services, ctx: CallContext) -> Any:
     return {"removed": removed is not None}
 
 
+def fire_trigger(services: Services, ctx: CallContext) -> Any:
+    """``{id, payload?, skip_condition?}``: run a trigger's function now, as a firing of
+    its type would (a cron gets the payload a tick gives, scheduled now; other types the
+    ``payload``, else ``{}``), through its condition unless told not to; answers with the
+    function's result. Recorded with source ``manual``."""
+    data = ctx.data
+    trigger_id = field(data, "id", str)
+    skip_condition = data.get("skip_condition") is True
+    binding = services.triggers.bindings.get(trigger_id)
+    if binding is None:
+        raise CallError(ErrorCode.TRIGGER_NOT_FOUND, f"no trigger '{trigger_id}'")
+    payload = data.get("payload")
+    if payload is None:
+        clock = ctx.clock
+        payload = cron_payload(binding.id, clock.wall, clock.wall) \
+            if binding.trigger_type == "cron" else {}
+
+    def start(answer: Answer, out: Output) -> None:
+        def ended(skipped: str | None, result: Raw | None, error: p.ErrorBody | None,
+                  out: Output) -> None:
+            if skipped is not None:
+                answer(None, p.ErrorBody(code=ErrorCode.TRIGGER_SKIPPED,
+                                         message=f"trigger '{trigger_id}' skipped: {skipped}"),
+                       out)
+            else:
+                answer(None if result is None else result, error, out)
+
+        services.triggers.fire(binding, payload, ctx.clock, out, ended, manual=True,
+                               skip_condition=skip_condition)
+
+    return Later(start)
+
+
 def list_events(services: Services, ctx: CallContext) -> Any:
     """Recent events, oldest first: ``{limit?, event?, after?}`` filter them."""
     data = ctx.data if isinstance(ctx.data, dict) else {}
@@ -166,6 +204,9 @@ _ENGINE = (
                     unregister_trigger),
     BuiltinFunction("engine::triggers::list", "lists the trigger types {trigger_type?, "
                                               "worker?, search?}", list_trigger_types),
+    BuiltinFunction("engine::triggers::fire", "runs a trigger's function now {id, payload?, "
+                                              "skip_condition?} (source manual)",
+                    fire_trigger),
     BuiltinFunction("engine::registered-triggers::list",
                     "lists the triggers with owner and status {trigger_type?, function_id?, "
                     "worker?, search?, include_internal?}", list_registered_triggers),

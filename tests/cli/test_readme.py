@@ -16,9 +16,11 @@ import json
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
-from tests.helpers import IIIBIN, REPO, child_env, free_port, wait_for
+from tests.helpers import IIIBIN, REPO, DaemonProcess, child_env, free_port, wait_for
 
 GUIDE_START, GUIDE_END = "## The command line", "## WebSocket"
 
@@ -120,3 +122,43 @@ def test_help_shows_no_markup(short_tmp: Path) -> None:
         proc = subprocess.run([IIIBIN, *args], env=child_env(short_tmp), capture_output=True,
                               text=True, timeout=30)
         assert proc.returncode == 0 and "``" not in proc.stdout, args
+
+
+def python_block(containing: str) -> str:
+    text = (REPO / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if containing in b]
+    return block
+
+
+def test_the_sdk_examples_run_as_written(daemon: DaemonProcess) -> None:
+    """The worker example serves my::add; the caller example's calls (sync and void) all
+    succeed: the void one too, which the daemon's events show."""
+    env = child_env(daemon.tmp)
+    served_by = python_block('worker.register_function("my::add"').replace(
+        "worker.run_forever()", "print('ready', flush=True)\nworker.run_forever()")
+    worker = subprocess.Popen([sys.executable, "-c", served_by], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        wait_for(lambda: served(env, "my::add"), message="my::add to be served")
+        caller = python_block("client = connect()")
+        script = caller.replace('client.trigger({"function_id": "my::add", "payload": '
+                                '{"a": 1, "b": 2}})',
+                                'print(client.trigger({"function_id": "my::add", "payload": '
+                                '{"a": 1, "b": 2}}))')
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "{'sum': 3}\n", "")
+
+        def void_finished() -> list[dict[str, Any]]:
+            events = json.loads(subprocess.run(
+                [IIIBIN, "trigger", "engine::events::list", "event=invocation.finished"],
+                env=env, capture_output=True, text=True, timeout=30).stdout)["events"]
+            return [e for e in events if e.get("function_id") == "my::add"
+                    and e.get("action") == "void"]
+
+        [void] = wait_for(void_finished, message="the void call to finish")
+        assert void.get("error") is None, void
+    finally:
+        worker.terminate()
+        worker.wait(10)

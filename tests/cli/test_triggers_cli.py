@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,39 @@ def test_register_trigger_config_forms_and_replace(daemon: DaemonProcess,
                    "-q").returncode == 0
     listed = {t["id"]: t for t in iii(daemon.tmp, "list", "triggers", "-o", "json")}
     assert listed["news"]["function_id"] == "g"
+
+
+def test_fire_a_trigger_by_hand(daemon: DaemonProcess, math_worker: Any) -> None:
+    def register(*args: str) -> None:
+        proc = run_iii(daemon.tmp, "register-trigger", *args, "-q")
+        assert proc.returncode == 0, proc.stderr
+
+    register("--type", "cron", "--function", "math::echo", "--id", "yearly",
+             "--config", '{"expression": "0 0 0 1 1 *"}')
+    fired = run_iii(daemon.tmp, "fire", "yearly")
+    assert fired.returncode == 0, fired.stderr
+    data = json.loads(fired.stdout)["data"]  # what a tick gives, scheduled now
+    assert data["trigger"] == "cron" and data["job_id"] == "yearly"
+    assert data["scheduled_time"].startswith(str(datetime.now(UTC).year))
+
+    register("--type", "state", "--function", "math::echo", "--id", "gated",
+             "--config", '{"scope": "s"}', "--condition", "math::is_positive")
+    no = run_iii(daemon.tmp, "fire", "gated", "--json", '{"n": -1}')
+    assert no.returncode == 1 and "trigger_skipped" in no.stderr
+    assert "condition 'math::is_positive' returned false" in no.stderr
+    yes = run_iii(daemon.tmp, "fire", "gated", "--json", '{"n": 2}')
+    assert yes.returncode == 0 and json.loads(yes.stdout)["data"] == {"n": 2}
+    forced = run_iii(daemon.tmp, "fire", "gated", "--json", '{"n": -1}', "--skip-condition")
+    assert forced.returncode == 0 and json.loads(forced.stdout)["data"] == {"n": -1}
+
+    unknown = run_iii(daemon.tmp, "fire", "nope")
+    assert unknown.returncode == 4 and "no trigger 'nope'" in unknown.stderr
+
+    events = json.loads(run_iii(daemon.tmp, "trigger", "engine::events::list",
+                                "event=trigger.fired").stdout)["events"]
+    assert [e["trigger_id"] for e in events if e.get("source") == "manual"] == [
+        "yearly", "gated", "gated"]
+    finished = json.loads(run_iii(daemon.tmp, "trigger", "engine::events::list",
+                                  "event=invocation.finished").stdout)["events"]
+    assert {e["function_id"] for e in finished if e.get("source") == "manual"} == {
+        "math::echo", "math::is_positive"}

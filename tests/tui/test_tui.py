@@ -141,6 +141,7 @@ def test_enter_opens_the_detail_and_y_copies_and_x_exports(
         daemon: DaemonProcess, worker: tuple[III, Seen], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("III_DATA_DIR", str(tmp_path / "data"))
 
     async def scenario(app: IIIApp, pilot: Any) -> None:
         call(worker[0], "orders::broken", {"qty": 3})
@@ -160,7 +161,11 @@ def test_enter_opens_the_detail_and_y_copies_and_x_exports(
         await pilot.press("y")
         assert json.loads(app.clipboard)["function_id"] == "orders::broken"
         await pilot.press("x")
-        [exported] = list(tmp_path.glob("iii-events-*.jsonl"))
+        # Into the user's data dir, private, and said where; nothing in the cwd.
+        [exported] = list((tmp_path / "data" / "exports").glob("iii-events-*.jsonl"))
+        assert exported.stat().st_mode & 0o777 == 0o600
+        assert list(tmp_path.glob("iii-events-*")) == []
+        assert any(str(exported) in str(n.message) for n in app._notifications)
         assert any(json.loads(line).get("function_id") == "orders::broken"
                    for line in exported.read_text().splitlines())
         await pilot.press("enter")
@@ -263,6 +268,9 @@ def test_views_help_and_quit(daemon: DaemonProcess, worker: tuple[III, Seen]) ->
         await until(pilot, lambda: workers.row_count >= 1, "the workers view")
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
+        shown = str(app.screen.query_one("#help").render())
+        assert "       ?  Help" in shown and "       /  Filter" in shown  # as typed
+        assert "question_mark" not in shown and "slash" not in shown
         assert any(b.description == "Redrive" for b in IIIApp.BINDINGS
                    if hasattr(b, "description"))
         await pilot.press("escape")
@@ -381,4 +389,33 @@ def test_the_tui_over_websocket(short_tmp: Path) -> None:
         asyncio.run(main())
     finally:
         worker.shutdown()
+        daemon.stop()
+
+
+def test_f_fires_the_selected_trigger_by_hand(short_tmp: Path) -> None:
+    daemon = ThreadDaemon(short_tmp).start()
+    w = register_worker(str(daemon.socket_path))
+    seen: list[Any] = []
+    try:
+        w.register_function("jobs::nightly", lambda data: seen.append(data) or "done")
+        w.register_trigger({"type": "cron", "function_id": "jobs::nightly", "id": "nightly",
+                            "config": {"expression": "0 0 3 * * *"}})
+        w.ping()
+
+        async def scenario(app: IIIApp, pilot: Any) -> None:
+            await pilot.press("2")
+            table = app.query_one("#triggers-table")
+            await until(pilot, lambda: table.row_count == 1, "the trigger row")
+            await pilot.press("f")
+            await until(pilot, lambda: len(seen) == 1, "the function to run")
+            assert seen[0]["job_id"] == "nightly" and seen[0]["trigger"] == "cron"
+            await until(pilot, lambda: any("fired nightly" in str(n.message)
+                                           for n in app._notifications), "the notice")
+            await until(pilot, lambda: any(e.get("event") == "trigger.fired"
+                                           and e.get("source") == "manual"
+                                           for e in app.model.events), "the manual firing")
+
+        run(daemon, scenario)
+    finally:
+        w.shutdown()
         daemon.stop()

@@ -52,6 +52,12 @@ def next_after(expression: str, wall: float) -> float:
     return due.timestamp()
 
 
+def cron_payload(job_id: str, scheduled: float, actual: float) -> dict[str, Any]:
+    """What a cron firing's function gets (wall times, RFC 3339)."""
+    return {"trigger": "cron", "job_id": job_id, "scheduled_time": rfc3339(scheduled),
+            "actual_time": rfc3339(actual)}
+
+
 #: The fields of a 5, 6 or 7 field expression, in the order the user writes them.
 FIELDS = {
     5: ("minute", "hour", "day of month", "month", "day of week"),
@@ -149,9 +155,7 @@ class CronType:
             binding = self._bound.get(binding_id)
             if binding is None:
                 continue
-            fired.append((binding, {"trigger": "cron", "job_id": binding.id,
-                                    "scheduled_time": rfc3339(scheduled),
-                                    "actual_time": rfc3339(clock.wall)}))
+            fired.append((binding, cron_payload(binding.id, scheduled, clock.wall)))
             # From the later of the schedule and now: a stall skips ticks, never bunches them.
             self._schedule(binding, clock, max(scheduled, clock.wall))
         return fired

@@ -275,12 +275,15 @@ class TriggerManager:
     # --- firing -------------------------------------------------------------------------
 
     def fire(self, binding: Binding, payload: Any, clock: Clock, out: Output,
-             answer: Answered | None = None, timeout_ms: int | None = None) -> None:
+             answer: Answered | None = None, timeout_ms: int | None = None,
+             manual: bool = False, skip_condition: bool = False) -> None:
         """Run the binding's function like a void call, after its condition if it has one.
 
         A binding whose earlier firings still run (as many as its type allows) skips
         with reason ``still_running``: a silent target never piles up calls. With
-        ``answer`` (http), whoever fired it is told how it ended.
+        ``answer`` (http, a firing by hand), whoever fired it is told how it ended.
+        ``manual``: fired by hand (``engine::triggers::fire``), recorded with source
+        ``manual``; ``skip_condition`` runs the function without asking its condition.
         """
         kind = self.types.get(binding.trigger_type)
         if kind is not None and binding.running >= kind.max_running:
@@ -288,9 +291,10 @@ class TriggerManager:
             return
         binding.running += 1
         data = p.to_raw(payload)
+        source = "manual" if manual else f"trigger:{binding.trigger_type}"
         condition = binding.config.get("condition_function_id")
-        if condition is None:
-            self._run(binding, data, clock, out, answer, timeout_ms)
+        if condition is None or skip_condition:
+            self._run(binding, data, clock, out, answer, timeout_ms, source)
             return
 
         def decide(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
@@ -303,16 +307,21 @@ class TriggerManager:
                 self._skip(binding, f"condition '{condition}' returned "
                                     f"{bytes(result or p.NULL).decode()}", out, answer)
             else:
-                self._run(binding, data, self.host.clock, out, answer, timeout_ms)
+                self._run(binding, data, self.host.clock, out, answer, timeout_ms, source)
 
         self.host.call_internal(condition, data, decide, clock, out, CONDITION_TIMEOUT_MS,
-                                f"trigger:{binding.trigger_type}",
-                                {"condition_of": binding.id})
+                                source, {"condition_of": binding.id})
 
     def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output,
-             answer: Answered | None, timeout_ms: int | None) -> None:
-        self.host.record("trigger.fired", out, trigger_id=binding.id,
-                         trigger_type=binding.trigger_type, function_id=binding.function_id)
+             answer: Answered | None, timeout_ms: int | None, source: str) -> None:
+        if source == "manual":
+            self.host.record("trigger.fired", out, trigger_id=binding.id,
+                             trigger_type=binding.trigger_type,
+                             function_id=binding.function_id, source="manual")
+        else:  # the common case: no field more than it needs
+            self.host.record("trigger.fired", out, trigger_id=binding.id,
+                             trigger_type=binding.trigger_type,
+                             function_id=binding.function_id)
 
         def finished(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
             binding.running -= 1
@@ -322,7 +331,7 @@ class TriggerManager:
 
         # The router records the invocation (source and trigger id with it).
         self.host.call_internal(binding.function_id, data, finished, clock, out, timeout_ms,
-                                f"trigger:{binding.trigger_type}", {"trigger_id": binding.id})
+                                source, {"trigger_id": binding.id})
 
     def _skip(self, binding: Binding, reason: str, out: Output,
               answer: Answered | None = None) -> None:
