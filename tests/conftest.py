@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A suite started in the background (`pytest &` in a script) inherits SIGINT ignored,
+    # and so would every process it starts: the tests that press Ctrl-C on a child need it
+    # handled as in a terminal. (Runs in the controller and in each worker.)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "daemon_process: the `daemon` fixture is `python -m iii_daemon` in its own "
                    "process (the test is about that process: its pid, log, memory, kill -9)")
