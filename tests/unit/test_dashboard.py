@@ -117,3 +117,14 @@ def test_a_row_keeps_the_id_as_the_daemon_spells_it_for_actions() -> None:
     assert function_id == "p\u0430y" and cells[0] == "p\\u0430y"
     [(queue, _)] = list_rows("queues", [dict(QUEUES[0], queue="f\u00e9")])
     assert queue == "f\u00e9"
+
+
+def test_the_last_minute_column_covers_sixty_seconds() -> None:
+    """20 marks for the 60 seconds the daemon counts: 3 s a mark, oldest first."""
+    from iii_cli.dashboard import sparkline
+
+    only_the_oldest = sparkline([9] + [0] * 59)
+    assert len(only_the_oldest) == 20 and only_the_oldest[0] == "█"
+    assert only_the_oldest[1:].strip() == ""
+    assert sparkline([0] * 59 + [4])[-1] == "█"
+    assert sparkline([0] * 60) == "·" * 20
