@@ -162,9 +162,7 @@ class Batch:
                 self._send_more()
                 if self.eof and not self.waiting:
                     return worst(self.codes)
-                self._receive_one()
-                while self.conn.has_frame():  # what already arrived, before printing
-                    self._receive_one()
+                self._receive()
         except (Timeout, Closed, Broken, Refused) as exc:
             self._print_ready()
             return self._stopped(exc)
@@ -217,21 +215,26 @@ class Batch:
                 "message": f"line {self.read} is longer than {DEFAULT_MAX_FRAME_BYTES} bytes"},
                 ec.USAGE)
 
-    def _receive_one(self) -> None:
+    def _receive(self) -> None:
+        """Take every answer that arrived (at least one)."""
         conn = self.conn
         wait_s = self.timeout_ms / 1000 + MARGIN_S if self.heard else GREETING_TIMEOUT_S
         conn.deadline = time.monotonic() + wait_s
         try:
-            frame = conn.receive_frame()
+            frames = conn.receive_frames()
         except Timeout:
             if self.heard:
                 raise
             raise Broken(f"{conn._where()} accepted the connection but never answered like "
                          f"an iii daemon") from None
+        for frame in frames:
+            self._take(frame)
+
+    def _take(self, frame: bytes | str) -> None:
         try:
             reply = _decode_reply(frame)
         except msgspec.DecodeError:
-            raise Broken(f"{conn._where()} sent a malformed frame") from None
+            raise Broken(f"{self.conn._where()} sent a malformed frame") from None
         self.heard = True
         if reply.type == "error":
             raise Refused(str(reply.message))

@@ -110,9 +110,10 @@ class Calls:
         """The next frame as it came (see :meth:`receive`)."""
         raise NotImplementedError
 
-    def has_frame(self) -> bool:
-        """A frame has arrived that ``receive`` returns without waiting."""
-        return False
+    def receive_frames(self) -> list[bytes | str]:
+        """Every frame that has arrived, waiting for the first (pipelined replies: one
+        read, many frames)."""
+        return [self.receive_frame()]
 
     def close(self) -> None:
         raise NotImplementedError
@@ -214,10 +215,23 @@ class Connection(Calls):
 
     def receive_frame(self) -> bytes:
         """The next line, read in linear time."""
+        self._wait_for_line()
+        line = self._next_line()
+        assert line is not None
+        return line
+
+    def receive_frames(self) -> list[bytes | str]:
+        self._wait_for_line()
+        *lines, rest = b"".join(self._chunks).split(b"\n")
+        self._chunks = [rest] if rest else []
+        self._size = len(rest)
+        return list(lines)
+
+    def _wait_for_line(self) -> None:
+        """Read until a complete line is in, within the deadline and ``max_reply``."""
         while True:
-            line = self._next_line()
-            if line is not None:
-                break
+            if self._chunks and b"\n" in self._chunks[-1]:
+                return
             left = self._time_left()
             if left is not None:
                 self.sock.settimeout(left)
@@ -239,10 +253,6 @@ class Connection(Calls):
                 if self._size > self.max_reply:
                     raise Broken(f"the daemon on {self.path} sent a frame over "
                                  f"{self.max_reply} bytes")
-        return line
-
-    def has_frame(self) -> bool:
-        return bool(self._chunks) and b"\n" in self._chunks[-1]
 
     def _next_line(self) -> bytes | None:
         """A complete line from what was read, or None. Only the newest chunk can hold a
