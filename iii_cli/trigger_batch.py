@@ -19,6 +19,7 @@ import msgspec
 
 from iii_cli import exit_codes as ec
 from iii_cli.json_input import UsageError, check, loads
+from iii_cli.progress import ProgressBar
 from iii_cli.style import json_printable
 from iii_sdk.client.blocking import Calls
 from iii_sdk.errors import Broken, Closed, Refused, Timeout
@@ -77,8 +78,11 @@ class Batch:
     """Reads lines, keeps up to ``max_in_flight`` of them unprinted, prints in order."""
 
     def __init__(self, conn: Calls, source: IO[bytes], out: IO[str], function_id: str | None,
-                 action: dict[str, Any] | None, timeout_ms: int, max_in_flight: int) -> None:
+                 action: dict[str, Any] | None, timeout_ms: int, max_in_flight: int,
+                 progress: ProgressBar | None = None) -> None:
         self.conn = conn
+        #: Lines answered so far, on a terminal (see iii_cli.progress).
+        self.progress = progress
         self.source = source
         self.out = out
         self.function_id = function_id
@@ -260,6 +264,8 @@ class Batch:
                 lines.append(text)
         if lines:
             self.out.write(json_printable("\n".join(lines)) + "\n")
+            if self.progress is not None:
+                self.progress.update(self.printed)
         if self.waiting or self.eof:
             self.out.flush()  # before we wait: what is done shows at once
 
@@ -283,3 +289,17 @@ class Batch:
             sys.stderr.write(json_printable(
                 f"iii: {error['message']}; lines after {self.read} were not sent") + "\n")
         return worst(self.codes)
+
+
+def count_lines(path: str) -> int | None:
+    """The lines of a regular file (for the progress bar's total); None for a pipe."""
+    import os
+    import stat
+
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                return None
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None

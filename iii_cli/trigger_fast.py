@@ -301,16 +301,20 @@ def run(argv: list[str]) -> int:
 
 
 def _run_batch(target: str, args: Args) -> int:
-    from iii_cli.trigger_batch import Batch
+    from iii_cli.progress import ProgressBar
+    from iii_cli.trigger_batch import Batch, count_lines
 
     try:
         source = sys.stdin.buffer if args.batch == "-" else open(args.batch or "", "rb")  # noqa: SIM115
     except OSError as exc:
         fail(ec.USAGE, f"cannot read {args.batch}: {exc.strerror or exc}")
+    bar = ProgressBar("calls", None, args.quiet)
+    if bar.shown and args.batch != "-":
+        bar.total = count_lines(args.batch or "")
     try:
-        with source, _connect(target, args) as conn:
+        with source, _connect(target, args) as conn, bar:
             return Batch(conn, source, sys.stdout, args.function_id, args.action,
-                         args.timeout_ms, args.max_in_flight).run()
+                         args.timeout_ms, args.max_in_flight, bar if bar.shown else None).run()
     except Unreachable as exc:
         fail(ec.UNREACHABLE, unreachable_message(exc, args.socket))
 
