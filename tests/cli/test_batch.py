@@ -89,10 +89,9 @@ def run_with_terminal_stderr(tmp: Path, *args: str) -> tuple[int, str, str]:
     """``iii ARGS`` with stderr on a pseudo-terminal (stdout piped): (code, out, terminal)."""
     import os
     import subprocess
+    import threading
 
     from tests.helpers import IIIBIN, child_env
-
-    import threading
 
     main, side = os.openpty()
     seen: list[bytes] = []
