@@ -50,16 +50,17 @@ from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
 # print the scripts ourselves (`iii completions`), so register them here.
 completion_init()
 
-app = typer.Typer(
-    name="iii",
-    help="A local function and trigger engine: call any function by id.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+ROOT_SETTINGS: dict[str, Any] = {
+    "name": "iii",
+    "help": "A local function and trigger engine: call any function by id.",
+    "no_args_is_help": True,
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
     # Subcommands inherit it from the root context: `-h` wherever `--help` works.
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+    "context_settings": {"help_option_names": ["-h", "--help"]},
+}
+app = typer.Typer(**ROOT_SETTINGS)
 daemon_app = typer.Typer(help="Start, stop and inspect the daemon.", no_args_is_help=True)
 config_app = typer.Typer(help="Read and change the config file.", no_args_is_help=True)
 app.add_typer(daemon_app, name="daemon")
@@ -693,8 +694,28 @@ def demo(socket: SocketOption = None) -> None:
     raise typer.Exit(run_demo(socket_of(socket)))
 
 
+def app_for(argv: list[str]) -> typer.Typer:
+    """The app with only the command ``argv`` names, when that is plain: typer makes every
+    registered command's click object before it parses anything, and one command (or
+    group) costs a fraction of all of them. Anything else (no command, an option first,
+    an unknown name, completion) gets the whole app, which lists and suggests."""
+    if not argv or argv[0].startswith("-") or "_III_COMPLETE" in os.environ:
+        return app
+    name = argv[0]
+    commands = [c for c in app.registered_commands
+                if (c.name or getattr(c.callback, "__name__", "").replace("_", "-")) == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if not commands and not groups:
+        return app
+    one = typer.Typer(**ROOT_SETTINGS)
+    one.registered_callback = app.registered_callback  # --version; and it stays a group
+    one.registered_commands = commands
+    one.registered_groups = groups
+    return one
+
+
 def run() -> None:
     try:
-        app()
+        app_for(sys.argv[1:])()
     except KeyboardInterrupt:
         sys.exit(ec.INTERRUPTED)
