@@ -12,6 +12,7 @@ official SDK), the security block (placeholders by design), benchmarks and lint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -162,3 +163,85 @@ def test_the_sdk_examples_run_as_written(daemon: DaemonProcess) -> None:
     finally:
         worker.terminate()
         worker.wait(10)
+
+
+def section_commands(heading: str) -> list[str]:
+    """The shell commands of the README section under ``heading`` (its ```sh blocks)."""
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {heading}\n")
+    section = text[start:text.find("\n## ", start + 1)]
+    return [line.split("#")[0].strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+            for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def on_a_terminal(argv: list[str], env: dict[str, str], shows: bytes,
+                  keys: bytes) -> tuple[int, bytes]:
+    """Run ``argv`` on a pseudo-terminal of 100x30, type ``keys`` once it shows ``shows``,
+    and return its exit code and what it drew."""
+    import fcntl
+    import os
+    import struct
+    import termios
+    import threading
+
+    main, side = os.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    drawn: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            drawn.append(chunk)
+
+    threading.Thread(target=read, daemon=True).start()
+    proc = subprocess.Popen(argv, stdin=side, stdout=side, stderr=side, env=env,
+                            start_new_session=True)
+    os.close(side)
+    try:
+        wait_for(lambda: shows in b"".join(drawn), timeout=30, message=f"{shows!r} drawn")
+        os.write(main, keys)
+        return proc.wait(15), b"".join(drawn)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(main)
+
+
+def test_the_watching_and_observer_blocks_run(daemon: DaemonProcess, math_worker: Any) -> None:
+    """`iii watch` follows until Ctrl-C (exit 130), JSON lines when piped (what `jq .` would
+    read: each line is parsed here), `iii tui` draws and quits on q."""
+    import shlex
+
+    env = dict(child_env(daemon.tmp), TERM="xterm-256color")
+    commands = section_commands("Watching") + section_commands("Observers")
+    assert any(c.startswith("iii tui") for c in commands)
+    for command in commands:
+        if command.startswith("iii tui"):
+            code, _ = on_a_terminal([IIIBIN, *shlex.split(command)[1:]], env, b"math::add",
+                                    b"q")
+            assert code == 0, command
+            continue
+        if not command.startswith("iii watch"):
+            proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                                  text=True, timeout=60)
+            assert proc.returncode == 0, (command, proc.stderr)
+            continue
+        argv = shlex.split(command.removesuffix("| jq .").strip())
+        follower = subprocess.Popen([IIIBIN, *argv[1:]], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        subprocess.run([IIIBIN, "trigger", "math::add", "a=1", "b=2"], env=env,
+                       capture_output=True, timeout=30)  # something to see
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            follower.wait(1.0)
+        assert follower.poll() is None, (command, follower.stderr.read())  # still following
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=10)
+        assert follower.returncode == 130 and "Traceback" not in err, (command, err)
+        if "jq" in command:
+            assert all(isinstance(json.loads(line), dict) for line in out.splitlines())
+            assert out.strip(), "no JSON lines"
