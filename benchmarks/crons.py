@@ -1,6 +1,7 @@
-"""Triggers at scale: N every-second crons into one worker.
+"""Triggers at scale: N every-second crons (or N state triggers on one scope, changed
+once a second) into one worker.
 
-    python benchmarks/crons.py [--crons 10000] [--seconds 10] [--repo PATH]
+    python benchmarks/crons.py [--crons 10000] [--kind cron|state] [--seconds 10] [--repo PATH]
 
 A daemon of ``--repo``, one worker (our SDK, an async handler that counts) serving the
 crons' function, N ``* * * * * *`` crons bound by that worker, and another worker
@@ -46,10 +47,12 @@ w.register_function("bench::tick", tick)
 w.register_function("bench::count", count)
 w.ping()
 print("ready", flush=True)
-for line in sys.stdin:  # one line: bind that many crons
-    for i in range(int(line)):
-        w.register_trigger({"type": "cron", "function_id": "bench::tick", "id": f"c{i}",
-                            "config": {"expression": "* * * * * *"}})
+for line in sys.stdin:  # one line: bind that many triggers of that kind
+    count, kind = line.split()
+    config = {"expression": "* * * * * *"} if kind == "cron" else {"scope": "bench"}
+    for i in range(int(count)):
+        w.register_trigger({"type": kind, "function_id": "bench::tick", "id": f"c{i}",
+                            "config": config})
     w.ping(60)
     print("bound", flush=True)
 threading.Event().wait()
@@ -77,7 +80,16 @@ def _p(samples: list[float], q: float) -> float:
     return round(statistics.quantiles(samples, n=100)[int(q) - 1], 3)
 
 
-def measure(repo: Path, crons: int, seconds: float) -> dict[str, Any]:
+def _change_every_second(client: Any, stop: Any) -> None:
+    """A state change a second on the scope the state triggers watch."""
+    n = 0
+    while not stop.wait(1.0 - time.monotonic() % 1.0):
+        n += 1
+        client.trigger({"function_id": "state::set",
+                        "payload": {"scope": "bench", "key": "k", "value": n}})
+
+
+def measure(repo: Path, crons: int, seconds: float, kind: str = "cron") -> dict[str, Any]:
     sys.path.insert(0, str(repo))
     from iii_sdk import connect
 
@@ -103,9 +115,16 @@ def measure(repo: Path, crons: int, seconds: float) -> dict[str, Any]:
             assert worker.stdin is not None and worker.stdout is not None
             client = connect(str(sock))
             idle = _latencies(client, min(seconds, 5))
-            worker.stdin.write(f"{crons}\n")
+            worker.stdin.write(f"{crons} {kind}\n")
             worker.stdin.flush()
             assert "bound" in worker.stdout.readline()
+            if kind == "state":
+                import threading
+
+                stop = threading.Event()
+                changer = threading.Thread(target=_change_every_second,
+                                           args=(connect(str(sock)), stop), daemon=True)
+                changer.start()
             time.sleep(2)  # the first ticks
             before = client.trigger({"function_id": "bench::count", "payload": None})
             cpu_before = _cpu_s(daemon.pid)
@@ -114,13 +133,15 @@ def measure(repo: Path, crons: int, seconds: float) -> dict[str, Any]:
             elapsed = time.monotonic() - started
             cpu = _cpu_s(daemon.pid) - cpu_before
             fired = client.trigger({"function_id": "bench::count", "payload": None}) - before
+            if kind == "state":
+                stop.set()
             client.shutdown()
         finally:
             for proc in workers:
                 proc.kill()
             daemon.terminate()
             daemon.wait(30)
-    return {"crons": crons, "seconds": round(elapsed, 1),
+    return {"kind": kind, "crons": crons, "seconds": round(elapsed, 1),
             "firings_per_s": round(fired / elapsed, 1),
             "daemon_cpu_share": round(cpu / elapsed, 3),
             "others_p50_ms": {"idle": _p(idle, 50), "with_crons": _p(busy, 50)},
@@ -130,12 +151,17 @@ def measure(repo: Path, crons: int, seconds: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crons", type=int, default=10_000)
+    parser.add_argument("--kind", choices=["cron", "state"], default="cron",
+                        help="every-second crons, or state triggers on one scope changed "
+                             "once a second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repo", type=Path, default=HERE.parent)
     parser.add_argument("--json", type=Path, default=HERE / "results" / "crons.json")
     args = parser.parse_args()
-    figures = measure(args.repo.resolve(), args.crons, args.seconds)
-    print(f"{args.crons} every-second crons, {figures['seconds']} s")
+    figures = measure(args.repo.resolve(), args.crons, args.seconds, args.kind)
+    what = "every-second crons" if args.kind == "cron" else \
+        "state triggers on one scope, one change a second"
+    print(f"{args.crons} {what}, {figures['seconds']} s")
     print(f"  firings/s          {figures['firings_per_s']:>10}   (all: {args.crons})")
     print(f"  daemon CPU         {figures['daemon_cpu_share']:>10.1%}   (target < 25 %)")
     for q in ("p50", "p99"):
@@ -143,7 +169,8 @@ def main() -> None:
         print(f"  others' {q} ms     {row['with_crons']:>10}   idle {row['idle']}"
               f" ({row['with_crons'] / row['idle']:.1f}x; target p99 <= 2x)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2))
+    out = args.json if args.kind == "cron" else args.json.with_name("state_triggers.json")
+    out.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

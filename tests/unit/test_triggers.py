@@ -110,6 +110,27 @@ def test_many_crons_due_at_once_go_a_share_per_turn_and_all_fire(core: Core) -> 
         "2027-01-15T08:00:01.000Z"}
 
 
+def test_a_change_that_many_state_triggers_watch_fires_a_share_per_turn(core: Core) -> None:
+    """10 000 state triggers on one scope: the change fires a turn's share at once, the
+    rest on the next turns (the driver comes back at once), each once; one removed
+    meanwhile does not fire."""
+    from iii_daemon.core.triggers.manager import FIRINGS_PER_TURN
+
+    count = FIRINGS_PER_TURN * 2 + 10
+    for i in range(count):
+        core.send(1, {"type": "registertrigger", "id": f"s{i}", "trigger_type": "state",
+                      "function_id": "job", "config": {"scope": "big"}})
+    out = core.call(2, "state::set", {"scope": "big", "key": "k", "value": 1},
+                    invocation_id="set")
+    first = invocations(out)
+    assert len(first) == FIRINGS_PER_TURN
+    assert core.router.next_deadline() <= core.now
+    core.send(1, {"type": "unregistertrigger", "id": f"s{count - 1}"})
+    rest = invocations(core.advance(0.0)) + invocations(core.advance(0.0))
+    assert len(first) + len(rest) == count - 1
+    assert core.router.next_deadline() is None or core.router.next_deadline() > core.now
+
+
 # --- state ------------------------------------------------------------------------------
 
 
