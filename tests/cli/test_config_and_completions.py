@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -158,6 +159,44 @@ def test_bash_completes_function_ids_past_their_colons(daemon: DaemonProcess,
     assert bash_complete(daemon.tmp, "iii trigger math::a") == ["add"]
     assert "trigger" in bash_complete(daemon.tmp, "iii tri")
     assert bash_complete(daemon.tmp, "iii trigger ") != []  # every id, no file names
+
+
+def shell(name: str) -> str:
+    found = shutil.which(name)
+    assert found, f"{name} is needed for its completion test (.ci/run installs it)"
+    return found
+
+
+ZSH_TAB = r"""
+zmodload zsh/zpty
+zpty -b z 'zsh -f -i'
+zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -D; source COMPLETIONS/_iii'
+zpty -n -w z $'iii trigger math::d\t'
+out=""
+for i in {1..200}; do  # poll for up to 10 s: the line as completed, or what was drawn
+  while zpty -r -t z chunk; do out+=$chunk; done
+  [[ $out == *"math::divide"* ]] && break
+  sleep 0.05
+done
+print -r -- $out
+zpty -d z
+"""
+
+
+def test_zsh_and_fish_complete_function_ids_for_real(daemon: DaemonProcess,
+                                                     math_worker: Any) -> None:
+    """The shipped scripts in the real shells: TAB in an interactive zsh (on a zpty, with
+    compinit), and fish's own `complete -C`."""
+    env = child_env(daemon.tmp)
+    env["PATH"] = f"{Path(IIIBIN).parent}{os.pathsep}{env['PATH']}"
+    script = ZSH_TAB.replace("COMPLETIONS", str(REPO / "completions"))
+    zsh = subprocess.run([shell("zsh"), "-f", "-c", script], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert "iii trigger math::divide" in zsh.stdout.replace("\r", ""), zsh.stdout[-500:]
+    fish = subprocess.run([shell("fish"), "-c", f"source {REPO / 'completions' / 'iii.fish'}; "
+                           "complete -C 'iii trigger math::d'"], capture_output=True,
+                          text=True, env=env, timeout=30)
+    assert fish.stdout.split() == ["math::divide"], fish.stdout + fish.stderr
 
 
 def test_zsh_and_fish_get_whole_ids(daemon: DaemonProcess, math_worker: Any) -> None:
