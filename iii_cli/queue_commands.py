@@ -55,10 +55,15 @@ def redrive(queue: QueueArgument,
             socket: SocketOption = None, url: UrlOption = None,
             quiet: QuietOption = False) -> None:
     """Send QUEUE's dead letters (or one) for delivery again, attempts reset."""
-    data = {"queue": queue} if message_id is None else {"queue": queue, "id": message_id}
-    count = call_function(where(socket, url), "engine::queues::redrive", data)["redriven"]
-    if message_id is not None and count == 0:
-        fail(ec.NOT_FOUND, f"no dead letter {message_id!r} in queue {queue!r}")
+    target = where(socket, url)
+    if message_id is not None:
+        data = {"queue": queue, "id": message_id}
+        count = call_function(target, "engine::queues::redrive", data)["redriven"]
+        if count == 0:
+            fail(ec.NOT_FOUND, f"no dead letter {message_id!r} in queue {queue!r}")
+    else:
+        count = in_steps(target, "engine::queues::redrive", queue, "redriven",
+                         f"redriving {queue}", quiet)
     say(f"{count} message{'' if count == 1 else 's'} sent again", quiet)
 
 
@@ -74,5 +79,33 @@ def purge(queue: QueueArgument,
             fail(ec.USAGE, f"purging {queue!r} drops its messages: confirm with --yes")
         typer.confirm(f"Drop every waiting message and dead letter of {queue!r}?",
                       abort=True)
-    count = call_function(target, "engine::queues::purge", {"queue": queue})["purged"]
+    count = in_steps(target, "engine::queues::purge", queue, "purged", f"purging {queue}",
+                     quiet)
     say(f"{count} message{'' if count == 1 else 's'} dropped", quiet)
+
+
+#: Messages one step of a redrive or purge handles: the daemon stays responsive to
+#: everyone else between steps, and a terminal shows the progress.
+STEP = 2000
+
+
+def in_steps(target: str, function_id: str, queue: str, done_key: str, label: str,
+             quiet: bool) -> int:
+    """Call ``function_id`` on ``queue`` ``STEP`` messages at a time until as many as
+    there were at the start are done (what arrives meanwhile, a redriven letter that dies
+    again among them, is not chased); a progress bar on a terminal once there is more
+    than one step."""
+    from iii_cli.progress import ProgressBar
+
+    answer = call_function(target, function_id, {"queue": queue, "limit": STEP})
+    done, total = answer[done_key], answer[done_key] + answer["left"]
+    if done >= total:
+        return int(done)
+    with ProgressBar(label, total, quiet) as bar:
+        while done < total and answer[done_key]:
+            bar.update(done)
+            answer = call_function(target, function_id, {"queue": queue,
+                                                         "limit": min(STEP, total - done)})
+            done += answer[done_key]
+        bar.update(done)
+    return int(done)

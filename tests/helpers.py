@@ -298,3 +298,31 @@ def official_worker(port: int, name: str = "official", **options: Any) -> Any:
 
     return iii.register_worker(f"ws://127.0.0.1:{port}", iii.InitOptions(
         worker_name=name, otel={"enabled": False}, **options))
+
+
+def run_with_terminal_stderr(tmp: Path, *args: str) -> tuple[int, str, str]:
+    """``iii ARGS`` with stderr on a pseudo-terminal (stdout piped): (code, out, terminal)."""
+    main, side = os.openpty()
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:  # as a terminal would, so the child never blocks on it
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the other side is closed: all read
+                return
+            if not chunk:
+                return
+            seen.append(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen([IIIBIN, *args], stdout=subprocess.PIPE, stderr=side,
+                                env=dict(child_env(tmp), TERM="xterm", COLUMNS="100"))
+        os.close(side)
+        out, _ = proc.communicate(timeout=60)
+        reader.join(10)
+    finally:
+        os.close(main)
+    return proc.returncode, out.decode(), b"".join(seen).decode(errors="replace")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import sys
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -230,6 +231,12 @@ class QueueBook:
                 "type": (lane.policy if lane else self.policy(queue)).type,
             })
         return rows
+
+    def left(self, queue: str) -> tuple[int, int]:
+        """``(dead letters, waiting or delayed messages)`` of ``queue`` (not in flight)."""
+        waiting = sum(len(lane.ready) + len(lane.delayed)
+                      for (name, _), lane in self.lanes.items() if name == queue)
+        return len(self.dead.get(queue, {})), waiting
 
     def dead_letters(self, queue: str) -> list[dict[str, Any]]:
         return [{"id": m.id, "queue": m.queue, "function_id": m.function_id,
@@ -501,11 +508,13 @@ class Queues(QueueBook):
 
     # --- operating them -------------------------------------------------------------------
 
-    def redrive(self, queue: str, message_id: str | None, out: Output) -> int:
-        """Dead letters of ``queue`` (one, or all) go back for delivery, attempts reset."""
+    def redrive(self, queue: str, message_id: str | None, out: Output,
+                limit: int | None = None) -> int:
+        """Dead letters of ``queue`` (one, or all, or the oldest ``limit``) go back for
+        delivery, attempts reset."""
         letters = self.dead.get(queue, {})
         chosen = [letters[message_id]] if message_id in letters else \
-            [] if message_id is not None else list(letters.values())
+            [] if message_id is not None else list(itertools.islice(letters.values(), limit))
         wall = self.host.clock.wall
         for message in chosen:
             del letters[message.id]
@@ -514,15 +523,24 @@ class Queues(QueueBook):
             out.append((EVENTS, Persist((message.row(),), _nothing)))
         return len(chosen)
 
-    def purge(self, queue: str, out: Output) -> int:
-        """Drop every message of ``queue`` that is not in flight, dead letters too."""
-        dropped: list[Message] = list(self.dead.pop(queue, {}).values())
+    def purge(self, queue: str, out: Output, limit: int | None = None) -> int:
+        """Drop every message of ``queue`` that is not in flight, dead letters too (or
+        ``limit`` of them: dead letters first, then waiting, then delayed)."""
+        left = limit if limit is not None else sys.maxsize
+        letters = self.dead.get(queue, {})
+        dropped: list[Message] = list(itertools.islice(letters.values(), left))
+        for message in dropped:
+            del letters[message.id]
+        if not letters:
+            self.dead.pop(queue, None)
         for (name, _), lane in self.lanes.items():
-            if name == queue:
-                dropped += lane.ready
-                dropped += [entry[2] for entry in lane.delayed]
-                lane.ready.clear()
-                lane.delayed.clear()
+            if name != queue or len(dropped) >= left:
+                continue
+            while lane.ready and len(dropped) < left:
+                dropped.append(lane.ready.popleft())
+            while lane.delayed and len(dropped) < left:
+                dropped.append(heapq.heappop(lane.delayed)[2])
+            if not lane.ready and not lane.delayed:
                 lane.busy_groups.clear()
         if dropped:
             out.append((EVENTS, Persist(tuple(DropMessage(m.id) for m in dropped),

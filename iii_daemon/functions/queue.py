@@ -64,15 +64,28 @@ def dead_letters(services: Services, ctx: CallContext) -> Any:
     return {"queue": queue, "dead_letters": services.queues.dead_letters(queue)}
 
 
+def _limit(data: Any) -> int | None:
+    """``limit``: how many this call handles at most (a CLI goes in steps, showing its
+    progress, and the daemon never spends long on one step)."""
+    limit = field(data, "limit", int, optional=True)
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise CallError(ErrorCode.BAD_REQUEST, "'limit' must be a whole number from 1")
+    return limit
+
+
 def redrive(services: Services, ctx: CallContext) -> Any:
+    """``{queue, id?, limit?}``: answers how many went, and how many dead letters are left."""
     queue = field(ctx.data, "queue", str)
     message_id = field(ctx.data, "id", str, optional=True)
-    return {"redriven": services.queues.redrive(queue, message_id, ctx.out)}
+    redriven = services.queues.redrive(queue, message_id, ctx.out, _limit(ctx.data))
+    return {"redriven": redriven, "left": services.queues.left(queue)[0]}
 
 
 def purge(services: Services, ctx: CallContext) -> Any:
+    """``{queue, limit?}``: answers how many went, and how many (dead or waiting) are left."""
     queue = field(ctx.data, "queue", str)
-    return {"purged": services.queues.purge(queue, ctx.out)}
+    purged = services.queues.purge(queue, ctx.out, _limit(ctx.data))
+    return {"purged": purged, "left": sum(services.queues.left(queue))}
 
 
 FUNCTIONS = (
@@ -81,8 +94,8 @@ FUNCTIONS = (
     BuiltinFunction("engine::queues::list", "queues per function: ready, waiting, delayed, "
                                             "in flight, dead letters", list_queues),
     BuiltinFunction("engine::queues::dlq", "the dead letters of {queue}", dead_letters),
-    BuiltinFunction("engine::queues::redrive", "sends {queue}'s dead letters (or {id}) "
-                                               "again", redrive),
+    BuiltinFunction("engine::queues::redrive", "sends {queue}'s dead letters (or {id}, or "
+                                               "{limit} of them) again", redrive),
     BuiltinFunction("engine::queues::purge", "drops every waiting message and dead letter "
-                                             "of {queue}", purge),
+                                             "of {queue} (or {limit} of them)", purge),
 )

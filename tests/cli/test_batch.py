@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from iii_sdk import III
-from tests.helpers import DaemonProcess, run_iii
+from tests.helpers import DaemonProcess, run_iii, run_with_terminal_stderr
 
 
 def answers(stdout: str) -> list[dict[str, Any]]:
@@ -83,40 +83,6 @@ def test_mistakes_on_the_command_line(daemon: DaemonProcess) -> None:
 def test_no_daemon_is_exit_3(short_tmp: Path) -> None:
     proc = run_iii(short_tmp, "trigger", "--batch", stdin='{"function_id": "f"}\n')
     assert proc.returncode == 3 and proc.stdout == ""
-
-
-def run_with_terminal_stderr(tmp: Path, *args: str) -> tuple[int, str, str]:
-    """``iii ARGS`` with stderr on a pseudo-terminal (stdout piped): (code, out, terminal)."""
-    import os
-    import subprocess
-    import threading
-
-    from tests.helpers import IIIBIN, child_env
-
-    main, side = os.openpty()
-    seen: list[bytes] = []
-
-    def read_terminal() -> None:  # as a terminal would, so the child never blocks on it
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # the other side is closed: all read
-                return
-            if not chunk:
-                return
-            seen.append(chunk)
-
-    reader = threading.Thread(target=read_terminal, daemon=True)
-    reader.start()
-    try:
-        proc = subprocess.Popen([IIIBIN, *args], stdout=subprocess.PIPE, stderr=side,
-                                env=dict(child_env(tmp), TERM="xterm", COLUMNS="100"))
-        os.close(side)
-        out, _ = proc.communicate(timeout=60)
-        reader.join(10)
-    finally:
-        os.close(main)
-    return proc.returncode, out.decode(), b"".join(seen).decode(errors="replace")
 
 
 def test_a_progress_bar_on_a_terminal_only(daemon: DaemonProcess, math_worker: Any,

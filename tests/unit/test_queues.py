@@ -82,7 +82,8 @@ def test_failures_retry_with_backoff_then_become_dead_letters(core: Core) -> Non
     assert len(events(core, "queue.dead_letter")) == 1
     # Redrive: back for delivery with its attempts reset.
     out = core.call(2, "engine::queues::redrive", {"queue": "jobs"}, invocation_id="r")
-    assert answer_of(out, "r")["result"] == {"redriven": 1} and len(invocations(out)) == 1
+    assert answer_of(out, "r")["result"] == {"redriven": 1, "left": 0}
+    assert len(invocations(out)) == 1
     assert core.router.queues.dead_letters("jobs") == []
 
 
@@ -220,8 +221,24 @@ def test_purge_drops_waiting_messages_and_dead_letters(core: Core) -> None:
     for i in range(3):
         enqueue(core, "nobody", i, invocation_id=f"q{i}")
     out = core.call(2, "engine::queues::purge", {"queue": "jobs"}, invocation_id="p")
-    assert answer_of(out, "p")["result"] == {"purged": 3}
+    assert answer_of(out, "p")["result"] == {"purged": 3, "left": 0}
     assert core.disk.messages == {} and core.router.queues.count() == 0
+
+
+def test_purge_and_redrive_go_in_steps_of_limit(core: Core) -> None:
+    """``limit``: a CLI goes step by step (showing progress), the daemon never long."""
+    for i in range(5):
+        enqueue(core, "nobody", i, invocation_id=f"q{i}")
+    out = core.call(2, "engine::queues::purge", {"queue": "jobs", "limit": 2},
+                    invocation_id="p1")
+    assert answer_of(out, "p1")["result"] == {"purged": 2, "left": 3}
+    assert core.router.queues.count() == 3 and len(core.disk.messages) == 3
+    out = core.call(2, "engine::queues::purge", {"queue": "jobs", "limit": 10},
+                    invocation_id="p2")
+    assert answer_of(out, "p2")["result"] == {"purged": 3, "left": 0}
+    bad = core.call(2, "engine::queues::redrive", {"queue": "jobs", "limit": 0},
+                    invocation_id="r")
+    assert answer_of(bad, "r")["error"]["code"] == "bad_request"
 
 
 def test_a_missing_condition_is_a_failed_attempt_not_a_wait(core: Core) -> None:
