@@ -99,6 +99,8 @@ class Batch:
         self.eof = False
         self.codes: set[int] = set()
         self.heard = False  # the daemon greeted us
+        #: A call read but not sent yet: it did not fit the bytes in flight.
+        self._held: tuple[int, bytes] | None = None
 
     # --- one line -----------------------------------------------------------------------
 
@@ -164,7 +166,7 @@ class Batch:
             while True:
                 self._print_ready()
                 self._send_more()
-                if self.eof and not self.waiting:
+                if self.eof and not self.waiting and self._held is None:
                     return worst(self.codes)
                 self._receive()
         except (Timeout, Closed, Broken, Refused) as exc:
@@ -172,36 +174,43 @@ class Batch:
             return self._stopped(exc)
 
     def _send_more(self) -> None:
-        batch: list[bytes] = []
-        if self.read - self.printed > self.max_in_flight // 2:
+        if self.waiting and self.read - self.printed > self.max_in_flight // 2:
             return  # refill in rounds of half the window: fewer, larger writes
+        batch: list[bytes] = []
         in_flight = sum(self.bytes_in_flight.values())
-        while not self.eof and self.read - self.printed < self.max_in_flight:
-            if in_flight >= MAX_BYTES_IN_FLIGHT:
-                break
-            raw = self._next_line()
-            if raw is None:
-                self.eof = True
-                break
-            number = self.read
-            if not raw.strip():
-                self.done[number] = None
-                continue
-            try:
-                message = self.message(number, raw)
-            except UsageError as exc:
-                self.answer(number, "error", {"code": "bad_request", "message": str(exc)},
-                            ec.USAGE)
-                continue
-            size = len(message)
-            if in_flight and in_flight + size > MAX_BYTES_IN_FLIGHT:
-                in_flight = MAX_BYTES_IN_FLIGHT  # goes in the next round, alone if large
-            in_flight += size
+        while self._held is not None or \
+                (not self.eof and self.read - self.printed < self.max_in_flight):
+            if self._held is None:
+                self._held = self._next_call()
+                if self._held is None:
+                    continue  # the end, a blank line or a bad one (answered)
+            number, message = self._held
+            if in_flight and in_flight + len(message) > MAX_BYTES_IN_FLIGHT:
+                break  # held for a later round; a line larger than the bound goes alone
+            self._held = None
+            in_flight += len(message)
             self.waiting[f"b{number}"] = number
-            self.bytes_in_flight[f"b{number}"] = size
+            self.bytes_in_flight[f"b{number}"] = len(message)
             batch.append(message)
         if batch:
             self.conn.send_frames(batch)
+
+    def _next_call(self) -> tuple[int, bytes] | None:
+        """The next line's call, or None (the end of the input, a blank or a bad line)."""
+        raw = self._next_line()
+        if raw is None:
+            self.eof = True
+            return None
+        number = self.read
+        if not raw.strip():
+            self.done[number] = None
+            return None
+        try:
+            return number, self.message(number, raw)
+        except UsageError as exc:
+            self.answer(number, "error", {"code": "bad_request", "message": str(exc)},
+                        ec.USAGE)
+            return None
 
     def _next_line(self) -> bytes | None:
         """The next input line; an over-long one is skipped to its end and answered."""

@@ -98,3 +98,17 @@ def test_a_progress_bar_on_a_terminal_only(daemon: DaemonProcess, math_worker: A
     assert code == 0 and terminal == ""
     piped = run_iii(daemon.tmp, "trigger", "math::add", "--batch", str(source))
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_large_lines_are_held_to_the_bytes_bound_and_all_answered(daemon: DaemonProcess,
+                                                                  math_worker: Any) -> None:
+    """Lines of 100 KiB: at most 128 KiB of calls in flight, one larger line alone; with
+    any window, every line is answered in order."""
+    big = "x" * 100_000
+    text = "".join(json.dumps({"n": n, "pad": big}) + "\n" for n in range(6))
+    for window in ("1", "2", "64"):
+        proc = run_iii(daemon.tmp, "trigger", "math::echo", "--batch", "--max-in-flight",
+                       window, stdin=text)
+        assert proc.returncode == 0, proc.stderr
+        got = answers(proc.stdout)
+        assert [a["result"]["data"]["n"] for a in got] == list(range(6)), window
