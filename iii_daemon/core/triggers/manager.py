@@ -317,14 +317,11 @@ class TriggerManager:
 
     def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output,
              answer: Answered | None, timeout_ms: int | None, source: str) -> None:
-        if source == "manual":
-            self.host.record("trigger.fired", out, trigger_id=binding.id,
-                             trigger_type=binding.trigger_type,
-                             function_id=binding.function_id, source="manual")
-        else:  # the common case: no field more than it needs
-            self.host.record("trigger.fired", out, trigger_id=binding.id,
-                             trigger_type=binding.trigger_type,
-                             function_id=binding.function_id)
+        # A scheduled or reactive firing's event says no more than it needs.
+        by_hand = {"source": source} if source == "manual" else {}
+        self.host.record("trigger.fired", out, trigger_id=binding.id,
+                         trigger_type=binding.trigger_type, function_id=binding.function_id,
+                         **by_hand)
 
         def finished(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
             binding.running -= 1
