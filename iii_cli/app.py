@@ -317,7 +317,8 @@ def fire(
     ] = False,
     fmt: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="json|pretty", help="As iii trigger.")] = None,
-    timeout_ms: Annotated[int | None, typer.Option("--timeout-ms", metavar="N")] = None,
+    timeout_ms: Annotated[int | None, typer.Option(
+        "--timeout-ms", metavar="N", help="Give up after N ms (as iii trigger).")] = None,
     socket: SocketOption = None,
     url: UrlOption = None,
 ) -> None:
