@@ -103,8 +103,10 @@ class Shell(StrEnum):
     fish = "fish"
 
 
-def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
-    """Function ids from a running daemon; never starts one, gives up after 300 ms."""
+def _complete_from_daemon(ctx: typer.Context, incomplete: str, function_id: str,
+                          data: dict[str, Any], rows_key: str, id_key: str) -> list[str]:
+    """Ids a running daemon lists (``function_id`` answers ``{rows_key: [{id_key}]}``),
+    from the command's --url / --socket as typed; never starts one, gives up after 300 ms."""
     from iii_sdk.paths import resolve_socket_path
 
     params = ctx.params if ctx is not None else {}
@@ -113,12 +115,16 @@ def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
         target = url.removeprefix("unix://") if url else \
             str(resolve_socket_path(params.get("socket")))
         with connect(target, COMPLETION_BUDGET_S) as conn:
-            answer = conn.call("engine::functions::list", {"include_internal": True},
-                               timeout_ms=250)
-        functions = answer["result"]["functions"]
+            answer = conn.call(function_id, data, timeout_ms=250)
+        ids = [row[id_key] for row in answer["result"][rows_key]]
     except Exception:
         return []
-    return [f["function_id"] for f in functions if f["function_id"].startswith(incomplete)]
+    return [one for one in ids if one.startswith(incomplete)]
+
+
+def _complete_function_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete_from_daemon(ctx, incomplete, "engine::functions::list",
+                                 {"include_internal": True}, "functions", "function_id")
 
 
 
@@ -294,14 +300,9 @@ def unknown_type_message(trigger_type: str, known: list[str]) -> str:
             f"that provides it")
 
 
-def _complete_trigger_ids(incomplete: str) -> list[str]:
-    try:
-        with connect(str(socket_of(None)), COMPLETION_BUDGET_S) as conn:
-            rows = conn.call("engine::registered-triggers::list")["result"]
-        ids = [row["id"] for row in rows["registered_triggers"]]
-    except Exception:
-        return []
-    return [trigger_id for trigger_id in ids if trigger_id.startswith(incomplete)]
+def _complete_trigger_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    return _complete_from_daemon(ctx, incomplete, "engine::registered-triggers::list", {},
+                                 "registered_triggers", "id")
 
 
 @app.command()

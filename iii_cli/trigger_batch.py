@@ -91,9 +91,8 @@ class Batch:
         self.max_in_flight = max_in_flight
         #: Line number -> its answer line (None: a blank line, nothing to print).
         self.done: dict[int, str | None] = {}
-        #: Invocation id -> line number, for calls sent and not answered.
-        self.waiting: dict[str, int] = {}
-        self.bytes_in_flight: dict[str, int] = {}
+        #: Invocation id -> (line number, request bytes), for calls sent and not answered.
+        self.waiting: dict[str, tuple[int, int]] = {}
         self.read = 0  # lines read so far
         self.printed = 0  # lines printed (or skipped) so far
         self.eof = False
@@ -177,7 +176,7 @@ class Batch:
         if self.waiting and self.read - self.printed > self.max_in_flight // 2:
             return  # refill in rounds of half the window: fewer, larger writes
         batch: list[bytes] = []
-        in_flight = sum(self.bytes_in_flight.values())
+        in_flight = sum(size for _, size in self.waiting.values())
         while self._held is not None or \
                 (not self.eof and self.read - self.printed < self.max_in_flight):
             if self._held is None:
@@ -189,8 +188,7 @@ class Batch:
                 break  # held for a later round; a line larger than the bound goes alone
             self._held = None
             in_flight += len(message)
-            self.waiting[f"b{number}"] = number
-            self.bytes_in_flight[f"b{number}"] = len(message)
+            self.waiting[f"b{number}"] = (number, len(message))
             batch.append(message)
         if batch:
             self.conn.send_frames(batch)
@@ -253,10 +251,10 @@ class Batch:
             raise Refused(str(reply.message))
         if reply.type != "invocationresult" or reply.invocation_id is None:
             return
-        number = self.waiting.pop(reply.invocation_id, None)
-        if number is None:
+        sent = self.waiting.pop(reply.invocation_id, None)
+        if sent is None:
             return
-        self.bytes_in_flight.pop(reply.invocation_id, None)
+        number = sent[0]
         error = bytes(reply.error)
         if error and error != b"null":
             self.answer(number, "error", error, ec.for_error(msgspec.json.decode(error)))
@@ -289,7 +287,7 @@ class Batch:
         else:
             code, error = ec.LOST, {"code": "connection_lost", "message":
                                     f"{exc}: the call may or may not have run"}
-        for number in sorted(self.waiting.values()):
+        for number, _ in sorted(self.waiting.values()):
             self.answer(number, "error", error, code)
         self.waiting.clear()
         self.codes.add(code)

@@ -314,7 +314,7 @@ def _run_batch(target: str, args: Args) -> int:
     try:
         with source, _connect(target, args) as conn, bar:
             return Batch(conn, source, sys.stdout, args.function_id, args.action,
-                         args.timeout_ms, args.max_in_flight, bar if bar.shown else None).run()
+                         args.timeout_ms, args.max_in_flight, bar).run()
     except Unreachable as exc:
         fail(ec.UNREACHABLE, unreachable_message(exc, args.socket))
 

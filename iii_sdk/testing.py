@@ -51,7 +51,7 @@ class DaemonThread:
         Raises:
             TimeoutError: it did not get ready in time. Whatever ``serve`` raised.
         """
-        from iii_daemon.lifecycle.serve import serve
+        from iii_daemon.lifecycle.serve import new_runner, serve
 
         ready = threading.Event()
 
@@ -62,13 +62,7 @@ class DaemonThread:
 
         def run() -> None:
             try:
-                import uvloop
-            except ImportError:
-                factory = None
-            else:
-                factory = uvloop.new_event_loop
-            try:
-                with asyncio.Runner(loop_factory=factory) as runner:
+                with new_runner() as runner:
                     runner.run(main())
             except BaseException as exc:  # surfaced by start()
                 self.error = exc

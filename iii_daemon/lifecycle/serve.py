@@ -253,15 +253,19 @@ async def _drain(hub: Hub, timeout: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def run(config: DaemonConfig) -> None:
-    """Serve in the foreground until SIGTERM or SIGINT (what ``python -m iii_daemon`` does)."""
+def new_runner() -> asyncio.Runner:
+    """A runner on uvloop when it is installed (plain asyncio works, only slower); the
+    daemon's process and the in-process daemon of tests both use it."""
     try:
         import uvloop
-    except ImportError:  # uvloop is optional: plain asyncio works, only slower
-        runner = asyncio.Runner()
-    else:
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    with runner:
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+def run(config: DaemonConfig) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT (what ``python -m iii_daemon`` does)."""
+    with new_runner() as runner:
         runner.run(_serve_until_signalled(config))
 
 
