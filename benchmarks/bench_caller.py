@@ -1,6 +1,7 @@
 """The caller side: a lean asyncio client, so the figures are the server's, not ours.
 
-Prints one JSON object: sequential sync calls (throughput, p50, p99) and void calls.
+Prints one JSON object: sequential sync calls (throughput, p50, p99), pipelined sync
+calls (``WINDOW`` in flight) and void calls.
 """
 
 from __future__ import annotations
@@ -17,16 +18,38 @@ from iii_sdk import protocol as p
 from iii_sdk.client_link import ClientLink
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 
+#: Sync calls in flight at once in the pipelined figure (targets.md).
+WINDOW = 256
+
 
 async def main(path: str, calls: int, voids: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     waiters: dict[str, asyncio.Future[p.InvocationResult]] = {}
 
+    pipeline = {"sent": 0, "answered": 0, "total": 0}
+    pipelined_done = loop.create_future()
+
     def on_message(message: p.Message) -> None:
         if isinstance(message, p.InvocationResult):
+            if message.invocation_id.startswith("p"):
+                on_pipelined(message)
+                return
             waiter = waiters.pop(message.invocation_id, None)
             if waiter is not None:
                 waiter.set_result(message)
+
+    def send_pipelined() -> None:
+        n = pipeline["sent"] = pipeline["sent"] + 1
+        link.send(p.InvokeFunction(function_id="bench::echo", data=p.to_raw({"n": n}),
+                                   invocation_id=f"p{n}"))
+
+    def on_pipelined(answer: p.InvocationResult) -> None:
+        assert answer.error is None, answer.error
+        pipeline["answered"] += 1
+        if pipeline["sent"] < pipeline["total"]:
+            send_pipelined()  # a slot came free: keep WINDOW in flight
+        elif pipeline["answered"] == pipeline["total"]:
+            pipelined_done.set_result(None)
 
     _, link = await loop.create_unix_connection(
         lambda: ClientLink(on_message, lambda: None, DEFAULT_MAX_FRAME_BYTES), path)
@@ -51,6 +74,13 @@ async def main(path: str, calls: int, voids: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     samples.sort()
 
+    pipeline["total"] = calls
+    started_pipelined = time.perf_counter()
+    for _ in range(min(WINDOW, calls)):
+        send_pipelined()
+    await pipelined_done
+    pipelined_elapsed = time.perf_counter() - started_pipelined
+
     void = p.encode(p.InvokeFunction(function_id="bench::tally", data=p.to_raw(1),
                                      action={"type": "void"}))
     before = p.from_raw((await call(-1, "bench::total")).result)
@@ -68,6 +98,7 @@ async def main(path: str, calls: int, voids: int) -> dict[str, Any]:
         "sync_calls_per_s": calls / elapsed,
         "sync_p50_us": samples[len(samples) // 2] / 1000,
         "sync_p99_us": samples[int(len(samples) * 0.99)] / 1000,
+        "pipelined_calls_per_s": calls / pipelined_elapsed,
         "void_calls_per_s": (voids // 256 * 256) / void_elapsed,
     }
 

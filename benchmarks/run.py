@@ -89,6 +89,7 @@ FIGURES = [
     ("sync_calls_per_s", "sync calls/s, 1 in flight", "higher"),
     ("sync_p50_us", "sync latency p50 (µs)", "lower"),
     ("sync_p99_us", "sync latency p99 (µs)", "lower"),
+    ("pipelined_calls_per_s", "sync calls/s, 256 in flight", "higher"),
     ("void_calls_per_s", "void calls/s, fire and forget", "higher"),
 ]
 

@@ -31,7 +31,11 @@ def _deliver(frame: bytes, on_message: Callable[[p.Message], None]) -> None:
 
 
 class ClientLink(asyncio.Protocol):
-    """Decodes incoming frames into messages for ``on_message``; ``send`` writes one."""
+    """Decodes incoming frames into messages for ``on_message``; ``send`` writes one.
+
+    What is sent while a read's frames are handled (the answers of handlers that finish
+    at once) goes out in one write when they are done: one syscall per read, not one
+    per answer."""
 
     def __init__(self, on_message: Callable[[p.Message], None], on_lost: Callable[[], None],
                  max_frame_bytes: int) -> None:
@@ -39,6 +43,8 @@ class ClientLink(asyncio.Protocol):
         self._on_lost = on_lost
         self._reader = LineReader(max_frame_bytes)
         self._transport: asyncio.Transport | None = None
+        #: Output held while a read's frames are handled; None between reads.
+        self._held: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -50,15 +56,26 @@ class ClientLink(asyncio.Protocol):
             log.error("closing the connection: %s", exc)
             self.close()
             return
-        for frame in frames:
-            _deliver(frame, self._on_message)
+        if not frames:
+            return
+        held = self._held = bytearray()
+        try:
+            for frame in frames:
+                _deliver(frame, self._on_message)
+        finally:
+            self._held = None
+            transport = self._transport
+            if held and transport is not None and not transport.is_closing():
+                transport.write(held)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._on_lost()
 
     def send(self, message: p.Message) -> None:
-        if self._transport is not None:
+        if self._held is not None:
+            p.encode_into(message, self._held)
+        elif self._transport is not None:
             self._transport.write(p.encode(message))
 
     def close(self) -> None:

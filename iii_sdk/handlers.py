@@ -1,7 +1,8 @@
 """Running the user's code: function handlers and trigger-type providers.
 
-Sync callbacks run on pool threads, async ones as tracked tasks on the SDK loop, so a
-slow handler never blocks the connection. A handler's return value goes back as the
+Sync callbacks run on pool threads; async ones start at once on the SDK loop and
+become tracked tasks when they wait (most never do: they cost no task), so a slow
+handler never blocks the connection. A handler's return value goes back as the
 result; what it raises goes back as an error (``InvocationError`` keeps its code,
 anything else is ``invocation_failed`` with the traceback).
 
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from iii_sdk import eager
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 from iii_sdk.errors import InvocationError
@@ -208,16 +210,18 @@ class Handlers:
         if is_async:
             async def run() -> None:
                 if context is not None:
-                    enter(context)  # this task's own copy of the context
+                    enter(context)  # in its own copy of the context (eager.start)
                 try:
                     result = await fn(*args)
                 except Exception as exc:
                     done(None, exc)
                 else:
                     done(result, None)
-            task = loop.create_task(run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # At once: a handler that does not wait costs no task (most do not).
+            task = eager.start(loop, run())
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             return
 
         def finished(result: Any, exc: BaseException | None) -> None:
