@@ -42,6 +42,7 @@ from iii_cli.list_view import KINDS, add_display_columns
 from iii_cli.queue_commands import queue_app
 from iii_cli.style import printable
 from iii_cli.value_commands import state_app, stream_app
+from iii_cli.worker_commands import worker_app
 from iii_daemon.core.triggers import catalog
 from iii_sdk.client.blocking import connect
 from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
@@ -68,6 +69,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(queue_app, name="queue")
 app.add_typer(state_app, name="state")
 app.add_typer(stream_app, name="stream")
+app.add_typer(worker_app, name="worker")
 app.command("watch")(watch_command.watch)
 
 
@@ -459,7 +461,7 @@ def _status_text(info: dict[str, Any]) -> str:
 
     listeners = ", ".join(listener(name, v) for name, v in info.get("listeners", {}).items())
     return (
-        f"running   pid {info['pid']}, up {_duration(info['uptime_s'])}, "
+        f"running   pid {info['pid']}, up {output.duration_text(info['uptime_s'])}, "
         f"version {printable(str(info['version']))}\n"
         f"socket    {printable(str(info['socket']))}\n"
         f"data      {printable(str(info['data_dir']))}\n"
@@ -478,15 +480,6 @@ def _of_them_dead(dead: int) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 @daemon_app.command("logs")

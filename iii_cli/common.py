@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from iii_cli.daemon_call import call_daemon, target_of
+from iii_cli.daemon_call import CALL_DEADLINE_S, call_daemon, target_of
 from iii_cli.style import error_prefix, printable
 
 E = TypeVar("E", bound=StrEnum)
@@ -70,7 +70,8 @@ def say(message: str, quiet: bool) -> None:
         sys.stderr.write(printable(message) + "\n")
 
 
-def call_function(target: str | Path, function_id: str, data: Any = None) -> Any:
+def call_function(target: str | Path, function_id: str, data: Any = None,
+                  deadline_s: float = CALL_DEADLINE_S) -> Any:
     """One call of a daemon function; every failure ends the command with one line and
     its exit code (see :func:`iii_cli.daemon_call.call_daemon`)."""
-    return call_daemon(target, function_id, data, fail)
+    return call_daemon(target, function_id, data, fail, deadline_s)

@@ -63,11 +63,12 @@ def not_running(exc: Unreachable, target: str | Path) -> str:
     return unreachable_message(exc, target if other else None)
 
 
-def call_daemon(target: str | Path, function_id: str, data: Any, fail: Fail) -> Any:
+def call_daemon(target: str | Path, function_id: str, data: Any, fail: Fail,
+                deadline_s: float = CALL_DEADLINE_S) -> Any:
     """One call of a daemon function (``target``: a socket path or a ws:// URL), all of
-    it within ``CALL_DEADLINE_S``; every failure ends the command through ``fail``."""
+    it within ``deadline_s``; every failure ends the command through ``fail``."""
     try:
-        with connect(str(target), CALL_DEADLINE_S) as conn:
+        with connect(str(target), deadline_s) as conn:
             answer = conn.call(function_id, data)
     except Unreachable as exc:
         fail(ec.UNREACHABLE, not_running(exc, target))
@@ -76,7 +77,7 @@ def call_daemon(target: str | Path, function_id: str, data: Any, fail: Fail) -> 
     except Lost as exc:
         fail(ec.LOST, f"{function_id}: {exc} before answering")
     except Timeout:
-        fail(ec.TIMEOUT, f"{function_id}: no answer within {CALL_DEADLINE_S:.0f} s")
+        fail(ec.TIMEOUT, f"{function_id}: no answer within {deadline_s:.0f} s")
     error = answer.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else str(error)

@@ -64,6 +64,9 @@ def run(socket_path: Path) -> int:
                     return 1
                 _say(f"worker: {WORKER_MODULE} attached (pid {worker_proc.pid})")
             _tour(client)
+            if worker_proc is not None:
+                _say(f"next: let the daemon run it for you: iii worker add math -- "
+                     f"{Path(sys.executable).name} -m {WORKER_MODULE}")
         finally:
             client.shutdown()
         return 0

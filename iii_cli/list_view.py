@@ -27,7 +27,7 @@ KINDS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "workers": ("engine::workers::list", "workers",
                 [("name", "NAME"), ("id", "ID"), ("pid", "PID"), ("transport", "TRANSPORT"),
                  ("function_count", "FUNCTIONS"), ("active_invocations", "ACTIVE"),
-                 ("connected_at", "CONNECTED")]),
+                 ("connected_at", "CONNECTED"), ("managed_as", "MANAGED")]),
     "actions": ("engine::actions::list", "actions",
                 [("id", "ACTION"), ("function_id", "FUNCTION"), ("worker", "WORKER"),
                  ("description", "DESCRIPTION")]),
@@ -63,6 +63,11 @@ def add_display_columns(kind: str, rows: list[dict[str, Any]],
                 if row.get("url"):
                     method = str(row["config_summary"]).partition(" ")[0]
                     row["config"] = f"{method} {row['url']}"
+        return
+    if kind == "workers":  # the managed worker whose process it is, and how that is
+        for row in rows:
+            row["managed_as"] = f"{row['managed']} ({row.get('managed_status')})" \
+                if row.get("managed") else ""
         return
     if kind not in ("actions", "observers"):
         return

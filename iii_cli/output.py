@@ -68,3 +68,13 @@ def render(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
     if not rows:
         return "(none)"
     return table(rows, columns)
+
+
+def duration_text(seconds: float) -> str:
+    """An uptime as people read it: ``42s``, ``3m07s``, ``5h02m``."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"

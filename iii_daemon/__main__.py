@@ -15,6 +15,7 @@ from iii_daemon.core.queues import policy_problem
 from iii_daemon.lifecycle.serve import DaemonConfig, run
 from iii_sdk import config
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
+from iii_sdk.worker_specs import spec_of
 
 
 def _port(text: str) -> int:
@@ -124,7 +125,24 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         max_parked_bytes=args.max_parked_bytes,
         queues=queues,
         http_allowed_env=tuple(settings.get("http_functions.allowed_env")),
+        workers=tuple(spec_of(entry) for entry in values.get("workers") or ()),
+        worker_log_dir=_worker_log_dir(args.log_file),
     )
+
+
+def _worker_log_dir(log_file: str | None) -> Path:
+    """Where managed workers' logs go: ``$III_LOG_DIR``, else beside the daemon's log
+    file, else the user log dir; in ``workers/``."""
+    import os
+
+    from_env = os.environ.get("III_LOG_DIR")
+    if from_env:
+        return Path(from_env).expanduser() / "workers"
+    if log_file:
+        return Path(log_file).expanduser().parent / "workers"
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("iii")) / "workers"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "queues": {},
     #: Environment variables an HTTP-invoked function's auth may name (none by default).
     "http_functions": {"allowed_env": []},
+    #: Managed workers (``[[workers]]``, see :mod:`iii_sdk.worker_specs`).
+    "workers": [],
 }
 
 #: The range of each whole-number key (both ends included). A port of 0 turns its
@@ -109,6 +111,8 @@ def expected_type(dotted: str) -> type | None:
 def value_problem(dotted: str, value: Any) -> str | None:
     """What is wrong with ``value`` for the known key ``dotted``, or None: the one rule
     for the file, ``iii config set`` and the environment."""
+    if dotted.split(".")[0] == "workers":
+        return "managed workers are added with 'iii worker add' (or [[workers]] in the file)"
     wanted = expected_type(dotted)
     if wanted is None:
         return f"unknown config key '{dotted}'"
@@ -158,6 +162,13 @@ def env_value(dotted: str) -> Any:
 def _check(table: dict[str, Any], prefix: str, path: Path, warnings: list[str]) -> None:
     for key, value in table.items():
         dotted = f"{prefix}{key}"
+        if dotted == "workers":
+            from iii_sdk.worker_specs import entries_problem
+
+            problem = entries_problem(value)
+            if problem:
+                raise ConfigError(f"{path}: {problem}")
+            continue
         if isinstance(value, dict):
             # Known tables ([websocket], [queues], ...) and each [queues.NAME] table.
             known_table = prefix == "" and isinstance(DEFAULTS.get(key), dict)

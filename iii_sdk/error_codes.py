@@ -36,5 +36,12 @@ class ErrorCode:
     #: (extension) A trigger fired by hand that its condition (or a firing still running)
     #: skipped; the message says why.
     TRIGGER_SKIPPED: Final = "trigger_skipped"
+    #: (extension) A managed worker name no ``[[workers]]`` entry has.
+    WORKER_NOT_FOUND: Final = "worker_not_found"
+    #: (extension) ``engine::managed::add`` of a name that is taken.
+    WORKER_EXISTS: Final = "worker_exists"
+    #: Not allowed from this connection (as upstream: RBAC denials; managed workers may
+    #: be changed over the Unix socket only).
+    FORBIDDEN: Final = "FORBIDDEN"
     #: The only code ``registrationrejected`` ever carries.
     FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"

@@ -44,6 +44,7 @@ from iii_cli.events_view import clock_of, detail_of, status_of
 from iii_cli.list_view import KINDS
 from iii_cli.style import printable
 from iii_cli.tui.log_view import LogView
+from iii_cli.tui.row_actions import RowActions, ask
 from iii_sdk.client.streaming import Calls, watch
 from iii_sdk.errors import ConnectionFailed, IIIError
 from iii_sdk.paths import resolve_data_dir
@@ -171,7 +172,7 @@ DetailScreen, PayloadScreen, HelpScreen { align: center middle; }
 """
 
 
-class IIIApp(App[None]):
+class IIIApp(RowActions, App[None]):
     """The dashboard."""
 
     COMMANDS = App.COMMANDS | {Actions}
@@ -189,6 +190,7 @@ class IIIApp(App[None]):
         Binding("a", "again", "Re-run"),
         Binding("r", "redrive", "Redrive"),
         Binding("f", "fire", "Fire trigger"),
+        Binding("R", "restart", "Restart worker"),
         Binding("y", "copy", "Copy JSON"),
         Binding("x", "export", "Export"),
         Binding("1", "tab('live')", "Live", show=False),
@@ -445,42 +447,9 @@ class IIIApp(App[None]):
         except ValueError as exc:
             self.notify(f"not JSON: {exc}", severity="error")
             return
-        ok, result = await _ask(self, function_id, function_id, data)
+        ok, result = await ask(self, function_id, function_id, data)
         if ok:
             self.notify(printable(f"{function_id} -> {json.dumps(result)[:200]}"))
-
-    @work(group="calls")
-    async def action_redrive(self) -> None:
-        queue = self._selected_id(self.widget("#queues-table", DataTable))
-        if self.widget("#tabs", TabbedContent).active != "queues" or queue is None:
-            self.notify("select a queue in the queues view (4) to redrive", severity="warning")
-            return
-        ok, answer = await _ask(self, queue, "engine::queues::redrive", {"queue": queue})
-        if ok:
-            self.notify(printable(f"redrove {answer['redriven']} dead letters of {queue}"))
-            self.poll()
-
-
-    @work(group="calls")
-    async def action_fire(self) -> None:
-        """Fire the selected trigger by hand (engine::triggers::fire, source manual)."""
-        trigger_id = self._selected_id(self.widget("#triggers-table", DataTable))
-        if self.widget("#tabs", TabbedContent).active != "triggers" or trigger_id is None:
-            self.notify("select a trigger in the triggers view (2) to fire", severity="warning")
-            return
-        ok, result = await _ask(self, trigger_id, "engine::triggers::fire", {"id": trigger_id})
-        if ok:
-            self.notify(printable(f"fired {trigger_id} -> {json.dumps(result)[:200]}"))
-
-
-async def _ask(app: IIIApp, label: str, function_id: str, data: Any) -> tuple[bool, Any]:
-    """Call ``function_id`` for a key: (True, its result), or (False, None) once the app
-    said why."""
-    try:
-        return True, await app.calls.call(function_id, data, timeout_s=30)
-    except IIIError as exc:
-        app.notify(printable(f"{label}: {exc}"), severity="error")
-        return False, None
 
 
 def _duration(event: dict[str, Any]) -> str:

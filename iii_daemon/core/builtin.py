@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from iii_daemon.core.registry import Connection, Registry
     from iii_daemon.core.state_table import StateTable
     from iii_daemon.core.stats import Stats
+    from iii_daemon.core.supervision import Supervisor
     from iii_daemon.core.triggers.base import Clock
     from iii_daemon.core.triggers.manager import TriggerManager
     from iii_daemon.core.writes import Write
@@ -95,6 +96,8 @@ class Services:
     call: Callable[[str, Any, Answer, Output], None] | None = None
     #: Observers as ``engine::observers::list`` rows (``rows(function_id or None)``).
     observers: Callable[[str | None], list[dict[str, Any]]] = lambda _function_id: []
+    #: The managed workers (None: this daemon runs none, e.g. a test's router).
+    supervisor: Supervisor | None = None
     #: Work waiting for its turn, per key (see :func:`in_turn`).
     turns: dict[Any, collections.deque[Callable[[Output], None]]] = dataclass_field(
         default_factory=dict)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from iii_daemon.core.writes import Write
     from iii_sdk import protocol as p
+    from iii_sdk.worker_specs import WorkerSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,34 @@ class HttpCall:
     timeout_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Driver command: start ``spec`` in a process group of its own, then tell the core
+    (``Router.process_spawned`` or ``process_failed``); managed workers,
+    ``core/supervision.py``."""
+
+    spec: WorkerSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Driver command: send ``signal`` (``TERM`` or ``KILL``) to the process group of
+    ``pid`` (the worker ``name`` started)."""
+
+    name: str
+    pid: int
+    signal: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogNote:
+    """Driver command: a line in the worker's log between its own output (a start, an
+    exit and what follows)."""
+
+    name: str
+    text: str
+
+
 #: What the core runs once a :class:`Persist` landed: ``then(failure, out)``, where
 #: ``failure`` is None when the writes committed, else why they did not.
 AfterCommit = Callable[["str | None", "Output"], None]
@@ -88,4 +117,5 @@ class Persist:
 EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
-Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply | HttpCall"]]
+Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply | HttpCall | Spawn | Kill "
+                         "| LogNote"]]

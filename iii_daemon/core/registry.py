@@ -24,6 +24,8 @@ class Connection:
     serving: set[str] = field(default_factory=set)
     #: Daemon invocation ids this connection waits on.
     calling: set[str] = field(default_factory=set)
+    #: The managed worker whose process made this connection, if one did.
+    managed: str | None = None
 
     @property
     def is_worker(self) -> bool:

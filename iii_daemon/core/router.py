@@ -21,6 +21,7 @@ from iii_daemon.core.event_log import EventLog
 from iii_daemon.core.http_requests import HttpRequest
 from iii_daemon.core.invocations import InvocationTable
 from iii_daemon.core.observers import Observers
+from iii_daemon.core.processes import Processes
 from iii_daemon.core.queues import Queues
 from iii_daemon.core.registrations import Registrations
 from iii_daemon.core.registry import Connection, Registry
@@ -28,6 +29,7 @@ from iii_daemon.core.router_state import make_error
 from iii_daemon.core.sessions import Sessions
 from iii_daemon.core.state_table import StateTable
 from iii_daemon.core.stats import Stats
+from iii_daemon.core.supervision import Supervisor
 from iii_daemon.core.triggers.http import HttpType, Match
 from iii_daemon.core.triggers.manager import TriggerManager
 from iii_daemon.core.watchers import Watcher
@@ -40,7 +42,7 @@ from iii_sdk.error_codes import ErrorCode
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
 
 
-class Router(Calls, Sessions, Registrations, Watching):
+class Router(Calls, Sessions, Registrations, Watching, Processes):
     """Registry, routing and invocation tracking for every connection: the state and the
     entry points; the handlers of each message family live in their own modules."""
 
@@ -86,6 +88,8 @@ class Router(Calls, Sessions, Registrations, Watching):
         self._watching_starts = 0
         #: Calls, errors, durations and rate of every function called through here.
         self.stats = Stats()
+        #: Managed workers: the processes the daemon runs for the user.
+        self.supervisor = Supervisor()
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, state=self.state,
                                  streams=self.streams, triggers=self.triggers,
@@ -95,7 +99,8 @@ class Router(Calls, Sessions, Registrations, Watching):
                                  queues=self.queues, channels=channels,
                                  stats=self.stats, watching=self.watchers.__len__,
                                  call=self._call_for_builtin,
-                                 observers=self.observers.rows)
+                                 observers=self.observers.rows,
+                                 supervisor=self.supervisor)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0
@@ -196,7 +201,8 @@ class Router(Calls, Sessions, Registrations, Watching):
 
     def next_deadline(self) -> float | None:
         due = [d for d in (self.invocations.next_deadline(), self.triggers.next_due(),
-                           self.observers.next_expiry()) if d is not None]
+                           self.observers.next_expiry(), self.supervisor.next_due())
+               if d is not None]
         queued = self.queues.next_due()  # wall time: delayed messages and retries
         if queued is not None:
             due.append(queued - self._wall_offset)
@@ -209,6 +215,7 @@ class Router(Calls, Sessions, Registrations, Watching):
         self._now = now
         self.triggers.fire_due(self.clock, out)
         self.observers.expire(now, out)
+        self.supervisor.due(now, out)
         if self.paced_queues:  # due retries and delays; the driver delivers them
             self.queues.release_due()
         else:

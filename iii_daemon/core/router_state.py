@@ -16,6 +16,7 @@ from iii_daemon.core.queues import Queues
 from iii_daemon.core.registry import Connection, Registry
 from iii_daemon.core.state_table import StateTable
 from iii_daemon.core.stats import Stats
+from iii_daemon.core.supervision import Supervisor
 from iii_daemon.core.triggers.base import Binding, Clock
 from iii_daemon.core.triggers.manager import TriggerManager
 from iii_daemon.core.triggers.queue import QueueType
@@ -70,6 +71,7 @@ class RouterState:
     _watching_starts: int
     stats: Stats
     services: Services
+    supervisor: Supervisor
     _event_seq: int
     _wall_offset: float
     _now: float
@@ -77,6 +79,7 @@ class RouterState:
     def tick_clock(self, now: float, wall: float) -> None:
         self._wall_offset = wall - now
         self._now = now
+        self.supervisor.wall_offset = self._wall_offset
 
     @property
     def clock(self) -> Clock:

@@ -18,8 +18,11 @@ from iii_sdk.error_codes import ErrorCode
 class Sessions(Results):
     """Connections coming and going."""
 
-    def connect(self, conn_id: int, transport: str, wall_time: float) -> Output:
-        """A new connection: it gets its worker id and reattach token first."""
+    def connect(self, conn_id: int, transport: str, wall_time: float,
+                process_group: int | None = None) -> Output:
+        """A new connection: it gets its worker id and reattach token first.
+        ``process_group``: the peer's, when the transport knows (a managed worker's
+        connection is told apart by it)."""
         conn = Connection(
             id=conn_id,
             worker_id=self.invocations.new_id(),
@@ -28,6 +31,7 @@ class Sessions(Results):
             connected_at=datetime.fromtimestamp(wall_time, UTC).isoformat(timespec="seconds"),
             connected_at_ms=int(wall_time * 1000),
         )
+        conn.managed = self.supervisor.connected(conn_id, process_group)
         self.registry.add_connection(conn)
         return [(conn_id, p.WorkerRegistered(worker_id=conn.worker_id,
                                              reattach_token=conn.reattach_token,
@@ -39,6 +43,7 @@ class Sessions(Results):
         conn = self.registry.remove_connection(conn_id)
         if conn is None:
             return out
+        self.supervisor.disconnected(conn_id, conn.managed)
         watcher = self.watchers.pop(conn_id, None)
         if watcher is not None and watcher.started:
             self._watching_starts -= 1

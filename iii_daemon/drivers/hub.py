@@ -40,8 +40,19 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from iii_daemon.core.effects import Close, Emit, HttpCall, HttpReply, Output, Persist
+from iii_daemon.core.effects import (
+    Close,
+    Emit,
+    HttpCall,
+    HttpReply,
+    Kill,
+    LogNote,
+    Output,
+    Persist,
+    Spawn,
+)
 from iii_daemon.core.http_requests import HttpRequest
 from iii_daemon.core.router import Router
 from iii_daemon.drivers.hub_events import WATCH_BUFFER, LiveEvents
@@ -87,15 +98,17 @@ class Hub:
         self.queue_pacer = QueuePacer(self)
         self.http = HttpBridge(self)
         self.live = LiveEvents(self, watch_buffer)
+        #: Managed workers' processes (``drivers/processes.py``), set by the daemon.
+        self.processes: Any = None
 
     # --- links --------------------------------------------------------------------------
 
-    def attach(self, link: Link, transport: str) -> int:
+    def attach(self, link: Link, transport: str, process_group: int | None = None) -> int:
         self._next_id += 1
         conn_id = self._next_id
         link.conn_id = conn_id
         self.links[conn_id] = link
-        self.deliver(self.router.connect(conn_id, transport, time.time()))
+        self.deliver(self.router.connect(conn_id, transport, time.time(), process_group))
         self.flush()
         return conn_id
 
@@ -280,6 +293,13 @@ class Hub:
             return 0
         if isinstance(message, HttpCall):
             self.http.call(message)
+            return 0
+        if isinstance(message, Spawn | Kill | LogNote):
+            if self.processes is not None:
+                self.processes.carry(message)
+            elif isinstance(message, Spawn):  # a hub without processes (tests of the core)
+                self.deliver(self.router.process_failed(message.spec.name, "this daemon "
+                                                        "runs no processes", time.monotonic()))
             return 0
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot

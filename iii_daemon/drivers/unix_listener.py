@@ -55,14 +55,22 @@ def bind_socket(socket_path: Path) -> socket.socket:
     return sock
 
 
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end, where the platform says (Linux)."""
+def peer_credentials(sock: socket.socket) -> tuple[int, int] | None:
+    """``(pid, uid)`` of the process at the other end, where the platform says (Linux)."""
     so_peercred = getattr(socket, "SO_PEERCRED", None)
     if so_peercred is None:
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return int(pid), int(uid)
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of ``pid`` (a managed worker's connection is told by it)."""
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 class UnixLink(asyncio.Protocol):
@@ -80,14 +88,14 @@ class UnixLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
-        if sock is not None:
-            uid = peer_uid(sock)
-            if uid is not None and uid != os.getuid():
-                log.warning("refused a connection from uid %d", uid)
-                transport.abort()
-                return
+        creds = peer_credentials(sock) if sock is not None else None
+        if creds is not None and creds[1] != os.getuid():
+            log.warning("refused a connection from uid %d", creds[1])
+            transport.abort()
+            return
         self.transport = transport
-        self.hub.attach(self, "unix")
+        group = process_group(creds[0]) if creds is not None and creds[0] > 0 else None
+        self.hub.attach(self, "unix", group)
 
     def data_received(self, data: bytes) -> None:
         if self.transport is None:

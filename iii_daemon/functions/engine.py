@@ -17,6 +17,7 @@ from iii_daemon.core.triggers.base import Binding
 from iii_daemon.core.triggers.cron import cron_payload
 from iii_daemon.core.unsettled import MISSING
 from iii_daemon.core.writes import DropTrigger, PutTrigger
+from iii_daemon.functions import managed as managed_functions
 from iii_daemon.functions import queue as queue_functions
 from iii_daemon.functions import state as state_functions
 from iii_daemon.functions import stream as stream_functions
@@ -233,5 +234,6 @@ _CHANNELS = (
 
 BUILTINS: dict[str, BuiltinFunction] = {
     b.id: b for b in (*_ENGINE, *_CHANNELS, *state_functions.FUNCTIONS,
-                      *stream_functions.FUNCTIONS, *queue_functions.FUNCTIONS)
+                      *stream_functions.FUNCTIONS, *queue_functions.FUNCTIONS,
+                      *managed_functions.FUNCTIONS)
 }

@@ -107,8 +107,19 @@ def list_workers(services: Services, ctx: CallContext) -> Any:
             "os": info.get("os"),
             "transport": worker.transport,
             "connected_at": worker.connected_at,
+            "managed": worker.managed,
+            "managed_status": None if worker.managed is None or services.supervisor is None
+            else _managed_status(services, worker.managed),
         })
     return {"workers": workers}
+
+
+def _managed_status(services: Services, name: str) -> str | None:
+    assert services.supervisor is not None
+    managed = services.supervisor.workers.get(name)
+    if managed is None:
+        return None
+    return str(services.supervisor.row(managed, services.clock().now)["status"])
 
 
 def _worker_of(services: Services, worker_id: str | None) -> tuple[str | None, str | None]:

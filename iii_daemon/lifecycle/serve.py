@@ -21,10 +21,12 @@ from iii_daemon.drivers import unix_listener
 from iii_daemon.drivers.access import AccessPolicy
 from iii_daemon.drivers.channels import Channels
 from iii_daemon.drivers.hub import Hub
+from iii_daemon.drivers.processes import Processes
 from iii_daemon.drivers.store import Store
 from iii_daemon.drivers.store_writer import StoreWriter
 from iii_daemon.lifecycle import data_lock, directories, pidfile
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
+from iii_sdk.worker_specs import WorkerSpec
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server as WsServer
@@ -78,6 +80,10 @@ class DaemonConfig:
     http_allowed_env: tuple[str, ...] = ()
     #: Keep the store in memory (application tests: nothing survives the daemon).
     store_in_memory: bool = False
+    #: Managed workers (config ``[[workers]]``), started once the daemon is ready.
+    workers: tuple[WorkerSpec, ...] = ()
+    #: Where their logs go (None: ``<data dir>/logs/workers``).
+    worker_log_dir: Path | None = None
 
     @property
     def parked_limit(self) -> int:
@@ -150,12 +156,16 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
                 await close_http()
             raise
         log.info("listening on %s", config.socket_path)
+        processes = _start_processes(hub, config)
         if ready is not None:
             ready()
         try:
             await stop.wait()
         finally:
             log.info("stopping")
+            # Managed workers go first, while their calls can still be answered.
+            await processes.stop_all()
+            processes.close()
             server.close()
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
@@ -202,6 +212,23 @@ async def _start_http(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
     return close
 
 
+def _start_processes(hub: Hub, config: DaemonConfig) -> Processes:
+    """The driver of managed workers: what a daemon that died left running is stopped,
+    then the config's workers start (each gets ``III_SOCKET`` of this daemon)."""
+    processes = Processes(hub, _worker_log_dir(config),
+                          config.data_dir / "managed.json",
+                          {"III_SOCKET": str(config.socket_path)})
+    processes.clear_leftovers()
+    hub.processes = processes
+    hub.deliver(hub.router.start_managed(list(config.workers), time.monotonic()))
+    hub.flush()
+    return processes
+
+
+def _worker_log_dir(config: DaemonConfig) -> Path:
+    return config.worker_log_dir or config.data_dir / "logs" / "workers"
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -238,6 +265,7 @@ def _info(config: DaemonConfig) -> dict[str, Any]:
         "started_at": time.time(),
         "socket": str(config.socket_path),
         "data_dir": str(config.data_dir),
+        "worker_log_dir": str(_worker_log_dir(config)),
         # Filled in as listeners start.
         "listeners": {
             "websocket": {"state": "off", "port": config.ws_port, "reason": "disabled"},

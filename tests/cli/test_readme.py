@@ -21,14 +21,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import IIIBIN, REPO, DaemonProcess, child_env, free_port, wait_for
+from tests.helpers import (
+    IIIBIN,
+    REPO,
+    DaemonProcess,
+    ThreadDaemon,
+    child_env,
+    free_port,
+    wait_for,
+)
 
 GUIDE_START, GUIDE_END = "## The command line", "## WebSocket"
 
 
-def guide_commands() -> list[str]:
+def guide_commands(start: str = GUIDE_START, end: str = GUIDE_END) -> list[str]:
     text = (REPO / "README.md").read_text()
-    guide = text[text.index(GUIDE_START):text.index(GUIDE_END)]
+    guide = text[text.index(start):text.index(end)]
     commands: list[str] = []
     for block in re.findall(r"```sh\n(.*?)```", guide, re.S):
         pending = ""
@@ -245,3 +253,31 @@ def test_the_watching_and_observer_blocks_run(daemon: DaemonProcess, math_worker
         if "jq" in command:
             assert all(isinstance(json.loads(line), dict) for line in out.splitlines())
             assert out.strip(), "no JSON lines"
+
+
+def test_the_managed_workers_block_runs_as_shown(short_tmp: Path) -> None:
+    """README "Let the daemon run your workers": add, list, logs -f, restart."""
+    env = child_env(short_tmp)
+    commands = guide_commands("## Let the daemon run your workers", "## The daemon")
+    assert commands[0].startswith("iii worker add math -- python examples/math_worker.py")
+    daemon = ThreadDaemon(short_tmp).start()
+    try:
+        for command in commands:
+            if " -f" in command.split("#")[0]:
+                follower = subprocess.Popen(["bash", "-c", command], env=env, cwd=REPO,
+                                            stdout=subprocess.PIPE, text=True)
+                assert follower.stdout is not None
+                assert "started: pid" in follower.stdout.readline()  # and it follows on
+                follower.send_signal(signal.SIGINT)
+                assert follower.wait(10) == 130
+                continue
+            proc = subprocess.run(["bash", "-c", command], env=env, cwd=REPO,
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, (command, proc.stderr)
+            if command.startswith("iii worker add"):
+                wait_for(lambda: served(env, "math::add"), message="the managed worker")
+            if command.startswith("iii worker list"):
+                assert "math" in proc.stdout and "math::add" in proc.stdout
+        wait_for(lambda: served(env, "math::add"), message="the restarted worker")
+    finally:
+        daemon.stop()

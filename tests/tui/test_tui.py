@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 
 from iii_cli.tui.app import DetailScreen, HelpScreen, IIIApp, PayloadScreen
-from iii_sdk import III, InvocationError, register_worker
-from tests.helpers import DaemonProcess, ThreadDaemon
+from iii_sdk import III, InvocationError, connect, register_worker
+from tests.helpers import REPO, DaemonProcess, ThreadDaemon, wait_for
 
 Check = Callable[[], bool]
 
@@ -418,4 +419,37 @@ def test_f_fires_the_selected_trigger_by_hand(short_tmp: Path) -> None:
         run(daemon, scenario)
     finally:
         w.shutdown()
+        daemon.stop()
+
+
+def test_the_workers_view_shows_managed_workers_and_R_restarts_one(short_tmp: Path) -> None:
+    import tomli_w
+
+    (short_tmp / "config.toml").write_text(tomli_w.dumps({"workers": [{
+        "name": "math", "command": [sys.executable, str(REPO / "examples" / "math_worker.py")]}]}))
+    daemon = ThreadDaemon(short_tmp).start()
+    client = connect(str(daemon.socket_path))
+
+    def managed() -> dict[str, Any]:
+        rows = client.trigger({"function_id": "engine::managed::list", "payload": {}})
+        return dict(rows["workers"][0])
+
+    try:
+        first = wait_for(lambda: (row := managed())["connections"] and row)
+
+        async def scenario(app: IIIApp, pilot: Any) -> None:
+            await pilot.press("3")
+            table = app.query_one("#workers-table")
+            await until(pilot, lambda: table.row_count == 1, "the worker row")
+            row = [str(cell) for cell in table.get_row_at(0)]
+            assert row[0] == "math" and row[-1] == "math (running)"
+            await pilot.press("R")
+            await until(pilot, lambda: any("restarted math" in str(n.message)
+                                           for n in app._notifications), "the notice")
+
+        run(daemon, scenario)
+        again = wait_for(lambda: (row := managed())["connections"] and row)
+        assert again["pid"] != first["pid"] and again["restarts"] == 1
+    finally:
+        client.shutdown()
         daemon.stop()

@@ -13,11 +13,12 @@ from iii_cli.dashboard import (
     list_columns,
     list_rows,
 )
-from iii_cli.list_view import KINDS
+from iii_cli.list_view import KINDS, add_display_columns
 from iii_cli.output import table
 
 WORKERS = [{"id": "w-1", "name": "math\x1b[2J", "pid": 7, "transport": "unix",
-            "function_count": 2, "active_invocations": 1, "connected_at": "2026-12-03"}]
+            "function_count": 2, "active_invocations": 1, "connected_at": "2026-12-03",
+            "managed": "math", "managed_status": "running"}]
 QUEUES = [{"queue": "jobs", "function_id": "math::add", "ready": 1, "in_flight": 0,
            "delayed": 0, "waiting_for_function": 0, "dead_letters": 2, "delivered": 5},
           {"queue": "signups", "function_id": None, "ready": 0, "in_flight": 0, "delayed": 0,
@@ -34,10 +35,13 @@ def test_the_views_show_what_iii_list_shows() -> None:
     for kind in LIST_VIEWS.values():
         assert list_columns(kind) == [title for _, title in KINDS[kind][2]]
     [(_, cells)] = list_rows("workers", [dict(w) for w in WORKERS])
-    listed = table([dict(w) for w in WORKERS], KINDS["workers"][2], width=200)
+    rows = [dict(w) for w in WORKERS]
+    add_display_columns("workers", rows, lambda function_id: None)  # as iii list does
+    listed = table(rows, KINDS["workers"][2], width=200)
     assert [c.strip() for c in listed.splitlines()[1].split("  ") if c.strip()] == \
         [c for c in cells if c]  # the same cells, escaped the same way
     assert cells[0] == "math\\x1b[2J"
+    assert cells[-1] == "math (running)"  # which managed worker's process it is
     queues = list_rows("queues", [dict(q) for q in QUEUES])
     assert queues[1] == ("signups", ("signups", "-", "0", "0", "0", "3", "0", "0"))
     assert len(queues[0][1]) == len(list_columns("queues"))

@@ -442,7 +442,8 @@ def test_workers_register_records_metadata_shown_by_workers_list(core: Core) -> 
                       "function_count": 1, "functions": ["f"],
                       "connected_at_ms": 1_700_000_000_000, "active_invocations": 0,
                       "runtime": "python", "version": "1", "pid": 42, "os": "Linux",
-                      "transport": "unix", "connected_at": "2023-11-14T22:13:20+00:00"}
+                      "transport": "unix", "connected_at": "2023-11-14T22:13:20+00:00",
+                      "managed": None, "managed_status": None}
 
 
 def test_daemon_functions_answer_void_like_any_function(core: Core) -> None:
