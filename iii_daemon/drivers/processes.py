@@ -1,26 +1,28 @@
 """Managed workers' processes: start them, learn when they end, signal them, keep their
 output (the policy — when, how often — is the core's ``Supervisor``).
 
-Each worker runs in a session (and so a process group) of its own: a stop signals the
-whole group, and a worker that forked leaves no orphan. Its lifeline: the kernel kills
-it (SIGKILL, ``PR_SET_PDEATHSIG``) if the daemon dies without stopping it, and the
-groups it left are listed in ``<data dir>/managed.json``, which the next daemon reads
-to stop whatever of them still runs before it starts the workers again. An exit is
-seen through a pidfd on the event loop (no SIGCHLD handler, no thread per child).
+Each worker runs under a lifeline: a small process (:data:`LIFELINE`, ``python -I -S``)
+that leads a process group of its own and runs the worker's command as its child. A
+stop signals the whole group, so a worker that forked leaves no orphan. The lifeline
+asks the kernel (``PR_SET_PDEATHSIG``) for a SIGHUP when the daemon dies, and then
+kills its whole group; the worker gets a SIGKILL if the lifeline dies. The lifeline
+waits for the worker and ends the way it did (its exit code, or its signal), so the
+daemon sees the worker's exit. As a last resort, the groups a daemon ran are listed in
+``<data dir>/managed.json``, and the next daemon stops whatever of them still runs. An
+exit is seen through a pidfd on the event loop (no SIGCHLD handler, no thread a child).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from iii_daemon.core.effects import Kill, LogNote, Spawn
@@ -30,17 +32,45 @@ from iii_sdk.worker_specs import WorkerSpec
 
 log = logging.getLogger("iii_daemon.drivers.processes")
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _prctl() -> Callable[..., int] | None:
-    name = ctypes.util.find_library("c")
+#: The lifeline (see the module's docstring): ``python -I -S -c LIFELINE DAEMON_PID
+#: COMMAND...``. Standard library only, so that it starts in a few milliseconds.
+LIFELINE = r"""
+import ctypes, ctypes.util, os, signal, sys
+prctl = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+daemon, command, me = int(sys.argv[1]), sys.argv[2:], os.getpid()
+def group_goes(*_):
+    os.killpg(0, signal.SIGKILL)
+signal.signal(signal.SIGHUP, group_goes)
+prctl(1, signal.SIGHUP)  # PR_SET_PDEATHSIG: the daemon dies, the group goes
+if os.getppid() != daemon:
+    group_goes()
+for name in ("SIGTERM", "SIGINT", "SIGQUIT"):  # the group's stop is the worker's
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
+child = os.fork()
+if child == 0:
+    for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    prctl(1, signal.SIGKILL)  # the lifeline dies, so does the worker
+    if os.getppid() != me:
+        os._exit(1)
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError, TypeError):
-        return None  # not Linux: the state file is the only lifeline
-    return prctl
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"iii: cannot run {command[0]}: {exc.strerror}\n")
+        os._exit(127)
+while True:
+    try:
+        _, status = os.waitpid(child, 0)
+        break
+    except InterruptedError:
+        pass
+code = os.waitstatus_to_exitcode(status)
+if code < 0:  # end as it did: the daemon reads the signal
+    if -code != signal.SIGKILL:
+        signal.signal(-code, signal.SIG_DFL)
+    os.kill(me, -code)
+os._exit(code & 0xFF)
+"""
 
 
 def _start_time(pid: int) -> str | None:
@@ -66,8 +96,6 @@ class Processes:
         self.logs = LogPump(log_dir)
         self.running: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         self._pidfds: dict[int, int] = {}
-        self._prctl = _prctl()
-        self._daemon_pid = os.getpid()
 
     # --- what the core asks -----------------------------------------------------------------
 
@@ -121,18 +149,16 @@ class Processes:
         env = {**os.environ, **self.environment, "III_WORKER_NAME": spec.name,
                **dict(spec.env)}
         cwd = os.path.expanduser(spec.cwd) if spec.cwd else None
-        prctl, parent = self._prctl, self._daemon_pid
-
-        def lifeline() -> None:  # in the child, before exec: nothing that may lock
-            if prctl is not None:
-                prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != parent:  # the daemon died before that took hold
-                    os._exit(1)
-
+        program = spec.command[0]
+        # Found here, the reason is the worker's status; past the lifeline, only its log's.
+        found = os.path.exists(os.path.join(cwd or ".", program)) if os.sep in program \
+            else shutil.which(program, path=env.get("PATH")) is not None
+        if not found:
+            raise FileNotFoundError(2, "not found", program)
         return subprocess.Popen(
-            list(spec.command), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lifeline)
+            [sys.executable, "-I", "-S", "-c", LIFELINE, str(os.getpid()), *spec.command],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True)
 
     def _exited(self, name: str, pid: int, process: subprocess.Popen[bytes]) -> None:
         pidfd = self._pidfds.pop(pid, None)
