@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def error_body(exc: BaseException) -> p.ErrorBody:
     return p.ErrorBody(code=ErrorCode.INVOCATION_FAILED, message=message, stacktrace=stack)
 
 
+#: At most one warning this often about calls refused worker_busy (with their count).
+BUSY_WARNING_EVERY_S = 5.0
 #: Pool threads beyond ``max_concurrency``: trigger-type providers get one even while
 #: every call is stuck.
 PROVIDER_THREADS = 8
@@ -123,6 +126,9 @@ class Handlers:
         self._threaded = 0
         #: Set by stop(): calls are answered worker_stopping from then on.
         self._stopping = False
+        #: Calls refused worker_busy since the last warning, and when that was.
+        self._refused = 0
+        self._refused_warned_at = -BUSY_WARNING_EVERY_S
 
     @property
     def active(self) -> int:
@@ -136,6 +142,18 @@ class Handlers:
                 invocation_id=invocation_id, function_id=function_id,
                 error=p.ErrorBody(code=code, message=message)))
 
+    def _warn_busy(self, function_id: str) -> None:
+        """One warning for a burst of refusals, not one per call: a flood of void calls
+        must not flood the log too."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_warned_at < BUSY_WARNING_EVERY_S:
+            return
+        log.warning("refused %d call%s (the last of %s): %d calls already run "
+                    "(max_concurrency)", self._refused, "" if self._refused == 1 else "s",
+                    function_id, self._threaded)
+        self._refused, self._refused_warned_at = 0, now
+
     def invoke(self, message: p.InvokeFunction, function: Function | None) -> None:
         """The daemon routed a call to us: run the handler, send its answer."""
         invocation_id = message.invocation_id
@@ -148,8 +166,7 @@ class Handlers:
                          "the worker is shutting down")
             return
         if not function.is_async and self._threaded >= self._max_concurrency:
-            log.warning("refusing a call of %s: %d calls already run (max_concurrency)",
-                        message.function_id, self._threaded)
+            self._warn_busy(message.function_id)
             self._refuse(message.function_id, invocation_id, ErrorCode.WORKER_BUSY,
                          f"the worker already runs {self._max_concurrency} calls, its "
                          f"max_concurrency; try again later")

@@ -209,9 +209,14 @@ def test_stuck_handlers_stall_no_other_function_and_the_limit_is_told(
         assert busy.returncode == 1 and error["code"] == "worker_busy"
         assert "48 calls, its max_concurrency" in error["message"]
         assert took < 5  # not left to time out
+        void_calls(daemon, "stuck::ok", 200)  # a burst of refusals: one warning for it
+        rows = json.loads(run_iii(daemon.tmp, "list", "workers", "-o", "json").stdout)
+        assert rows[0]["active_invocations"] == 48
     finally:
         worker.terminate()
-        worker.wait(10)
+        _, stderr = worker.communicate(timeout=10)
+    assert stderr.count("(max_concurrency)") == 1, stderr[-2000:]
+    assert "refused 1 call (the last of stuck::ok)" in stderr
 
 
 # --- 5. worker shutdown --------------------------------------------------------------------
