@@ -370,11 +370,16 @@ def daemon_start(
     ws_port: WsPortOption = None,
     http_port: HttpPortOption = None,
     socket: SocketOption = None,
+    redis_url: Annotated[str | None, typer.Option(
+        "--redis-url", help="Share pub/sub with other daemons through this Redis "
+                            "(redis://HOST:PORT/DB).")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Start the daemon detached: exit 0 once one runs, also when one already did. With
     --foreground this process becomes the daemon: exit 1 when one already runs there."""
     socket_path = socket_of(socket)
+    if redis_url:  # through the environment: a password in it stays out of `ps`
+        os.environ["III_REDIS_URL"] = redis_url
     options = dc.StartOptions(data_dir=data_dir, ws_port=ws_port, http_port=http_port)
     if foreground:
         # The same rule as `python -m iii_daemon`, which this becomes: it cannot run here.
@@ -466,12 +471,25 @@ def _status_text(info: dict[str, Any]) -> str:
         f"socket    {printable(str(info['socket']))}\n"
         f"data      {printable(str(info['data_dir']))}\n"
         f"listeners {listeners}\n"
+        f"backend   {_backend_text(info.get('backend') or {})}\n"
         f"counts    {_count(info['workers'], 'worker')}, "
         f"{_count(info['functions'], 'function')}, "
         f"{_count(info['triggers'], 'trigger')}, "
         f"{_count(info['pending_invocations'], 'call')} in flight, "
         f"{_count(info.get('queued_messages', 0), 'queued message')}"
         f"{_of_them_dead(info.get('dead_letters', 0))}")
+
+
+def _backend_text(backend: dict[str, Any]) -> str:
+    """The store, or the Redis shared with other daemons and whether it answers."""
+    if backend.get("kind") != "redis":
+        return printable(f"sqlite {backend.get('path', '')}".rstrip())
+    state = str(backend.get("state"))
+    if state == "down":
+        state += f" since {time.strftime('%H:%M:%S', time.localtime(backend['since']))}"
+        state += f": {backend.get('error')}" if backend.get("error") else ""
+    shares = ", ".join(backend.get("shares") or [])
+    return printable(f"redis {backend.get('url')} ({state}; shares {shares})")
 
 
 def _of_them_dead(dead: int) -> str:
@@ -565,6 +583,10 @@ def config_show() -> None:
         for table in tables:
             node = node[table]
         node[leaf] = value
+    if values["redis"]["url"]:  # its password is nobody's business here
+        from iii_sdk.client.addresses import without_password
+
+        values["redis"]["url"] = without_password(values["redis"]["url"])
     text = tomli_w.dumps(_without_none(values)).rstrip()
     typer.echo(_mark_overrides(text, {key: env for key, (env, _) in overrides.items()}))
 

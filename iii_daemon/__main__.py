@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=_port,
                         help="HTTP trigger port, 0 for none (default: $III_HTTP_PORT, else "
                              "config [http] port)")
+    parser.add_argument("--redis-url",
+                        help="share pub/sub with other daemons through this Redis "
+                             "(redis://HOST:PORT/DB, rediss:// for TLS; default: "
+                             "$III_REDIS_URL, else config [redis] url)")
     parser.add_argument("--max-frame-bytes", type=_positive)
     parser.add_argument("--max-parked-bytes", type=_positive,
                         help="bytes all clients together may hold in unfinished frames "
@@ -100,6 +104,13 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         http_port = pick(args.http_port, "http.port") if values["http"]["enabled"] else 0
     except config.ConfigError as exc:
         raise ConfigProblem(f"config error: {exc}") from None
+    try:
+        redis_url = args.redis_url or config.env_value("redis.url") or settings.get("redis.url")
+    except config.ConfigError as exc:
+        raise ConfigProblem(f"config error: {exc}") from None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigProblem("config error: the Redis URL must start with redis://, rediss:// "
+                            "or unix://")
     queues: dict[str, dict[str, Any]] = values.get("queues") or {}
     for name, table in queues.items():
         problem = policy_problem(table, f"[queues.{name}]")
@@ -125,9 +136,24 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         max_parked_bytes=args.max_parked_bytes,
         queues=queues,
         http_allowed_env=tuple(settings.get("http_functions.allowed_env")),
+        redis_url=redis_url,
+        redis_password=_redis_password(settings.get("redis.password_env"), settings.path),
         workers=tuple(spec_of(entry) for entry in values.get("workers") or ()),
         worker_log_dir=_worker_log_dir(args.log_file),
     )
+
+
+def _redis_password(variable: str | None, path: Path) -> str | None:
+    """The password ``[redis] password_env`` names, read from the environment."""
+    import os
+
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigProblem(f"config error: {path}: [redis] password_env names ${variable}, "
+                            "which is not set")
+    return value
 
 
 def _worker_log_dir(log_file: str | None) -> Path:

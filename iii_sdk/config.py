@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "http_functions": {"allowed_env": []},
     #: Managed workers (``[[workers]]``, see :mod:`iii_sdk.worker_specs`).
     "workers": [],
+    #: Redis shared with other daemons; the password in the URL or in the environment
+    #: variable ``password_env`` names.
+    "redis": {"url": None, "password_env": None},
 }
 
 #: The range of each whole-number key (both ends included). A port of 0 turns its
@@ -53,10 +56,10 @@ QUEUE_CHOICES: dict[str, tuple[str, ...]] = {"backoff": ("exponential", "fixed")
                                              "type": ("standard", "fifo")}
 #: String keys that may not be empty when set.
 NON_EMPTY = frozenset({"socket", "websocket.host", "websocket.token", "http.host",
-                       "http.token"})
+                       "http.token", "redis.url", "redis.password_env"})
 #: Environment variables that override a key (cli.md: flag > environment > file).
 ENV_OVERRIDES: dict[str, str] = {"socket": "III_SOCKET", "websocket.port": "III_WS_PORT",
-                                 "http.port": "III_HTTP_PORT"}
+                                 "http.port": "III_HTTP_PORT", "redis.url": "III_REDIS_URL"}
 
 #: Settings of one ``[queues.NAME]`` table.
 QUEUE_KEYS: dict[str, type] = {

@@ -40,6 +40,8 @@ class ErrorCode:
     WORKER_NOT_FOUND: Final = "worker_not_found"
     #: (extension) ``engine::managed::add`` of a name that is taken.
     WORKER_EXISTS: Final = "worker_exists"
+    #: Shared data whose backend (Redis) cannot be reached: the call failed fast, retry.
+    BACKEND_UNAVAILABLE: Final = "backend_unavailable"
     #: Not allowed from this connection (as upstream: RBAC denials; managed workers may
     #: be changed over the Unix socket only).
     FORBIDDEN: Final = "FORBIDDEN"

@@ -326,3 +326,46 @@ def run_with_terminal_stderr(tmp: Path, *args: str) -> tuple[int, str, str]:
     finally:
         os.close(main)
     return proc.returncode, out.decode(), b"".join(seen).decode(errors="replace")
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on a free port in ``tmp`` (no disk writes unless asked),
+    stopped by pid."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import shutil
+
+        server = shutil.which("redis-server")
+        if server is None:
+            raise AssertionError("redis-server is not installed (.ci/run installs it)")
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.tmp),
+             "--save", "", "--appendonly", "no", "--daemonize", "no", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.answers, message="redis-server to answer")
+        return self
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                reply = sock.recv(64)
+        except OSError:
+            return False
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from iii_daemon.core.event_log import EventLog
     from iii_daemon.core.queues import Queues
     from iii_daemon.core.registry import Connection, Registry
+    from iii_daemon.core.shared import SharedOps
     from iii_daemon.core.state_table import StateTable
     from iii_daemon.core.stats import Stats
     from iii_daemon.core.supervision import Supervisor
@@ -98,6 +99,8 @@ class Services:
     observers: Callable[[str | None], list[dict[str, Any]]] = lambda _function_id: []
     #: The managed workers (None: this daemon runs none, e.g. a test's router).
     supervisor: Supervisor | None = None
+    #: The backend several daemons share (None: this daemon shares nothing).
+    shared: SharedOps | None = None
     #: Work waiting for its turn, per key (see :func:`in_turn`).
     turns: dict[Any, collections.deque[Callable[[Output], None]]] = dataclass_field(
         default_factory=dict)

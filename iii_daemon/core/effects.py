@@ -92,6 +92,17 @@ class LogNote:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class SharedOp:
+    """Driver command: run ``kind`` (``publish``, ``once``) with ``args`` on the shared
+    backend, then hand the outcome to ``Router.shared_done(op_id, ...)``
+    (``core/shared.py``)."""
+
+    op_id: int
+    kind: str
+    args: dict[str, Any]
+
+
 #: What the core runs once a :class:`Persist` landed: ``then(failure, out)``, where
 #: ``failure`` is None when the writes committed, else why they did not.
 AfterCommit = Callable[["str | None", "Output"], None]
@@ -118,4 +129,4 @@ EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
 Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply | HttpCall | Spawn | Kill "
-                         "| LogNote"]]
+                         "| LogNote | SharedOp"]]

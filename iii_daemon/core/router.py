@@ -27,6 +27,8 @@ from iii_daemon.core.registrations import Registrations
 from iii_daemon.core.registry import Connection, Registry
 from iii_daemon.core.router_state import make_error
 from iii_daemon.core.sessions import Sessions
+from iii_daemon.core.shared import SharedOps
+from iii_daemon.core.shared_events import SharedEvents
 from iii_daemon.core.state_table import StateTable
 from iii_daemon.core.stats import Stats
 from iii_daemon.core.supervision import Supervisor
@@ -42,7 +44,7 @@ from iii_sdk.error_codes import ErrorCode
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
 
 
-class Router(Calls, Sessions, Registrations, Watching, Processes):
+class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
     """Registry, routing and invocation tracking for every connection: the state and the
     entry points; the handlers of each message family live in their own modules."""
 
@@ -51,7 +53,8 @@ class Router(Calls, Sessions, Registrations, Watching, Processes):
                  call_timeout_ms: int = 300_000,
                  queues: dict[str, dict[str, Any]] | None = None,
                  paced_queues: bool = False, channels: ChannelMaker | None = None,
-                 http_allowed_env: frozenset[str] = frozenset()) -> None:
+                 http_allowed_env: frozenset[str] = frozenset(),
+                 shared: SharedOps | None = None) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -90,6 +93,8 @@ class Router(Calls, Sessions, Registrations, Watching, Processes):
         self.stats = Stats()
         #: Managed workers: the processes the daemon runs for the user.
         self.supervisor = Supervisor()
+        #: The backend several daemons share (pub/sub through Redis), if any.
+        self.shared = shared
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, state=self.state,
                                  streams=self.streams, triggers=self.triggers,
@@ -100,7 +105,7 @@ class Router(Calls, Sessions, Registrations, Watching, Processes):
                                  stats=self.stats, watching=self.watchers.__len__,
                                  call=self._call_for_builtin,
                                  observers=self.observers.rows,
-                                 supervisor=self.supervisor)
+                                 supervisor=self.supervisor, shared=shared)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0

@@ -14,6 +14,7 @@ from iii_daemon.core.invocations import InvocationTable
 from iii_daemon.core.observers import Observers
 from iii_daemon.core.queues import Queues
 from iii_daemon.core.registry import Connection, Registry
+from iii_daemon.core.shared import SharedOps
 from iii_daemon.core.state_table import StateTable
 from iii_daemon.core.stats import Stats
 from iii_daemon.core.supervision import Supervisor
@@ -72,6 +73,7 @@ class RouterState:
     stats: Stats
     services: Services
     supervisor: Supervisor
+    shared: SharedOps | None
     _event_seq: int
     _wall_offset: float
     _now: float

@@ -42,17 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from iii_daemon.core.effects import (
-    Close,
-    Emit,
-    HttpCall,
-    HttpReply,
-    Kill,
-    LogNote,
-    Output,
-    Persist,
-    Spawn,
-)
+from iii_daemon.core.effects import Close, Emit, HttpCall, HttpReply, Output, Persist
 from iii_daemon.core.http_requests import HttpRequest
 from iii_daemon.core.router import Router
 from iii_daemon.drivers.hub_events import WATCH_BUFFER, LiveEvents
@@ -98,8 +88,9 @@ class Hub:
         self.queue_pacer = QueuePacer(self)
         self.http = HttpBridge(self)
         self.live = LiveEvents(self, watch_buffer)
-        #: Managed workers' processes (``drivers/processes.py``), set by the daemon.
-        self.processes: Any = None
+        #: Who carries out the other driver commands, by type (``Spawn``: the managed
+        #: workers' processes, ``SharedOp``: the shared backend), as the daemon set up.
+        self.commands: dict[type, Callable[[Any], None]] = {}
 
     # --- links --------------------------------------------------------------------------
 
@@ -294,12 +285,9 @@ class Hub:
         if isinstance(message, HttpCall):
             self.http.call(message)
             return 0
-        if isinstance(message, Spawn | Kill | LogNote):
-            if self.processes is not None:
-                self.processes.carry(message)
-            elif isinstance(message, Spawn):  # a hub without processes (tests of the core)
-                self.deliver(self.router.process_failed(message.spec.name, "this daemon "
-                                                        "runs no processes", time.monotonic()))
+        command = self.commands.get(type(message))
+        if command is not None:  # managed workers' processes, the shared backend
+            command(message)
             return 0
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot

@@ -3,16 +3,20 @@ the upstream engine shapes them) and ``publish``."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.core import kept_values
-from iii_daemon.core.builtin import BuiltinFunction, CallContext, field
+from iii_daemon.core.builtin import Answer, BuiltinFunction, CallContext, Later, field
 from iii_daemon.core.kept_values import Space
 from iii_daemon.core.unsettled import MISSING, or_none
 from iii_daemon.core.writes import DropState, PutState
+from iii_sdk import protocol as p
+from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     from iii_daemon.core.builtin import Services
+    from iii_daemon.core.effects import Output
 
 
 def _space(services: Services) -> Space[str]:
@@ -73,9 +77,30 @@ def state_list_groups(services: Services, ctx: CallContext) -> Any:
 
 def publish(services: Services, ctx: CallContext) -> Any:
     topic = field(ctx.data, "topic", str)
-    count = services.triggers.event("subscribe", {"topic": topic, "data": ctx.data.get("data")},
-                                  ctx.clock, ctx.out)
-    return {"subscribers": count}
+    data = ctx.data.get("data")
+    shared = services.shared
+    if shared is None:
+        count = services.triggers.event("subscribe", {"topic": topic, "data": data},
+                                        ctx.clock, ctx.out)
+        return {"subscribers": count}
+    # Through the shared backend: every daemon (this one too) fires its subscribers when
+    # the message comes back to it; the answer says how many daemons listen.
+    subscribers = len(services.triggers.types["subscribe"].matching(  # type: ignore[attr-defined]
+        {"topic": topic, "data": data}))
+    message_id = uuid.uuid4().hex
+
+    def start(answer: Answer, out: Output) -> None:
+        def published(daemons: Any, error: str | None, out: Output) -> None:
+            if error is not None:
+                answer(None, p.ErrorBody(code=ErrorCode.BACKEND_UNAVAILABLE,
+                                         message=f"{shared.describe}: {error}"), out)
+            else:
+                answer({"subscribers": subscribers, "daemons": daemons}, None, out)
+
+        shared.request("publish", {"id": message_id, "topic": topic, "data": data},
+                       published, out)
+
+    return Later(start)
 
 
 FUNCTIONS = (

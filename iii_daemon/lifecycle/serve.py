@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon import __version__
+from iii_daemon.core.effects import Kill, LogNote, SharedOp, Spawn
 from iii_daemon.core.errors import ListenerOff, StartupError, StoreError
 from iii_daemon.core.router import Router
+from iii_daemon.core.shared import SharedOps
 from iii_daemon.drivers import unix_listener
 from iii_daemon.drivers.access import AccessPolicy
 from iii_daemon.drivers.channels import Channels
@@ -25,6 +27,7 @@ from iii_daemon.drivers.processes import Processes
 from iii_daemon.drivers.store import Store
 from iii_daemon.drivers.store_writer import StoreWriter
 from iii_daemon.lifecycle import data_lock, directories, pidfile
+from iii_sdk.client.addresses import without_password
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 from iii_sdk.worker_specs import WorkerSpec
 
@@ -84,6 +87,10 @@ class DaemonConfig:
     workers: tuple[WorkerSpec, ...] = ()
     #: Where their logs go (None: ``<data dir>/logs/workers``).
     worker_log_dir: Path | None = None
+    #: Redis, shared with other daemons (``[redis] url``, ``--redis-url``), and its
+    #: password when not in the URL.
+    redis_url: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
 
     @property
     def parked_limit(self) -> int:
@@ -127,11 +134,35 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
                             ready: Callable[[], None] | None) -> None:
     loop = asyncio.get_running_loop()
     channels = Channels()
-    router = Router(info=_info(config), history=config.history_events,
+    info = _info(config)
+    shared = None
+    if config.redis_url:
+        shared = SharedOps(without_password(config.redis_url))
+        info["backend"] = {"kind": "redis", "url": shared.describe, "shares": ["pub/sub"],
+                           "state": "connecting"}
+    router = Router(info=info, history=config.history_events,
                     call_timeout_ms=config.call_timeout_ms, queues=config.queues,
                     paced_queues=True, channels=channels,
-                    http_allowed_env=frozenset(config.http_allowed_env))
+                    http_allowed_env=frozenset(config.http_allowed_env), shared=shared)
     hub = Hub(router, loop, config.write_limit, config.parked_limit)
+    redis = None
+    if config.redis_url:
+        from iii_daemon.drivers.shared_redis import RedisShared
+
+        redis = RedisShared(hub, config.redis_url, config.redis_password, info["backend"])
+        await redis.open()  # StartupError: one line, exit 1
+        hub.commands[SharedOp] = redis.carry
+    try:
+        await _serve_with_hub(config, store, stop, ready, router, hub, channels)
+    finally:
+        if redis is not None:
+            await redis.close()
+
+
+async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Event,
+                          ready: Callable[[], None] | None, router: Router, hub: Hub,
+                          channels: Channels) -> None:
+    loop = hub.loop
     # Reads happen once, here; from now on only the writer thread touches the store.
     try:
         stored = store.load()
@@ -219,7 +250,8 @@ def _start_processes(hub: Hub, config: DaemonConfig) -> Processes:
                           config.data_dir / "managed.json",
                           {"III_SOCKET": str(config.socket_path)})
     processes.clear_leftovers()
-    hub.processes = processes
+    for kind in (Spawn, Kill, LogNote):
+        hub.commands[kind] = processes.carry
     hub.deliver(hub.router.start_managed(list(config.workers), time.monotonic()))
     hub.flush()
     return processes
@@ -265,6 +297,7 @@ def _info(config: DaemonConfig) -> dict[str, Any]:
         "started_at": time.time(),
         "socket": str(config.socket_path),
         "data_dir": str(config.data_dir),
+        "backend": {"kind": "sqlite", "path": str(config.data_dir / "iii.db")},
         "worker_log_dir": str(_worker_log_dir(config)),
         # Filled in as listeners start.
         "listeners": {

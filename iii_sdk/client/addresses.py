@@ -46,3 +46,17 @@ def parse_url(url: str) -> Address:
     if "://" not in url:
         raise BadAddress(f"unsupported URL {url!r}: use ws://, wss:// or unix://")
     return parse(url)
+
+
+def without_password(url: str) -> str:
+    """``url`` as it may be shown: a password in it becomes ``***``."""
+    from urllib.parse import urlsplit, urlunsplit  # not on the fast path's way
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

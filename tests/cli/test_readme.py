@@ -258,7 +258,7 @@ def test_the_watching_and_observer_blocks_run(daemon: DaemonProcess, math_worker
 def test_the_managed_workers_block_runs_as_shown(short_tmp: Path) -> None:
     """README "Let the daemon run your workers": add, list, logs -f, restart."""
     env = child_env(short_tmp)
-    commands = guide_commands("## Let the daemon run your workers", "## The daemon")
+    commands = guide_commands("## Let the daemon run your workers", "## Several hosts")
     assert commands[0].startswith("iii worker add math -- python examples/math_worker.py")
     daemon = ThreadDaemon(short_tmp).start()
     try:
@@ -281,3 +281,38 @@ def test_the_managed_workers_block_runs_as_shown(short_tmp: Path) -> None:
         wait_for(lambda: served(env, "math::add"), message="the restarted worker")
     finally:
         daemon.stop()
+
+
+def test_the_several_hosts_block_runs_as_shown(short_tmp: Path) -> None:
+    """README "Several hosts": a Redis, two daemons, a subscriber on one, a publish on the
+    other (paths and port made the test's own)."""
+    from iii_sdk import connect
+
+    port = str(free_port())
+    commands = [c.replace("/tmp/iii-hosts", str(short_tmp / "hosts")).replace("6390", port)
+                for c in guide_commands("## Several hosts", "## The daemon")]
+    assert commands[0].startswith("redis-server")
+    env = child_env(short_tmp)
+    try:
+        for command in commands:
+            proc = subprocess.run(["bash", "-c", command], env=env, cwd=REPO,
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, (command, proc.stderr)
+            if "publish" in command:
+                assert json.loads(proc.stdout) == {"subscribers": 0, "daemons": 2}
+            if "daemon status" in command:
+                assert "(up; shares pub/sub)" in proc.stdout
+        with connect(str(short_tmp / "hosts" / "b.sock")) as client:
+            wait_for(lambda: any(
+                e.get("event") == "trigger.fired" and e.get("trigger_type") == "subscribe"
+                for e in client.trigger({"function_id": "engine::events::list",
+                                         "payload": {}})["events"]),
+                message="b's subscriber to fire")
+    finally:
+        for name in ("a", "b"):
+            subprocess.run([IIIBIN, "daemon", "stop"], env={
+                **env, "III_SOCKET": str(short_tmp / "hosts" / f"{name}.sock")},
+                capture_output=True,
+                timeout=30)
+        subprocess.run(["redis-cli", "-p", port, "shutdown", "nosave"], capture_output=True,
+                       timeout=30)

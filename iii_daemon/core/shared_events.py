@@ -1,0 +1,55 @@
+"""The router's entry points for a shared backend: the answers to what the core asked
+of it, and what other daemons (and this one) published through it.
+
+Each published message reaches every daemon; a binding fires for it once in the
+cluster: the first daemon to claim ``iii:once:TRIGGER_ID:MESSAGE_ID`` (an atomic
+set-if-absent in the backend) fires it, the others let it be. Bindings of distinct ids
+each fire, as on one daemon.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from iii_daemon.core.effects import Output
+from iii_daemon.core.router_state import RouterState, log
+from iii_daemon.core.triggers.base import Binding
+from iii_daemon.core.triggers.subscribe import SubscribeType
+
+#: How long a claim on a firing lives in the backend (every daemon has seen the
+#: message long before).
+ONCE_TTL_MS = 60_000
+
+
+class SharedEvents(RouterState):
+    def shared_done(self, op_id: int, result: Any, error: str | None, now: float) -> Output:
+        out: Output = []
+        self._now = now
+        if self.shared is not None:
+            self.shared.done(op_id, result, error, out)
+        self._pump_now(out)
+        return out
+
+    def shared_published(self, message_id: str, topic: str, data: Any,
+                         now: float) -> Output:
+        """A message published on ``topic`` through the shared backend (by any daemon):
+        each local binding fires for it if it claims the firing first."""
+        out: Output = []
+        self._now = now
+        shared = self.shared
+        if shared is None:
+            return out
+        kind = cast(SubscribeType, self.triggers.types["subscribe"])
+        for binding, payload in kind.matching({"topic": topic, "data": data}):
+            def claimed(won: Any, error: str | None, out: Output, binding: Binding = binding,
+                        payload: Any = payload) -> None:
+                current = self.triggers.bindings.get(binding.id)
+                if error is not None:
+                    log.warning("trigger %s: cannot claim message %s of topic %s: %s",
+                                binding.id, message_id, topic, error)
+                elif won and current is binding:
+                    self.triggers.fire(current, payload, self.clock, out)
+
+            shared.request("once", {"key": f"iii:once:{binding.id}:{message_id}",
+                                    "ttl_ms": ONCE_TTL_MS}, claimed, out)
+        return out

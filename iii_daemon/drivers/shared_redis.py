@@ -1,0 +1,198 @@
+"""The shared backend on Redis (redis-py's asyncio client), for daemons on several hosts.
+
+What it carries out for the core (``SharedOp`` effects): ``publish`` a message on a
+topic to every daemon (``PUBLISH iii:pub:TOPIC``), and ``once``, the claim that lets one
+daemon of the cluster fire a binding for a message (``SET key NX PX``). It listens for
+what every daemon publishes (``PSUBSCRIBE iii:pub:*``) and hands it to the core.
+
+Redis going away never hangs a call: while it is unreachable, shared operations fail at
+once with ``backend_unavailable`` (after at most ``OP_TIMEOUT_S`` for the one that finds
+out); the outage is logged once, and its end once; the listener reconnects with backoff.
+The URL is shown without its password everywhere (logs, ``engine::status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from iii_daemon.core.effects import SharedOp
+from iii_daemon.core.errors import StartupError
+from iii_daemon.drivers.links import Carrier
+from iii_sdk.client.addresses import without_password
+
+log = logging.getLogger("iii_daemon.drivers.shared_redis")
+
+CHANNEL_PREFIX = "iii:pub:"
+#: How long one operation may take before it counts as failed (and Redis as away).
+OP_TIMEOUT_S = 2.0
+#: The listener's reconnection backoff: from the first, doubling to the last.
+RECONNECT_S = (0.2, 5.0)
+
+
+class Published(msgspec.Struct):
+    id: str
+    topic: str
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class RedisShared:
+    """The connection to Redis and what runs over it."""
+
+    def __init__(self, hub: Carrier, url: str, password: str | None,
+                 state: dict[str, Any]) -> None:
+        self.hub = hub
+        self.url = url
+        self.describe = without_password(url)
+        self._password = password
+        #: ``engine::status``'s view of the backend (kind, url, state, since).
+        self.state = state
+        self._client: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._down_since: float | None = None
+
+    # --- start and stop -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and check Redis answers; then listen.
+
+        Raises:
+            StartupError: Redis cannot be reached (one line, no password in it).
+        """
+        import redis.asyncio as redis
+
+        try:
+            self._client = redis.Redis.from_url(
+                self.url, password=self._password, socket_connect_timeout=OP_TIMEOUT_S,
+                socket_timeout=OP_TIMEOUT_S)
+            await asyncio.wait_for(self._client.ping(), OP_TIMEOUT_S + 1)
+        except Exception as exc:
+            if self._client is not None:
+                await self._client.aclose()
+            raise StartupError(f"cannot reach Redis at {self.describe}: {_reason(exc)}"
+                               ) from None
+        await self._warn_without_aof()
+        self.state.update(state="up", since=time.time())
+        ready = asyncio.get_running_loop().create_future()
+        self._listener = asyncio.get_running_loop().create_task(self._listen(ready))
+        await asyncio.wait_for(ready, OP_TIMEOUT_S + 1)
+        log.info("sharing pub/sub through Redis at %s", self.describe)
+
+    async def _warn_without_aof(self) -> None:
+        """What a receipt means depends on Redis's own durability: say so once."""
+        try:
+            appendonly = (await self._client.config_get("appendonly")).get("appendonly")
+        except Exception:  # CONFIG may be renamed or refused: nothing to say
+            return
+        if appendonly == "no":
+            log.warning("Redis at %s runs without AOF (appendonly no): what it acknowledged "
+                        "may be lost if it crashes; see the README (Several hosts)",
+                        self.describe)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # --- what the core asks -----------------------------------------------------------------
+
+    def carry(self, op: SharedOp) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(op))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, op: SharedOp) -> None:
+        result: Any = None
+        error: str | None = None
+        if self._down_since is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
+            error = f"unreachable since {since}"
+        else:
+            try:
+                result = await asyncio.wait_for(self._do(op), OP_TIMEOUT_S)
+            except Exception as exc:
+                error = _reason(exc)
+                self._went_down(exc)
+        self.hub.deliver(self.hub.router.shared_done(op.op_id, result, error,
+                                                     time.monotonic()))
+        self.hub.flush()
+
+    async def _do(self, op: SharedOp) -> Any:
+        args = op.args
+        if op.kind == "publish":
+            message = msgspec.json.encode({"id": args["id"], "topic": args["topic"],
+                                           "data": args["data"]})
+            return await self._client.publish(CHANNEL_PREFIX + args["topic"], message)
+        if op.kind == "once":
+            return bool(await self._client.set(args["key"], 1, nx=True, px=args["ttl_ms"]))
+        raise ValueError(f"unknown shared operation {op.kind!r}")
+
+    # --- what every daemon publishes ---------------------------------------------------------
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        delay = RECONNECT_S[0]
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                self._came_back()
+                if not ready.done():
+                    ready.set_result(None)
+                delay = RECONNECT_S[0]
+                async for message in pubsub.listen():
+                    if message.get("type") == "pmessage":
+                        self._received(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._went_down(exc)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection is gone already
+                    log.debug("closing a dead subscription failed", exc_info=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_S[1])
+
+    def _received(self, data: bytes) -> None:
+        try:
+            message = msgspec.json.decode(data, type=Published)
+        except msgspec.DecodeError:
+            log.warning("ignored a message on Redis that is not ours: %r", data[:200])
+            return
+        self.hub.deliver(self.hub.router.shared_published(
+            message.id, message.topic, msgspec.json.decode(message.data), time.monotonic()))
+        self.hub.flush()
+
+    # --- health ------------------------------------------------------------------------------
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self._down_since is not None:
+            return
+        self._down_since = time.time()
+        self.state.update(state="down", since=self._down_since, error=_reason(exc))
+        log.warning("Redis at %s is unreachable (%s): shared operations fail with "
+                    "backend_unavailable until it is back", self.describe, _reason(exc))
+
+    def _came_back(self) -> None:
+        if self._down_since is None:
+            return
+        away = time.time() - self._down_since
+        self._down_since = None
+        self.state.update(state="up", since=time.time(), error=None)
+        log.warning("Redis at %s is back after %.1f s", self.describe, away)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {OP_TIMEOUT_S:g} s"
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,165 @@
+"""Several daemons, one real ``redis-server``: pub/sub shared across daemons, a binding
+held by several daemons fires once per message, Redis going away and coming back,
+start-up without it, and its password kept out of sight."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii_sdk import connect, register_worker
+from tests.helpers import (
+    REPO,
+    DaemonProcess,
+    RedisServer,
+    ThreadDaemon,
+    child_env,
+    free_port,
+    run_iii,
+    wait_for,
+)
+
+
+@pytest.fixture
+def redis_server(short_tmp: Path) -> Iterator[RedisServer]:
+    server = RedisServer(short_tmp / "redis").start()
+    yield server
+    server.stop()
+
+
+class Listener:
+    """A worker on one daemon: ``NAME::got`` records what its triggers deliver."""
+
+    def __init__(self, daemon: Any, name: str) -> None:
+        self.seen: list[Any] = []
+        self.lock = threading.Lock()
+        self.worker = register_worker(str(daemon.socket_path))
+
+        def got(data: Any) -> None:
+            with self.lock:
+                self.seen.append(data)
+
+        self.worker.register_function(f"{name}::got", got)
+
+    def subscribe(self, trigger_id: str, topic: str, function_id: str) -> None:
+        handle = self.worker.register_trigger({"type": "subscribe", "id": trigger_id,
+                                               "function_id": function_id,
+                                               "config": {"topic": topic}})
+        handle.ready(5)
+
+
+def test_publish_reaches_every_daemon_and_a_shared_binding_fires_once(
+        short_tmp: Path, redis_server: RedisServer) -> None:
+    daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
+               for name in ("a", "b", "c")]
+    listeners = [Listener(d, name) for d, name in zip(daemons, "abc", strict=True)]
+    try:
+        for listener, name in zip(listeners, "abc", strict=True):
+            listener.subscribe(f"own-{name}", "news", f"{name}::got")
+            # The same trigger id on every daemon: replicas of one app.
+            listener.subscribe("replica", "news", f"{name}::got")
+        for n, daemon in enumerate(daemons):  # each daemon publishes once
+            published = run_iii(daemon.tmp, "trigger", "publish", "topic=news", f"data={n}")
+            assert published.returncode == 0, published.stderr
+            assert json.loads(published.stdout)["daemons"] == 3
+        # Each daemon's own binding got all three; "replica" fired once per message in all.
+        wait_for(lambda: sum(len(li.seen) for li in listeners) == 3 * 3 + 3)
+        for listener in listeners:
+            own = [d for d in listener.seen]
+            assert sorted(own).count(0) >= 1 and sorted(own).count(2) >= 1
+        every = sorted(d for li in listeners for d in li.seen)
+        assert every == [0] * 4 + [1] * 4 + [2] * 4  # 3 own + 1 replica, per message
+        status = json.loads(run_iii(daemons[0].tmp, "daemon", "status", "-o", "json").stdout)
+        assert status["backend"] == {**status["backend"], "kind": "redis", "state": "up",
+                                     "url": redis_server.url}
+    finally:
+        for listener in listeners:
+            listener.worker.shutdown()
+        for daemon in daemons:
+            daemon.stop()
+
+
+@pytest.mark.daemon_process
+def test_redis_away_fails_fast_local_calls_go_on_and_it_comes_back(
+        short_tmp: Path, redis_server: RedisServer) -> None:
+    daemon = DaemonProcess(short_tmp, "--redis-url", redis_server.url).start()
+    listener = Listener(daemon, "a")
+    try:
+        listener.subscribe("own", "news", "a::got")
+        redis_server.stop()
+        failed = run_iii(short_tmp, "trigger", "publish", "topic=news", "data=1")
+        assert failed.returncode == 5, failed.stderr
+        error = json.loads(failed.stderr)
+        assert error["code"] == "backend_unavailable" and redis_server.url in error["message"]
+        again = run_iii(short_tmp, "trigger", "publish", "topic=news", "data=2")
+        assert again.returncode == 5  # at once now: it is known to be away
+        local = run_iii(short_tmp, "trigger", "state::set", "scope=s", "key=k", "value=1")
+        assert local.returncode == 0, local.stderr  # what needs no Redis goes on
+        status = run_iii(short_tmp, "daemon", "status").stdout
+        assert "(down since" in status
+        redis_server.start()  # the same port: the daemon reconnects
+        wait_for(lambda: run_iii(short_tmp, "trigger", "publish", "topic=news",
+                                 "data=3").returncode == 0, timeout=15,
+                 message="publish to work again")
+        wait_for(lambda: 3 in listener.seen)
+    finally:
+        listener.worker.shutdown()
+        daemon.stop()
+    log = daemon.log()
+    assert log.count("is unreachable") == 1 and log.count("is back after") == 1
+    assert log.count("runs without AOF") == 1
+
+
+def test_a_daemon_started_while_redis_is_down_refuses_with_one_line(short_tmp: Path) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    proc = subprocess.run([sys.executable, "-m", "iii_daemon", "--socket",
+                           str(short_tmp / "iii.sock"), "--data-dir", str(short_tmp / "data"),
+                           "--redis-url", url], env=child_env(short_tmp), cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("iii daemon:")]
+    assert len(lines) == 1 and "cannot reach Redis at redis://:***@127.0.0.1" in lines[0]
+    assert "s3cret" not in proc.stderr and "Traceback" not in proc.stderr
+    bad = run_iii(short_tmp, "daemon", "start", "--redis-url", "http://nope")
+    assert bad.returncode == 1 and "must start with redis://" in bad.stderr
+
+
+def test_the_password_works_and_is_never_shown(short_tmp: Path) -> None:
+    server = RedisServer(short_tmp / "redis", "--requirepass", "s3cret").start()
+    try:
+        plain = f"redis://127.0.0.1:{server.port}/0"
+        (short_tmp / "config.toml").write_text(
+            f'[redis]\nurl = "redis://:s3cret@127.0.0.1:{server.port}/0"\n')
+        env = child_env(short_tmp)
+        started = run_iii(short_tmp, "daemon", "start")
+        assert started.returncode == 0, started.stderr
+        published = run_iii(short_tmp, "trigger", "publish", "topic=t", "data=1")
+        assert published.returncode == 0, published.stderr
+        shown = [run_iii(short_tmp, "daemon", "status").stdout,
+                 run_iii(short_tmp, "daemon", "status", "-o", "json").stdout,
+                 run_iii(short_tmp, "config", "show").stdout]
+        assert all("s3cret" not in text and "***" in text for text in shown), shown
+        run_iii(short_tmp, "daemon", "stop")
+        log = (Path(env["III_LOG_DIR"]) / "daemon.log").read_text()
+        assert "s3cret" not in log and "***@127.0.0.1" in log
+
+        # Or from the environment variable [redis] password_env names.
+        (short_tmp / "config.toml").write_text(
+            f'[redis]\nurl = "{plain}"\npassword_env = "IIITEST_REDIS_PW"\n')
+        wrong = run_iii(short_tmp, "daemon", "start", env={**env, "IIITEST_REDIS_PW": "nope"})
+        assert wrong.returncode == 1 and "nope" not in wrong.stderr
+        right = run_iii(short_tmp, "daemon", "start", env={**env, "IIITEST_REDIS_PW": "s3cret"})
+        assert right.returncode == 0, right.stderr
+        with connect(str(short_tmp / "iii.sock")) as client:
+            assert client.trigger({"function_id": "publish",
+                                   "payload": {"topic": "t", "data": 2}})["daemons"] == 1
+        run_iii(short_tmp, "daemon", "stop")
+    finally:
+        server.stop()
