@@ -9,12 +9,11 @@ each fire, as on one daemon.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from iii_daemon.core.effects import Output
 from iii_daemon.core.router_state import RouterState, log
 from iii_daemon.core.triggers.base import Binding
-from iii_daemon.core.triggers.subscribe import SubscribeType
 
 #: How long a claim on a firing lives in the backend (every daemon has seen the
 #: message long before).
@@ -34,22 +33,39 @@ class SharedEvents(RouterState):
                          now: float) -> Output:
         """A message published on ``topic`` through the shared backend (by any daemon):
         each local binding fires for it if it claims the firing first."""
+        return self._claim_and_fire("subscribe", {"topic": topic, "data": data},
+                                    message_id, now)
+
+    def shared_state_changed(self, change_id: str, event: dict[str, Any],
+                             now: float) -> Output:
+        """A state change made through the shared backend (by any daemon): the ``state``
+        triggers it matches, once in the cluster each."""
+        return self._claim_and_fire("state", {"type": "state", **event}, change_id, now)
+
+    def _claim_and_fire(self, type_id: str, event: dict[str, Any], event_id: str,
+                        now: float) -> Output:
         out: Output = []
         self._now = now
         shared = self.shared
         if shared is None:
             return out
-        kind = cast(SubscribeType, self.triggers.types["subscribe"])
-        for binding, payload in kind.matching({"topic": topic, "data": data}):
+        kind = cast(Reactive, self.triggers.types[type_id])
+        for binding, payload in kind.matching(event):
             def claimed(won: Any, error: str | None, out: Output, binding: Binding = binding,
                         payload: Any = payload) -> None:
                 current = self.triggers.bindings.get(binding.id)
                 if error is not None:
-                    log.warning("trigger %s: cannot claim message %s of topic %s: %s",
-                                binding.id, message_id, topic, error)
+                    log.warning("trigger %s: cannot claim event %s: %s", binding.id,
+                                event_id, error)
                 elif won and current is binding:
                     self.triggers.fire(current, payload, self.clock, out)
 
-            shared.request("once", {"key": f"iii:once:{binding.id}:{message_id}",
+            shared.request("once", {"key": f"iii:once:{binding.id}:{event_id}",
                                     "ttl_ms": ONCE_TTL_MS}, claimed, out)
         return out
+
+
+class Reactive(Protocol):
+    """A trigger type that picks its bindings for an event (``subscribe``, ``state``)."""
+
+    def matching(self, event: dict[str, Any]) -> list[tuple[Binding, Any]]: ...

@@ -16,18 +16,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import msgspec
 
 from iii_daemon.core.effects import SharedOp
-from iii_daemon.core.errors import StartupError
+from iii_daemon.core.errors import CallError, StartupError
+from iii_daemon.core.unsettled import MISSING
 from iii_daemon.drivers.links import Carrier
+from iii_daemon.functions.update_ops import apply_ops, parse_ops
 from iii_sdk.client.addresses import without_password
 
 log = logging.getLogger("iii_daemon.drivers.shared_redis")
 
 CHANNEL_PREFIX = "iii:pub:"
+#: Where every daemon hears of state changes (made by any of them).
+STATE_CHANNEL = "iii:state-events"
+#: The scopes that hold keys (``state::list_groups``).
+SCOPES = "iii:state-scopes"
+#: How often an update is tried again when another daemon changed the value meanwhile.
+UPDATE_TRIES = 100
+
+# Each state change and the event that tells of it happen in one script: atomic, and
+# the events come in the order of the changes. Values travel as JSON text, made and
+# read by msgspec; the script only pastes them into the event.
+_EVENT = """
+local function event(kind, old, new)
+  redis.call('PUBLISH', KEYS[3], '{"id":"' .. ARGV[4] .. '","scope":' .. ARGV[5] ..
+    ',"key":' .. ARGV[6] .. ',"event_type":"' .. kind .. '","old_value":' ..
+    (old or 'null') .. ',"new_value":' .. (new or 'null') .. '}')
+end
+"""
+#: KEYS: scope hash, scopes set, channel. ARGV: key, value, scope, event id, scope and
+#: key as JSON. Returns the old value (nil: none).
+SET_SCRIPT = _EVENT + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+event(old and 'state:updated' or 'state:created', old, ARGV[2])
+return old
+"""
+#: As SET_SCRIPT, but only if the value is still ARGV[7] ('': none); returns 1 if set.
+SWAP_SCRIPT = _EVENT + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (old or '') ~= ARGV[7] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+event(old and 'state:updated' or 'state:created', old, ARGV[2])
+return 1
+"""
+#: KEYS and ARGV as SET_SCRIPT (ARGV[2] unused). Returns the old value (nil: none).
+DELETE_SCRIPT = _EVENT + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return nil end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
+event('state:deleted', old, nil)
+return old
+"""
 #: How long one operation may take before it counts as failed (and Redis as away).
 OP_TIMEOUT_S = 2.0
 #: The listener's reconnection backoff: from the first, doubling to the last.
@@ -55,6 +102,7 @@ class RedisShared:
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None
+        self._scripts: dict[str, Any] = {}
 
     # --- start and stop -------------------------------------------------------------------
 
@@ -76,6 +124,8 @@ class RedisShared:
                 await self._client.aclose()
             raise StartupError(f"cannot reach Redis at {self.describe}: {_reason(exc)}"
                                ) from None
+        self._scripts = {name: self._client.register_script(text) for name, text in (
+            ("set", SET_SCRIPT), ("swap", SWAP_SCRIPT), ("delete", DELETE_SCRIPT))}
         await self._warn_without_aof()
         self.state.update(state="up", since=time.time())
         ready = asyncio.get_running_loop().create_future()
@@ -133,7 +183,54 @@ class RedisShared:
             return await self._client.publish(CHANNEL_PREFIX + args["topic"], message)
         if op.kind == "once":
             return bool(await self._client.set(args["key"], 1, nx=True, px=args["ttl_ms"]))
+        if op.kind.startswith("state_"):
+            return await self._state(op.kind, args)
         raise ValueError(f"unknown shared operation {op.kind!r}")
+
+    async def _state(self, kind: str, args: dict[str, Any]) -> Any:
+        client = self._client
+        if kind == "state_groups":
+            return sorted(m.decode() for m in await client.smembers(SCOPES))
+        scope = args["scope"]
+        where = f"iii:state:{scope}"
+        if kind == "state_list":
+            found = await client.hgetall(where)
+            return [_value(found[k]) for k in sorted(found)]
+        key = args["key"]
+        if kind == "state_get":
+            raw = await client.hget(where, key)
+            return MISSING if raw is None else _value(raw)
+        keys = [where, SCOPES, STATE_CHANNEL]
+        about = [scope, uuid.uuid4().hex, _json(scope), _json(key)]
+        if kind == "state_set":
+            old = await self._scripts["set"](keys=keys, args=[key, _json(args["value"]),
+                                                              *about])
+            return MISSING if old is None else _value(old)
+        if kind == "state_delete":
+            old = await self._scripts["delete"](keys=keys, args=[key, "", *about])
+            return MISSING if old is None else _value(old)
+        if kind == "state_update":
+            return await self._update(where, key, args["ops"], keys, about)
+        raise ValueError(f"unknown state operation {kind!r}")
+
+    async def _update(self, where: str, key: str, ops: Any, keys: list[str],
+                      about: list[str]) -> dict[str, Any]:
+        """Read, run the ops (the same code as the embedded store), write if nobody
+        wrote meanwhile; else again."""
+        parsed = parse_ops(ops)
+        for _ in range(UPDATE_TRIES):
+            raw = await self._client.hget(where, key)
+            old = MISSING if raw is None else _value(raw)
+            try:
+                new, errors = apply_ops(old, parsed)
+            except CallError as exc:
+                return {"refused": [exc.code, exc.message]}
+            swapped = await self._scripts["swap"](
+                keys=keys, args=[key, _json(new), *about, raw or b""])
+            if swapped:
+                return {"old": old, "new": new, "errors": errors}
+        raise RuntimeError(f"state {where} {key!r}: changed by others {UPDATE_TRIES} "
+                           f"times in a row")
 
     # --- what every daemon publishes ---------------------------------------------------------
 
@@ -143,6 +240,7 @@ class RedisShared:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                await pubsub.subscribe(STATE_CHANNEL)
                 self._came_back()
                 if not ready.done():
                     ready.set_result(None)
@@ -150,6 +248,8 @@ class RedisShared:
                 async for message in pubsub.listen():
                     if message.get("type") == "pmessage":
                         self._received(message["data"])
+                    elif message.get("type") == "message":
+                        self._state_changed(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -172,6 +272,17 @@ class RedisShared:
             message.id, message.topic, msgspec.json.decode(message.data), time.monotonic()))
         self.hub.flush()
 
+    def _state_changed(self, data: bytes) -> None:
+        try:
+            change = msgspec.json.decode(data)
+            change_id = change.pop("id")
+        except (msgspec.DecodeError, AttributeError, KeyError):
+            log.warning("ignored a state event on Redis that is not ours: %r", data[:200])
+            return
+        self.hub.deliver(self.hub.router.shared_state_changed(change_id, change,
+                                                              time.monotonic()))
+        self.hub.flush()
+
     # --- health ------------------------------------------------------------------------------
 
     def _went_down(self, exc: BaseException) -> None:
@@ -189,6 +300,14 @@ class RedisShared:
         self._down_since = None
         self.state.update(state="up", since=time.time(), error=None)
         log.warning("Redis at %s is back after %.1f s", self.describe, away)
+
+
+def _json(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def _value(raw: bytes) -> Any:
+    return msgspec.json.decode(raw)
 
 
 def _reason(exc: BaseException) -> str:

@@ -3,20 +3,17 @@ the upstream engine shapes them) and ``publish``."""
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from iii_daemon.core import kept_values
-from iii_daemon.core.builtin import Answer, BuiltinFunction, CallContext, Later, field
+from iii_daemon.core.builtin import BuiltinFunction, CallContext, Handler, field
 from iii_daemon.core.kept_values import Space
 from iii_daemon.core.unsettled import MISSING, or_none
 from iii_daemon.core.writes import DropState, PutState
-from iii_sdk import protocol as p
-from iii_sdk.error_codes import ErrorCode
+from iii_daemon.functions import shared_state
 
 if TYPE_CHECKING:
     from iii_daemon.core.builtin import Services
-    from iii_daemon.core.effects import Output
 
 
 def _space(services: Services) -> Space[str]:
@@ -77,43 +74,34 @@ def state_list_groups(services: Services, ctx: CallContext) -> Any:
 
 def publish(services: Services, ctx: CallContext) -> Any:
     topic = field(ctx.data, "topic", str)
-    data = ctx.data.get("data")
-    shared = services.shared
-    if shared is None:
-        count = services.triggers.event("subscribe", {"topic": topic, "data": data},
-                                        ctx.clock, ctx.out)
-        return {"subscribers": count}
-    # Through the shared backend: every daemon (this one too) fires its subscribers when
-    # the message comes back to it; the answer says how many daemons listen.
-    subscribers = len(services.triggers.types["subscribe"].matching(  # type: ignore[attr-defined]
-        {"topic": topic, "data": data}))
-    message_id = uuid.uuid4().hex
+    count = services.triggers.event("subscribe", {"topic": topic, "data": ctx.data.get("data")},
+                                    ctx.clock, ctx.out)
+    return {"subscribers": count}
 
-    def start(answer: Answer, out: Output) -> None:
-        def published(daemons: Any, error: str | None, out: Output) -> None:
-            if error is not None:
-                answer(None, p.ErrorBody(code=ErrorCode.BACKEND_UNAVAILABLE,
-                                         message=f"{shared.describe}: {error}"), out)
-            else:
-                answer({"subscribers": subscribers, "daemons": daemons}, None, out)
 
-        shared.request("publish", {"id": message_id, "topic": topic, "data": data},
-                       published, out)
+def _shared_or_local(local: Handler, shared: Handler) -> Handler:
+    """``local`` on the embedded store; ``shared`` when the daemon shares a backend."""
 
-    return Later(start)
+    def handler(services: Services, ctx: CallContext) -> Any:
+        return (local if services.shared is None else shared)(services, ctx)
+
+    return handler
 
 
 FUNCTIONS = (
-    BuiltinFunction("state::get", "the value at {scope, key}, or null", state_get),
+    BuiltinFunction("state::get", "the value at {scope, key}, or null",
+                    _shared_or_local(state_get, shared_state.state_get)),
     BuiltinFunction("state::set", "sets {scope, key} to value -> {old_value, new_value}; "
-                    "fires state triggers", state_set),
+                    "fires state triggers", _shared_or_local(state_set, shared_state.state_set)),
     BuiltinFunction("state::delete", "removes {scope, key} -> {old_value}; fires state "
-                    "triggers", state_delete),
+                    "triggers", _shared_or_local(state_delete, shared_state.state_delete)),
     BuiltinFunction("state::update", "applies ops to {scope, key} atomically -> "
-                    "{old_value, new_value, errors?}; fires state triggers", state_update),
-    BuiltinFunction("state::list", "every value in {scope}, a list", state_list),
+                    "{old_value, new_value, errors?}; fires state triggers",
+                    _shared_or_local(state_update, shared_state.state_update)),
+    BuiltinFunction("state::list", "every value in {scope}, a list",
+                    _shared_or_local(state_list, shared_state.state_list)),
     BuiltinFunction("state::list_groups", "the scopes that hold keys -> {groups}",
-                    state_list_groups),
+                    _shared_or_local(state_list_groups, shared_state.state_list_groups)),
     BuiltinFunction("publish", "sends {topic, data} to every subscribe trigger on topic",
-                    publish),
+                    _shared_or_local(publish, shared_state.publish)),
 )

@@ -100,7 +100,9 @@ def test_redis_away_fails_fast_local_calls_go_on_and_it_comes_back(
         assert error["code"] == "backend_unavailable" and redis_server.url in error["message"]
         again = run_iii(short_tmp, "trigger", "publish", "topic=news", "data=2")
         assert again.returncode == 5  # at once now: it is known to be away
-        local = run_iii(short_tmp, "trigger", "state::set", "scope=s", "key=k", "value=1")
+        state = run_iii(short_tmp, "trigger", "state::get", "scope=s", "key=k")
+        assert state.returncode == 5 and "backend_unavailable" in state.stderr
+        local = run_iii(short_tmp, "trigger", "a::got", "n=1")
         assert local.returncode == 0, local.stderr  # what needs no Redis goes on
         status = run_iii(short_tmp, "daemon", "status").stdout
         assert "(down since" in status
@@ -109,6 +111,7 @@ def test_redis_away_fails_fast_local_calls_go_on_and_it_comes_back(
                                  "data=3").returncode == 0, timeout=15,
                  message="publish to work again")
         wait_for(lambda: 3 in listener.seen)
+        assert {"n": 1} in listener.seen
     finally:
         listener.worker.shutdown()
         daemon.stop()
@@ -163,3 +166,39 @@ def test_the_password_works_and_is_never_shown(short_tmp: Path) -> None:
         run_iii(short_tmp, "daemon", "stop")
     finally:
         server.stop()
+
+
+def test_state_is_shared_and_its_triggers_fire_once_in_the_cluster(
+        short_tmp: Path, redis_server: RedisServer) -> None:
+    daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
+               for name in ("a", "b")]
+    listeners = [Listener(d, name) for d, name in zip(daemons, "ab", strict=True)]
+    try:
+        for listener, name in zip(listeners, "ab", strict=True):
+            for trigger_id in (f"own-{name}", "replica"):
+                handle = listener.worker.register_trigger({
+                    "type": "state", "id": trigger_id, "function_id": f"{name}::got",
+                    "config": {"scope": "orders"}})
+                handle.ready(5)
+        with connect(str(daemons[0].socket_path)) as a, \
+                connect(str(daemons[1].socket_path)) as b:
+            a.trigger({"function_id": "state::set",
+                       "payload": {"scope": "orders", "key": "o1", "value": {"n": 1}}})
+            # Read back on the other daemon at once: read-your-writes across daemons.
+            assert b.trigger({"function_id": "state::get",
+                              "payload": {"scope": "orders", "key": "o1"}}) == {"n": 1}
+            b.trigger({"function_id": "state::update", "payload": {
+                "scope": "orders", "key": "o1",
+                "ops": [{"type": "increment", "path": "n", "by": 1}]}})
+            assert a.trigger({"function_id": "state::list",
+                              "payload": {"scope": "orders"}}) == [{"n": 2}]
+            assert "orders" in b.trigger({"function_id": "state::list_groups"})["groups"]
+        # Two changes: each daemon's own trigger saw both; "replica" fired once for each.
+        wait_for(lambda: sum(len(li.seen) for li in listeners) == 2 * 2 + 2)
+        kinds = sorted(e["event_type"] for li in listeners for e in li.seen)
+        assert kinds == ["state:created"] * 3 + ["state:updated"] * 3
+    finally:
+        for listener in listeners:
+            listener.worker.shutdown()
+        for daemon in daemons:
+            daemon.stop()

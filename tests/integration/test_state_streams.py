@@ -34,6 +34,7 @@ from iii_helpers.stream import (
 from iii_sdk import III, register_worker
 from tests.helpers import (
     DaemonProcess,
+    RedisServer,
     ThreadDaemon,
     child_env,
     free_port,
@@ -44,12 +45,15 @@ from tests.helpers import (
 
 
 class Engine:
-    """A daemon with the official SDK attached over WebSocket and ours over the socket."""
+    """A daemon with the official SDK attached over WebSocket and ours over the socket;
+    its state in its own store, or in a Redis it would share with other daemons."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, backend: str) -> None:
         self.tmp = tmp
         self.ws_port = free_port()
-        self.daemon = ThreadDaemon(tmp, "--ws-port", str(self.ws_port)).start()
+        self.redis = RedisServer(tmp / "redis").start() if backend == "redis" else None
+        extra = ("--redis-url", self.redis.url) if self.redis is not None else ()
+        self.daemon = ThreadDaemon(tmp, "--ws-port", str(self.ws_port), *extra).start()
         self.official = official_worker(self.ws_port)
         self.ours = register_worker(str(self.daemon.socket_path))
 
@@ -60,12 +64,15 @@ class Engine:
         self.official.shutdown()
         self.ours.shutdown()
         self.daemon.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The contract: every test here runs on the embedded store and on Redis."""
     with tempfile.TemporaryDirectory(prefix="iii-", dir="/tmp") as tmp:
-        engine = Engine(Path(tmp))
+        engine = Engine(Path(tmp), request.param)
         yield engine
         engine.close()
 
