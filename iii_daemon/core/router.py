@@ -95,6 +95,8 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
         self.supervisor = Supervisor()
         #: The backend several daemons share (pub/sub through Redis), if any.
         self.shared = shared
+        if shared is not None:  # a cron tick fires once among the daemons sharing it
+            self.triggers.claim = self.claim
         #: What daemon functions get to work with.
         self.services = Services(registry=self.registry, state=self.state,
                                  streams=self.streams, triggers=self.triggers,

@@ -9,6 +9,7 @@ each fire, as on one daemon.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from iii_daemon.core.effects import Output
@@ -46,23 +47,29 @@ class SharedEvents(RouterState):
                         now: float) -> Output:
         out: Output = []
         self._now = now
-        shared = self.shared
-        if shared is None:
-            return out
         kind = cast(Reactive, self.triggers.types[type_id])
         for binding, payload in kind.matching(event):
-            def claimed(won: Any, error: str | None, out: Output, binding: Binding = binding,
-                        payload: Any = payload) -> None:
-                current = self.triggers.bindings.get(binding.id)
-                if error is not None:
-                    log.warning("trigger %s: cannot claim event %s: %s", binding.id,
-                                event_id, error)
-                elif won and current is binding:
-                    self.triggers.fire(current, payload, self.clock, out)
-
-            shared.request("once", {"key": f"iii:once:{binding.id}:{event_id}",
-                                    "ttl_ms": ONCE_TTL_MS}, claimed, out)
+            self.claim(binding, event_id, self.triggers.fire_later(binding, payload), out)
         return out
+
+    def claim(self, binding: Binding, event_id: str, fire: Callable[[Output], None],
+              out: Output) -> None:
+        """``fire(out)`` if this daemon is the first to claim ``binding``'s firing for
+        ``event_id`` (a message, a change, a cron tick); else nothing."""
+        shared = self.shared
+        if shared is None:
+            fire(out)
+            return
+
+        def claimed(won: Any, error: str | None, out: Output) -> None:
+            if error is not None:
+                log.warning("trigger %s: cannot claim its firing for %s: %s", binding.id,
+                            event_id, error)
+            elif won:
+                fire(out)
+
+        shared.request("once", {"key": f"iii:once:{binding.id}:{event_id}",
+                                "ttl_ms": ONCE_TTL_MS}, claimed, out)
 
 
 class Reactive(Protocol):

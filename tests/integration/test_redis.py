@@ -202,3 +202,30 @@ def test_state_is_shared_and_its_triggers_fire_once_in_the_cluster(
             listener.worker.shutdown()
         for daemon in daemons:
             daemon.stop()
+
+
+def test_a_cron_held_by_several_daemons_ticks_once(short_tmp: Path,
+                                                   redis_server: RedisServer) -> None:
+    daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
+               for name in ("a", "b")]
+    listeners = [Listener(d, name) for d, name in zip(daemons, "ab", strict=True)]
+    try:
+        for listener, name in zip(listeners, "ab", strict=True):
+            for trigger_id in (f"own-{name}", "replica"):
+                listener.worker.register_trigger({
+                    "type": "cron", "id": trigger_id, "function_id": f"{name}::got",
+                    "config": {"expression": "* * * * * *"}}).ready(5)
+
+        def ticks(trigger_id: str) -> list[str]:
+            return sorted(e["scheduled_time"] for li in listeners for e in li.seen
+                          if e["job_id"] == trigger_id)
+
+        wait_for(lambda: len(ticks("replica")) >= 3, timeout=10, message="three ticks")
+        replica = ticks("replica")
+        assert len(replica) == len(set(replica))  # no tick fired twice in the cluster
+        assert len(ticks("own-a")) >= 2 and len(ticks("own-b")) >= 2  # each its own
+    finally:
+        for listener in listeners:
+            listener.worker.shutdown()
+        for daemon in daemons:
+            daemon.stop()

@@ -73,3 +73,20 @@ def test_urls_are_shown_without_their_password() -> None:
     assert without_password("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert without_password("rediss://user:pw@[::1]:6380") == "rediss://user:***@[::1]:6380"
     assert without_password("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_a_cron_tick_fires_only_where_its_claim_won() -> None:
+    router = setup()
+    router.tick_clock(NOW, 1_700_000_000.0)
+    send(router, 1, {"type": "registertrigger", "id": "tick", "trigger_type": "cron",
+                     "function_id": "w::got", "config": {"expression": "* * * * * *"}})
+    due = router.next_deadline()
+    assert due is not None
+    out = router.expire(due)
+    [claim] = ops(out)
+    assert wire(out) == []  # nothing fired before the claim came back
+    assert claim.args["key"] == "iii:once:tick:2023-11-14T22:13:21.000Z"
+    [(conn, call)] = wire(router.shared_done(claim.op_id, True, None, due))
+    assert conn == 1 and call["function_id"] == "w::got"
+    [lost] = ops(router.expire(router.next_deadline() or 0))
+    assert wire(router.shared_done(lost.op_id, False, None, due + 1)) == []

@@ -93,6 +93,11 @@ class TriggerManager:
         self._reacting: collections.deque[tuple[Binding, Any]] = collections.deque()
         #: Daemon-owned bindings added or removed whose store writes have not landed.
         self.unsettled: Unsettled[str] = Unsettled(self._restore)
+        #: When several daemons share a backend: ``claim(binding, event_id, fire, out)``
+        #: runs ``fire(out)`` only on the daemon that claims that firing first (a cron
+        #: tick fires once in the cluster). None: every firing is this daemon's.
+        self.claim: Callable[[Binding, str, Callable[[Output], None], Output], None] | None \
+            = None
 
     # --- registration -------------------------------------------------------------------
 
@@ -355,10 +360,24 @@ class TriggerManager:
         left = self._react(clock, out, FIRINGS_PER_TURN)
         for kind in self._scheduled:
             for binding, payload in kind.pop_due(clock, left):
-                self.fire(binding, payload, clock, out)
+                if self.claim is None or not isinstance(payload, dict) \
+                        or "scheduled_time" not in payload:
+                    self.fire(binding, payload, clock, out)
+                else:  # the tick's time names it in every daemon alike
+                    self.claim(binding, str(payload["scheduled_time"]),
+                               self.fire_later(binding, payload), out)
                 left -= 1
             if left <= 0:
                 return
+
+    def fire_later(self, binding: Binding, payload: Any) -> Callable[[Output], None]:
+        """Fire ``binding`` when told (a claim won), if it is still bound then."""
+
+        def fire(out: Output) -> None:
+            if self.bindings.get(binding.id) is binding:
+                self.fire(binding, payload, self.host.clock, out)
+
+        return fire
 
     def event(self, type_id: str, event: dict[str, Any], clock: Clock, out: Output) -> int:
         """Something happened that built-in type ``type_id`` reacts to (a state change,
