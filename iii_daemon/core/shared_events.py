@@ -15,6 +15,8 @@ from typing import Any, Protocol, cast
 from iii_daemon.core.effects import Output
 from iii_daemon.core.router_state import RouterState, log
 from iii_daemon.core.triggers.base import Binding
+from iii_daemon.core.unsettled import MISSING, or_none
+from iii_daemon.functions import stream as stream_functions
 
 #: How long a claim on a firing lives in the backend (every daemon has seen the
 #: message long before).
@@ -37,11 +39,23 @@ class SharedEvents(RouterState):
         return self._claim_and_fire("subscribe", {"topic": topic, "data": data},
                                     message_id, now)
 
-    def shared_state_changed(self, change_id: str, event: dict[str, Any],
-                             now: float) -> Output:
-        """A state change made through the shared backend (by any daemon): the ``state``
-        triggers it matches, once in the cluster each."""
-        return self._claim_and_fire("state", {"type": "state", **event}, change_id, now)
+    def shared_changed(self, change_id: str, space: str, scope: Any, key: str, kind: str,
+                       old: Any, new: Any, now: float) -> Output:
+        """A state value or stream item changed through the shared backend (on any
+        daemon): the ``state`` or ``stream`` triggers it matches, once in the cluster
+        each, with the event the embedded store would give."""
+        old = MISSING if kind == "created" else old
+        new = MISSING if kind == "deleted" else new
+        if space == "stream" and isinstance(scope, list) and len(scope) == 2:
+            event = stream_functions.change_event(self.clock.wall, (scope[0], scope[1]), key,
+                                                  old, new)
+            return self._claim_and_fire("stream", event, change_id, now)
+        if space != "state":
+            log.warning("ignored a change of an unknown kind %r", space)
+            return []
+        return self._claim_and_fire("state", {
+            "type": "state", "event_type": f"state:{kind}", "scope": scope, "key": key,
+            "old_value": or_none(old), "new_value": or_none(new)}, change_id, now)
 
     def _claim_and_fire(self, type_id: str, event: dict[str, Any], event_id: str,
                         now: float) -> Output:

@@ -31,54 +31,69 @@ from iii_sdk.client.addresses import without_password
 log = logging.getLogger("iii_daemon.drivers.shared_redis")
 
 CHANNEL_PREFIX = "iii:pub:"
-#: Where every daemon hears of state changes (made by any of them).
-STATE_CHANNEL = "iii:state-events"
-#: The scopes that hold keys (``state::list_groups``).
-SCOPES = "iii:state-scopes"
+#: Where every daemon hears of changes to state and stream items (made by any of them).
+CHANGES_CHANNEL = "iii:changes"
 #: How often an update is tried again when another daemon changed the value meanwhile.
 UPDATE_TRIES = 100
+#: How long one operation may take before it counts as failed (and Redis as away).
+OP_TIMEOUT_S = 2.0
+#: The listener's reconnection backoff: from the first, doubling to the last.
+RECONNECT_S = (0.2, 5.0)
 
-# Each state change and the event that tells of it happen in one script: atomic, and
-# the events come in the order of the changes. Values travel as JSON text, made and
-# read by msgspec; the script only pastes them into the event.
+# A value lives in a hash a scope: ``iii:state:SCOPE``, ``iii:stream:["NAME","GROUP"]``;
+# the scopes that hold values in ``iii:state-scopes`` / ``iii:stream-scopes``. Each
+# change and the event that tells of it happen in one script: atomic, and the events
+# come in the order of the changes. Values travel as JSON text, made and read by
+# msgspec; the scripts only paste them into the event.
+#
+# KEYS: the scope's hash, the scopes set, the channel. ARGV: key, new value, the scope
+# as a member of the set, the change's id, scope and key as JSON, the value expected
+# (SWAP_SCRIPT; '': none), the space ("state" or "stream").
 _EVENT = """
 local function event(kind, old, new)
-  redis.call('PUBLISH', KEYS[3], '{"id":"' .. ARGV[4] .. '","scope":' .. ARGV[5] ..
-    ',"key":' .. ARGV[6] .. ',"event_type":"' .. kind .. '","old_value":' ..
-    (old or 'null') .. ',"new_value":' .. (new or 'null') .. '}')
+  redis.call('PUBLISH', KEYS[3], '{"id":"' .. ARGV[4] .. '","space":"' .. ARGV[8] ..
+    '","scope":' .. ARGV[5] .. ',"key":' .. ARGV[6] .. ',"kind":"' .. kind ..
+    '","old":' .. (old or 'null') .. ',"new":' .. (new or 'null') .. '}')
 end
 """
-#: KEYS: scope hash, scopes set, channel. ARGV: key, value, scope, event id, scope and
-#: key as JSON. Returns the old value (nil: none).
+#: Set; returns the old value (nil: none).
 SET_SCRIPT = _EVENT + """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-event(old and 'state:updated' or 'state:created', old, ARGV[2])
+event(old and 'updated' or 'created', old, ARGV[2])
 return old
 """
-#: As SET_SCRIPT, but only if the value is still ARGV[7] ('': none); returns 1 if set.
+#: Set only if the value is still ARGV[7]; returns 1 if it did.
 SWAP_SCRIPT = _EVENT + """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if (old or '') ~= ARGV[7] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-event(old and 'state:updated' or 'state:created', old, ARGV[2])
+event(old and 'updated' or 'created', old, ARGV[2])
 return 1
 """
-#: KEYS and ARGV as SET_SCRIPT (ARGV[2] unused). Returns the old value (nil: none).
+#: Delete; returns the old value (nil: none, and nothing changed).
 DELETE_SCRIPT = _EVENT + """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return nil end
 redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
-event('state:deleted', old, nil)
+event('deleted', old, nil)
 return old
 """
-#: How long one operation may take before it counts as failed (and Redis as away).
-OP_TIMEOUT_S = 2.0
-#: The listener's reconnection backoff: from the first, doubling to the last.
-RECONNECT_S = (0.2, 5.0)
+
+
+class Change(msgspec.Struct):
+    """A change to a state value or stream item, as the scripts tell every daemon."""
+
+    id: str
+    space: str
+    scope: Any
+    key: str
+    kind: str
+    old: Any = None
+    new: Any = None
 
 
 class Published(msgspec.Struct):
@@ -183,38 +198,43 @@ class RedisShared:
             return await self._client.publish(CHANNEL_PREFIX + args["topic"], message)
         if op.kind == "once":
             return bool(await self._client.set(args["key"], 1, nx=True, px=args["ttl_ms"]))
-        if op.kind.startswith("state_"):
-            return await self._state(op.kind, args)
+        if op.kind.startswith(("state_", "stream_")):
+            return await self._values(op.kind, args)
         raise ValueError(f"unknown shared operation {op.kind!r}")
 
-    async def _state(self, kind: str, args: dict[str, Any]) -> Any:
+    async def _values(self, kind: str, args: dict[str, Any]) -> Any:
+        """``SPACE_OP`` (``state_set``, ``stream_list`` ...) on the values of a space."""
         client = self._client
-        if kind == "state_groups":
-            return sorted(m.decode() for m in await client.smembers(SCOPES))
+        space, op = kind.split("_", 1)
+        scopes = f"iii:{space}-scopes"
+        if op == "groups":  # every scope holding values, as stored
+            return sorted(_value(m) if space == "stream" else m.decode()
+                          for m in await client.smembers(scopes))
         scope = args["scope"]
-        where = f"iii:state:{scope}"
-        if kind == "state_list":
+        member = _json(scope).decode() if space == "stream" else scope
+        where = f"iii:{space}:{member}"
+        if op == "list":
             found = await client.hgetall(where)
             return [_value(found[k]) for k in sorted(found)]
         key = args["key"]
-        if kind == "state_get":
+        if op == "get":
             raw = await client.hget(where, key)
             return MISSING if raw is None else _value(raw)
-        keys = [where, SCOPES, STATE_CHANNEL]
-        about = [scope, uuid.uuid4().hex, _json(scope), _json(key)]
-        if kind == "state_set":
-            old = await self._scripts["set"](keys=keys, args=[key, _json(args["value"]),
-                                                              *about])
+        keys = [where, scopes, CHANGES_CHANNEL]
+        about = [member, uuid.uuid4().hex, _json(scope), _json(key)]
+        if op == "set":
+            old = await self._scripts["set"](
+                keys=keys, args=[key, _json(args["value"]), *about, "", space])
             return MISSING if old is None else _value(old)
-        if kind == "state_delete":
-            old = await self._scripts["delete"](keys=keys, args=[key, "", *about])
+        if op == "delete":
+            old = await self._scripts["delete"](keys=keys, args=[key, "", *about, "", space])
             return MISSING if old is None else _value(old)
-        if kind == "state_update":
-            return await self._update(where, key, args["ops"], keys, about)
-        raise ValueError(f"unknown state operation {kind!r}")
+        if op == "update":
+            return await self._update(where, key, args["ops"], keys, [*about], space)
+        raise ValueError(f"unknown operation {kind!r}")
 
     async def _update(self, where: str, key: str, ops: Any, keys: list[str],
-                      about: list[str]) -> dict[str, Any]:
+                      about: list[Any], space: str) -> dict[str, Any]:
         """Read, run the ops (the same code as the embedded store), write if nobody
         wrote meanwhile; else again."""
         parsed = parse_ops(ops)
@@ -226,7 +246,7 @@ class RedisShared:
             except CallError as exc:
                 return {"refused": [exc.code, exc.message]}
             swapped = await self._scripts["swap"](
-                keys=keys, args=[key, _json(new), *about, raw or b""])
+                keys=keys, args=[key, _json(new), *about, raw or b"", space])
             if swapped:
                 return {"old": old, "new": new, "errors": errors}
         raise RuntimeError(f"state {where} {key!r}: changed by others {UPDATE_TRIES} "
@@ -240,7 +260,7 @@ class RedisShared:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
-                await pubsub.subscribe(STATE_CHANNEL)
+                await pubsub.subscribe(CHANGES_CHANNEL)
                 self._came_back()
                 if not ready.done():
                     ready.set_result(None)
@@ -249,7 +269,7 @@ class RedisShared:
                     if message.get("type") == "pmessage":
                         self._received(message["data"])
                     elif message.get("type") == "message":
-                        self._state_changed(message["data"])
+                        self._changed(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -272,15 +292,15 @@ class RedisShared:
             message.id, message.topic, msgspec.json.decode(message.data), time.monotonic()))
         self.hub.flush()
 
-    def _state_changed(self, data: bytes) -> None:
+    def _changed(self, data: bytes) -> None:
         try:
-            change = msgspec.json.decode(data)
-            change_id = change.pop("id")
-        except (msgspec.DecodeError, AttributeError, KeyError):
-            log.warning("ignored a state event on Redis that is not ours: %r", data[:200])
+            change = msgspec.json.decode(data, type=Change)
+        except msgspec.DecodeError:
+            log.warning("ignored a change on Redis that is not ours: %r", data[:200])
             return
-        self.hub.deliver(self.hub.router.shared_state_changed(change_id, change,
-                                                              time.monotonic()))
+        self.hub.deliver(self.hub.router.shared_changed(
+            change.id, change.space, change.scope, change.key, change.kind,
+            change.old, change.new, time.monotonic()))
         self.hub.flush()
 
     # --- health ------------------------------------------------------------------------------

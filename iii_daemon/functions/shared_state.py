@@ -1,7 +1,8 @@
-"""``state::*`` and ``publish`` when several daemons share a backend (Redis): each call is
-an operation the backend runs (``SharedOp``), answered once it did. What a change means
-for ``state`` triggers comes back to every daemon from the backend, so a local change
-fires nothing here (see ``core/shared_events.py``).
+"""``state::*``, ``stream::*`` (of streams no worker serves) and ``publish`` when several
+daemons share a backend (Redis): each call is an operation the backend runs
+(``SharedOp``), answered once it did. What a change means for ``state`` and ``stream``
+triggers comes back to every daemon from the backend, so a local change fires nothing
+here (see ``core/shared_events.py``).
 
 The shapes are those of the embedded store's functions (``functions/state.py``): the
 same contract tests run against both.
@@ -80,14 +81,15 @@ def state_update(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
     ops = ctx.data.get("ops")
     parse_ops(ops)  # a malformed op is refused here, before anything is sent
+    return _ask(shared, "state_update", {**_where(ctx), "ops": ops}, _updated)
 
-    def finish(result: dict[str, Any]) -> Any:
-        refused = result.get("refused")
-        if refused is not None:  # the ops could not run on the value (too deep)
-            raise CallError(*refused)
-        return change_result(result["old"], result["new"], result["errors"])
 
-    return _ask(shared, "state_update", {**_where(ctx), "ops": ops}, finish)
+def _updated(result: dict[str, Any]) -> Any:
+    """What an update answers, from what the backend did."""
+    refused = result.get("refused")
+    if refused is not None:  # the ops could not run on the value (too deep)
+        raise CallError(*refused)
+    return change_result(result["old"], result["new"], result["errors"])
 
 
 def state_list(services: Services, ctx: CallContext) -> Later:
@@ -111,3 +113,46 @@ def publish(services: Services, ctx: CallContext) -> Later:
         {"topic": topic, "data": data}))
     return _ask(shared, "publish", {"id": uuid.uuid4().hex, "topic": topic, "data": data},
                 lambda daemons: {"subscribers": subscribers, "daemons": daemons})
+
+
+# --- stream items (the built-in store's part of functions/stream.py) ------------------------
+
+
+def stream_get(shared: SharedOps, scope: tuple[str, str], item: str) -> Later:
+    return _ask(shared, "stream_get", {"scope": list(scope), "key": item}, or_none)
+
+
+def stream_set(shared: SharedOps, scope: tuple[str, str], item: str, data: Any) -> Later:
+    return _ask(shared, "stream_set", {"scope": list(scope), "key": item, "value": data},
+                lambda old: change_result(old, data))
+
+
+def stream_delete(shared: SharedOps, scope: tuple[str, str], item: str) -> Later:
+    return _ask(shared, "stream_delete", {"scope": list(scope), "key": item},
+                lambda old: {"old_value": or_none(old)})
+
+
+def stream_update(shared: SharedOps, scope: tuple[str, str], item: str, ops: Any) -> Later:
+    parse_ops(ops)
+    return _ask(shared, "stream_update", {"scope": list(scope), "key": item, "ops": ops},
+                _updated)
+
+
+def stream_list(shared: SharedOps, scope: tuple[str, str]) -> Later:
+    return _ask(shared, "stream_list", {"scope": list(scope)}, lambda values: values)
+
+
+def stream_list_groups(shared: SharedOps, name: str) -> Later:
+    return _ask(shared, "stream_groups", {},
+                lambda scopes: [group for stream, group in scopes if stream == name])
+
+
+def stream_list_all(shared: SharedOps) -> Later:
+    def finish(scopes: list[list[str]]) -> Any:
+        groups: dict[str, list[str]] = {}
+        for name, group in scopes:
+            groups.setdefault(name, []).append(group)
+        streams = [{"id": name, "groups": names} for name, names in groups.items()]
+        return {"stream": streams, "count": len(streams)}
+
+    return _ask(shared, "stream_groups", {}, finish)

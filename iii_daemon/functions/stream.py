@@ -22,6 +22,7 @@ from iii_daemon.core.errors import CallError
 from iii_daemon.core.kept_values import Space
 from iii_daemon.core.unsettled import MISSING, or_none
 from iii_daemon.core.writes import DropStreamItem, PutStreamItem
+from iii_daemon.functions import shared_state
 from iii_daemon.functions.update_ops import apply_ops, parse_ops
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
@@ -71,7 +72,7 @@ def event(wall: float, scope: Scope, item: str | None, kind: str, data: Any,
             "old_value": old, "new_value": new}
 
 
-def _change_event(wall: float, scope: Scope, item: str, old: Any, new: Any) -> dict[str, Any]:
+def change_event(wall: float, scope: Scope, item: str, old: Any, new: Any) -> dict[str, Any]:
     """The event of a change (``MISSING``: no value)."""
     old_value = or_none(old)
     if new is MISSING:
@@ -114,6 +115,8 @@ def stream_get(services: Services, ctx: CallContext) -> Any:
     backend = _backend(services, "get", scope[0])
     if backend is not None:
         return _forward(services, backend, ctx.data)
+    if services.shared is not None:
+        return shared_state.stream_get(services.shared, scope, item)
     return kept_values.read(_space(services), scope, item)
 
 
@@ -132,13 +135,16 @@ def _write(services: Services, ctx: CallContext, op: str, new: Any) -> Any:
     wall = ctx.clock.wall
     backend = _backend(services, op, scope[0])
     if backend is not None:
-        return _forward(services, backend, ctx.data, lambda result: _change_event(
+        return _forward(services, backend, ctx.data, lambda result: change_event(
             wall, scope, item, _result_values(result)[0], new))
+    if services.shared is not None:
+        return shared_state.stream_delete(services.shared, scope, item) if new is MISSING \
+            else shared_state.stream_set(services.shared, scope, item, new)
     if new is MISSING and services.streams.get(scope, item) is MISSING:
         return {"old_value": None}
     old = kept_values.change(_space(services), ctx, scope, item, new)
     kept_values.fire_when_kept(services, ctx, "stream",
-                               _change_event(wall, scope, item, old, new))
+                               change_event(wall, scope, item, old, new))
     return {"old_value": or_none(old)} if new is MISSING else \
         kept_values.change_result(old, new)
 
@@ -152,15 +158,17 @@ def stream_update(services: Services, ctx: CallContext) -> Any:
     if backend is not None:
         def fired(result: Any) -> dict[str, Any]:
             old, new = _result_values(result)
-            return _change_event(wall, scope, item, old, or_none(new))
+            return change_event(wall, scope, item, old, or_none(new))
 
         return _forward(services, backend, ctx.data, fired)
     get, put = _backend(services, "get", name), _backend(services, "set", name)
     if get is not None and put is not None:
         return _update_through(services, get, put, scope, item, parse_ops(ops), wall)
+    if services.shared is not None:
+        return shared_state.stream_update(services.shared, scope, item, ops)
     old, new, errors = kept_values.update(_space(services), ctx, scope, item, ops)
     kept_values.fire_when_kept(services, ctx, "stream",
-                               _change_event(wall, scope, item, old, new))
+                               change_event(wall, scope, item, old, new))
     return kept_values.change_result(old, new, errors)
 
 
@@ -192,7 +200,7 @@ def _update_through(services: Services, get: str, put: str, scope: Scope, item: 
 
             def kept(result: Any, error: p.ErrorBody | None, out: Output) -> None:
                 if error is None:
-                    _fire_now(services, _change_event(wall, scope, item, old, new), out)
+                    _fire_now(services, change_event(wall, scope, item, old, new), out)
                     answer(kept_values.change_result(old, new, errors), None, out)
                 else:
                     answer(None, error, out)
@@ -210,6 +218,8 @@ def stream_list(services: Services, ctx: CallContext) -> Any:
     backend = _backend(services, "list", scope[0])
     if backend is not None:
         return _forward(services, backend, ctx.data)
+    if services.shared is not None:
+        return shared_state.stream_list(services.shared, scope)
     return kept_values.values(_space(services), scope)
 
 
@@ -218,11 +228,15 @@ def stream_list_groups(services: Services, ctx: CallContext) -> Any:
     backend = _backend(services, "list_groups", name)
     if backend is not None:
         return _forward(services, backend, ctx.data)
+    if services.shared is not None:
+        return shared_state.stream_list_groups(services.shared, name)
     return [group for stream, group in services.streams.scopes() if stream == name]
 
 
 def stream_list_all(services: Services, ctx: CallContext) -> Any:
     """Every stream in the built-in store with its groups (the upstream shape)."""
+    if services.shared is not None:
+        return shared_state.stream_list_all(services.shared)
     groups: dict[str, list[str]] = {}
     for name, group in services.streams.scopes():
         groups.setdefault(name, []).append(group)

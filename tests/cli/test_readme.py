@@ -301,7 +301,7 @@ def test_the_several_hosts_block_runs_as_shown(short_tmp: Path) -> None:
             if "publish" in command:
                 assert json.loads(proc.stdout) == {"subscribers": 0, "daemons": 2}
             if "daemon status" in command:
-                assert "(up; shares pub/sub, state)" in proc.stdout
+                assert "(up; shares pub/sub, state, streams)" in proc.stdout
         with connect(str(short_tmp / "hosts" / "b.sock")) as client:
             wait_for(lambda: any(
                 e.get("event") == "trigger.fired" and e.get("trigger_type") == "subscribe"

@@ -168,7 +168,7 @@ def test_the_password_works_and_is_never_shown(short_tmp: Path) -> None:
         server.stop()
 
 
-def test_state_is_shared_and_its_triggers_fire_once_in_the_cluster(
+def test_state_and_streams_are_shared_and_triggers_fire_once_in_the_cluster(
         short_tmp: Path, redis_server: RedisServer) -> None:
     daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
                for name in ("a", "b")]
@@ -180,6 +180,9 @@ def test_state_is_shared_and_its_triggers_fire_once_in_the_cluster(
                     "type": "state", "id": trigger_id, "function_id": f"{name}::got",
                     "config": {"scope": "orders"}})
                 handle.ready(5)
+        listeners[1].worker.register_trigger({  # on b, for changes made on a
+            "type": "stream", "id": "chat-b", "function_id": "b::got",
+            "config": {"stream_name": "chat"}}).ready(5)
         with connect(str(daemons[0].socket_path)) as a, \
                 connect(str(daemons[1].socket_path)) as b:
             a.trigger({"function_id": "state::set",
@@ -193,10 +196,18 @@ def test_state_is_shared_and_its_triggers_fire_once_in_the_cluster(
             assert a.trigger({"function_id": "state::list",
                               "payload": {"scope": "orders"}}) == [{"n": 2}]
             assert "orders" in b.trigger({"function_id": "state::list_groups"})["groups"]
+            # Stream items too: set on one daemon, read and listed on the other.
+            item = {"stream_name": "chat", "group_id": "room", "item_id": "m1"}
+            a.trigger({"function_id": "stream::set", "payload": {**item, "data": "hi"}})
+            assert b.trigger({"function_id": "stream::get", "payload": item}) == "hi"
+            assert b.trigger({"function_id": "stream::list_groups",
+                              "payload": {"stream_name": "chat"}}) == ["room"]
         # Two changes: each daemon's own trigger saw both; "replica" fired once for each.
-        wait_for(lambda: sum(len(li.seen) for li in listeners) == 2 * 2 + 2)
+        wait_for(lambda: sum(len(li.seen) for li in listeners) == 2 * 2 + 2 + 1)
         kinds = sorted(e["event_type"] for li in listeners for e in li.seen)
-        assert kinds == ["state:created"] * 3 + ["state:updated"] * 3
+        assert kinds == ["create"] + ["state:created"] * 3 + ["state:updated"] * 3
+        [change] = [e for li in listeners for e in li.seen if e["type"] == "stream"]
+        assert (change["streamName"], change["groupId"], change["id"]) == ("chat", "room", "m1")
     finally:
         for listener in listeners:
             listener.worker.shutdown()
