@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -118,6 +119,8 @@ class RedisShared:
         self._tasks: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None
         self._scripts: dict[str, Any] = {}
+        #: Operations of this loop turn, sent together at its end.
+        self._batch: list[SharedOp] = []
 
     # --- start and stop -------------------------------------------------------------------
 
@@ -170,87 +173,133 @@ class RedisShared:
     # --- what the core asks -----------------------------------------------------------------
 
     def carry(self, op: SharedOp) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(op))
+        """Run ``op``: the operations of one loop turn go to Redis together, in one
+        pipeline (one round trip for many calls); an update, which reads before it
+        writes, on its own."""
+        if self._down_since is not None:  # known to be away: at once
+            since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
+            self._done([(op, None, f"unreachable since {since}")])
+            return
+        if op.kind.endswith("_update"):
+            self._start(self._run_update(op))
+            return
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        self._batch.append(op)
+
+    def _start(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, op: SharedOp) -> None:
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._start(self._run_batch(batch))
+
+    async def _run_batch(self, batch: list[SharedOp]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        outcomes: list[tuple[SharedOp, Any, str | None]] = []
+        finishers = []
+        for op in batch:
+            try:
+                finishers.append((op, self._queue(pipe, op)))
+            except Exception as exc:  # a request we cannot make: that call fails alone
+                outcomes.append((op, None, _reason(exc)))
+        try:
+            replies = await asyncio.wait_for(pipe.execute(raise_on_error=False), OP_TIMEOUT_S)
+        except Exception as exc:
+            self._went_down(exc)
+            outcomes += [(op, None, _reason(exc)) for op, _ in finishers]
+        else:
+            if len(replies) != len(finishers):  # never seen; but no call may go unanswered
+                replies = [RuntimeError("Redis's replies do not match the requests")] * \
+                    len(finishers)
+            for (op, finish), reply in zip(finishers, replies, strict=True):
+                try:
+                    if isinstance(reply, Exception):
+                        raise reply
+                    outcomes.append((op, finish(reply), None))
+                except Exception as exc:  # Redis refused it, or its reply makes no sense
+                    outcomes.append((op, None, _reason(exc)))
+        finally:
+            self._done(outcomes)  # every call gets its answer, whatever went wrong
+
+    async def _run_update(self, op: SharedOp) -> None:
         result: Any = None
         error: str | None = None
-        if self._down_since is not None:
-            since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
-            error = f"unreachable since {since}"
-        else:
-            try:
-                result = await asyncio.wait_for(self._do(op), OP_TIMEOUT_S)
-            except Exception as exc:
-                error = _reason(exc)
-                self._went_down(exc)
-        self.hub.deliver(self.hub.router.shared_done(op.op_id, result, error,
-                                                     time.monotonic()))
+        try:
+            result = await asyncio.wait_for(self._update(op.kind, op.args), OP_TIMEOUT_S)
+        except Exception as exc:
+            error = _reason(exc)
+            self._went_down(exc)
+        self._done([(op, result, error)])
+
+    def _done(self, outcomes: list[tuple[SharedOp, Any, str | None]]) -> None:
+        now = time.monotonic()
+        for op, result, error in outcomes:
+            self.hub.deliver(self.hub.router.shared_done(op.op_id, result, error, now))
         self.hub.flush()
 
-    async def _do(self, op: SharedOp) -> Any:
+    def _queue(self, pipe: Any, op: SharedOp) -> Callable[[Any], Any]:
+        """Add ``op``'s command to ``pipe``; return what makes its result of the reply."""
         args = op.args
         if op.kind == "publish":
             message = msgspec.json.encode({"id": args["id"], "topic": args["topic"],
                                            "data": args["data"]})
-            return await self._client.publish(CHANNEL_PREFIX + args["topic"], message)
+            pipe.publish(CHANNEL_PREFIX + args["topic"], message)
+            return int
         if op.kind == "once":
-            return bool(await self._client.set(args["key"], 1, nx=True, px=args["ttl_ms"]))
-        if op.kind.startswith(("state_", "stream_")):
-            return await self._values(op.kind, args)
-        raise ValueError(f"unknown shared operation {op.kind!r}")
-
-    async def _values(self, kind: str, args: dict[str, Any]) -> Any:
-        """``SPACE_OP`` (``state_set``, ``stream_list`` ...) on the values of a space."""
-        client = self._client
-        space, op = kind.split("_", 1)
+            pipe.set(args["key"], 1, nx=True, px=args["ttl_ms"])
+            return bool
+        space, what = op.kind.split("_", 1)
+        if space not in ("state", "stream"):
+            raise ValueError(f"unknown shared operation {op.kind!r}")
         scopes = f"iii:{space}-scopes"
-        if op == "groups":  # every scope holding values, as stored
-            return sorted(_value(m) if space == "stream" else m.decode()
-                          for m in await client.smembers(scopes))
-        scope = args["scope"]
-        member = _json(scope).decode() if space == "stream" else scope
-        where = f"iii:{space}:{member}"
-        if op == "list":
-            found = await client.hgetall(where)
-            return [_value(found[k]) for k in sorted(found)]
+        if what == "groups":  # every scope holding values, as stored
+            pipe.smembers(scopes)
+            return lambda members: sorted(
+                _value(m) if space == "stream" else m.decode() for m in members)
+        where, _ = _place(space, args["scope"])
+        if what == "list":
+            pipe.hgetall(where)
+            return lambda found: [_value(found[k]) for k in sorted(found)]
         key = args["key"]
-        if op == "get":
-            raw = await client.hget(where, key)
-            return MISSING if raw is None else _value(raw)
-        keys = [where, scopes, CHANGES_CHANNEL]
-        about = [member, uuid.uuid4().hex, _json(scope), _json(key)]
-        if op == "set":
-            old = await self._scripts["set"](
-                keys=keys, args=[key, _json(args["value"]), *about, "", space])
-            return MISSING if old is None else _value(old)
-        if op == "delete":
-            old = await self._scripts["delete"](keys=keys, args=[key, "", *about, "", space])
-            return MISSING if old is None else _value(old)
-        if op == "update":
-            return await self._update(where, key, args["ops"], keys, [*about], space)
-        raise ValueError(f"unknown operation {kind!r}")
+        if what == "get":
+            pipe.hget(where, key)
+            return _old
+        keys, about = _change(space, args["scope"], key)
+        # EVAL, not the scripts' EVALSHA: in a pipeline nothing could load a script a
+        # restarted Redis forgot (it keeps the compiled script by its hash anyway).
+        if what == "set":
+            pipe.eval(SET_SCRIPT, len(keys), *keys, key, _json(args["value"]), *about)
+            return _old
+        if what == "delete":
+            pipe.eval(DELETE_SCRIPT, len(keys), *keys, key, "", *about)
+            return _old
+        raise ValueError(f"unknown operation {op.kind!r}")
 
-    async def _update(self, where: str, key: str, ops: Any, keys: list[str],
-                      about: list[Any], space: str) -> dict[str, Any]:
+    async def _update(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         """Read, run the ops (the same code as the embedded store), write if nobody
         wrote meanwhile; else again."""
-        parsed = parse_ops(ops)
+        space = kind.split("_", 1)[0]
+        where, _ = _place(space, args["scope"])
+        key = args["key"]
+        keys, about = _change(space, args["scope"], key)
+        parsed = parse_ops(args["ops"])
         for _ in range(UPDATE_TRIES):
             raw = await self._client.hget(where, key)
-            old = MISSING if raw is None else _value(raw)
+            old = _old(raw)
             try:
                 new, errors = apply_ops(old, parsed)
             except CallError as exc:
                 return {"refused": [exc.code, exc.message]}
             swapped = await self._scripts["swap"](
-                keys=keys, args=[key, _json(new), *about, raw or b"", space])
+                keys=keys, args=[key, _json(new), *about[:4], raw or b"", space])
             if swapped:
                 return {"old": old, "new": new, "errors": errors}
-        raise RuntimeError(f"state {where} {key!r}: changed by others {UPDATE_TRIES} "
-                           f"times in a row")
+        raise RuntimeError(f"{where} {key!r}: changed by others {UPDATE_TRIES} times in a "
+                           f"row")
 
     # --- what every daemon publishes ---------------------------------------------------------
 
@@ -320,6 +369,23 @@ class RedisShared:
         self._down_since = None
         self.state.update(state="up", since=time.time(), error=None)
         log.warning("Redis at %s is back after %.1f s", self.describe, away)
+
+
+def _place(space: str, scope: Any) -> tuple[str, str]:
+    """The hash of a scope, and the scope as a member of the space's set of scopes."""
+    member = _json(scope).decode() if space == "stream" else str(scope)
+    return f"iii:{space}:{member}", member
+
+
+def _change(space: str, scope: Any, key: str) -> tuple[list[str], list[Any]]:
+    """KEYS, and ARGV after key and value, of the scripts that change a value."""
+    where, member = _place(space, scope)
+    return ([where, f"iii:{space}-scopes", CHANGES_CHANNEL],
+            [member, uuid.uuid4().hex, _json(scope), _json(key), "", space])
+
+
+def _old(raw: bytes | None) -> Any:
+    return MISSING if raw is None else _value(raw)
 
 
 def _json(value: Any) -> bytes:

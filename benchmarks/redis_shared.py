@@ -1,0 +1,143 @@
+"""Several daemons on one Redis: what sharing costs, next to Redis itself (same run).
+
+    python benchmarks/redis_shared.py [--calls 20000]
+
+Starts a ``redis-server`` on a free port and two daemons on it, then reports:
+
+- ``state::set`` through a daemon, 64 in flight on one connection, next to redis-py
+  doing the same number of ``HSET`` with 64 in flight (pipelined) on its own;
+- a state change on daemon A to the ``state`` trigger's function on daemon B: p50/p99
+  of the whole way (call, Redis, the change event, the trigger, the worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_trigger import free_port  # type: ignore[import-not-found]
+from queues import WINDOW  # type: ignore[import-not-found]
+from state_update import throughput, value  # type: ignore[import-not-found]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def _daemon(tmp: Path, name: str, url: str) -> tuple[subprocess.Popen[bytes], Path]:
+    sock = tmp / f"{name}.sock"
+    env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(tmp / "c.toml"),
+               III_LOG_DIR=str(tmp / "log"))
+    daemon = subprocess.Popen([sys.executable, "-m", "iii_daemon", "--socket", str(sock),
+                               "--data-dir", str(tmp / name), "--ws-port", "0",
+                               "--http-port", "0", "--redis-url", url,
+                               "--log-level", "ERROR"], env=env, cwd=REPO)
+    deadline = time.monotonic() + 20
+    while not sock.exists():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the daemon did not start")
+        time.sleep(0.02)
+    return daemon, sock
+
+
+async def _raw_hsets(port: int, calls: int) -> float:
+    import redis.asyncio as redis
+
+    client = redis.Redis(port=port)
+    started = time.perf_counter()
+    for first in range(0, calls, WINDOW):
+        pipe = client.pipeline(transaction=False)
+        for i in range(first, min(calls, first + WINDOW)):
+            pipe.hset("raw:bench", f"k{i % 1000}", json.dumps(value(i)))
+        await pipe.execute()
+    rate = calls / (time.perf_counter() - started)
+    await client.aclose()
+    return rate
+
+
+def _cross_daemon(a: Path, b: Path, samples: int) -> list[float]:
+    from iii_sdk import connect, register_worker
+
+    arrived: dict[int, float] = {}
+    event = threading.Event()
+    worker = register_worker(str(b))
+
+    def got(data: Any) -> None:
+        arrived[data["new_value"]] = time.perf_counter()
+        event.set()
+
+    worker.register_function("bench::changed", got)
+    worker.register_trigger({"type": "state", "function_id": "bench::changed",
+                             "config": {"scope": "cross"}}).ready(5)
+    latencies = []
+    with connect(str(a)) as client:
+        for n in range(samples):
+            event.clear()
+            started = time.perf_counter()
+            client.trigger({"function_id": "state::set",
+                            "payload": {"scope": "cross", "key": "k", "value": n}})
+            if not event.wait(5):
+                raise SystemExit(f"change {n} never reached daemon B's trigger")
+            latencies.append((arrived[n] - started) * 1000)
+    worker.shutdown()
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "redis_shared.json")
+    args = parser.parse_args()
+    server_bin = shutil.which("redis-server")
+    if server_bin is None:
+        raise SystemExit("redis-server is not installed")
+    sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="iii-redis-", dir="/tmp") as name:
+        tmp = Path(name)
+        port = free_port()
+        server = subprocess.Popen([server_bin, "--port", str(port), "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp)],
+                                  stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+        url = f"redis://127.0.0.1:{port}/0"
+        daemons = [_daemon(tmp, n, url) for n in ("a", "b")]
+        try:
+            through = asyncio.run(throughput(daemons[0][1], args.calls, lambda i: (
+                "state::set", {"scope": "bench", "key": f"k{i % 1000}", "value": value(i)})))
+            raw = asyncio.run(_raw_hsets(port, args.calls))
+            latencies = sorted(_cross_daemon(daemons[0][1], daemons[1][1], args.samples))
+        finally:
+            for daemon, _ in daemons:
+                daemon.terminate()
+                daemon.wait(30)
+            server.terminate()
+            server.wait(10)
+    quantiles = statistics.quantiles(latencies, n=100)
+    figures = {"state_set_per_s": round(through), "raw_hset_per_s": round(raw),
+               "ratio": round(through / raw, 3),
+               "cross_daemon_trigger_p50_ms": round(quantiles[49], 3),
+               "cross_daemon_trigger_p99_ms": round(quantiles[98], 3)}
+    print(f"state::set through a daemon ({WINDOW} in flight)   {figures['state_set_per_s']:>8}/s")
+    print(f"redis-py HSET, pipelined {WINDOW}                  {figures['raw_hset_per_s']:>8}/s")
+    print(f"ratio                                         {figures['ratio']:>8}x (aim >= 0.5x)")
+    print(f"state change on A -> trigger on B   p50 {figures['cross_daemon_trigger_p50_ms']} ms, "
+          f"p99 {figures['cross_daemon_trigger_p99_ms']} ms (aim p99 <= 10 ms)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
