@@ -1,14 +1,17 @@
 """The shared backend on Redis (redis-py's asyncio client), for daemons on several hosts.
 
-What it carries out for the core (``SharedOp`` effects): ``publish`` a message on a
-topic to every daemon (``PUBLISH iii:pub:TOPIC``), and ``once``, the claim that lets one
-daemon of the cluster fire a binding for a message (``SET key NX PX``). It listens for
-what every daemon publishes (``PSUBSCRIBE iii:pub:*``) and hands it to the core.
+What it carries out for the core (``SharedOp`` effects): ``publish`` a message to every
+daemon (``PUBLISH iii:pub:TOPIC``); ``once``, the claim that lets one daemon of the
+cluster fire a binding for an event (``SET key NX PX``); and the state and stream
+operations, each change made by a script that also tells every daemon of it
+(``iii:changes``). It listens for both (``PSUBSCRIBE iii:pub:*``, ``SUBSCRIBE
+iii:changes``) and hands what comes to the core. The operations of one loop turn go
+out in one pipeline.
 
-Redis going away never hangs a call: while it is unreachable, shared operations fail at
-once with ``backend_unavailable`` (after at most ``OP_TIMEOUT_S`` for the one that finds
-out); the outage is logged once, and its end once; the listener reconnects with backoff.
-The URL is shown without its password everywhere (logs, ``engine::status``).
+Redis going away never hangs a call: once it is known to be unreachable, shared
+operations fail at once with ``backend_unavailable`` (the one that finds out waits at
+most ``OP_TIMEOUT_S``); the outage is logged once, and its end once; a probe and the
+listener reconnect with backoff. The URL is shown without its password everywhere.
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ class RedisShared:
         ready = asyncio.get_running_loop().create_future()
         self._listener = asyncio.get_running_loop().create_task(self._listen(ready))
         await asyncio.wait_for(ready, OP_TIMEOUT_S + 1)
-        log.info("sharing pub/sub through Redis at %s", self.describe)
+        log.info("sharing pub/sub, state and streams through Redis at %s", self.describe)
 
     async def _warn_without_aof(self) -> None:
         """What a receipt means depends on Redis's own durability: say so once."""
@@ -178,7 +181,10 @@ class RedisShared:
         writes, on its own."""
         if self._down_since is not None:  # known to be away: at once
             since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
-            self._done([(op, None, f"unreachable since {since}")])
+            failed: list[tuple[SharedOp, Any, str | None]] = [
+                (op, None, f"unreachable since {since}")]
+            # Soon, not now: the hub is in the middle of delivering.
+            asyncio.get_running_loop().call_soon(self._done, failed)
             return
         if op.kind.endswith("_update"):
             self._start(self._run_update(op))
@@ -355,12 +361,27 @@ class RedisShared:
     # --- health ------------------------------------------------------------------------------
 
     def _went_down(self, exc: BaseException) -> None:
-        if self._down_since is not None:
+        """Redis is away, if ``exc`` says so (not for a refused command); a probe
+        watches for its return."""
+        if self._down_since is not None or not _is_outage(exc):
             return
         self._down_since = time.time()
+        self._start(self._probe())
         self.state.update(state="down", since=self._down_since, error=_reason(exc))
         log.warning("Redis at %s is unreachable (%s): shared operations fail with "
                     "backend_unavailable until it is back", self.describe, _reason(exc))
+
+    async def _probe(self) -> None:
+        """Ping, with backoff, until Redis answers again."""
+        delay = RECONNECT_S[0]
+        while self._down_since is not None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_S[1])
+            try:
+                await asyncio.wait_for(self._client.ping(), OP_TIMEOUT_S)
+            except Exception:  # still away
+                continue
+            self._came_back()
 
     def _came_back(self) -> None:
         if self._down_since is None:
@@ -394,6 +415,14 @@ def _json(value: Any) -> bytes:
 
 def _value(raw: bytes) -> Any:
     return msgspec.json.decode(raw)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A lost or refused connection, or no answer in time: Redis is away."""
+    from redis.exceptions import ConnectionError as LostConnection
+    from redis.exceptions import TimeoutError as NoAnswer
+
+    return isinstance(exc, LostConnection | NoAnswer | TimeoutError | OSError)
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,29 @@ def test_a_cron_held_by_several_daemons_ticks_once(short_tmp: Path,
             listener.worker.shutdown()
         for daemon in daemons:
             daemon.stop()
+
+
+def test_a_redis_that_stops_answering_fails_calls_at_their_deadline_and_comes_back(
+        short_tmp: Path) -> None:
+    """Redis hangs (DEBUG SLEEP) without dropping a connection: a call fails after the
+    operation timeout, not later, and the daemon finds Redis back by itself."""
+    server = RedisServer(short_tmp / "redis", "--enable-debug-command", "yes").start()
+    daemon = ThreadDaemon(short_tmp, "--redis-url", server.url).start()
+    try:
+        sleeper = threading.Thread(target=subprocess.run, args=(
+            ["redis-cli", "-p", str(server.port), "DEBUG", "SLEEP", "5"],), kwargs={
+            "capture_output": True, "timeout": 30})
+        sleeper.start()
+        wait_for(lambda: not server.answers(), message="redis to hang")
+        started = time.monotonic()
+        hung = run_iii(short_tmp, "trigger", "state::get", "scope=s", "key=k")
+        took = time.monotonic() - started
+        assert hung.returncode == 5 and "backend_unavailable" in hung.stderr
+        assert took < 2.0 + 1.5  # the operation timeout, and the CLI's own start
+        sleeper.join(30)
+        wait_for(lambda: run_iii(short_tmp, "trigger", "state::get", "scope=s",
+                                 "key=k").returncode == 0, timeout=15,
+                 message="the daemon to find Redis back")
+    finally:
+        daemon.stop()
+        server.stop()
