@@ -122,21 +122,20 @@ class Processes:
         self.logs.follow(spec.name, os.dup(process.stdout.fileno()))
         process.stdout.close()
         self.running[spec.name] = (pid, process)
+        self._save()
+        # The core hears of the start before anything of its end.
+        self.hub.deliver(router.process_spawned(spec.name, pid, now))
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:  # gone already
             self._reaped(spec.name, pid, process)
             return
         except OSError:  # no pidfds (an old kernel): a thread waits for it
-            self._save()
-            self.hub.deliver(router.process_spawned(spec.name, pid, now))
             waited = self.hub.loop.run_in_executor(None, process.wait)
             waited.add_done_callback(lambda _: self._exited(spec.name, pid, process))
             return
         self._pidfds[pid] = pidfd
         self.hub.loop.add_reader(pidfd, self._exited, spec.name, pid, process)
-        self._save()
-        self.hub.deliver(router.process_spawned(spec.name, pid, now))
 
     def kill(self, name: str, pid: int, how: str) -> None:
         sig = signal.SIGKILL if how == "KILL" else signal.SIGTERM
