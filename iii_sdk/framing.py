@@ -85,7 +85,7 @@ class LineReader:
         self._parts = [rest] if rest else []
         self._size = len(rest)
         limit = self._max
-        if any(len(line) > limit for line in lines):
+        if max(map(len, lines)) > limit:  # lines is not empty: data held a newline
             for line in lines:
                 if len(line) > limit:
                     self._too_large([line], complete=True)

@@ -273,42 +273,44 @@ class Hub:
 
     def _put(self, conn_id: int, message: object) -> int:
         """Carry out one effect now; return the bytes of output it added."""
-        if isinstance(message, Emit):
-            if message.to is None:
-                self.live.add(message)
-            else:
-                self.live.replay(message)
-            return 0
-        if isinstance(message, HttpReply):
-            self.http.reply(message)
-            return 0
-        if isinstance(message, HttpCall):
-            self.http.call(message)
-            return 0
-        command = self.commands.get(type(message))
-        if command is not None:  # managed workers' processes, the shared backend
-            command(message)
+        if not isinstance(message, p.Message):  # a command, not a frame (the rarer)
+            self._command(conn_id, message)
             return 0
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot
-        if isinstance(message, Close):
-            self._flush_one(conn_id)
-            link = self.links.get(conn_id)
-            if link is not None:
-                link.close()
-            return 0
         buf = self._out.get(conn_id)
         if buf is None:
             buf = self._out[conn_id] = bytearray()
         size = len(buf)
         try:
-            p.encode_into(message, buf)  # type: ignore[arg-type]
+            p.encode_into(message, buf)
         except Exception:
             del buf[size:]
             log.exception("cannot encode a %s for connection %d; dropped",
                           type(message).__name__, conn_id)
             return 0
         return len(buf) - size
+
+    def _command(self, conn_id: int, message: object) -> None:
+        if isinstance(message, Emit):
+            if message.to is None:
+                self.live.add(message)
+            else:
+                self.live.replay(message)
+        elif isinstance(message, HttpReply):
+            self.http.reply(message)
+        elif isinstance(message, HttpCall):
+            self.http.call(message)
+        elif isinstance(message, Close):
+            if conn_id in self.links:
+                self._flush_one(conn_id)
+                link = self.links.get(conn_id)
+                if link is not None:
+                    link.close()
+        else:
+            command = self.commands.get(type(message))
+            if command is not None:  # managed workers' processes, the shared backend
+                command(message)
 
     def unsent(self, conn_id: int) -> int | None:
         """What a connection holds unsent (its transport's and ours), None if gone."""
