@@ -195,7 +195,10 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
         finally:
             log.info("stopping")
             # Managed workers go first, while their calls can still be answered.
-            await processes.stop_all()
+            try:
+                await processes.stop_all()
+            except Exception:  # the rest of the stop must happen all the same
+                log.exception("stopping the managed workers failed")
             processes.close()
             server.close()
             # Every waiting caller, on any transport, gets its answer first (writes
