@@ -267,3 +267,54 @@ def test_a_redis_that_stops_answering_fails_calls_at_their_deadline_and_comes_ba
     finally:
         daemon.stop()
         server.stop()
+
+
+def test_rediss_urls_speak_tls(short_tmp: Path) -> None:
+    """A Redis that only speaks TLS, with a certificate of our own CA: rediss:// works."""
+    certs = short_tmp / "tls"
+    certs.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=certs, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=iii test CA", "-keyout", "ca.key", "-out", "ca.crt")
+    (certs / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "redis.key", "-out", "redis.csr")
+    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.cnf", "-out", "redis.crt")
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(certs / "redis.crt"), "--tls-key-file",
+         str(certs / "redis.key"), "--tls-ca-cert-file", str(certs / "ca.crt"),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(certs)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            import socket
+
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, message="redis-server to listen")
+        proc = subprocess.run([sys.executable, "-m", "iii_daemon", "--socket",
+                               str(short_tmp / "iii.sock"), "--data-dir",
+                               str(short_tmp / "data"), "--redis-url",
+                               f"redis://127.0.0.1:{port}/0"], env=child_env(short_tmp),
+                              cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 1 and "cannot reach Redis" in proc.stderr  # no TLS: no
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs / 'ca.crt'}"
+        daemon = ThreadDaemon(short_tmp, "--redis-url", url).start()
+        try:
+            with connect(str(daemon.socket_path)) as client:
+                client.trigger({"function_id": "state::set",
+                                "payload": {"scope": "tls", "key": "k", "value": 1}})
+                assert client.trigger({"function_id": "state::get",
+                                       "payload": {"scope": "tls", "key": "k"}}) == 1
+        finally:
+            daemon.stop()
+    finally:
+        server.terminate()
+        server.wait(10)
