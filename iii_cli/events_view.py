@@ -18,7 +18,8 @@ _STATUS = {"invocation.started": "run", "trigger.fired": "fire", "trigger.skippe
            "registration": "reg",
            "worker.joined": "join", "worker.left": "left", "registration.refused": "refused",
            "queue.retry": "retry", "queue.dead_letter": "dead", "missed": "missed",
-           "observer.changed": "obs", "observer.skipped": "skip"}
+           "observer.changed": "obs", "observer.skipped": "skip",
+           "managed.started": "start"}
 _COLOURS = {"ok": "32", "error": "31", "skip": "33", "retry": "33", "dead": "31",
             "refused": "31", "missed": "35", "fire": "36", "run": "2"}
 
@@ -29,6 +30,8 @@ def status_of(event: dict[str, Any]) -> str:
         return "ok" if event.get("status") == "ok" else "error"
     if kind == "observer.changed" and event.get("state") == "error":
         return "error"  # a refused observer is a failure (errors only shows it)
+    if kind == "managed.exited":
+        return "error" if event.get("error") else str(event.get("status") or "exited")
     return _STATUS.get(kind, kind.rpartition(".")[2])
 
 
@@ -36,6 +39,10 @@ def detail_of(event: dict[str, Any]) -> str:
     """The most telling thing about an event, short."""
     kind = event.get("event")
     error = event.get("error")
+    if kind == "managed.exited" and isinstance(error, dict):
+        then = f", restart in {event['restart_in_s']} s" \
+            if event.get("restart_in_s") is not None else f", {event.get('status')}"
+        return f"{error.get('message')}{then}"
     if isinstance(error, dict):
         return f"{error.get('code')}: {error.get('message')}"
     if kind in ("trigger.skipped", "observer.skipped"):
@@ -58,6 +65,10 @@ def detail_of(event: dict[str, Any]) -> str:
         return f"{event.get('queue')} after {event.get('attempts')} attempts"
     if kind == "missed":
         return f"{event.get('count')} events dropped: this watcher was too slow"
+    if kind == "managed.started":
+        return f"{event.get('name')} pid {event.get('pid')}"
+    if kind == "managed.exited":
+        return f"{event.get('name')} exited (code {event.get('code')}): {event.get('status')}"
     if kind == "invocation.finished":
         return str(event.get("result") or "")
     return ""

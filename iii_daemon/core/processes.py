@@ -5,6 +5,8 @@ that decides comes back as effects (:class:`~iii_daemon.core.supervision.Spawn`,
 
 from __future__ import annotations
 
+from typing import Any
+
 from iii_daemon.core.effects import Output
 from iii_daemon.core.router_state import RouterState, log
 from iii_daemon.core.supervision import exit_text
@@ -25,6 +27,9 @@ class Processes(RouterState):
         self._now = now
         log.info("managed worker %s started (pid %d)", name, pid)
         self.supervisor.spawned(name, pid, now, out)
+        managed = self.supervisor.workers.get(name)
+        self.record("managed.started", out, name=name, pid=pid,
+                    restarts=managed.restarts if managed is not None else 0)
         return out
 
     def process_failed(self, name: str, reason: str, now: float) -> Output:
@@ -32,6 +37,7 @@ class Processes(RouterState):
         self._now = now
         log.warning("managed worker %s could not start: %s", name, reason)
         self.supervisor.spawn_failed(name, reason, now, out)
+        self._record_exit(name, None, reason, out)
         return out
 
     def process_exited(self, name: str, pid: int, code: int, now: float) -> Output:
@@ -39,7 +45,23 @@ class Processes(RouterState):
         self._now = now
         log.info("managed worker %s (pid %d) exited with %s", name, pid, exit_text(code))
         self.supervisor.exited(name, pid, code, now, out)
+        self._record_exit(name, code, None, out)
         return out
+
+    def _record_exit(self, name: str, code: int | None, reason: str | None,
+                     out: Output) -> None:
+        """``managed.exited``: how it ended, and what happens now (its status then:
+        backoff with the next start, stopped, exited)."""
+        managed = self.supervisor.workers.get(name)
+        row = self.supervisor.row(managed, self._now) if managed is not None else {}
+        status = str(row.get("status", "removed"))
+        fields: dict[str, Any] = {}
+        if reason is not None or (code != 0 and status not in ("stopped", "removed")):
+            # A crash or a start that failed: a failure for `iii watch --errors` too.
+            fields["error"] = {"code": "worker_exited",
+                               "message": reason or f"{name} exited with {exit_text(code)}"}
+        self.record("managed.exited", out, name=name, code=code, status=status,
+                    restart_in_s=row.get("next_start_in_s"), **fields)
 
     def stop_managed(self, now: float) -> Output:
         """The daemon stops: every managed worker is stopped (SIGTERM, SIGKILL after

@@ -32,7 +32,7 @@ FAILURES = frozenset({"trigger.skipped", "registration.refused", "queue.retry",
 EVENT_KINDS = ("invocation.started", "invocation.finished", "trigger.fired",
                "trigger.skipped", "worker.joined", "worker.left", "registration",
                "registration.refused", "observer.changed", "observer.skipped", "queue.retry",
-               "queue.dead_letter")
+               "queue.dead_letter", "managed.started", "managed.exited")
 #: The kinds a watcher may ask for: the events and their families.
 KNOWN_KINDS = frozenset(EVENT_KINDS) | {kind.split(".")[0] for kind in EVENT_KINDS}
 

@@ -117,6 +117,16 @@ def test_a_killed_worker_comes_back_and_serves_again(tmp: Path) -> None:
             == [("math", "running")]
         table = run_iii(tmp, "worker", "list", "-o", "table").stdout
         assert "math" in table and "running" in table and "math::add" in table
+        # The crash and the restart are events (iii watch, the TUI's log), the crash a
+        # failure (--errors).
+        with connect(str(tmp / "iii.sock")) as client:
+            events = client.trigger({"function_id": "engine::events::list",
+                                     "payload": {}})["events"]
+        exited = [e for e in events if e["event"] == "managed.exited"]
+        started = [e for e in events if e["event"] == "managed.started"]
+        assert [(e["code"], e["error"]["code"], e["restart_in_s"]) for e in exited] == [
+            (-9, "worker_exited", 1.0)]
+        assert [e["restarts"] for e in started] == [0, 1]
     finally:
         daemon.stop()
 

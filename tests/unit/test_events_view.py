@@ -16,3 +16,16 @@ def test_observer_events_say_who_observes_what_and_why() -> None:
     assert (status_of(refused), detail_of(refused)) == ("error", "INVALID_FILTER: bad")
     skipped = {"event": "observer.skipped", "id": "o1", "reason": "observe_depth 8"}
     assert (status_of(skipped), detail_of(skipped)) == ("skip", "observe_depth 8")
+
+
+def test_managed_worker_events_say_what_happened_and_a_crash_is_an_error() -> None:
+    crash = {"event": "managed.exited", "name": "math", "code": -9, "status": "backoff",
+             "restart_in_s": 1.0, "error": {"code": "worker_exited",
+                                            "message": "math exited with signal 9"}}
+    assert status_of(crash) == "error"
+    assert detail_of(crash) == "math exited with signal 9, restart in 1.0 s"
+    stopped = {"event": "managed.exited", "name": "math", "code": -15, "status": "stopped"}
+    assert (status_of(stopped), detail_of(stopped)) == (
+        "stopped", "math exited (code -15): stopped")
+    started = {"event": "managed.started", "name": "math", "pid": 7, "restarts": 1}
+    assert (status_of(started), detail_of(started)) == ("start", "math pid 7")
