@@ -28,7 +28,7 @@ from iii_cli.common import (
     say,
     where,
 )
-from iii_sdk.errors import Unreachable
+from iii_cli.daemon_call import socket_of
 from iii_sdk.worker_specs import (
     DEFAULT_RESTART,
     DEFAULT_STOP_GRACE_MS,
@@ -71,17 +71,10 @@ def _daemon_call(socket: Path | None, function_id: str, data: Any,
 
 
 def _answers(socket: Path | None) -> bool:
-    """A daemon answers on the socket (without starting one)."""
-    from iii_sdk.client.blocking import connect
+    """A daemon serves on the socket (never starting one)."""
+    from iii_cli import daemon_control
 
-    try:
-        with connect(where(socket), 2.0) as conn:
-            conn.call("engine::status")
-    except Unreachable:
-        return False
-    except Exception:
-        return True  # it answered, if oddly: the calls that follow say what is wrong
-    return True
+    return daemon_control.answers(socket_of(socket))
 
 
 def _program_problem(command: list[str], cwd: str, env: dict[str, str]) -> str | None:

@@ -72,8 +72,3 @@ class Processes(RouterState):
             if managed.alive:
                 self.supervisor.stop(name, now, out)
         return out
-
-    def managed_pids(self) -> dict[str, int]:
-        """The process (group) of each managed worker that runs now."""
-        return {name: m.pid for name, m in self.supervisor.workers.items()
-                if m.pid is not None}

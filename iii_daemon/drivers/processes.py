@@ -89,7 +89,6 @@ class Processes:
     def __init__(self, hub: Carrier, log_dir: Path, state_file: Path,
                  environment: dict[str, str]) -> None:
         self.hub = hub
-        self.log_dir = log_dir
         self.state_file = state_file
         #: What every worker gets in its environment (III_SOCKET, III_URL ...).
         self.environment = environment

@@ -121,7 +121,7 @@ class RedisShared:
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None
-        self._scripts: dict[str, Any] = {}
+        self._swap: Any = None
         #: Operations of this loop turn, sent together at its end.
         self._batch: list[SharedOp] = []
 
@@ -145,8 +145,8 @@ class RedisShared:
                 await self._client.aclose()
             raise StartupError(f"cannot reach Redis at {self.describe}: {_reason(exc)}"
                                ) from None
-        self._scripts = {name: self._client.register_script(text) for name, text in (
-            ("set", SET_SCRIPT), ("swap", SWAP_SCRIPT), ("delete", DELETE_SCRIPT))}
+        # Awaited on its own (set and delete go out in pipelines, as EVAL).
+        self._swap = self._client.register_script(SWAP_SCRIPT)
         await self._warn_without_aof()
         self.state.update(state="up", since=time.time())
         ready = asyncio.get_running_loop().create_future()
@@ -300,7 +300,7 @@ class RedisShared:
                 new, errors = apply_ops(old, parsed)
             except CallError as exc:
                 return {"refused": [exc.code, exc.message]}
-            swapped = await self._scripts["swap"](
+            swapped = await self._swap(
                 keys=keys, args=[key, _json(new), *about[:4], raw or b"", space])
             if swapped:
                 return {"old": old, "new": new, "errors": errors}

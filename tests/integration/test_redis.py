@@ -4,6 +4,7 @@ start-up without it, and its password kept out of sight."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -49,23 +50,37 @@ class Listener:
 
         self.worker.register_function(f"{name}::got", got)
 
-    def subscribe(self, trigger_id: str, topic: str, function_id: str) -> None:
-        handle = self.worker.register_trigger({"type": "subscribe", "id": trigger_id,
-                                               "function_id": function_id,
-                                               "config": {"topic": topic}})
-        handle.ready(5)
+    def bind(self, trigger_type: str, trigger_id: str, config: dict[str, Any],
+             function_id: str) -> None:
+        self.worker.register_trigger({"type": trigger_type, "id": trigger_id,
+                                      "function_id": function_id, "config": config}).ready(5)
+
+
+@contextlib.contextmanager
+def cluster(tmp: Path, redis_server: RedisServer, names: str, trigger_type: str,
+            config: dict[str, Any]) -> Iterator[tuple[list[Any], list[Listener]]]:
+    """A daemon for each of ``names`` on one Redis, each with a listener whose
+    ``NAME::got`` is bound twice: ``own-NAME`` (its own) and ``replica`` (the same trigger
+    id on every daemon, as replicas of one app bind it)."""
+    daemons = [ThreadDaemon(tmp / name, "--redis-url", redis_server.url).start()
+               for name in names]
+    listeners = [Listener(d, name) for d, name in zip(daemons, names, strict=True)]
+    try:
+        for listener, name in zip(listeners, names, strict=True):
+            for trigger_id in (f"own-{name}", "replica"):
+                listener.bind(trigger_type, trigger_id, config, f"{name}::got")
+        yield daemons, listeners
+    finally:
+        for listener in listeners:
+            listener.worker.shutdown()
+        for daemon in daemons:
+            daemon.stop()
 
 
 def test_publish_reaches_every_daemon_and_a_shared_binding_fires_once(
         short_tmp: Path, redis_server: RedisServer) -> None:
-    daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
-               for name in ("a", "b", "c")]
-    listeners = [Listener(d, name) for d, name in zip(daemons, "abc", strict=True)]
-    try:
-        for listener, name in zip(listeners, "abc", strict=True):
-            listener.subscribe(f"own-{name}", "news", f"{name}::got")
-            # The same trigger id on every daemon: replicas of one app.
-            listener.subscribe("replica", "news", f"{name}::got")
+    with cluster(short_tmp, redis_server, "abc", "subscribe", {"topic": "news"}) as (
+            daemons, listeners):
         for n, daemon in enumerate(daemons):  # each daemon publishes once
             published = run_iii(daemon.tmp, "trigger", "publish", "topic=news", f"data={n}")
             assert published.returncode == 0, published.stderr
@@ -80,11 +95,6 @@ def test_publish_reaches_every_daemon_and_a_shared_binding_fires_once(
         status = json.loads(run_iii(daemons[0].tmp, "daemon", "status", "-o", "json").stdout)
         assert status["backend"] == {**status["backend"], "kind": "redis", "state": "up",
                                      "url": redis_server.url}
-    finally:
-        for listener in listeners:
-            listener.worker.shutdown()
-        for daemon in daemons:
-            daemon.stop()
 
 
 @pytest.mark.daemon_process
@@ -93,7 +103,7 @@ def test_redis_away_fails_fast_local_calls_go_on_and_it_comes_back(
     daemon = DaemonProcess(short_tmp, "--redis-url", redis_server.url).start()
     listener = Listener(daemon, "a")
     try:
-        listener.subscribe("own", "news", "a::got")
+        listener.bind("subscribe", "own", {"topic": "news"}, "a::got")
         redis_server.stop()
         failed = run_iii(short_tmp, "trigger", "publish", "topic=news", "data=1")
         assert failed.returncode == 5, failed.stderr
@@ -171,19 +181,10 @@ def test_the_password_works_and_is_never_shown(short_tmp: Path) -> None:
 
 def test_state_and_streams_are_shared_and_triggers_fire_once_in_the_cluster(
         short_tmp: Path, redis_server: RedisServer) -> None:
-    daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
-               for name in ("a", "b")]
-    listeners = [Listener(d, name) for d, name in zip(daemons, "ab", strict=True)]
-    try:
-        for listener, name in zip(listeners, "ab", strict=True):
-            for trigger_id in (f"own-{name}", "replica"):
-                handle = listener.worker.register_trigger({
-                    "type": "state", "id": trigger_id, "function_id": f"{name}::got",
-                    "config": {"scope": "orders"}})
-                handle.ready(5)
-        listeners[1].worker.register_trigger({  # on b, for changes made on a
-            "type": "stream", "id": "chat-b", "function_id": "b::got",
-            "config": {"stream_name": "chat"}}).ready(5)
+    with cluster(short_tmp, redis_server, "ab", "state", {"scope": "orders"}) as (
+            daemons, listeners):
+        # On b, for changes made on a.
+        listeners[1].bind("stream", "chat-b", {"stream_name": "chat"}, "b::got")
         with connect(str(daemons[0].socket_path)) as a, \
                 connect(str(daemons[1].socket_path)) as b:
             a.trigger({"function_id": "state::set",
@@ -209,24 +210,12 @@ def test_state_and_streams_are_shared_and_triggers_fire_once_in_the_cluster(
         assert kinds == ["create"] + ["state:created"] * 3 + ["state:updated"] * 3
         [change] = [e for li in listeners for e in li.seen if e["type"] == "stream"]
         assert (change["streamName"], change["groupId"], change["id"]) == ("chat", "room", "m1")
-    finally:
-        for listener in listeners:
-            listener.worker.shutdown()
-        for daemon in daemons:
-            daemon.stop()
 
 
 def test_a_cron_held_by_several_daemons_ticks_once(short_tmp: Path,
                                                    redis_server: RedisServer) -> None:
-    daemons = [ThreadDaemon(short_tmp / name, "--redis-url", redis_server.url).start()
-               for name in ("a", "b")]
-    listeners = [Listener(d, name) for d, name in zip(daemons, "ab", strict=True)]
-    try:
-        for listener, name in zip(listeners, "ab", strict=True):
-            for trigger_id in (f"own-{name}", "replica"):
-                listener.worker.register_trigger({
-                    "type": "cron", "id": trigger_id, "function_id": f"{name}::got",
-                    "config": {"expression": "* * * * * *"}}).ready(5)
+    with cluster(short_tmp, redis_server, "ab", "cron", {"expression": "* * * * * *"}) as (
+            _, listeners):
 
         def ticks(trigger_id: str) -> list[str]:
             return sorted(e["scheduled_time"] for li in listeners for e in li.seen
@@ -236,11 +225,6 @@ def test_a_cron_held_by_several_daemons_ticks_once(short_tmp: Path,
         replica = ticks("replica")
         assert len(replica) == len(set(replica))  # no tick fired twice in the cluster
         assert len(ticks("own-a")) >= 2 and len(ticks("own-b")) >= 2  # each its own
-    finally:
-        for listener in listeners:
-            listener.worker.shutdown()
-        for daemon in daemons:
-            daemon.stop()
 
 
 def test_a_redis_that_stops_answering_fails_calls_at_their_deadline_and_comes_back(
