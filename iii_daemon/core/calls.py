@@ -301,11 +301,17 @@ class Calls(Results):
                 result=NULL if failure else p.to_raw({
                     "messageReceiptId": receipt,
                     # extension: whether anyone serves the function now (else it waits)
-                    "function_served": self.serves(function_id)}),
-                error=make_error(ErrorCode.QUEUE_ERROR, f"not enqueued: {failure}")
+                    "function_served": self.queues.served(function_id)}),
+                error=make_error(self._enqueue_failure, f"not enqueued: {failure}")
                 if failure else None)))
 
         receipt = self.queues.enqueue(queue, function_id, msg.data, out, kept).id
+
+    @property
+    def _enqueue_failure(self) -> str:
+        """The error of an enqueue nothing kept: the shared backend is away, or the disk
+        failed."""
+        return ErrorCode.QUEUE_ERROR if self.shared is None else ErrorCode.BACKEND_UNAVAILABLE
 
     def _call_action(self, conn: Connection, msg: p.InvokeFunction, action_type: str,
                      now: float, out: Output) -> None:

@@ -154,6 +154,8 @@ class Message:
     trigger_id: str | None
     last_error: Any = None
     dead: bool = False
+    #: The message's entry in a shared backend's stream (core/shared_queues.py), or "".
+    entry: str = ""
 
     def row(self) -> PutMessage:
         return PutMessage(self.id, self.queue, self.function_id, self.data, self.attempts,
@@ -203,6 +205,10 @@ class QueueBook:
             lane = self.lanes[(queue, function_id)] = Lane(queue, function_id,
                                                            self.policy(queue))
         return lane
+
+    def served(self, function_id: str) -> bool:
+        """Someone serves ``function_id`` (here; or, shared, on any daemon)."""
+        return self.host.serves(function_id)
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per queue and function, with counts, sorted."""
@@ -271,7 +277,7 @@ class Queues(QueueBook):
         self._order = itertools.count()
         #: Deliveries acknowledged since the last pump (a success always marks its lane
         #: dirty, so a pump follows and writes them).
-        self._acks: list[DropMessage] = []
+        self._acks: list[Message] = []
         # Receipt ids: UUID-shaped, unique across restarts (a random prefix per start),
         # for the price of a counter.
         self._id_prefix = str(uuid.uuid4())[:24]
@@ -301,7 +307,7 @@ class Queues(QueueBook):
         raw = bytes(data)
         message = Message(f"{self._id_prefix}{next(self._ids):012x}", queue, function_id,
                           raw, 0, wall + (delay_ms + policy.delay_ms) / 1000, wall,
-                          _group_in(policy, raw), trigger_id)
+                          group_in(policy, raw), trigger_id)
 
         def landed(failure: str | None, out: Output) -> None:
             if failure is None:
@@ -338,7 +344,7 @@ class Queues(QueueBook):
         waiting.delayed.clear()  # their entries in _due are stale now, and skipped
         for message in messages:
             message.function_id, message.trigger_id = consumer.function_id, consumer.id
-            message.group = _group_in(lane.policy, message.data)
+            message.group = group_in(lane.policy, message.data)
             self._place(lane, message)
         # The store learns whose they are now, so a restart keeps that.
         out.append((EVENTS, Persist(tuple(m.row() for m in messages), _nothing)))
@@ -411,8 +417,24 @@ class Queues(QueueBook):
         if cut_short is not None:  # maybe more to send: after the lanes not reached
             self.dirty[cut_short] = None
         if self._acks:  # the acknowledgements of this turn, as one write
-            acks, self._acks = tuple(self._acks), []
-            out.append((EVENTS, Persist(acks, _nothing)))
+            acks, self._acks = self._acks, []
+            self._write_acks(acks, out)
+
+    def tick(self, out: Output) -> None:
+        """The clock moved (the router's ``expire``): nothing to do here; a shared
+        backend's queues keep in touch with it (core/shared_queues.py)."""
+
+    def _write_acks(self, acks: list[Message], out: Output) -> None:
+        """Delivered messages are done with."""
+        out.append((EVENTS, Persist(tuple(DropMessage(m.id) for m in acks), _nothing)))
+
+    def _write_again(self, message: Message, out: Output) -> None:
+        """A message failed: keep its attempts and error (and whether it is dead now)."""
+        out.append((EVENTS, Persist((message.row(),), _nothing)))
+
+    def _unserved(self, lane: Lane, message: Message, out: Output) -> None:
+        """Nobody serves the message's function (any more): it waits, first in line."""
+        lane.ready.appendleft(message)
 
     def _fill(self, lane: Lane, clock: Clock, out: Output, limit: int | None) -> int:
         """Deliver from the lane's ready messages up to its concurrency (and ``limit``);
@@ -480,12 +502,12 @@ class Queues(QueueBook):
             lane.delivered += 1
             if message.group is not None:
                 lane.busy_groups.discard(message.group)
-            self._acks.append(DropMessage(message.id))  # written together by pump()
+            self._acks.append(message)  # written together by pump()
             return
         if waits and error.code == "function_not_found":  # nobody serves it: it waits
             if message.group is not None:
                 lane.busy_groups.discard(message.group)
-            lane.ready.appendleft(message)
+            self._unserved(lane, message, out)
             return
         clock = self.host.clock
         message.attempts += 1
@@ -504,7 +526,7 @@ class Queues(QueueBook):
                              function_id=lane.function_id, message_id=message.id,
                              attempt=message.attempts, at=round(message.available_at, 3))
             self._place(lane, message)
-        out.append((EVENTS, Persist((message.row(),), _nothing)))
+        self._write_again(message, out)
 
     # --- operating them -------------------------------------------------------------------
 
@@ -559,7 +581,7 @@ def _truthy(result: Any) -> bool:
     return is_truthy(p.from_raw(result or p.NULL))
 
 
-def _group_in(policy: QueuePolicy, data: bytes) -> str | None:
+def group_in(policy: QueuePolicy, data: bytes) -> str | None:
     """A message's group under ``policy``: None unless the queue is fifo."""
     return _group_of(data, policy.message_group_field) if policy.type == "fifo" else None
 

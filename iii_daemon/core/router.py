@@ -29,6 +29,7 @@ from iii_daemon.core.router_state import make_error
 from iii_daemon.core.sessions import Sessions
 from iii_daemon.core.shared import SharedOps
 from iii_daemon.core.shared_events import SharedEvents
+from iii_daemon.core.shared_queues import SharedQueues
 from iii_daemon.core.state_table import StateTable
 from iii_daemon.core.stats import Stats
 from iii_daemon.core.supervision import Supervisor
@@ -68,7 +69,8 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
         self.streams: StateTable[tuple[str, str]] = StateTable()
         self.triggers = TriggerManager(self)
         #: Durable queues (config ``[queues.NAME]`` tables by name).
-        self.queues = Queues(self, queues, call_timeout_ms)
+        self.queues = Queues(self, queues, call_timeout_ms) if shared is None else \
+            SharedQueues(self, shared, queues, call_timeout_ms)
         self._queue_type().on_bound = self.queues.adopt
         #: Environment variables an HTTP-invoked function's auth may name
         #: (config ``[http_functions] allowed_env``).
@@ -223,6 +225,7 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
         self.triggers.fire_due(self.clock, out)
         self.observers.expire(now, out)
         self.supervisor.due(now, out)
+        self.queues.tick(out)
         if self.paced_queues:  # due retries and delays; the driver delivers them
             self.queues.release_due()
         else:

@@ -106,6 +106,13 @@ class RouterState:
     def queue_consumer(self, topic: str) -> Binding | None:
         return self._queue_type().consumer(topic)
 
+    def queue_bindings(self) -> list[Binding]:
+        return self._queue_type().bindings()
+
+    def served_functions(self) -> frozenset[str]:
+        """The functions workers serve here."""
+        return frozenset(self.registry.functions)
+
     def record(self, kind: str, out: Output, watchers_only: bool = False,
                **fields: Any) -> None:
         """An event: kept in the history ring (``engine::events::list``; not with

@@ -14,6 +14,7 @@ from typing import Any, Protocol, cast
 
 from iii_daemon.core.effects import Output
 from iii_daemon.core.router_state import RouterState, log
+from iii_daemon.core.shared_queues import SharedQueues
 from iii_daemon.core.triggers.base import Binding
 from iii_daemon.core.unsettled import MISSING, or_none
 from iii_daemon.functions import stream as stream_functions
@@ -30,6 +31,23 @@ class SharedEvents(RouterState):
         if self.shared is not None:
             self.shared.done(op_id, result, error, out)
         self._pump_now(out)
+        return out
+
+    def shared_queue_announced(self, lane: str, now: float) -> Output:
+        """The shared backend has a new message in ``lane`` (from any daemon): take it
+        if this daemon serves its function."""
+        out: Output = []
+        self._now = now
+        if isinstance(self.queues, SharedQueues):
+            self.queues.announced(lane, out)
+        return out
+
+    def shared_queue_purged(self, queue: str, now: float) -> Output:
+        """``queue`` was purged (on any daemon): drop what this daemon holds of it."""
+        out: Output = []
+        self._now = now
+        if isinstance(self.queues, SharedQueues):
+            self.queues.dropped(queue, out)
         return out
 
     def shared_published(self, message_id: str, topic: str, data: Any,

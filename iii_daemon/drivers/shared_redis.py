@@ -28,6 +28,7 @@ import msgspec
 from iii_daemon.core.effects import SharedOp
 from iii_daemon.core.errors import CallError, StartupError
 from iii_daemon.core.unsettled import MISSING
+from iii_daemon.drivers import redis_queues
 from iii_daemon.drivers.links import Carrier
 from iii_daemon.functions.update_ops import apply_ops, parse_ops
 from iii_sdk.client.addresses import without_password
@@ -147,6 +148,7 @@ class RedisShared:
                                ) from None
         # Awaited on its own (set and delete go out in pipelines, as EVAL).
         self._swap = self._client.register_script(SWAP_SCRIPT)
+        await self._load_scripts()
         await self._warn_without_aof()
         self.state.update(state="up", since=time.time())
         ready = asyncio.get_running_loop().create_future()
@@ -204,32 +206,56 @@ class RedisShared:
             self._start(self._run_batch(batch))
 
     async def _run_batch(self, batch: list[SharedOp]) -> None:
-        pipe = self._client.pipeline(transaction=False)
         outcomes: list[tuple[SharedOp, Any, str | None]] = []
+        try:
+            for attempt in (1, 2):
+                batch = await self._run_pipeline(batch, outcomes, last=attempt == 2)
+                if not batch:
+                    break
+                # Redis forgot our scripts (restarted, or SCRIPT FLUSH): they did not
+                # run; load them and send those operations again.
+                await self._load_scripts()
+        except Exception as exc:
+            self._went_down(exc)
+            outcomes += [(op, None, _reason(exc)) for op in batch]
+        finally:
+            self._done(outcomes)  # every call gets its answer, whatever went wrong
+
+    async def _run_pipeline(self, batch: list[SharedOp],
+                            outcomes: list[tuple[SharedOp, Any, str | None]],
+                            last: bool) -> list[SharedOp]:
+        """Send ``batch`` in one pipeline, adding each outcome to ``outcomes``; return
+        the operations that met a Redis without our scripts (unless ``last``)."""
+        from redis.exceptions import NoScriptError
+
+        pipe = self._client.pipeline(transaction=False)
         finishers = []
         for op in batch:
             try:
                 finishers.append((op, self._queue(pipe, op)))
             except Exception as exc:  # a request we cannot make: that call fails alone
                 outcomes.append((op, None, _reason(exc)))
-        try:
-            replies = await asyncio.wait_for(pipe.execute(raise_on_error=False), OP_TIMEOUT_S)
-        except Exception as exc:
-            self._went_down(exc)
-            outcomes += [(op, None, _reason(exc)) for op, _ in finishers]
-        else:
-            if len(replies) != len(finishers):  # never seen; but no call may go unanswered
-                replies = [RuntimeError("Redis's replies do not match the requests")] * \
-                    len(finishers)
-            for (op, finish), reply in zip(finishers, replies, strict=True):
-                try:
-                    if isinstance(reply, Exception):
-                        raise reply
-                    outcomes.append((op, finish(reply), None))
-                except Exception as exc:  # Redis refused it, or its reply makes no sense
-                    outcomes.append((op, None, _reason(exc)))
-        finally:
-            self._done(outcomes)  # every call gets its answer, whatever went wrong
+        batch = [op for op, _ in finishers]  # what is left to answer, should this fail
+        replies = await asyncio.wait_for(pipe.execute(raise_on_error=False), OP_TIMEOUT_S)
+        if len(replies) != len(finishers):  # never seen; but no call may go unanswered
+            replies = [RuntimeError("Redis's replies do not match the requests")] * \
+                len(finishers)
+        again = []
+        for (op, finish), reply in zip(finishers, replies, strict=True):
+            if isinstance(reply, NoScriptError) and not last:
+                again.append(op)
+                continue
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                outcomes.append((op, finish(reply), None))
+            except Exception as exc:  # Redis refused it, or its reply makes no sense
+                outcomes.append((op, None, _reason(exc)))
+        return again
+
+    async def _load_scripts(self) -> None:
+        for text in redis_queues.SCRIPTS.values():
+            await self._client.script_load(text)
 
     async def _run_update(self, op: SharedOp) -> None:
         result: Any = None
@@ -250,6 +276,8 @@ class RedisShared:
     def _queue(self, pipe: Any, op: SharedOp) -> Callable[[Any], Any]:
         """Add ``op``'s command to ``pipe``; return what makes its result of the reply."""
         args = op.args
+        if op.kind.startswith("queue_"):
+            return redis_queues.command(pipe, op.kind, args)
         if op.kind == "publish":
             message = msgspec.json.encode({"id": args["id"], "topic": args["topic"],
                                            "data": args["data"]})
@@ -315,7 +343,8 @@ class RedisShared:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
-                await pubsub.subscribe(CHANGES_CHANNEL)
+                await pubsub.subscribe(CHANGES_CHANNEL, redis_queues.READY_CHANNEL,
+                                       redis_queues.PURGED_CHANNEL)
                 self._came_back()
                 if not ready.done():
                     ready.set_result(None)
@@ -324,7 +353,7 @@ class RedisShared:
                     if message.get("type") == "pmessage":
                         self._received(message["data"])
                     elif message.get("type") == "message":
-                        self._changed(message["data"])
+                        self._heard(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -345,6 +374,18 @@ class RedisShared:
             return
         self.hub.deliver(self.hub.router.shared_published(
             message.id, message.topic, msgspec.json.decode(message.data), time.monotonic()))
+        self.hub.flush()
+
+    def _heard(self, channel: bytes, data: bytes) -> None:
+        if channel == CHANGES_CHANNEL.encode():
+            self._changed(data)
+            return
+        router, now = self.hub.router, time.monotonic()
+        text = data.decode(errors="replace")
+        if channel == redis_queues.READY_CHANNEL.encode():
+            self.hub.deliver(router.shared_queue_announced(text, now))
+        else:
+            self.hub.deliver(router.shared_queue_purged(text, now))
         self.hub.flush()
 
     def _changed(self, data: bytes) -> None:

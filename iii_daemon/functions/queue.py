@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from iii_daemon.core.builtin import AfterWrites, BuiltinFunction, CallContext, field
 from iii_daemon.core.errors import CallError
 from iii_daemon.core.queues import MAX_DELAY_MS, NO_CONSUMER
+from iii_daemon.core.shared_queues import SharedQueues
+from iii_daemon.functions import shared_queues
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
@@ -37,18 +39,23 @@ def enqueue(services: Services, ctx: CallContext) -> Any:
         if failure is not None:
             failures.append(failure)
 
-    subscribers = kind.subscribers(topic)
-    if not subscribers:  # it waits under the topic for the first consumer
-        services.queues.enqueue(topic, NO_CONSUMER, payload, ctx.out, kept,
-                                delay_ms=delay_ms)
-    for binding in subscribers:
-        services.queues.enqueue(topic, binding.function_id, payload, ctx.out, kept,
-                                delay_ms=delay_ms, trigger_id=binding.id,
-                                override=binding.config.get("queue_config"))
+    queues = services.queues
+    if isinstance(queues, SharedQueues):  # the backend knows every daemon's consumers
+        queues.enqueue_topic(topic, payload, ctx.out, kept, delay_ms)
+    else:
+        subscribers = kind.subscribers(topic)
+        if not subscribers:  # it waits under the topic for the first consumer
+            queues.enqueue(topic, NO_CONSUMER, payload, ctx.out, kept, delay_ms=delay_ms)
+        for binding in subscribers:
+            queues.enqueue(topic, binding.function_id, payload, ctx.out, kept,
+                           delay_ms=delay_ms, trigger_id=binding.id,
+                           override=binding.config.get("queue_config"))
 
     def answer() -> Any:
         if failures:
-            raise CallError(ErrorCode.QUEUE_ERROR, f"not enqueued: {failures[0]}")
+            code = ErrorCode.QUEUE_ERROR if services.shared is None \
+                else ErrorCode.BACKEND_UNAVAILABLE
+            raise CallError(code, f"not enqueued: {failures[0]}")
         return None
 
     # The answer waits for the writes just made (AfterWrites runs behind them).
@@ -56,11 +63,15 @@ def enqueue(services: Services, ctx: CallContext) -> Any:
 
 
 def list_queues(services: Services, ctx: CallContext) -> Any:
+    if services.shared is not None:
+        return shared_queues.list_queues(services, services.shared)
     return {"queues": services.queues.describe()}
 
 
 def dead_letters(services: Services, ctx: CallContext) -> Any:
     queue = field(ctx.data, "queue", str)
+    if services.shared is not None:
+        return shared_queues.dead_letters(services.shared, queue)
     return {"queue": queue, "dead_letters": services.queues.dead_letters(queue)}
 
 
@@ -77,6 +88,8 @@ def redrive(services: Services, ctx: CallContext) -> Any:
     """``{queue, id?, limit?}``: answers how many went, and how many dead letters are left."""
     queue = field(ctx.data, "queue", str)
     message_id = field(ctx.data, "id", str, optional=True)
+    if services.shared is not None:
+        return shared_queues.redrive(services.shared, queue, message_id, _limit(ctx.data))
     redriven = services.queues.redrive(queue, message_id, ctx.out, _limit(ctx.data))
     return {"redriven": redriven, "left": services.queues.left(queue)[0]}
 
@@ -84,6 +97,8 @@ def redrive(services: Services, ctx: CallContext) -> Any:
 def purge(services: Services, ctx: CallContext) -> Any:
     """``{queue, limit?}``: answers how many went, and how many (dead or waiting) are left."""
     queue = field(ctx.data, "queue", str)
+    if services.shared is not None:
+        return shared_queues.purge(services.shared, queue, _limit(ctx.data))
     purged = services.queues.purge(queue, ctx.out, _limit(ctx.data))
     return {"purged": purged, "left": sum(services.queues.left(queue))}
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from iii_daemon.core.shared import SharedOps
 
 
-def _ask(shared: SharedOps, kind: str, args: dict[str, Any],
+def ask(shared: SharedOps, kind: str, args: dict[str, Any],
          finish: Callable[[Any], Any]) -> Later:
     """The backend runs ``kind``; the caller gets ``finish(its result)``, or
     ``backend_unavailable`` naming the backend when it could not."""
@@ -62,26 +62,26 @@ def _where(ctx: CallContext) -> dict[str, Any]:
 
 def state_get(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
-    return _ask(shared, "state_get", _where(ctx), or_none)
+    return ask(shared, "state_get", _where(ctx), or_none)
 
 
 def state_set(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
     value = ctx.data.get("value")
-    return _ask(shared, "state_set", {**_where(ctx), "value": value},
+    return ask(shared, "state_set", {**_where(ctx), "value": value},
                 lambda old: change_result(old, value))
 
 
 def state_delete(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
-    return _ask(shared, "state_delete", _where(ctx), lambda old: {"old_value": or_none(old)})
+    return ask(shared, "state_delete", _where(ctx), lambda old: {"old_value": or_none(old)})
 
 
 def state_update(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
     ops = ctx.data.get("ops")
     parse_ops(ops)  # a malformed op is refused here, before anything is sent
-    return _ask(shared, "state_update", {**_where(ctx), "ops": ops}, _updated)
+    return ask(shared, "state_update", {**_where(ctx), "ops": ops}, _updated)
 
 
 def _updated(result: dict[str, Any]) -> Any:
@@ -94,13 +94,13 @@ def _updated(result: dict[str, Any]) -> Any:
 
 def state_list(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
-    return _ask(shared, "state_list", {"scope": field(ctx.data, "scope", str)},
+    return ask(shared, "state_list", {"scope": field(ctx.data, "scope", str)},
                 lambda values: values)
 
 
 def state_list_groups(services: Services, ctx: CallContext) -> Later:
     shared = _shared(services)
-    return _ask(shared, "state_groups", {}, lambda groups: {"groups": groups})
+    return ask(shared, "state_groups", {}, lambda groups: {"groups": groups})
 
 
 def publish(services: Services, ctx: CallContext) -> Later:
@@ -111,7 +111,7 @@ def publish(services: Services, ctx: CallContext) -> Later:
     data = ctx.data.get("data")
     subscribers = len(services.triggers.types["subscribe"].matching(  # type: ignore[attr-defined]
         {"topic": topic, "data": data}))
-    return _ask(shared, "publish", {"id": uuid.uuid4().hex, "topic": topic, "data": data},
+    return ask(shared, "publish", {"id": uuid.uuid4().hex, "topic": topic, "data": data},
                 lambda daemons: {"subscribers": subscribers, "daemons": daemons})
 
 
@@ -119,31 +119,31 @@ def publish(services: Services, ctx: CallContext) -> Later:
 
 
 def stream_get(shared: SharedOps, scope: tuple[str, str], item: str) -> Later:
-    return _ask(shared, "stream_get", {"scope": list(scope), "key": item}, or_none)
+    return ask(shared, "stream_get", {"scope": list(scope), "key": item}, or_none)
 
 
 def stream_set(shared: SharedOps, scope: tuple[str, str], item: str, data: Any) -> Later:
-    return _ask(shared, "stream_set", {"scope": list(scope), "key": item, "value": data},
+    return ask(shared, "stream_set", {"scope": list(scope), "key": item, "value": data},
                 lambda old: change_result(old, data))
 
 
 def stream_delete(shared: SharedOps, scope: tuple[str, str], item: str) -> Later:
-    return _ask(shared, "stream_delete", {"scope": list(scope), "key": item},
+    return ask(shared, "stream_delete", {"scope": list(scope), "key": item},
                 lambda old: {"old_value": or_none(old)})
 
 
 def stream_update(shared: SharedOps, scope: tuple[str, str], item: str, ops: Any) -> Later:
     parse_ops(ops)
-    return _ask(shared, "stream_update", {"scope": list(scope), "key": item, "ops": ops},
+    return ask(shared, "stream_update", {"scope": list(scope), "key": item, "ops": ops},
                 _updated)
 
 
 def stream_list(shared: SharedOps, scope: tuple[str, str]) -> Later:
-    return _ask(shared, "stream_list", {"scope": list(scope)}, lambda values: values)
+    return ask(shared, "stream_list", {"scope": list(scope)}, lambda values: values)
 
 
 def stream_list_groups(shared: SharedOps, name: str) -> Later:
-    return _ask(shared, "stream_groups", {},
+    return ask(shared, "stream_groups", {},
                 lambda scopes: [group for stream, group in scopes if stream == name])
 
 
@@ -155,4 +155,4 @@ def stream_list_all(shared: SharedOps) -> Later:
         streams = [{"id": name, "groups": names} for name, names in groups.items()]
         return {"stream": streams, "count": len(streams)}
 
-    return _ask(shared, "stream_groups", {}, finish)
+    return ask(shared, "stream_groups", {}, finish)

@@ -50,6 +50,10 @@ class QueueType:
         """The first binding on ``topic`` (it takes messages that waited for one)."""
         return next(iter(self._by_topic.get(topic, {}).values()), None)
 
+    def bindings(self) -> list[Binding]:
+        """Every ``queue`` binding, on every topic."""
+        return [b for by_id in self._by_topic.values() for b in by_id.values()]
+
     def subscribers(self, topic: str) -> list[Binding]:
         """The bindings on ``topic``, one per function (the first one bound wins)."""
         by_function: dict[str, Binding] = {}
