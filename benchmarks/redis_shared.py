@@ -7,7 +7,11 @@ Starts a ``redis-server`` on a free port and two daemons on it, then reports:
 - ``state::set`` through a daemon, 64 in flight on one connection, next to redis-py
   doing the same number of ``HSET`` with 64 in flight (pipelined) on its own;
 - a state change on daemon A to the ``state`` trigger's function on daemon B: p50/p99
-  of the whole way (call, Redis, the change event, the trigger, the worker).
+  of the whole way (call, Redis, the change event, the trigger, the worker);
+- enqueue with its receipt (a routed call with ``action: enqueue``, for a function
+  nobody serves: only the enqueue is measured), 64 in flight, next to redis-py's own
+  ``XADD`` of the same fields, pipelined 64 at a time;
+- a message enqueued on daemon A to the worker on daemon B that serves it: p50/p99.
 """
 
 from __future__ import annotations
@@ -66,6 +70,57 @@ async def _raw_hsets(port: int, calls: int) -> float:
     return rate
 
 
+async def _raw_xadds(port: int, calls: int) -> float:
+    """What a message's write costs Redis itself: XADD of the fields a message keeps."""
+    import redis.asyncio as redis
+
+    client = redis.Redis(port=port)
+    started = time.perf_counter()
+    for first in range(0, calls, WINDOW):
+        pipe = client.pipeline(transaction=False)
+        for i in range(first, min(calls, first + WINDOW)):
+            pipe.xadd("raw:bench-stream", {"fn": "nobody", "trigger": "", "id": f"m{i}",
+                                    "queue": "bench", "data": json.dumps(value(i)),
+                                    "attempts": 0, "enq": repr(time.time()), "err": "",
+                                    "route": ""})
+        await pipe.execute()
+    rate = calls / (time.perf_counter() - started)
+    await client.aclose()
+    return rate
+
+
+def _cross_daemon_queue(a: Path, b: Path, samples: int) -> list[float]:
+    from iii_sdk import TriggerAction, connect, register_worker
+
+    arrived: dict[int, float] = {}
+    event = threading.Event()
+    worker = register_worker(str(b))
+
+    def got(data: Any) -> None:
+        arrived[data["n"]] = time.perf_counter()
+        event.set()
+
+    worker.register_function("bench::job", got)
+    latencies = []
+    with connect(str(a)) as client:
+        while not client.trigger({"function_id": "bench::job", "payload": {"n": -1},
+                                  "action": TriggerAction.Enqueue(queue="cross")}
+                                 )["function_served"]:
+            time.sleep(0.05)  # until A learns B serves it (a tick)
+        for n in range(samples):
+            event.clear()
+            started = time.perf_counter()
+            client.trigger({"function_id": "bench::job", "payload": {"n": n},
+                            "action": TriggerAction.Enqueue(queue="cross")})
+            while n not in arrived:
+                if not event.wait(5):
+                    raise SystemExit(f"message {n} never reached daemon B's worker")
+                event.clear()
+            latencies.append((arrived[n] - started) * 1000)
+    worker.shutdown()
+    return latencies
+
+
 def _cross_daemon(a: Path, b: Path, samples: int) -> list[float]:
     from iii_sdk import connect, register_worker
 
@@ -118,6 +173,11 @@ def main() -> int:
                 "state::set", {"scope": "bench", "key": f"k{i % 1000}", "value": value(i)})))
             raw = asyncio.run(_raw_hsets(port, args.calls))
             latencies = sorted(_cross_daemon(daemons[0][1], daemons[1][1], args.samples))
+            enqueued = asyncio.run(throughput(daemons[0][1], args.calls, lambda i: (
+                "nobody::serves", value(i),
+                {"action": {"type": "enqueue", "queue": "bench"}})))
+            raw_xadd = asyncio.run(_raw_xadds(port, args.calls))
+            queued = sorted(_cross_daemon_queue(daemons[0][1], daemons[1][1], args.samples))
         finally:
             for daemon, _ in daemons:
                 daemon.terminate()
@@ -125,15 +185,26 @@ def main() -> int:
             server.terminate()
             server.wait(10)
     quantiles = statistics.quantiles(latencies, n=100)
+    queue_quantiles = statistics.quantiles(queued, n=100)
     figures = {"state_set_per_s": round(through), "raw_hset_per_s": round(raw),
                "ratio": round(through / raw, 3),
                "cross_daemon_trigger_p50_ms": round(quantiles[49], 3),
-               "cross_daemon_trigger_p99_ms": round(quantiles[98], 3)}
+               "cross_daemon_trigger_p99_ms": round(quantiles[98], 3),
+               "enqueue_per_s": round(enqueued), "raw_xadd_per_s": round(raw_xadd),
+               "enqueue_ratio": round(enqueued / raw_xadd, 3),
+               "cross_daemon_queue_p50_ms": round(queue_quantiles[49], 3),
+               "cross_daemon_queue_p99_ms": round(queue_quantiles[98], 3)}
     print(f"state::set through a daemon ({WINDOW} in flight)   {figures['state_set_per_s']:>8}/s")
     print(f"redis-py HSET, pipelined {WINDOW}                  {figures['raw_hset_per_s']:>8}/s")
     print(f"ratio                                         {figures['ratio']:>8}x (aim >= 0.5x)")
     print(f"state change on A -> trigger on B   p50 {figures['cross_daemon_trigger_p50_ms']} ms, "
           f"p99 {figures['cross_daemon_trigger_p99_ms']} ms (aim p99 <= 10 ms)")
+    print(f"enqueue with receipt ({WINDOW} in flight)        {figures['enqueue_per_s']:>8}/s")
+    print(f"redis-py XADD, pipelined {WINDOW}                  {figures['raw_xadd_per_s']:>8}/s")
+    print(f"ratio                                         {figures['enqueue_ratio']:>8}x "
+          f"(aim >= 0.5x)")
+    print(f"enqueue on A -> worker on B         p50 {figures['cross_daemon_queue_p50_ms']} ms, "
+          f"p99 {figures['cross_daemon_queue_p99_ms']} ms (aim p99 <= 10 ms)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -40,15 +40,16 @@ def value(i: int) -> dict[str, Any]:
 
 
 async def throughput(path: Path, calls: int, payload: Any) -> float:
-    """Calls of ``payload(i) -> (function_id, data)`` with WINDOW in flight, per second."""
+    """Calls of ``payload(i) -> (function_id, data[, more fields])`` with WINDOW in flight,
+    per second."""
     client = await Client.open(path)
     started = time.perf_counter()
     sent = answered = 0
     while answered < calls:
         while sent < calls and sent - answered < WINDOW:
-            function_id, data = payload(sent)
+            function_id, data, *more = payload(sent)
             client.send({"type": "invokefunction", "function_id": function_id,
-                         "invocation_id": f"c{sent}", "data": data})
+                         "invocation_id": f"c{sent}", "data": data, **(more or [{}])[0]})
             sent += 1
         await client.writer.drain()
         answer = await client.recv()

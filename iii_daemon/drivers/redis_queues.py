@@ -27,6 +27,9 @@ from typing import Any
 
 import msgspec
 
+from iii_daemon.core.effects import SharedOp
+from iii_daemon.core.shared_queues import lane_key
+
 READY_CHANNEL = "iii:q-ready"
 PURGED_CHANNEL = "iii:q-purged"
 
@@ -42,19 +45,26 @@ local function tab(flat, from)
   for i = from or 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
+-- A message as the daemon sends it: its fields but data (msgpack), and its data.
+local function given(header, data)
+  local t = cmsgpack.unpack(header)
+  t.data = data
+  return t
+end
 local function flat(t)
   local f = {}
   for _, k in ipairs(FIELDS) do f[#f + 1] = k; f[#f + 1] = t[k] or '' end
   return f
 end
-local function add(lane, t)
+-- quiet: the caller announces the lane itself (once for many messages).
+local function add(lane, t, quiet)
   local key = stream(lane)
   if redis.call('EXISTS', key) == 0 then
     redis.call('XGROUP', 'CREATE', key, 'iii', '0', 'MKSTREAM')
   end
   redis.call('SADD', 'iii:q-lanes', lane)
   local id = redis.call('XADD', key, '*', unpack(flat(t)))
-  redis.call('PUBLISH', 'iii:q-ready', lane)
+  if not quiet then redis.call('PUBLISH', 'iii:q-ready', lane) end
   return id
 end
 -- A topic message: one copy per function a live subscription names, else it waits
@@ -112,12 +122,15 @@ local function gone(lane, entries)
 end
 """
 
-#: ARGV: due (ms), now (ms), the fields. A message for now goes to its lane (or, a topic
-#: message, to its subscribers' lanes); one for later waits in ``iii:q-delayed``.
-#: Returns 1 if a live daemon serves the message's function (a topic message: 1).
+#: ARGV: due (ms), now (ms), the message (header, data). A message for now goes to its
+#: lane (or, a topic message, to its subscribers' lanes); one for later waits in
+#: ``iii:q-delayed``.
+#: Returns 1 if a live daemon serves the message's function (a topic message: 1). A
+#: message for now of one function is not announced here: :func:`announce` does, once
+#: a lane for all those of a pipeline.
 PUT = _PRELUDE + """
 local due, now = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = tab(ARGV, 3)
+local t = given(ARGV[3], ARGV[4])
 if due > now then
   redis.call('HSET', 'iii:qm:' .. t.id, unpack(flat(t)))
   redis.call('ZADD', 'iii:q-delayed', due, t.id)
@@ -126,7 +139,7 @@ if due > now then
 elseif t.route == '1' then
   route(t, now)
 else
-  add(lane_of(t.queue, t.fn), t)
+  add(lane_of(t.queue, t.fn), t, true)  -- announced by the pipeline that carries it
 end
 if t.route == '1' then return 1 end
 return served(t.fn, now)
@@ -175,9 +188,9 @@ if ARGV[2] == '0' and n > 0 then count('delivered', ARGV[1], n) end
 return n
 """
 
-#: ARGV: lane, entry, failed at (ms), the fields: a dead letter now.
+#: ARGV: lane, entry, failed at (ms), the message (header, data): a dead letter now.
 DEAD = _PRELUDE + """
-local t = tab(ARGV, 4)
+local t = given(ARGV[4], ARGV[5])
 redis.call('HSET', 'iii:qm:' .. t.id, unpack(flat(t)))
 redis.call('ZADD', 'iii:q-dead:' .. t.queue, ARGV[3], t.id)
 count('dead', ARGV[1], 1)
@@ -185,9 +198,10 @@ gone(ARGV[1], {ARGV[2]})
 return 1
 """
 
-#: ARGV: lane, entry, the fields: a held message goes back to its lane for any daemon.
+#: ARGV: lane, entry, the message (header, data): a held message goes back to its lane
+#: for any daemon.
 GIVE_BACK = _PRELUDE + """
-local t = tab(ARGV, 3)
+local t = given(ARGV[3], ARGV[4])
 gone(ARGV[1], {ARGV[2]})
 add(ARGV[1], t)
 return 1
@@ -397,13 +411,30 @@ SCRIPTS = {"queue_put": PUT, "queue_take": TAKE, "queue_ack": ACK, "queue_dead":
 SHAS = {kind: hashlib.sha1(text.encode()).hexdigest() for kind, text in SCRIPTS.items()}
 
 
-def fields(message: dict[str, Any]) -> list[Any]:
-    """A message as the flat field list the scripts keep."""
-    return [item for name in FIELDS for item in (name, message.get(name, ""))]
+def given(message: dict[str, Any]) -> tuple[bytes, bytes]:
+    """A message as the scripts take it: its fields but data in one msgpack map (all
+    text: Redis's msgpack knows no binary), and its data. Two arguments instead of
+    eighteen: packing each argument is most of what a pipeline costs redis-py."""
+    header = {name: message[name] for name in FIELDS if name != "data"}
+    header["err"] = header["err"].decode() if isinstance(header["err"], bytes) \
+        else header["err"]
+    return msgspec.msgpack.encode(header), message["data"]
 
 
 def parse_fields(flat: list[bytes]) -> dict[str, bytes]:
     return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def announce(pipe: Any, ops: list[SharedOp]) -> int:
+    """After the messages of a pipeline, one announcement a lane that got any for now
+    (each daemon that hears one takes from the lane; one is enough); return how many
+    commands that added."""
+    lanes = {lane_key(m["queue"], m["fn"]) for op in ops if op.kind == "queue_put"
+             for m in (op.args["message"],)
+             if not m["route"] and op.args["due_ms"] <= op.args["now_ms"]}
+    for lane in lanes:
+        pipe.publish(READY_CHANNEL, lane)
+    return len(lanes)
 
 
 def command(pipe: Any, kind: str, args: dict[str, Any]) -> Callable[[Any], Any]:
@@ -419,7 +450,7 @@ def command(pipe: Any, kind: str, args: dict[str, Any]) -> Callable[[Any], Any]:
     argv: list[Any]
     finish: Callable[[Any], Any] = _same
     if kind == "queue_put":
-        argv = [args["due_ms"], args["now_ms"], *fields(args["message"])]
+        argv = [args["due_ms"], args["now_ms"], *given(args["message"])]
         finish = int
     elif kind == "queue_take":
         argv = [args["lane"], args["consumer"], args["count"], args["min_idle_ms"],
@@ -428,9 +459,9 @@ def command(pipe: Any, kind: str, args: dict[str, Any]) -> Callable[[Any], Any]:
     elif kind == "queue_ack":
         argv = [args["lane"], "1" if args.get("dropped") else "0", *args["entries"]]
     elif kind == "queue_dead":
-        argv = [args["lane"], args["entry"], args["failed_ms"], *fields(args["message"])]
+        argv = [args["lane"], args["entry"], args["failed_ms"], *given(args["message"])]
     elif kind == "queue_give_back":
-        argv = [args["lane"], args["entry"], *fields(args["message"])]
+        argv = [args["lane"], args["entry"], *given(args["message"])]
     elif kind == "queue_adopt":
         argv = [args["topic"], args["trigger"], args["function_id"], args["expiry_ms"]]
         finish = int

@@ -236,7 +236,9 @@ class RedisShared:
             except Exception as exc:  # a request we cannot make: that call fails alone
                 outcomes.append((op, None, _reason(exc)))
         batch = [op for op, _ in finishers]  # what is left to answer, should this fail
+        announced = redis_queues.announce(pipe, batch)
         replies = await asyncio.wait_for(pipe.execute(raise_on_error=False), OP_TIMEOUT_S)
+        replies = replies[:len(replies) - announced]
         if len(replies) != len(finishers):  # never seen; but no call may go unanswered
             replies = [RuntimeError("Redis's replies do not match the requests")] * \
                 len(finishers)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from iii_daemon.core.builtin import AfterWrites, BuiltinFunction, CallContext, field
+from iii_daemon.core.builtin import (
+    AfterWrites,
+    Answer,
+    BuiltinFunction,
+    CallContext,
+    Later,
+    field,
+)
 from iii_daemon.core.errors import CallError
 from iii_daemon.core.queues import MAX_DELAY_MS, NO_CONSUMER
 from iii_daemon.core.shared_queues import SharedQueues
@@ -13,6 +20,8 @@ from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
 if TYPE_CHECKING:
+    from msgspec import Raw
+
     from iii_daemon.core.builtin import Services
     from iii_daemon.core.effects import Output
     from iii_daemon.core.triggers.queue import QueueType
@@ -41,25 +50,35 @@ def enqueue(services: Services, ctx: CallContext) -> Any:
 
     queues = services.queues
     if isinstance(queues, SharedQueues):  # the backend knows every daemon's consumers
-        queues.enqueue_topic(topic, payload, ctx.out, kept, delay_ms)
-    else:
-        subscribers = kind.subscribers(topic)
-        if not subscribers:  # it waits under the topic for the first consumer
-            queues.enqueue(topic, NO_CONSUMER, payload, ctx.out, kept, delay_ms=delay_ms)
-        for binding in subscribers:
-            queues.enqueue(topic, binding.function_id, payload, ctx.out, kept,
-                           delay_ms=delay_ms, trigger_id=binding.id,
-                           override=binding.config.get("queue_config"))
+        return _enqueue_shared(queues, topic, payload, delay_ms)
+    subscribers = kind.subscribers(topic)
+    if not subscribers:  # it waits under the topic for the first consumer
+        queues.enqueue(topic, NO_CONSUMER, payload, ctx.out, kept, delay_ms=delay_ms)
+    for binding in subscribers:
+        queues.enqueue(topic, binding.function_id, payload, ctx.out, kept,
+                       delay_ms=delay_ms, trigger_id=binding.id,
+                       override=binding.config.get("queue_config"))
 
     def answer() -> Any:
         if failures:
-            code = ErrorCode.QUEUE_ERROR if services.shared is None \
-                else ErrorCode.BACKEND_UNAVAILABLE
-            raise CallError(code, f"not enqueued: {failures[0]}")
+            raise CallError(ErrorCode.QUEUE_ERROR, f"not enqueued: {failures[0]}")
         return None
 
     # The answer waits for the writes just made (AfterWrites runs behind them).
     return AfterWrites(answer)
+
+
+def _enqueue_shared(queues: SharedQueues, topic: str, payload: Raw, delay_ms: int) -> Later:
+    """The topic's message goes to the backend; null once it acknowledged."""
+
+    def start(answer: Answer, out: Output) -> None:
+        def kept(failure: str | None, out: Output) -> None:
+            answer(None, None if failure is None else p.ErrorBody(
+                code=ErrorCode.BACKEND_UNAVAILABLE, message=f"not enqueued: {failure}"), out)
+
+        queues.enqueue_topic(topic, payload, out, kept, delay_ms)
+
+    return Later(start)
 
 
 def list_queues(services: Services, ctx: CallContext) -> Any:

@@ -171,6 +171,8 @@ def test_a_daemon_killed_mid_delivery_leaves_its_message_to_another(
         stuck.client.shutdown()
         on_b.client.shutdown()
         b.stop()
+    # The test's Redis keeps nothing on disk: the daemon says so, once.
+    assert b.log().count("runs without AOF") == 1
 
 
 def test_topics_across_daemons_wait_for_a_consumer_and_give_each_function_a_copy(
