@@ -138,8 +138,8 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
     shared = None
     if config.redis_url:
         shared = SharedOps(without_password(config.redis_url))
-        info["backend"] = {"kind": "redis", "url": shared.describe,
-                           "shares": ["pub/sub", "state", "streams"], "state": "connecting"}
+        info["backend"] = {"kind": "redis", "url": shared.describe, "state": "connecting",
+                           "shares": ["pub/sub", "state", "streams", "queues", "cron"]}
     router = Router(info=info, history=config.history_events,
                     call_timeout_ms=config.call_timeout_ms, queues=config.queues,
                     paced_queues=True, channels=channels,

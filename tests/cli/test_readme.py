@@ -285,7 +285,8 @@ def test_the_managed_workers_block_runs_as_shown(short_tmp: Path) -> None:
 
 def test_the_several_hosts_block_runs_as_shown(short_tmp: Path) -> None:
     """README "Several hosts": a Redis, two daemons, a subscriber on one, a publish on the
-    other (paths and port made the test's own)."""
+    other, a message enqueued on one and listed on the other (paths and port made the
+    test's own)."""
     from iii_sdk import connect
 
     port = str(free_port())
@@ -301,7 +302,11 @@ def test_the_several_hosts_block_runs_as_shown(short_tmp: Path) -> None:
             if "publish" in command:
                 assert json.loads(proc.stdout) == {"subscribers": 0, "daemons": 2}
             if "daemon status" in command:
-                assert "(up; shares pub/sub, state, streams)" in proc.stdout
+                assert "(up; shares pub/sub, state, streams, queues, cron)" in proc.stdout
+            if "--enqueue" in command:
+                assert "messageReceiptId" in proc.stdout and proc.stderr == ""
+            if "queue list" in command:  # the daemon that took it told Redis
+                assert "jobs" in proc.stdout
         with connect(str(short_tmp / "hosts" / "b.sock")) as client:
             wait_for(lambda: any(
                 e.get("event") == "trigger.fired" and e.get("trigger_type") == "subscribe"
