@@ -17,6 +17,7 @@ listener reconnect with backoff. The URL is shown without its password everywher
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -87,6 +88,11 @@ if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) en
 event('deleted', old, nil)
 return old
 """
+
+
+#: The scripts sent by their SHA1 (EVALSHA), loaded at start and when Redis forgot them.
+_SHAS = {text: hashlib.sha1(text.encode()).hexdigest()
+         for text in (SET_SCRIPT, DELETE_SCRIPT, *redis_queues.SCRIPTS.values())}
 
 
 class Change(msgspec.Struct):
@@ -256,7 +262,7 @@ class RedisShared:
         return again
 
     async def _load_scripts(self) -> None:
-        for text in redis_queues.SCRIPTS.values():
+        for text in _SHAS:
             await self._client.script_load(text)
 
     async def _run_update(self, op: SharedOp) -> None:
@@ -305,13 +311,14 @@ class RedisShared:
             pipe.hget(where, key)
             return _old
         keys, about = _change(space, args["scope"], key)
-        # EVAL, not the scripts' EVALSHA: in a pipeline nothing could load a script a
-        # restarted Redis forgot (it keeps the compiled script by its hash anyway).
+        # By their hash: a Redis that forgot them (restarted) answers NOSCRIPT, and the
+        # batch loads them and sends those operations again.
         if what == "set":
-            pipe.eval(SET_SCRIPT, len(keys), *keys, key, _json(args["value"]), *about)
+            pipe.evalsha(_SHAS[SET_SCRIPT], len(keys), *keys, key, _json(args["value"]),
+                         *about)
             return _old
         if what == "delete":
-            pipe.eval(DELETE_SCRIPT, len(keys), *keys, key, "", *about)
+            pipe.evalsha(_SHAS[DELETE_SCRIPT], len(keys), *keys, key, "", *about)
             return _old
         raise ValueError(f"unknown operation {op.kind!r}")
 
