@@ -50,6 +50,15 @@ class SharedEvents(RouterState):
             self.queues.dropped(queue, out)
         return out
 
+    def shared_queues_released(self, now: float) -> Output:
+        """The daemon stops: every message it holds goes back to the backend, for the
+        other daemons at once (not after the visibility timeout)."""
+        out: Output = []
+        self._now = now
+        if isinstance(self.queues, SharedQueues):
+            self.queues.give_back_all(out)
+        return out
+
     def shared_published(self, message_id: str, topic: str, data: Any,
                          now: float) -> Output:
         """A message published on ``topic`` through the shared backend (by any daemon):

@@ -270,6 +270,15 @@ class SharedQueues(Queues):
                 "lane": lane_key(*key), "entry": message.entry,
                 "message": _fields(message, False)}, _quiet, out)
 
+    def give_back_all(self, out: Output) -> None:
+        """Every message held here goes back to the backend, those in flight too (the
+        daemon stops: their answers would never be written)."""
+        for lane in self.lanes.values():
+            messages = [*lane.in_flight.values(), *_waiting(lane)]
+            lane.in_flight.clear()
+            if messages and lane.function_id != NO_CONSUMER:
+                self._give_back(lane, messages, out)
+
     def _let_go(self, key: Key, entries: list[str]) -> None:
         holding = self._holding.get(key)
         if holding is not None:

@@ -94,6 +94,20 @@ local function route(t, now)
   end
   return copies
 end
+-- Messages that waited under a topic for a consumer go to fn's lane (limit at most).
+local function adopt(topic, trigger, fn, limit)
+  local waiting = stream(lane_of(topic, ''))
+  if redis.call('EXISTS', waiting) == 0 then return 0 end
+  local moved = 0
+  for _, entry in ipairs(redis.call('XRANGE', waiting, '-', '+', 'COUNT', limit)) do
+    local t = tab(entry[2])
+    t.fn, t.trigger = fn, trigger
+    add(lane_of(topic, fn), t)
+    redis.call('XDEL', waiting, entry[1])
+    moved = moved + 1
+  end
+  return moved
+end
 local function count(what, lane, by)
   redis.call('HINCRBY', 'iii:q-counts', what .. ':' .. lane, by)
 end
@@ -208,21 +222,11 @@ return 1
 """
 
 #: ARGV: topic, trigger id, function, expiry (ms): subscribe, and take over what waited
-#: under the topic for a consumer. Returns how many were taken over.
+#: under the topic for a consumer (10 000 now; each tick moves more). Returns how many
+#: were taken over.
 ADOPT = _PRELUDE + """
-local topic, trigger, fn = ARGV[1], ARGV[2], ARGV[3]
-redis.call('HSET', 'iii:q-subs:' .. topic, trigger, ARGV[4] .. '|' .. fn)
-local waiting = stream(lane_of(topic, ''))
-if redis.call('EXISTS', waiting) == 0 then return 0 end
-local moved = 0
-for _, entry in ipairs(redis.call('XRANGE', waiting, '-', '+', 'COUNT', 10000)) do
-  local t = tab(entry[2])
-  t.fn, t.trigger = fn, trigger
-  add(lane_of(topic, fn), t)
-  redis.call('XDEL', waiting, entry[1])
-  moved = moved + 1
-end
-return moved
+redis.call('HSET', 'iii:q-subs:' .. ARGV[1], ARGV[2], ARGV[4] .. '|' .. ARGV[3])
+return adopt(ARGV[1], ARGV[2], ARGV[3], 10000)
 """
 
 #: ARGV[1]: JSON {c: consumer, now, hold: [[lane, [entries], lease ms]], subs: [[topic,
@@ -265,6 +269,7 @@ for _, held in ipairs(a.hold) do
 end
 for _, sub in ipairs(a.subs) do
   redis.call('HSET', 'iii:q-subs:' .. sub[1], sub[2], (now + a.ttl) .. '|' .. sub[3])
+  adopt(sub[1], sub[2], sub[3], 1000)  -- what waited (a delayed topic message, a backlog)
 end
 local mine = 'iii:q-serves:' .. a.c
 if a.functions then

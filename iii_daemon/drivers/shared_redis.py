@@ -174,6 +174,17 @@ class RedisShared:
                         self.describe)
 
     async def close(self) -> None:
+        """Give back what this daemon holds (other daemons take it at once), then
+        disconnect."""
+        given_back = [op for _, op in self.hub.router.shared_queues_released(time.monotonic())
+                      if isinstance(op, SharedOp)]
+        if given_back and self._down_since is None:
+            try:  # nobody waits for the answers: the daemon is stopping
+                await asyncio.wait_for(self._run_pipeline(given_back, [], last=False),
+                                       OP_TIMEOUT_S)
+            except Exception as exc:  # they come back after the visibility timeout
+                log.warning("could not give %d held messages back to Redis: %s",
+                            len(given_back), _reason(exc))
         if self._listener is not None:
             self._listener.cancel()
         for task in list(self._tasks):

@@ -244,3 +244,30 @@ def test_a_fifo_queue_keeps_its_order_across_daemons(short_tmp: Path,
             worker.shutdown()
         a.stop()
         b.stop()
+
+
+def test_a_daemon_that_stops_gives_back_what_it_holds_at_once(
+        short_tmp: Path, redis_server: RedisServer) -> None:
+    """Held messages (one in flight, one waiting its turn) reach the other daemon when
+    their daemon stops, long before the visibility timeout (30 s here)."""
+    a, b = daemons(short_tmp, redis_server, "ab", "[queues.jobs]\nconcurrency = 1\n"
+                   "visibility_timeout_ms = 30000\n")
+    hold = threading.Event()
+    stuck, on_b = Worker(a), Worker(b)
+    try:
+        stuck.serve("job", hold=hold)
+        for n in (1, 2):
+            assert run_iii(b.tmp, "trigger", "job", "--enqueue", "jobs",
+                           f"n={n}").returncode == 0
+        wait_for(lambda: stuck.of("job") == [{"n": 1}], message="a to take them")
+        on_b.serve("job")
+        a.stop()
+        stopped_at = time.monotonic()
+        wait_for(lambda: sorted(d["n"] for d in on_b.of("job")) == [1, 2], timeout=10,
+                 message="b to get both")
+        assert time.monotonic() - stopped_at < 5
+    finally:
+        hold.set()
+        stuck.client.shutdown()
+        on_b.client.shutdown()
+        b.stop()
