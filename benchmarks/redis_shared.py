@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,24 @@ def _daemon(tmp: Path, name: str, url: str) -> tuple[subprocess.Popen[bytes], Pa
     return daemon, sock
 
 
-async def _raw_hsets(port: int, calls: int) -> float:
+def _wait_for_redis(port: int) -> None:
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not answer") from None
+            time.sleep(0.02)
+    client.close()
+
+
+async def _raw(port: int, calls: int, command: Callable[[Any, int], Any]) -> float:
+    """redis-py on its own: ``command(pipe, i)`` ``calls`` times, WINDOW in a pipeline."""
     import redis.asyncio as redis
 
     client = redis.Redis(port=port)
@@ -63,65 +81,29 @@ async def _raw_hsets(port: int, calls: int) -> float:
     for first in range(0, calls, WINDOW):
         pipe = client.pipeline(transaction=False)
         for i in range(first, min(calls, first + WINDOW)):
-            pipe.hset("raw:bench", f"k{i % 1000}", json.dumps(value(i)))
+            command(pipe, i)
         await pipe.execute()
     rate = calls / (time.perf_counter() - started)
     await client.aclose()
     return rate
 
 
-async def _raw_xadds(port: int, calls: int) -> float:
+def _hset(pipe: Any, i: int) -> None:
+    pipe.hset("raw:bench", f"k{i % 1000}", json.dumps(value(i)))
+
+
+def _xadd(pipe: Any, i: int) -> None:
     """What a message's write costs Redis itself: XADD of the fields a message keeps."""
-    import redis.asyncio as redis
-
-    client = redis.Redis(port=port)
-    started = time.perf_counter()
-    for first in range(0, calls, WINDOW):
-        pipe = client.pipeline(transaction=False)
-        for i in range(first, min(calls, first + WINDOW)):
-            pipe.xadd("raw:bench-stream", {"fn": "nobody", "trigger": "", "id": f"m{i}",
-                                    "queue": "bench", "data": json.dumps(value(i)),
-                                    "attempts": 0, "enq": repr(time.time()), "err": "",
-                                    "route": ""})
-        await pipe.execute()
-    rate = calls / (time.perf_counter() - started)
-    await client.aclose()
-    return rate
+    pipe.xadd("raw:bench-stream", {"fn": "nobody", "trigger": "", "id": f"m{i}",
+                                   "queue": "bench", "data": json.dumps(value(i)),
+                                   "attempts": 0, "enq": repr(time.time()), "err": "",
+                                   "route": ""})
 
 
-def _cross_daemon_queue(a: Path, b: Path, samples: int) -> list[float]:
-    from iii_sdk import TriggerAction, connect, register_worker
-
-    arrived: dict[int, float] = {}
-    event = threading.Event()
-    worker = register_worker(str(b))
-
-    def got(data: Any) -> None:
-        arrived[data["n"]] = time.perf_counter()
-        event.set()
-
-    worker.register_function("bench::job", got)
-    latencies = []
-    with connect(str(a)) as client:
-        while not client.trigger({"function_id": "bench::job", "payload": {"n": -1},
-                                  "action": TriggerAction.Enqueue(queue="cross")}
-                                 )["function_served"]:
-            time.sleep(0.05)  # until A learns B serves it (a tick)
-        for n in range(samples):
-            event.clear()
-            started = time.perf_counter()
-            client.trigger({"function_id": "bench::job", "payload": {"n": n},
-                            "action": TriggerAction.Enqueue(queue="cross")})
-            while n not in arrived:
-                if not event.wait(5):
-                    raise SystemExit(f"message {n} never reached daemon B's worker")
-                event.clear()
-            latencies.append((arrived[n] - started) * 1000)
-    worker.shutdown()
-    return latencies
-
-
-def _cross_daemon(a: Path, b: Path, samples: int) -> list[float]:
+def _cross_daemon(a: Path, b: Path, samples: int, key: str,
+                  bind: Callable[[Any], None], send: Callable[[Any, int], Any]) -> list[float]:
+    """Milliseconds from ``send(client on A, n)`` to ``bench::got`` on B getting ``n``
+    (under ``key`` of its data); ``bind(worker on B)`` sets up what leads there."""
     from iii_sdk import connect, register_worker
 
     arrived: dict[int, float] = {}
@@ -129,24 +111,50 @@ def _cross_daemon(a: Path, b: Path, samples: int) -> list[float]:
     worker = register_worker(str(b))
 
     def got(data: Any) -> None:
-        arrived[data["new_value"]] = time.perf_counter()
+        arrived[data[key]] = time.perf_counter()
         event.set()
 
-    worker.register_function("bench::changed", got)
-    worker.register_trigger({"type": "state", "function_id": "bench::changed",
-                             "config": {"scope": "cross"}}).ready(5)
+    worker.register_function("bench::got", got)
+    bind(worker)
     latencies = []
     with connect(str(a)) as client:
         for n in range(samples):
             event.clear()
             started = time.perf_counter()
-            client.trigger({"function_id": "state::set",
-                            "payload": {"scope": "cross", "key": "k", "value": n}})
-            if not event.wait(5):
-                raise SystemExit(f"change {n} never reached daemon B's trigger")
+            send(client, n)
+            while n not in arrived:
+                if not event.wait(5):
+                    raise SystemExit(f"{n} never reached daemon B's worker")
+                event.clear()
             latencies.append((arrived[n] - started) * 1000)
     worker.shutdown()
     return latencies
+
+
+def _state_trigger(a: Path, b: Path, samples: int) -> list[float]:
+    """A state change on A to the ``state`` trigger's function on B."""
+    return _cross_daemon(a, b, samples, "new_value", lambda worker: worker.register_trigger({
+        "type": "state", "function_id": "bench::got", "config": {"scope": "cross"}}).ready(5),
+        lambda client, n: client.trigger({"function_id": "state::set", "payload": {
+            "scope": "cross", "key": "k", "value": n}}))
+
+
+def _queue_delivery(a: Path, b: Path, samples: int) -> list[float]:
+    """A message enqueued on A to the worker on B that serves its function."""
+    from iii_sdk import TriggerAction
+
+    def enqueue(client: Any, n: int) -> Any:
+        return client.trigger({"function_id": "bench::got", "payload": {"n": n},
+                               "action": TriggerAction.Enqueue(queue="cross")})
+
+    def served(worker: Any) -> None:
+        from iii_sdk import connect
+
+        with connect(str(a)) as client:
+            while not enqueue(client, -1)["function_served"]:
+                time.sleep(0.05)  # until A learns B serves it (a tick)
+
+    return _cross_daemon(a, b, samples, "n", served, enqueue)
 
 
 def main() -> int:
@@ -165,19 +173,19 @@ def main() -> int:
         server = subprocess.Popen([server_bin, "--port", str(port), "--save", "",
                                    "--appendonly", "no", "--dir", str(tmp)],
                                   stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
+        _wait_for_redis(port)
         url = f"redis://127.0.0.1:{port}/0"
         daemons = [_daemon(tmp, n, url) for n in ("a", "b")]
         try:
             through = asyncio.run(throughput(daemons[0][1], args.calls, lambda i: (
                 "state::set", {"scope": "bench", "key": f"k{i % 1000}", "value": value(i)})))
-            raw = asyncio.run(_raw_hsets(port, args.calls))
-            latencies = sorted(_cross_daemon(daemons[0][1], daemons[1][1], args.samples))
+            raw = asyncio.run(_raw(port, args.calls, _hset))
+            latencies = sorted(_state_trigger(daemons[0][1], daemons[1][1], args.samples))
             enqueued = asyncio.run(throughput(daemons[0][1], args.calls, lambda i: (
                 "nobody::serves", value(i),
                 {"action": {"type": "enqueue", "queue": "bench"}})))
-            raw_xadd = asyncio.run(_raw_xadds(port, args.calls))
-            queued = sorted(_cross_daemon_queue(daemons[0][1], daemons[1][1], args.samples))
+            raw_xadd = asyncio.run(_raw(port, args.calls, _xadd))
+            queued = sorted(_queue_delivery(daemons[0][1], daemons[1][1], args.samples))
         finally:
             for daemon, _ in daemons:
                 daemon.terminate()

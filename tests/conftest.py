@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, DaemonProcess, daemon_for
+from tests.helpers import REPO, DaemonProcess, RedisServer, daemon_for
 
 # Keep pytest's rewritten test modules between runs and workers even where
 # PYTHONDONTWRITEBYTECODE is set: each of the four workers would rewrite every test module.
@@ -62,6 +62,14 @@ def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path: Unix socket paths are limited to ~107 bytes."""
     with tempfile.TemporaryDirectory(prefix="iii-", dir="/tmp") as tmp:
         yield Path(tmp)
+
+
+@pytest.fixture
+def redis_server(short_tmp: Path) -> Iterator[RedisServer]:
+    """Debian's ``redis-server`` on a free port, for the tests of several daemons."""
+    server = RedisServer(short_tmp / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -49,3 +49,14 @@ def test_the_trust_attacks_run(tmp_path: Path) -> None:
     duplicate = attack_duplicate_host(REPO, tmp_path / "dup", requests=20)
     assert duplicate["answers to 20 handshakes"] == {400: 20}
     assert duplicate["tracebacks in the log"] == 0
+
+
+def test_the_redis_benchmark_runs(tmp_path: Path) -> None:
+    """Two daemons on a redis-server of its own: state, triggers and queues across them."""
+    report = tmp_path / "redis.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "redis_shared.py"),
+                           "--calls", "300", "--samples", "20", "--json", str(report)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(report.read_text())
+    assert figures["enqueue_per_s"] > 0 and figures["cross_daemon_queue_p99_ms"] > 0

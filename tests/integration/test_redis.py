@@ -29,13 +29,6 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture
-def redis_server(short_tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(short_tmp / "redis").start()
-    yield server
-    server.stop()
-
-
 class Listener:
     """A worker on one daemon: ``NAME::got`` records what its triggers deliver."""
 

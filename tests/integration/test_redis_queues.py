@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ import pytest
 
 from iii_sdk import III, TriggerAction, connect, register_worker
 from tests.helpers import DaemonProcess, RedisServer, ThreadDaemon, run_iii, wait_for
-
-
-@pytest.fixture
-def redis_server(short_tmp: Path) -> Iterator[RedisServer]:
-    server = RedisServer(short_tmp / "redis").start()
-    yield server
-    server.stop()
 
 
 class Worker:
