@@ -131,6 +131,8 @@ class RedisShared:
         self._swap: Any = None
         #: Operations of this loop turn, sent together at its end.
         self._batch: list[SharedOp] = []
+        #: A pipeline is on its way to Redis (the next waits for it).
+        self._sending = False
 
     # --- start and stop -------------------------------------------------------------------
 
@@ -196,8 +198,10 @@ class RedisShared:
 
     def carry(self, op: SharedOp) -> None:
         """Run ``op``: the operations of one loop turn go to Redis together, in one
-        pipeline (one round trip for many calls); an update, which reads before it
-        writes, on its own."""
+        pipeline (one round trip for many calls), one pipeline at a time so that Redis
+        runs them in the order the core asked (a subscription before the enqueue that
+        counts on it); what comes meanwhile goes with the next. An update, which reads
+        before it writes, runs on its own."""
         if self._down_since is not None:  # known to be away: at once
             since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
             failed: list[tuple[SharedOp, Any, str | None]] = [
@@ -208,7 +212,7 @@ class RedisShared:
         if op.kind.endswith("_update"):
             self._start(self._run_update(op))
             return
-        if not self._batch:
+        if not self._batch and not self._sending:
             asyncio.get_running_loop().call_soon(self._send_batch)
         self._batch.append(op)
 
@@ -218,9 +222,18 @@ class RedisShared:
         task.add_done_callback(self._tasks.discard)
 
     def _send_batch(self) -> None:
+        if self._sending or not self._batch:
+            return
         batch, self._batch = self._batch, []
-        if batch:
-            self._start(self._run_batch(batch))
+        self._sending = True
+        self._start(self._run_batch_then_next(batch))
+
+    async def _run_batch_then_next(self, batch: list[SharedOp]) -> None:
+        try:
+            await self._run_batch(batch)
+        finally:
+            self._sending = False
+            self._send_batch()  # what came meanwhile
 
     async def _run_batch(self, batch: list[SharedOp]) -> None:
         outcomes: list[tuple[SharedOp, Any, str | None]] = []
