@@ -203,11 +203,8 @@ class RedisShared:
         counts on it); what comes meanwhile goes with the next. An update, which reads
         before it writes, runs on its own."""
         if self._down_since is not None:  # known to be away: at once
-            since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
-            failed: list[tuple[SharedOp, Any, str | None]] = [
-                (op, None, f"unreachable since {since}")]
             # Soon, not now: the hub is in the middle of delivering.
-            asyncio.get_running_loop().call_soon(self._done, failed)
+            asyncio.get_running_loop().call_soon(self._done, self._unreachable([op]))
             return
         if op.kind.endswith("_update"):
             self._start(self._run_update(op))
@@ -221,10 +218,17 @@ class RedisShared:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _unreachable(self, ops: list[SharedOp]) -> list[tuple[SharedOp, Any, str | None]]:
+        since = time.strftime("%H:%M:%S", time.localtime(self._down_since))
+        return [(op, None, f"unreachable since {since}") for op in ops]
+
     def _send_batch(self) -> None:
         if self._sending or not self._batch:
             return
         batch, self._batch = self._batch, []
+        if self._down_since is not None:  # found away while these waited: fail at once
+            self._done(self._unreachable(batch))
+            return
         self._sending = True
         self._start(self._run_batch_then_next(batch))
 
