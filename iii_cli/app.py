@@ -472,6 +472,7 @@ def _status_text(info: dict[str, Any]) -> str:
         f"data      {printable(str(info['data_dir']))}\n"
         f"listeners {listeners}\n"
         f"backend   {_backend_text(info.get('backend') or {})}\n"
+        f"{_bridge_text(info.get('bridge'))}"
         f"counts    {_count(info['workers'], 'worker')}, "
         f"{_count(info['functions'], 'function')}, "
         f"{_count(info['triggers'], 'trigger')}, "
@@ -490,6 +491,20 @@ def _backend_text(backend: dict[str, Any]) -> str:
         state += f": {backend.get('error')}" if backend.get("error") else ""
     shares = ", ".join(backend.get("shares") or [])
     return printable(f"redis {backend.get('url')} ({state}; shares {shares})")
+
+
+def _bridge_text(bridge: dict[str, Any] | None) -> str:
+    """The bridge to another engine, whether it is up, and what crosses it; "" for none."""
+    if not bridge:
+        return ""
+    state = str(bridge.get("state"))
+    if state == "down" and bridge.get("since"):
+        state += f" since {time.strftime('%H:%M:%S', time.localtime(bridge['since']))}"
+        state += f": {bridge.get('error')}" if bridge.get("error") else ""
+    crossing = f"{len(bridge.get('expose') or [])} exposed, " \
+               f"{len(bridge.get('forward') or [])} forwarded"
+    return printable(f"bridge    {bridge.get('url')} as {bridge.get('service_id')} "
+                     f"({state}; {crossing})") + "\n"
 
 
 def _of_them_dead(dead: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,8 @@ from iii_daemon import __version__
 from iii_daemon.core.errors import StartupError
 from iii_daemon.core.queues import policy_problem
 from iii_daemon.lifecycle.serve import DaemonConfig, run
-from iii_sdk import config
+from iii_sdk import bridge_specs, config
+from iii_sdk.bridge_specs import BridgeSpec
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
 from iii_sdk.worker_specs import spec_of
 
@@ -111,6 +114,9 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigProblem("config error: the Redis URL must start with redis://, rediss:// "
                             "or unix://")
+    bridge, bridge_token = _bridge(values.get("bridge"), settings.path)
+    state_backend = _backend("state", settings.get("state.backend"), redis_url, bridge)
+    streams_backend = _backend("streams", settings.get("streams.backend"), redis_url, bridge)
     queues: dict[str, dict[str, Any]] = values.get("queues") or {}
     for name, table in queues.items():
         problem = policy_problem(table, f"[queues.{name}]")
@@ -139,14 +145,53 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         redis_url=redis_url,
         redis_password=_redis_password(settings.get("redis.password_env"), settings.path),
         workers=tuple(spec_of(entry) for entry in values.get("workers") or ()),
+        bridge=bridge,
+        bridge_token=bridge_token,
+        state_backend=state_backend,
+        streams_backend=streams_backend,
         worker_log_dir=_worker_log_dir(args.log_file),
     )
 
 
+def _bridge(table: dict[str, Any] | None, path: Path) -> tuple[BridgeSpec | None, str | None]:
+    """The bridge (valid: the config file's check ran) and its token.
+
+    Raises:
+        ConfigProblem: its token variable is not set, or a URL off this machine has no
+            token (whoever listens there would hold this daemon's exposed functions).
+    """
+    if not table:
+        return None, None
+    spec = bridge_specs.spec_of(table, socket.gethostname())
+    token = None
+    if spec.token_env is not None:
+        token = os.environ.get(spec.token_env)
+        if not token:
+            raise ConfigProblem(f"config error: {path}: [bridge] token_env names "
+                                f"${spec.token_env}, which is not set")
+    if token is None and not bridge_specs.on_this_machine(spec.url):
+        raise ConfigProblem(f"config error: {path}: [bridge] url {spec.url} is not on this "
+                            f"machine; a bridge that leaves it needs a token "
+                            f"([bridge] token_env)")
+    return spec, token
+
+
+def _backend(space: str, chosen: str | None, redis_url: str | None,
+             bridge: BridgeSpec | None) -> str:
+    """Where ``space`` ("state", "streams") lives: unset follows the daemon."""
+    if chosen is None:
+        return "redis" if redis_url else "local"
+    if chosen == "redis" and not redis_url:
+        raise ConfigProblem(f"config error: [{space}] backend is redis, but no Redis URL is "
+                            f"set (--redis-url, $III_REDIS_URL or [redis] url)")
+    if chosen == "bridge" and bridge is None:
+        raise ConfigProblem(f"config error: [{space}] backend is bridge, but there is no "
+                            f"[bridge] url")
+    return chosen
+
+
 def _redis_password(variable: str | None, path: Path) -> str | None:
     """The password ``[redis] password_env`` names, read from the environment."""
-    import os
-
     if not variable:
         return None
     value = os.environ.get(variable)
@@ -159,8 +204,6 @@ def _redis_password(variable: str | None, path: Path) -> str | None:
 def _worker_log_dir(log_file: str | None) -> Path:
     """Where managed workers' logs go: ``$III_LOG_DIR``, else beside the daemon's log
     file, else the user log dir; in ``workers/``."""
-    import os
-
     from_env = os.environ.get("III_LOG_DIR")
     if from_env:
         return Path(from_env).expanduser() / "workers"

@@ -37,6 +37,13 @@ DEFAULTS: dict[str, Any] = {
     #: Redis shared with other daemons; the password in the URL or in the environment
     #: variable ``password_env`` names.
     "redis": {"url": None, "password_env": None},
+    #: Another iii engine this daemon connects to (``[bridge]``, see
+    #: :mod:`iii_sdk.bridge_specs`); None: no bridge.
+    "bridge": None,
+    #: Where state and streams live: unset follows the daemon (Redis when it has one,
+    #: else its own store); "local", "redis" or "bridge" (the bridged engine's).
+    "state": {"backend": None},
+    "streams": {"backend": None},
 }
 
 #: The range of each whole-number key (both ends included). A port of 0 turns its
@@ -54,6 +61,9 @@ QUEUE_RANGES: dict[str, tuple[int, int]] = {"concurrency": (1, 100_000),
                                             "max_retries": (0, 1000)}
 QUEUE_CHOICES: dict[str, tuple[str, ...]] = {"backoff": ("exponential", "fixed"),
                                              "type": ("standard", "fifo")}
+#: Other string keys that take one of a few values.
+CHOICES: dict[str, tuple[str, ...]] = {"state.backend": ("local", "redis", "bridge"),
+                                       "streams.backend": ("local", "redis", "bridge")}
 #: String keys that may not be empty when set.
 NON_EMPTY = frozenset({"socket", "websocket.host", "websocket.token", "http.host",
                        "http.token", "redis.url", "redis.password_env"})
@@ -131,7 +141,7 @@ def value_problem(dotted: str, value: Any) -> str | None:
         if not low <= value <= high:
             return f"'{dotted}' must be from {low} to {high}, got {value}"
     if isinstance(value, str):
-        choices = QUEUE_CHOICES.get(leaf) if queue_key else None
+        choices = QUEUE_CHOICES.get(leaf) if queue_key else CHOICES.get(dotted)
         if choices is not None and value not in choices:
             return f"'{dotted}' must be {' or '.join(choices)}, got {value!r}"
         if (dotted in NON_EMPTY or queue_key) and not value.strip():
@@ -165,10 +175,11 @@ def env_value(dotted: str) -> Any:
 def _check(table: dict[str, Any], prefix: str, path: Path, warnings: list[str]) -> None:
     for key, value in table.items():
         dotted = f"{prefix}{key}"
-        if dotted == "workers":
-            from iii_sdk.worker_specs import entries_problem
+        if dotted in ("workers", "bridge"):  # tables of their own shape
+            from iii_sdk import bridge_specs, worker_specs
 
-            problem = entries_problem(value)
+            problem = worker_specs.entries_problem(value) if dotted == "workers" \
+                else bridge_specs.table_problem(value)
             if problem:
                 raise ConfigError(f"{path}: {problem}")
             continue

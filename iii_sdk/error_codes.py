@@ -42,6 +42,8 @@ class ErrorCode:
     WORKER_EXISTS: Final = "worker_exists"
     #: Shared data whose backend (Redis) cannot be reached: the call failed fast, retry.
     BACKEND_UNAVAILABLE: Final = "backend_unavailable"
+    #: A call that needs the bridged engine while the bridge is down: failed fast, retry.
+    BRIDGE_UNAVAILABLE: Final = "bridge_unavailable"
     #: Not allowed from this connection (as upstream: RBAC denials; managed workers may
     #: be changed over the Unix socket only).
     FORBIDDEN: Final = "FORBIDDEN"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -369,3 +370,65 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class FakeEngine:
+    """An engine of the test's own making on a free port: it takes one worker's
+    connection (a bridge's), records what it registers, and calls it with any name."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.registered: set[str] = set()
+        self._loop = asyncio.new_event_loop()
+        self._conn: Any = None
+        self._answers: dict[str, Any] = {}
+        self._ids = 0
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self) -> FakeEngine:
+        from websockets.asyncio.server import serve
+
+        self._thread.start()
+
+        async def opened() -> Any:
+            return await serve(self._session, "127.0.0.1", self.port)
+
+        self._server = asyncio.run_coroutine_threadsafe(opened(), self._loop).result(10)
+        return self
+
+    async def _session(self, conn: Any) -> None:
+        self._conn = conn
+        await conn.send(json.dumps({"type": "workerregistered", "worker_id": "w1"}))
+        async for text in conn:
+            message = json.loads(text)
+            if message.get("type") == "registerfunction":
+                self.registered.add(message["id"])
+            elif message.get("type") == "invocationresult":
+                future = self._answers.pop(message["invocation_id"], None)
+                if future is not None:
+                    future.set_result({k: message[k] for k in ("result", "error")
+                                       if k in message})
+
+    def call(self, function_id: str, data: Any = None, timeout: float = 10) -> Any:
+        """What the connected worker answers to ``function_id``."""
+
+        async def ask() -> Any:
+            self._ids += 1
+            invocation_id = f"e{self._ids}"
+            future = self._loop.create_future()
+            self._answers[invocation_id] = future
+            await self._conn.send(json.dumps({
+                "type": "invokefunction", "function_id": function_id, "data": data,
+                "invocation_id": invocation_id}))
+            return await asyncio.wait_for(future, timeout)
+
+        return asyncio.run_coroutine_threadsafe(ask(), self._loop).result(timeout + 1)
+
+    def stop(self) -> None:
+        async def closed() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(closed(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

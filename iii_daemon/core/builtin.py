@@ -101,6 +101,10 @@ class Services:
     supervisor: Supervisor | None = None
     #: The backend several daemons share (None: this daemon shares nothing).
     shared: SharedOps | None = None
+    #: That backend when it also holds state values, stream items (``[state] backend``,
+    #: ``[streams] backend``); None: this daemon's own store has them.
+    shared_state: SharedOps | None = None
+    shared_streams: SharedOps | None = None
     #: Work waiting for its turn, per key (see :func:`in_turn`).
     turns: dict[Any, collections.deque[Callable[[Output], None]]] = dataclass_field(
         default_factory=dict)

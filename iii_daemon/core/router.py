@@ -55,7 +55,8 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
                  queues: dict[str, dict[str, Any]] | None = None,
                  paced_queues: bool = False, channels: ChannelMaker | None = None,
                  http_allowed_env: frozenset[str] = frozenset(),
-                 shared: SharedOps | None = None) -> None:
+                 shared: SharedOps | None = None, state_backend: str | None = None,
+                 streams_backend: str | None = None) -> None:
         #: Static facts about this daemon (pid, socket, listeners, ...) for engine::status.
         self.info: dict[str, Any] = info or {}
         self.registry = Registry()
@@ -65,6 +66,15 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
         self.builtins: dict[str, BuiltinFunction] = dict(
             engine_functions.BUILTINS if builtins is None else builtins
         )
+        # Where state values and stream items live: unset follows the daemon (Redis when
+        # it shares one). On a bridge, the bridged engine serves state::* / stream::*:
+        # the daemon's own are not there to answer them (the bridge registers its own).
+        state_backend = state_backend or ("redis" if shared else "local")
+        streams_backend = streams_backend or ("redis" if shared else "local")
+        for prefix, backend in (("state::", state_backend), ("stream::", streams_backend)):
+            if backend == "bridge":
+                for function_id in [f for f in self.builtins if f.startswith(prefix)]:
+                    del self.builtins[function_id]
         self.state: StateTable[str] = StateTable()
         self.streams: StateTable[tuple[str, str]] = StateTable()
         self.triggers = TriggerManager(self)
@@ -109,7 +119,9 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
                                  stats=self.stats, watching=self.watchers.__len__,
                                  call=self._call_for_builtin,
                                  observers=self.observers.rows,
-                                 supervisor=self.supervisor, shared=shared)
+                                 supervisor=self.supervisor, shared=shared,
+                                 shared_state=shared if state_backend == "redis" else None,
+                                 shared_streams=shared if streams_backend == "redis" else None)
         self._event_seq = 0
         #: Wall time minus monotonic time, as last told by the driver (cron runs on UTC).
         self._wall_offset = 0.0

@@ -59,6 +59,26 @@ class SharedEvents(RouterState):
             self.queues.give_back_all(out)
         return out
 
+    def bridged_change(self, event: dict[str, Any], now: float) -> Output:
+        """A state or stream change on the bridged engine (made through this daemon or
+        directly there), as its trigger delivered it: this daemon's ``state`` or
+        ``stream`` triggers that match it fire (the engine tells only this daemon)."""
+        out: Output = []
+        self._now = now
+        type_id = event.get("type")
+        if type_id not in ("state", "stream"):
+            log.warning("ignored a change from the bridge of an unknown kind %r", type_id)
+            return out
+        kind = cast(Reactive, self.triggers.types[type_id])
+        try:
+            matching = kind.matching(event)
+        except (KeyError, TypeError):  # not shaped as a change event
+            log.warning("ignored a change from the bridge without its fields: %.200r", event)
+            return out
+        for binding, payload in matching:
+            self.triggers.fire_later(binding, payload)(out)
+        return out
+
     def shared_published(self, message_id: str, topic: str, data: Any,
                          now: float) -> Output:
         """A message published on ``topic`` through the shared backend (by any daemon):

@@ -52,8 +52,8 @@ def ask(shared: SharedOps, kind: str, args: dict[str, Any],
 
 
 def _shared(services: Services) -> SharedOps:
-    assert services.shared is not None  # only called when there is one
-    return services.shared
+    assert services.shared_state is not None  # only called when there is one
+    return services.shared_state
 
 
 def _where(ctx: CallContext) -> dict[str, Any]:
@@ -106,7 +106,8 @@ def state_list_groups(services: Services, ctx: CallContext) -> Later:
 def publish(services: Services, ctx: CallContext) -> Later:
     """Through the backend: every daemon (this one too) fires its subscribers when the
     message comes back to it; the answer says how many daemons listen."""
-    shared = _shared(services)
+    shared = services.shared
+    assert shared is not None  # only called when there is one
     topic = field(ctx.data, "topic", str)
     data = ctx.data.get("data")
     subscribers = len(services.triggers.types["subscribe"].matching(  # type: ignore[attr-defined]

@@ -80,10 +80,12 @@ def publish(services: Services, ctx: CallContext) -> Any:
 
 
 def _shared_or_local(local: Handler, shared: Handler) -> Handler:
-    """``local`` on the embedded store; ``shared`` when the daemon shares a backend."""
+    """``local`` on the embedded store; ``shared`` when state lives in the backend the
+    daemon shares (``publish``: when it shares one)."""
 
     def handler(services: Services, ctx: CallContext) -> Any:
-        return (local if services.shared is None else shared)(services, ctx)
+        backend = services.shared if local is publish else services.shared_state
+        return (local if backend is None else shared)(services, ctx)
 
     return handler
 

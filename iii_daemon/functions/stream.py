@@ -115,8 +115,8 @@ def stream_get(services: Services, ctx: CallContext) -> Any:
     backend = _backend(services, "get", scope[0])
     if backend is not None:
         return _forward(services, backend, ctx.data)
-    if services.shared is not None:
-        return shared_state.stream_get(services.shared, scope, item)
+    if services.shared_streams is not None:
+        return shared_state.stream_get(services.shared_streams, scope, item)
     return kept_values.read(_space(services), scope, item)
 
 
@@ -137,9 +137,9 @@ def _write(services: Services, ctx: CallContext, op: str, new: Any) -> Any:
     if backend is not None:
         return _forward(services, backend, ctx.data, lambda result: change_event(
             wall, scope, item, _result_values(result)[0], new))
-    if services.shared is not None:
-        return shared_state.stream_delete(services.shared, scope, item) if new is MISSING \
-            else shared_state.stream_set(services.shared, scope, item, new)
+    if services.shared_streams is not None:
+        return shared_state.stream_delete(services.shared_streams, scope, item) if new is MISSING \
+            else shared_state.stream_set(services.shared_streams, scope, item, new)
     if new is MISSING and services.streams.get(scope, item) is MISSING:
         return {"old_value": None}
     old = kept_values.change(_space(services), ctx, scope, item, new)
@@ -164,8 +164,8 @@ def stream_update(services: Services, ctx: CallContext) -> Any:
     get, put = _backend(services, "get", name), _backend(services, "set", name)
     if get is not None and put is not None:
         return _update_through(services, get, put, scope, item, parse_ops(ops), wall)
-    if services.shared is not None:
-        return shared_state.stream_update(services.shared, scope, item, ops)
+    if services.shared_streams is not None:
+        return shared_state.stream_update(services.shared_streams, scope, item, ops)
     old, new, errors = kept_values.update(_space(services), ctx, scope, item, ops)
     kept_values.fire_when_kept(services, ctx, "stream",
                                change_event(wall, scope, item, old, new))
@@ -218,8 +218,8 @@ def stream_list(services: Services, ctx: CallContext) -> Any:
     backend = _backend(services, "list", scope[0])
     if backend is not None:
         return _forward(services, backend, ctx.data)
-    if services.shared is not None:
-        return shared_state.stream_list(services.shared, scope)
+    if services.shared_streams is not None:
+        return shared_state.stream_list(services.shared_streams, scope)
     return kept_values.values(_space(services), scope)
 
 
@@ -228,15 +228,15 @@ def stream_list_groups(services: Services, ctx: CallContext) -> Any:
     backend = _backend(services, "list_groups", name)
     if backend is not None:
         return _forward(services, backend, ctx.data)
-    if services.shared is not None:
-        return shared_state.stream_list_groups(services.shared, name)
+    if services.shared_streams is not None:
+        return shared_state.stream_list_groups(services.shared_streams, name)
     return [group for stream, group in services.streams.scopes() if stream == name]
 
 
 def stream_list_all(services: Services, ctx: CallContext) -> Any:
     """Every stream in the built-in store with its groups (the upstream shape)."""
-    if services.shared is not None:
-        return shared_state.stream_list_all(services.shared)
+    if services.shared_streams is not None:
+        return shared_state.stream_list_all(services.shared_streams)
     groups: dict[str, list[str]] = {}
     for name, group in services.streams.scopes():
         groups.setdefault(name, []).append(group)

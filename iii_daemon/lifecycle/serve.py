@@ -27,12 +27,15 @@ from iii_daemon.drivers.processes import Processes
 from iii_daemon.drivers.store import Store
 from iii_daemon.drivers.store_writer import StoreWriter
 from iii_daemon.lifecycle import data_lock, directories, pidfile
+from iii_sdk.bridge_specs import BridgeSpec
 from iii_sdk.client.addresses import without_password
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
 from iii_sdk.worker_specs import WorkerSpec
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import Server as WsServer
+
+    from iii_daemon.drivers.bridge import Bridge
 
 log = logging.getLogger("iii_daemon")
 
@@ -91,6 +94,13 @@ class DaemonConfig:
     #: password when not in the URL.
     redis_url: str | None = None
     redis_password: str | None = field(default=None, repr=False)
+    #: Another iii engine to connect to (``[bridge]``), and the token it takes.
+    bridge: BridgeSpec | None = None
+    bridge_token: str | None = field(default=None, repr=False)
+    #: Where state values and stream items live (``[state] backend``, ``[streams]
+    #: backend``): "local", "redis" or "bridge".
+    state_backend: str = "local"
+    streams_backend: str = "local"
 
     @property
     def parked_limit(self) -> int:
@@ -143,8 +153,17 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
     router = Router(info=info, history=config.history_events,
                     call_timeout_ms=config.call_timeout_ms, queues=config.queues,
                     paced_queues=True, channels=channels,
-                    http_allowed_env=frozenset(config.http_allowed_env), shared=shared)
+                    http_allowed_env=frozenset(config.http_allowed_env), shared=shared,
+                    state_backend=config.state_backend, streams_backend=config.streams_backend)
     hub = Hub(router, loop, config.write_limit, config.parked_limit)
+    bridge = None
+    if config.bridge is not None:
+        from iii_daemon.drivers.bridge import Bridge
+
+        info["bridge"] = {}
+        bridge = Bridge(hub, config.bridge, config.bridge_token, config.max_frame_bytes,
+                        info["bridge"], state_bridged=config.state_backend == "bridge",
+                        streams_bridged=config.streams_backend == "bridge")
     redis = None
     if config.redis_url:
         from iii_daemon.drivers.shared_redis import RedisShared
@@ -153,7 +172,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
         await redis.open()  # StartupError: one line, exit 1
         hub.commands[SharedOp] = redis.carry
     try:
-        await _serve_with_hub(config, store, stop, ready, router, hub, channels)
+        await _serve_with_hub(config, store, stop, ready, router, hub, channels, bridge)
     finally:
         if redis is not None:
             await redis.close()
@@ -161,7 +180,7 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
 
 async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Event,
                           ready: Callable[[], None] | None, router: Router, hub: Hub,
-                          channels: Channels) -> None:
+                          channels: Channels, bridge: Bridge | None = None) -> None:
     loop = hub.loop
     # Reads happen once, here; from now on only the writer thread touches the store.
     try:
@@ -173,6 +192,8 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
     try:
         hub.deliver(router.start(time.monotonic(), time.time(), stored))
         hub.flush()
+        if bridge is not None:  # before any listener: its names are its own from the start
+            bridge.start()
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).
         ws_server = await _start_ws(hub, config, router.info["listeners"], channels)
@@ -200,6 +221,8 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
             except Exception:  # the rest of the stop must happen all the same
                 log.exception("stopping the managed workers failed")
             processes.close()
+            if bridge is not None:  # its waiting callers are answered below
+                await bridge.close()
             server.close()
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
