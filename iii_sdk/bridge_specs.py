@@ -9,11 +9,11 @@ is set are the daemon's checks when it starts.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from iii_sdk.client.addresses import is_loopback
 from iii_sdk.names import id_problem
 
 KEYS = frozenset({"url", "service_id", "token_env", "expose", "forward"})
@@ -117,10 +117,4 @@ def spec_of(table: dict[str, Any], default_service_id: str) -> BridgeSpec:
 
 def on_this_machine(url: str) -> bool:
     """The URL's host is a loopback address or ``localhost``."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")

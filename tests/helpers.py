@@ -432,3 +432,16 @@ class FakeEngine:
         asyncio.run_coroutine_threadsafe(closed(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+def state_round_trip(a: Any, b: Any) -> None:
+    """Clients of two daemons that share state: set on ``a`` is read on ``b`` at once, an
+    update on ``b`` is listed on ``a`` (the state contract across daemons)."""
+    a.trigger({"function_id": "state::set",
+               "payload": {"scope": "orders", "key": "o1", "value": {"n": 1}}})
+    assert b.trigger({"function_id": "state::get",
+                      "payload": {"scope": "orders", "key": "o1"}}) == {"n": 1}
+    b.trigger({"function_id": "state::update", "payload": {
+        "scope": "orders", "key": "o1", "ops": [{"type": "increment", "path": "n", "by": 1}]}})
+    assert a.trigger({"function_id": "state::list",
+                      "payload": {"scope": "orders"}}) == [{"n": 2}]

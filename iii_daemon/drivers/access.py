@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import ipaddress
 import logging
 import os
 import socket
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from iii_sdk.client import addresses
+
 log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -46,12 +47,7 @@ _PROC_TCP = {socket.AF_INET: Path("/proc/net/tcp"), socket.AF_INET6: Path("/proc
 
 @functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return addresses.is_loopback(host)
 
 
 def host_name(header: str) -> str:

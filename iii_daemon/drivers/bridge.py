@@ -48,9 +48,16 @@ RECONNECT_S = (0.2, 5.0)
 SYNC_S = 0.1
 #: How long connecting (TCP, TLS, handshake) may take.
 OPEN_TIMEOUT_S = 5.0
+#: How long a starting daemon waits for the first try to connect before it answers on
+#: its socket (a call right after ``iii daemon start`` finds the bridge up; an engine
+#: that refuses is known at once, one that does not answer delays the start this much).
+START_WAIT_S = 2.0
 #: Calls from the other engine to exposed functions in flight at once; past that they
 #: are refused (the other engine cannot make this daemon hold without bound).
 MAX_CALLS_IN = 10_000
+#: Distinct warnings about what the other engine sends that are logged (it cannot fill
+#: the log: each is logged once, and past this many, none).
+MAX_WARNINGS = 100
 #: The daemon functions the bridge serves here, as the upstream engine names them.
 INVOKE = "bridge.invoke"
 INVOKE_ASYNC = "bridge.invoke_async"
@@ -67,7 +74,7 @@ class _Forwarded:
 
     invocation_id: str
     function_id: str
-    timer: asyncio.TimerHandle | None
+    timer: asyncio.TimerHandle
 
 
 class BridgeLink:
@@ -80,7 +87,12 @@ class BridgeLink:
     def write(self, data: bytes | bytearray) -> None:
         for line in bytes(data).split(b"\n"):
             if line:
-                self.bridge.from_router(p.decode(line))
+                try:
+                    message = p.decode(line)
+                except ProtocolError as exc:  # never seen: the hub wrote it
+                    self.bridge.warn_once(f"a frame for the bridge did not decode: {exc}")
+                    continue
+                self.bridge.from_router(message)
 
     def write_buffer_size(self) -> int:
         return 0
@@ -127,6 +139,9 @@ class Bridge:
         self._down_since: float | None = time.time()
         self._was_up = False
         self._tasks: list[asyncio.Task[None]] = []
+        #: Set once the first try to connect succeeded or failed.
+        self._tried = asyncio.Event()
+        self._warned: set[str] = set()
 
     # --- start and stop -------------------------------------------------------------------
 
@@ -150,6 +165,11 @@ class Bridge:
         loop = hub.loop
         self._tasks = [loop.create_task(self._connect_loop()), loop.create_task(self._sync_loop())]
 
+    async def first_try(self) -> None:
+        """Wait (``START_WAIT_S`` at most) for the first try to connect to end."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._tried.wait(), START_WAIT_S)
+
     def _about(self, function_id: str) -> str:
         link = self._forwards.get(function_id)
         remote = link.remote_function if link is not None else function_id
@@ -165,6 +185,11 @@ class Bridge:
 
     # --- this daemon -> there ---------------------------------------------------------------
 
+    def warn_once(self, text: str) -> None:
+        if text not in self._warned and len(self._warned) < MAX_WARNINGS:
+            self._warned.add(text)
+            log.warning("bridge to %s: %s", self.url, text[:500])
+
     def from_router(self, message: p.Message) -> None:
         """What this daemon sends the bridge's connection: calls to forward, answers to
         calls that came from there."""
@@ -177,8 +202,7 @@ class Bridge:
                 self._send(p.InvocationResult(invocation_id=their_id, function_id=remote,
                                               result=message.result, error=message.error))
         elif isinstance(message, p.RegistrationRejected | p.Error):
-            log.warning("bridge: this daemon refused a registration of the bridge: %s",
-                        getattr(message, "message", message))
+            self.warn_once(f"this daemon refused the bridge: {message.message}")
 
     def _forward(self, call: p.InvokeFunction) -> None:
         target, data, timeout_ms = self._target(call)
@@ -197,8 +221,9 @@ class Bridge:
         their_id = None
         if call.invocation_id is not None:
             their_id = f"b{next(self._ids)}"
-            timer = None if timeout_ms is None else self.hub.loop.call_later(
-                timeout_ms / 1000, self._timed_out, their_id, timeout_ms)
+            # Every call waiting here ends: at its timeout, else the daemon's call timeout.
+            limit = timeout_ms or self.hub.router.call_timeout_ms
+            timer = self.hub.loop.call_later(limit / 1000, self._timed_out, their_id, limit)
             self._out[their_id] = _Forwarded(call.invocation_id, call.function_id, timer)
         self._send(p.InvokeFunction(function_id=target, data=data, invocation_id=their_id,
                                     timeout_ms=timeout_ms, metadata=call.metadata,
@@ -255,23 +280,19 @@ class Bridge:
         try:
             message = p.decode(text.encode() if isinstance(text, str) else text)
         except ProtocolError as exc:
-            log.warning("bridge: a frame from %s did not decode (%s); ignored", self.url, exc)
+            self.warn_once(f"a frame from it did not decode ({exc}); ignored")
             return
         if isinstance(message, p.InvocationResult):
             forwarded = self._out.pop(message.invocation_id, None)
             if forwarded is not None:
-                if forwarded.timer is not None:
-                    forwarded.timer.cancel()
+                forwarded.timer.cancel()
                 self.hub.receive(self.link.conn_id, [p.encode(p.InvocationResult(
                     invocation_id=forwarded.invocation_id, function_id=forwarded.function_id,
                     result=message.result, error=message.error))])
         elif isinstance(message, p.InvokeFunction):
             self._called(message)
-        elif isinstance(message, p.RegistrationRejected):
-            log.warning("bridge: %s refused %s: %s", self.url, message.function_id,
-                        message.message)
-        elif isinstance(message, p.Error):
-            log.warning("bridge: %s says: %s", self.url, message.message)
+        elif isinstance(message, p.RegistrationRejected | p.Error):
+            self.warn_once(f"it refused a registration: {message.message}")
 
     def _called(self, call: p.InvokeFunction) -> None:
         """A call from there: a change its triggers report, or an exposed function."""
@@ -318,7 +339,7 @@ class Bridge:
             try:
                 async with connect(self.spec.url, additional_headers=headers,
                                    max_size=2 * self._max_frame_bytes,
-                                   open_timeout=OPEN_TIMEOUT_S) as ws:
+                                   open_timeout=OPEN_TIMEOUT_S, compression=None) as ws:
                     sender = OrderedSender(ws)
                     sending = asyncio.get_running_loop().create_task(sender.run())
                     try:
@@ -349,6 +370,7 @@ class Bridge:
         self._was_up = True
         self._down_since = None
         self.status.update(state="up", since=time.time(), error=None)
+        self._tried.set()
         self._send(p.InvokeFunction(function_id="engine::workers::register",
                                     action={"type": "void"}, data=p.to_raw({
                                         "name": self.spec.service_id, "runtime": "iii-bridge"})))
@@ -364,8 +386,7 @@ class Bridge:
         self._in.clear()  # their answers have nowhere to go
         waiting, self._out = self._out, {}
         for forwarded in waiting.values():
-            if forwarded.timer is not None:
-                forwarded.timer.cancel()
+            forwarded.timer.cancel()
             self.hub.receive(self.link.conn_id, [p.encode(p.InvocationResult(
                 invocation_id=forwarded.invocation_id, function_id=forwarded.function_id,
                 error=make_error(ErrorCode.BRIDGE_UNAVAILABLE,
@@ -379,6 +400,7 @@ class Bridge:
         elif self.status.get("state") == "connecting":  # never up since the start
             log.warning("cannot reach %s for the bridge (%s); trying again", self.url, reason)
         self.status.update(state="down", since=self._down_since, error=reason)
+        self._tried.set()
 
     async def _sync_loop(self) -> None:
         while True:

@@ -194,6 +194,7 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
         hub.flush()
         if bridge is not None:  # before any listener: its names are its own from the start
             bridge.start()
+            await bridge.first_try()
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).
         ws_server = await _start_ws(hub, config, router.info["listeners"], channels)

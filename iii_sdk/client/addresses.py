@@ -6,6 +6,7 @@ Imports nothing: the ``iii trigger`` fast path uses it.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import NamedTuple
 
 WS_SCHEMES = ("ws://", "wss://")
@@ -60,3 +61,13 @@ def without_password(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (a name or an address, without brackets) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,16 @@ def guide_commands(start: str = GUIDE_START, end: str = GUIDE_END) -> list[str]:
             commands.append(pending.strip())
             pending = ""
     return commands
+
+
+def run_each(commands: list[str], env: dict[str, str]
+             ) -> Iterator[tuple[str, subprocess.CompletedProcess[str]]]:
+    """Run each command with bash, as a reader would paste it; each must succeed."""
+    for command in commands:
+        proc = subprocess.run(["bash", "-c", command], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, (command, proc.stderr)
+        yield command, proc
 
 
 def expected_exit(command: str) -> int:
@@ -291,14 +302,11 @@ def test_the_several_hosts_block_runs_as_shown(short_tmp: Path) -> None:
 
     port = str(free_port())
     commands = [c.replace("/tmp/iii-hosts", str(short_tmp / "hosts")).replace("6390", port)
-                for c in guide_commands("## Several hosts", "## The daemon")]
+                for c in guide_commands("## Several hosts", "## Bridges")]
     assert commands[0].startswith("redis-server")
     env = child_env(short_tmp)
     try:
-        for command in commands:
-            proc = subprocess.run(["bash", "-c", command], env=env, cwd=REPO,
-                                  capture_output=True, text=True, timeout=60)
-            assert proc.returncode == 0, (command, proc.stderr)
+        for command, proc in run_each(commands, env):
             if "publish" in command:
                 assert json.loads(proc.stdout) == {"subscribers": 0, "daemons": 2}
             if "daemon status" in command:
@@ -321,3 +329,26 @@ def test_the_several_hosts_block_runs_as_shown(short_tmp: Path) -> None:
                 timeout=30)
         subprocess.run(["redis-cli", "-p", port, "shutdown", "nosave"], capture_output=True,
                        timeout=30)
+
+
+def test_the_bridges_block_runs_as_shown(short_tmp: Path) -> None:
+    """README "Bridges": a team daemon, a laptop daemon bridged to it, state set on the
+    laptop read on the team daemon, a forwarded call (paths and port made the test's own)."""
+    port = str(free_port())
+    commands = [c.replace("/tmp/iii-bridge", str(short_tmp / "bridge")).replace("49200", port)
+                for c in guide_commands("## Bridges", "## The daemon")]
+    env = child_env(short_tmp)
+    try:
+        for command, proc in run_each(commands, env):
+            if "state::get" in command:
+                assert json.loads(proc.stdout) == "hi"
+            if "iii trigger team::status" in command:
+                assert json.loads(proc.stdout)["socket"].endswith("team.sock")
+            if "daemon status" in command:
+                assert f"bridge    ws://127.0.0.1:{port} as laptop (up; 0 exposed, " \
+                       f"1 forwarded)" in proc.stdout
+    finally:
+        for name in ("laptop", "team"):
+            subprocess.run([IIIBIN, "daemon", "stop"], env={
+                **env, "III_SOCKET": str(short_tmp / "bridge" / f"{name}.sock")},
+                capture_output=True, timeout=30)

@@ -60,3 +60,12 @@ def test_the_redis_benchmark_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(report.read_text())
     assert figures["enqueue_per_s"] > 0 and figures["cross_daemon_queue_p99_ms"] > 0
+
+
+def test_the_bridge_benchmark_runs(tmp_path: Path) -> None:
+    report = tmp_path / "bridge.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bridge.py"),
+                           "--samples", "100", "--json", str(report)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(report.read_text())["bridged_p50_ms"] > 0

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from iii_sdk import connect, register_worker
-from tests.helpers import DaemonProcess, ThreadDaemon, free_port, run_iii, wait_for
+from tests.helpers import (
+    DaemonProcess,
+    ThreadDaemon,
+    free_port,
+    run_iii,
+    state_round_trip,
+    wait_for,
+)
 
 BRIDGE = """
 [bridge]
@@ -188,17 +195,9 @@ def test_state_and_streams_live_on_the_bridged_engine(short_tmp: Path) -> None:
         wait_for(lambda: {"bridge:laptop:state", "bridge:laptop:stream:chat"} <= on_b(),
                  message="the bridge's triggers on B")
         with connect(str(pair.a.socket_path)) as a, connect(str(pair.b.socket_path)) as b:
-            a.trigger({"function_id": "state::set",
-                       "payload": {"scope": "orders", "key": "o1", "value": {"n": 1}}})
-            # B's store has it, and A reads it back from there.
-            assert b.trigger({"function_id": "state::get",
-                              "payload": {"scope": "orders", "key": "o1"}}) == {"n": 1}
-            b.trigger({"function_id": "state::update", "payload": {
-                "scope": "orders", "key": "o1",
-                "ops": [{"type": "increment", "path": "n", "by": 1}]}})
-            assert a.trigger({"function_id": "state::list",
-                              "payload": {"scope": "orders"}}) == b.trigger({
-                "function_id": "state::list", "payload": {"scope": "orders"}}) == [{"n": 2}]
+            state_round_trip(a, b)  # A's state is B's store
+            assert b.trigger({"function_id": "state::list",
+                              "payload": {"scope": "orders"}}) == [{"n": 2}]
             assert a.trigger({"function_id": "state::list_groups"}) == b.trigger(
                 {"function_id": "state::list_groups"})
             item = {"stream_name": "chat", "group_id": "room", "item_id": "m1"}

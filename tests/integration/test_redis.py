@@ -25,6 +25,7 @@ from tests.helpers import (
     child_env,
     free_port,
     run_iii,
+    state_round_trip,
     wait_for,
 )
 
@@ -190,16 +191,7 @@ def test_state_and_streams_are_shared_and_triggers_fire_once_in_the_cluster(
         listeners[1].bind("stream", "chat-b", {"stream_name": "chat"}, "b::got")
         with connect(str(daemons[0].socket_path)) as a, \
                 connect(str(daemons[1].socket_path)) as b:
-            a.trigger({"function_id": "state::set",
-                       "payload": {"scope": "orders", "key": "o1", "value": {"n": 1}}})
-            # Read back on the other daemon at once: read-your-writes across daemons.
-            assert b.trigger({"function_id": "state::get",
-                              "payload": {"scope": "orders", "key": "o1"}}) == {"n": 1}
-            b.trigger({"function_id": "state::update", "payload": {
-                "scope": "orders", "key": "o1",
-                "ops": [{"type": "increment", "path": "n", "by": 1}]}})
-            assert a.trigger({"function_id": "state::list",
-                              "payload": {"scope": "orders"}}) == [{"n": 2}]
+            state_round_trip(a, b)  # read-your-writes across daemons
             assert "orders" in b.trigger({"function_id": "state::list_groups"})["groups"]
             # Stream items too: set on one daemon, read and listed on the other.
             item = {"stream_name": "chat", "group_id": "room", "item_id": "m1"}
