@@ -167,6 +167,11 @@ def test_forwarded_calls_run_there_with_its_errors_and_their_timeout(pair: Pair)
         via_invoke = run_iii(pair.a.tmp, "trigger", "bridge.invoke", "function_id=state::get",
                              'data={"scope": "s", "key": "k"}')
         assert json.loads(via_invoke.stdout) == {"n": 1}, via_invoke.stderr
+        fired = run_iii(pair.a.tmp, "trigger", "bridge.invoke_async", "function_id=state::set",
+                        'data={"scope": "s", "key": "k2", "value": 2}')
+        assert fired.returncode == 0 and fired.stdout.strip() in ("", "null"), fired.stderr
+        wait_for(lambda: run_iii(pair.b.tmp, "trigger", "state::get", "scope=s",
+                                 "key=k2").stdout.strip() == "2", message="the async call")
     finally:
         release.set()
         worker_b.shutdown()
@@ -285,7 +290,7 @@ def test_a_bridge_off_this_machine_needs_a_token_and_the_token_is_never_shown(
 def test_the_official_sdk_uses_bridged_state_as_it_would_there(short_tmp: Path) -> None:
     iii = pytest.importorskip("iii")
     ws_port = free_port()
-    pair = Pair(short_tmp, '[state]\nbackend = "bridge"\n')
+    pair = Pair(short_tmp, '[state]\nbackend = "bridge"\n[streams]\nbackend = "bridge"\n')
     pair.b.start()
     pair.a = ThreadDaemon(pair.a.tmp, "--ws-port", str(ws_port)).start()
     official = iii.register_worker(f"ws://127.0.0.1:{ws_port}")
@@ -303,6 +308,14 @@ def test_the_official_sdk_uses_bridged_state_as_it_would_there(short_tmp: Path) 
             "scope": "cart", "key": "c1"}}) == {"items": 2}
         assert official.trigger({"function_id": "state::list",
                                  "payload": {"scope": "cart"}}) == [{"items": 2}] * 2
+        item = {"stream_name": "carts", "group_id": "eu", "item_id": "c1"}
+        official.trigger({"function_id": "stream::set", "payload": {**item, "data": 1}})
+        with connect(str(pair.b.socket_path)) as b:
+            assert b.trigger({"function_id": "stream::get", "payload": item}) == 1
+            assert official.trigger({"function_id": "stream::list", "payload": {
+                "stream_name": "carts", "group_id": "eu"}}) == b.trigger({
+                    "function_id": "stream::list", "payload": {"stream_name": "carts",
+                                                               "group_id": "eu"}})
     finally:
         official.shutdown()
         pair.a.stop()
