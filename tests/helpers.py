@@ -445,3 +445,25 @@ def state_round_trip(a: Any, b: Any) -> None:
         "scope": "orders", "key": "o1", "ops": [{"type": "increment", "path": "n", "by": 1}]}})
     assert a.trigger({"function_id": "state::list",
                       "payload": {"scope": "orders"}}) == [{"n": 2}]
+
+
+def ask(daemon: Any, function_id: str, data: Any = None) -> Any:
+    """``function_id``'s answer from ``daemon``, through the SDK's client: for the tests
+    that poll the daemon and whose point is not the CLI (a process per poll is slow)."""
+    from iii_sdk import connect
+
+    with connect(str(daemon.socket_path)) as client:
+        return client.trigger({"function_id": function_id, "payload": data})
+
+
+def succeeds(socket_path: Path, function_id: str, data: Any = None) -> bool:
+    """A call of ``function_id`` at ``socket_path`` is answered without an error (for
+    polling: the CLI's own exit codes are checked where they are the point)."""
+    from iii_sdk import IIIError, connect
+
+    try:
+        with connect(str(socket_path)) as client:
+            client.trigger({"function_id": function_id, "payload": data})
+    except IIIError:
+        return False
+    return True

@@ -17,6 +17,7 @@ from iii_sdk import connect, register_worker
 from tests.helpers import (
     DaemonProcess,
     ThreadDaemon,
+    ask,
     free_port,
     run_iii,
     state_round_trip,
@@ -48,8 +49,7 @@ class Pair:
         self.a: Any = kind(tmp / "a")
 
     def bridged(self) -> bool:
-        status = json.loads(run_iii(self.a.tmp, "daemon", "status", "-o", "json").stdout)
-        return bool(status["bridge"]["state"] == "up")
+        return bool(ask(self.a, "engine::status")["bridge"]["state"] == "up")
 
 
 @pytest.fixture
@@ -64,9 +64,7 @@ def pair(short_tmp: Path) -> Iterator[Pair]:
 
 
 def functions_on(daemon: Any) -> set[str]:
-    proc = run_iii(daemon.tmp, "list", "functions", "-o", "json")
-    assert proc.returncode == 0, proc.stderr
-    return {row["function_id"] for row in json.loads(proc.stdout)}
+    return {row["function_id"] for row in ask(daemon, "engine::functions::list")["functions"]}
 
 
 def test_an_exposed_function_is_callable_there_while_a_worker_serves_it_here(
@@ -87,8 +85,8 @@ def test_an_exposed_function_is_callable_there_while_a_worker_serves_it_here(
     again = register_worker(str(pair.a.socket_path))
     again.register_function("a::hello", lambda data: "back")
     try:
-        wait_for(lambda: run_iii(pair.b.tmp, "trigger", "a::hello").stdout.strip() == '"back"',
-                 message="a::hello back on B")
+        wait_for(lambda: "a::hello" in functions_on(pair.b), message="a::hello back on B")
+        assert ask(pair.b, "a::hello") == "back"
     finally:
         again.shutdown()
 
@@ -170,8 +168,8 @@ def test_forwarded_calls_run_there_with_its_errors_and_their_timeout(pair: Pair)
         fired = run_iii(pair.a.tmp, "trigger", "bridge.invoke_async", "function_id=state::set",
                         'data={"scope": "s", "key": "k2", "value": 2}')
         assert fired.returncode == 0 and fired.stdout.strip() in ("", "null"), fired.stderr
-        wait_for(lambda: run_iii(pair.b.tmp, "trigger", "state::get", "scope=s",
-                                 "key=k2").stdout.strip() == "2", message="the async call")
+        wait_for(lambda: ask(pair.b, "state::get", {"scope": "s", "key": "k2"}) == 2,
+                 message="the async call")
     finally:
         release.set()
         worker_b.shutdown()
@@ -193,8 +191,8 @@ def test_state_and_streams_live_on_the_bridged_engine(short_tmp: Path) -> None:
             worker.register_trigger(trigger).ready(5)
 
         def on_b() -> set[str]:
-            triggers = run_iii(pair.b.tmp, "list", "triggers", "-o", "json").stdout
-            return {t["id"] for t in json.loads(triggers)}
+            found = ask(pair.b, "engine::registered-triggers::list")["registered_triggers"]
+            return {t["id"] for t in found}
 
         # The bridge asks B to tell it of changes (within its 0.1 s sync).
         wait_for(lambda: {"bridge:laptop:state", "bridge:laptop:stream:chat"} <= on_b(),
@@ -276,8 +274,9 @@ def test_a_bridge_off_this_machine_needs_a_token_and_the_token_is_never_shown(
     monkeypatch.setenv("IIITEST_BRIDGE_TOKEN", "s3cret-token")  # the daemon's environment
     a = DaemonProcess(short_tmp / "a").start()
     try:
-        wait_for(lambda: run_iii(a.tmp, "trigger", "remote::status").returncode == 0,
+        wait_for(lambda: ask(a, "engine::status")["bridge"]["state"] == "up",
                  message="the bridge with its token")
+        assert run_iii(a.tmp, "trigger", "remote::status").returncode == 0
         shown = run_iii(a.tmp, "daemon", "status").stdout + \
             run_iii(a.tmp, "daemon", "status", "-o", "json").stdout
         assert "s3cret" not in shown and "up;" in shown

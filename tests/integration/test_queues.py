@@ -23,6 +23,7 @@ from tests.helpers import (
     RawClient,
     RedisServer,
     ThreadDaemon,
+    ask,
     run_iii,
     wait_for,
 )
@@ -102,6 +103,10 @@ def backend_worker(on_backend: Any) -> Iterator[tuple[III, Seen]]:
     yield from serving(on_backend)
 
 
+def dead_letters(daemon: Any, queue: str) -> list[Any]:
+    return list(ask(daemon, "engine::queues::dlq", {"queue": queue})["dead_letters"])
+
+
 def iii_json(daemon: DaemonProcess, *args: str) -> Any:
     proc = run_iii(daemon.tmp, *args, "-o", "json")
     assert proc.returncode == 0, proc.stderr
@@ -118,7 +123,7 @@ def test_from_the_cli_retries_dead_letters_and_redrive(
 
     assert run_iii(queued.tmp, "trigger", "flaky", "--enqueue", "jobs", "n=2").returncode == 0
     # max_retries 1: two attempts, then a dead letter with the last error.
-    wait_for(lambda: len(iii_json(queued, "queue", "dlq", "jobs")) == 1,
+    wait_for(lambda: len(dead_letters(queued, "jobs")) == 1,
              message="the dead letter")
     [dead] = iii_json(queued, "queue", "dlq", "jobs")
     assert dead["attempts"] == 2 and dead["payload"] == {"n": 2}
@@ -131,7 +136,7 @@ def test_from_the_cli_retries_dead_letters_and_redrive(
     redriven = run_iii(queued.tmp, "queue", "redrive", "jobs")
     assert redriven.returncode == 0 and "1 message sent again" in redriven.stderr
     wait_for(lambda: len(seen.of("flaky")) == 4, message="the redriven attempts")
-    wait_for(lambda: len(iii_json(queued, "queue", "dlq", "jobs")) == 1,
+    wait_for(lambda: len(dead_letters(queued, "jobs")) == 1,
              message="dead again")
     missing = run_iii(queued.tmp, "queue", "redrive", "jobs", "--id", "nope")
     assert missing.returncode == 4 and "no dead letter" in missing.stderr
@@ -139,8 +144,11 @@ def test_from_the_cli_retries_dead_letters_and_redrive(
     waiting = run_iii(queued.tmp, "trigger", "nobody::yet", "--enqueue", "jobs")
     assert waiting.returncode == 0 and "nothing serves nobody::yet yet" in waiting.stderr
     # flaky's and nobody's (on Redis: the cluster's counts, as of the last 0.5 s)
-    wait_for(lambda: "2 queued messages (1 dead letter)" in run_iii(
-        queued.tmp, "daemon", "status").stdout, message="the counts in the status")
+    wait_for(lambda: (ask(queued, "engine::status")["queued_messages"],
+                      ask(queued, "engine::status")["dead_letters"]) == (2, 1),
+             message="the counts in the status")
+    status = run_iii(queued.tmp, "daemon", "status").stdout
+    assert "2 queued messages (1 dead letter)" in status, status
 
     refused = run_iii(queued.tmp, "queue", "purge", "jobs")  # no terminal: must say --yes
     assert refused.returncode == 2 and "--yes" in refused.stderr
@@ -182,8 +190,9 @@ def test_the_official_sdk_enqueues_and_consumes_a_topic(short_tmp: Path) -> None
         official.register_function("consume", lambda data: got.append(data))
         official.register_trigger({"type": "queue", "function_id": "consume",
                                    "config": {"topic": "t"}})
-        wait_for(lambda: any(t["id"] for t in iii_json(daemon, "list", "triggers")
-                             if t["trigger_type"] == "queue"), message="the queue trigger")
+        wait_for(lambda: any(t["trigger_type"] == "queue" for t in ask(
+            daemon, "engine::registered-triggers::list")["registered_triggers"]),
+            message="the queue trigger")
         official.trigger({"function_id": "enqueue", "payload": {"topic": "t", "data": 5}})
         receipt = official.trigger({"function_id": "consume", "payload": 6,
                                     "action": iii.TriggerAction.Enqueue(queue="q")})

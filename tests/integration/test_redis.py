@@ -26,6 +26,7 @@ from tests.helpers import (
     free_port,
     run_iii,
     state_round_trip,
+    succeeds,
     wait_for,
 )
 
@@ -118,9 +119,8 @@ def test_redis_away_fails_fast_local_calls_go_on_and_it_comes_back(short_tmp: Pa
         status = run_iii(short_tmp, "daemon", "status").stdout
         assert "(down since" in status
         redis_server.start()  # the same port: the daemon reconnects
-        wait_for(lambda: run_iii(short_tmp, "trigger", "publish", "topic=news",
-                                 "data=3").returncode == 0, timeout=15,
-                 message="publish to work again")
+        wait_for(lambda: succeeds(daemon.socket_path, "publish", {"topic": "news", "data": 3}),
+                 timeout=15, message="publish to work again")
         wait_for(lambda: 3 in listener.seen)
         assert {"n": 1} in listener.seen
         # The message Redis acknowledged before it went away is delivered now.
@@ -240,9 +240,8 @@ def test_a_redis_that_stops_answering_fails_calls_at_their_deadline_and_comes_ba
         assert hung.returncode == 5 and "backend_unavailable" in hung.stderr
         assert took < 2.0 + 1.5  # the operation timeout, and the CLI's own start
         sleeper.join(30)
-        wait_for(lambda: run_iii(short_tmp, "trigger", "state::get", "scope=s",
-                                 "key=k").returncode == 0, timeout=15,
-                 message="the daemon to find Redis back")
+        wait_for(lambda: succeeds(daemon.socket_path, "state::get", {"scope": "s", "key": "k"}),
+                 timeout=15, message="the daemon to find Redis back")
     finally:
         daemon.stop()
         server.stop()

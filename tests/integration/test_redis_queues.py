@@ -4,7 +4,6 @@ operated from any daemon, a daemon killed mid-delivery, topics, fifo order."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from iii_sdk import III, TriggerAction, connect, register_worker
-from tests.helpers import DaemonProcess, RedisServer, ThreadDaemon, run_iii, wait_for
+from tests.helpers import DaemonProcess, RedisServer, ThreadDaemon, ask, run_iii, wait_for
 
 
 class Worker:
@@ -51,10 +50,13 @@ def daemons(tmp: Path, server: RedisServer, names: str, config: str = "") -> lis
     return started
 
 
-def iii_json(daemon: Any, *args: str) -> Any:
-    proc = run_iii(daemon.tmp, *args, "-o", "json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+def queues(daemon: Any) -> list[dict[str, Any]]:
+    """``iii queue list``'s rows, from the daemon's function."""
+    return list(ask(daemon, "engine::queues::list")["queues"])
+
+
+def dead_letters(daemon: Any, queue: str) -> list[dict[str, Any]]:
+    return list(ask(daemon, "engine::queues::dlq", {"queue": queue})["dead_letters"])
 
 
 def test_a_message_enqueued_anywhere_is_delivered_once_among_the_daemons_serving_it(
@@ -81,9 +83,9 @@ def test_a_message_enqueued_anywhere_is_delivered_once_among_the_daemons_serving
         wait_for(lambda: len(delivered()) >= 60, message="every message")
         time.sleep(0.3)
         assert delivered() == list(range(60))  # each once, in the whole cluster
-        rows = {d: iii_json(d, "queue", "list") for d in (a, b, c)}
-        wait_for(lambda: iii_json(a, "queue", "list")[0]["delivered"] >= 61)
-        [row] = iii_json(a, "queue", "list")
+        rows = {d: queues(d) for d in (a, b, c)}
+        wait_for(lambda: queues(a)[0]["delivered"] >= 61)
+        [row] = queues(a)
         assert row["ready"] == row["in_flight"] == 0
         assert rows[a] == rows[b] == rows[c]  # every daemon tells the same
     finally:
@@ -103,12 +105,12 @@ def test_retries_dead_letters_redrive_and_purge_from_any_daemon(
         sent = run_iii(a.tmp, "trigger", "flaky", "--enqueue", "jobs", "n=2")
         assert sent.returncode == 0 and sent.stderr == "", sent.stderr
         # max_retries 1: two attempts on b, then a dead letter, read on a.
-        wait_for(lambda: len(iii_json(a, "queue", "dlq", "jobs")) == 1, message="dead")
-        [dead] = iii_json(a, "queue", "dlq", "jobs")
+        wait_for(lambda: len(dead_letters(a, "jobs")) == 1, message="dead")
+        [dead] = dead_letters(a, "jobs")
         assert dead["attempts"] == 2 and dead["payload"] == {"n": 2}
         assert "cannot handle" in dead["last_error"]["message"]
         assert dead["function_id"] == "flaky" and len(worker.of("flaky")) == 2
-        [row] = iii_json(b, "queue", "list")
+        [row] = queues(b)
         assert row["dead_letters"] == 1 and row["delivered"] == 0
 
         missing = run_iii(b.tmp, "queue", "redrive", "jobs", "--id", "nope")
@@ -116,17 +118,18 @@ def test_retries_dead_letters_redrive_and_purge_from_any_daemon(
         redriven = run_iii(b.tmp, "queue", "redrive", "jobs")  # from the other daemon
         assert redriven.returncode == 0 and "1 message sent again" in redriven.stderr
         wait_for(lambda: len(worker.of("flaky")) == 4, message="the redriven attempts")
-        wait_for(lambda: len(iii_json(a, "queue", "dlq", "jobs")) == 1, message="dead again")
+        wait_for(lambda: len(dead_letters(a, "jobs")) == 1, message="dead again")
 
         waiting = run_iii(a.tmp, "trigger", "nobody::yet", "--enqueue", "jobs")
         assert "nothing serves nobody::yet yet" in waiting.stderr
-        wait_for(lambda: "2 queued messages (1 dead letter)" in run_iii(
-            b.tmp, "daemon", "status").stdout, message="the counts in the status")
+        wait_for(lambda: (ask(b, "engine::status")["queued_messages"],
+                          ask(b, "engine::status")["dead_letters"]) == (2, 1),
+                 message="the counts in the status")
         purged = run_iii(b.tmp, "queue", "purge", "jobs", "--yes")
         assert purged.returncode == 0 and "2 messages dropped" in purged.stderr
-        assert iii_json(a, "queue", "dlq", "jobs") == []
+        assert dead_letters(a, "jobs") == []
         assert all(r["ready"] + r["waiting_for_function"] + r["dead_letters"] == 0
-                   for r in iii_json(a, "queue", "list"))
+                   for r in queues(a))
     finally:
         worker.client.shutdown()
         a.stop()
@@ -157,7 +160,7 @@ def test_a_daemon_killed_mid_delivery_leaves_its_message_to_another(
         took = time.monotonic() - killed_at
         assert took >= 0.9, took  # not before the visibility timeout
         print(f"redelivered {took:.2f} s after the kill -9 (visibility timeout 1 s)")
-        wait_for(lambda: iii_json(b, "queue", "list")[0]["delivered"] == 1)
+        wait_for(lambda: queues(b)[0]["delivered"] == 1)
     finally:
         hold.set()
         stuck.client.shutdown()
@@ -176,7 +179,7 @@ def test_topics_across_daemons_wait_for_a_consumer_and_give_each_function_a_copy
             # Nobody consumes the topic yet: the message waits, durably, in Redis.
             assert client.trigger({"function_id": "enqueue", "payload": {
                 "topic": "order.placed", "data": {"id": 1}}}) is None
-            [row] = iii_json(b, "queue", "list")
+            [row] = queues(b)
             assert row["function_id"] is None and row["waiting_for_function"] == 1
             wb.serve("audit")
             wb.client.register_trigger({"type": "queue", "id": "audit-q", "function_id": "audit",

@@ -26,10 +26,12 @@ from tests.helpers import (
     DaemonProcess,
     RawClient,
     ThreadDaemon,
+    ask,
     can_connect,
     child_env,
     free_port,
     run_iii,
+    succeeds,
     wait_for,
 )
 
@@ -113,8 +115,7 @@ def test_a_message_for_a_topic_with_no_consumer_survives_kill_9(daemon: DaemonPr
                                  "config": {"topic": "signups"}})
         wait_for(lambda: got, message="the waiting message to be delivered")
         assert got == [{"n": 1}]
-        wait_for(lambda: json.loads(run_iii(daemon.tmp, "queue", "list", "-o", "json")
-                                    .stdout)[0]["delivered"] == 1)
+        wait_for(lambda: ask(daemon, "engine::queues::list")["queues"][0]["delivered"] == 1)
         quiet = run_iii(daemon.tmp, "trigger", "enqueue", "topic=signups", "data=2")
         assert quiet.returncode == 0 and quiet.stderr == ""  # consumed now: no note
     finally:
@@ -173,7 +174,7 @@ def test_an_oversized_result_from_the_official_sdk_fails_only_that_call(
     try:
         official.register_function("off::big", lambda data: "y" * 100_000)
         official.register_function("off::ok", lambda data: "fine")
-        wait_for(lambda: run_iii(short_tmp, "trigger", "off::ok").returncode == 0,
+        wait_for(lambda: succeeds(short_tmp / "iii.sock", "off::ok"),
                  message="the official worker's functions")
         proc = run_iii(short_tmp, "trigger", "off::big")
         assert proc.returncode == 1 and json.loads(proc.stderr)["code"] == "result_too_large"
@@ -306,10 +307,10 @@ def test_the_official_sdk_comes_back_after_iii_daemon_restart(short_tmp: Path,
                                                 "official_ping.py"), str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_for(lambda: run_iii(short_tmp, "trigger", "official::ping").returncode == 0,
+        wait_for(lambda: succeeds(short_tmp / "iii.sock", "official::ping"),
                  message="the official worker's function")
         assert run_iii(short_tmp, "daemon", "restart", env=env).returncode == 0
-        wait_for(lambda: run_iii(short_tmp, "trigger", "official::ping").returncode == 0,
+        wait_for(lambda: succeeds(short_tmp / "iii.sock", "official::ping"),
                  timeout=20, message="the official SDK to reconnect and re-register")
     finally:
         worker.kill()
