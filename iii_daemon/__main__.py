@@ -15,7 +15,7 @@ from iii_daemon import __version__
 from iii_daemon.core.errors import StartupError
 from iii_daemon.core.queues import policy_problem
 from iii_daemon.lifecycle.serve import DaemonConfig, run
-from iii_sdk import bridge_specs, config
+from iii_sdk import bridge_specs, config, listener_specs
 from iii_sdk.bridge_specs import BridgeSpec
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
 from iii_sdk.worker_specs import spec_of
@@ -145,6 +145,8 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         redis_url=redis_url,
         redis_password=_redis_password(settings.get("redis.password_env"), settings.path),
         workers=tuple(spec_of(entry) for entry in values.get("workers") or ()),
+        ws_listeners=tuple(listener_specs.spec_of(entry)
+                           for entry in values["websocket"].get("listeners") or ()),
         bridge=bridge,
         bridge_token=bridge_token,
         state_backend=state_backend,

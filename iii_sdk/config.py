@@ -25,7 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES,
     "call_timeout_ms": 300_000,
     "websocket": {"enabled": True, "host": "127.0.0.1", "port": 49134, "token": None,
-                  "allowed_origins": [], "allowed_hosts": []},
+                  "allowed_origins": [], "allowed_hosts": [],
+                  #: Extra worker listeners where an auth function decides (RBAC;
+                  #: see :mod:`iii_sdk.listener_specs`).
+                  "listeners": []},
     "http": {"enabled": True, "host": "127.0.0.1", "port": 3111, "token": None,
              "max_body_bytes": 64 * 1024 * 1024, "cors_origins": [], "allowed_hosts": []},
     "history": {"events": 10_000},
@@ -175,11 +178,12 @@ def env_value(dotted: str) -> Any:
 def _check(table: dict[str, Any], prefix: str, path: Path, warnings: list[str]) -> None:
     for key, value in table.items():
         dotted = f"{prefix}{key}"
-        if dotted in ("workers", "bridge"):  # tables of their own shape
-            from iii_sdk import bridge_specs, worker_specs
+        if dotted in ("workers", "bridge", "websocket.listeners"):  # shapes of their own
+            from iii_sdk import bridge_specs, listener_specs, worker_specs
 
             problem = worker_specs.entries_problem(value) if dotted == "workers" \
-                else bridge_specs.table_problem(value)
+                else bridge_specs.table_problem(value) if dotted == "bridge" \
+                else listener_specs.listeners_problem(value)
             if problem:
                 raise ConfigError(f"{path}: {problem}")
             continue

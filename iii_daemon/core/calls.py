@@ -180,8 +180,11 @@ class Calls(Results):
             out.append((EVENTS, HttpCall(inv_id, entry.invocation, bytes(msg.data),
                                          min(timeout, timeout_ms))))
         else:
+            # A worker whose ids got a prefix gets calls by the names it registered.
+            named = entry.id if worker.grants is None \
+                else worker.grants.own_names.get(entry.id, entry.id)
             out.append((entry.owner, p.InvokeFunction(
-                function_id=entry.id, data=msg.data, invocation_id=inv_id,
+                function_id=named, data=msg.data, invocation_id=inv_id,
                 metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,
                 # observe_depth travels on, so the calls the handler makes carry it back
                 observe_depth=None if msg.observe_depth is None

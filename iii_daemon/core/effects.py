@@ -92,6 +92,16 @@ class LogNote:
     text: str
 
 
+@dataclass(slots=True)
+class Authenticated:
+    """Driver command: the auth function of an RBAC listener decided about a connection
+    (``Router.authenticate(request_id, ...)``): its grants, or why it is refused."""
+
+    request_id: int
+    grants: Any
+    refusal: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class SharedOp:
     """Driver command: run ``kind`` (``publish``, ``once``) with ``args`` on the shared
@@ -129,4 +139,4 @@ EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
 Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply | HttpCall | Spawn | Kill "
-                         "| LogNote | SharedOp"]]
+                         "| LogNote | SharedOp | Authenticated"]]

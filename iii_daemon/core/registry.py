@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iii_daemon.core.rbac import Grants
 
 
 @dataclass(slots=True, eq=False)
@@ -26,6 +29,9 @@ class Connection:
     calling: set[str] = field(default_factory=set)
     #: The managed worker whose process made this connection, if one did.
     managed: str | None = None
+    #: What it may do, when it came in through an RBAC listener (core/rbac.py); None:
+    #: anything (the Unix socket, the main WebSocket listener).
+    grants: Grants | None = None
 
     @property
     def is_worker(self) -> bool:

@@ -18,6 +18,7 @@ from iii_daemon.core.builtin import BuiltinFunction, ChannelMaker, Services
 from iii_daemon.core.calls import Calls
 from iii_daemon.core.effects import Output, Persist
 from iii_daemon.core.event_log import EventLog
+from iii_daemon.core.gatekeeping import Gatekeeping
 from iii_daemon.core.http_requests import HttpRequest
 from iii_daemon.core.invocations import InvocationTable
 from iii_daemon.core.observers import Observers
@@ -45,7 +46,7 @@ from iii_sdk.error_codes import ErrorCode
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
 
 
-class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
+class Router(Gatekeeping, Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
     """Registry, routing and invocation tracking for every connection: the state and the
     entry points; the handlers of each message family live in their own modules."""
 
@@ -168,6 +169,9 @@ class Router(Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
             return out
         self._now = now
         handler = _HANDLERS.get(type(message))
+        grants = conn.grants
+        if grants is not None and not self._admitted(conn, grants, message, out):
+            return out  # an RBAC connection asked for what it may not have
         if handler is None:
             out.append((conn_id, p.Error(
                 code=ErrorCode.BAD_FRAME,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from iii_daemon.core.calls import Results
 from iii_daemon.core.effects import Close, Output
@@ -14,15 +15,19 @@ from iii_daemon.core.router_state import FEATURES, log, make_error, worker_name
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
 
+if TYPE_CHECKING:
+    from iii_daemon.core.rbac import Grants
+
 
 class Sessions(Results):
     """Connections coming and going."""
 
     def connect(self, conn_id: int, transport: str, wall_time: float,
-                process_group: int | None = None) -> Output:
+                process_group: int | None = None, grants: Grants | None = None) -> Output:
         """A new connection: it gets its worker id and reattach token first.
         ``process_group``: the peer's, when the transport knows (a managed worker's
-        connection is told apart by it)."""
+        connection is told apart by it); ``grants``: what it may do, when it came in
+        through an RBAC listener."""
         conn = Connection(
             id=conn_id,
             worker_id=self.invocations.new_id(),
@@ -32,6 +37,7 @@ class Sessions(Results):
             connected_at_ms=int(wall_time * 1000),
         )
         conn.managed = self.supervisor.connected(conn_id, process_group)
+        conn.grants = grants
         self.registry.add_connection(conn)
         return [(conn_id, p.WorkerRegistered(worker_id=conn.worker_id,
                                              reattach_token=conn.reattach_token,

@@ -114,6 +114,9 @@ class AccessPolicy:
     origins_key: str = "allowed_origins"
     #: Looks up the uid behind a loopback peer; replaceable in tests.
     peer_uid: Callable[[tuple[str, int], tuple[str, int]], int | None] = tcp_peer_uid
+    #: An RBAC listener: past the browser rules, the listener's auth function decides
+    #: who comes in (other users and hosts are who it is for), not the token or uid.
+    auth_decides: bool = False
     _log: RefusalLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +153,12 @@ class AccessPolicy:
             return Refusal(403, f"origin {origin!r} is not allowed (add it to "
                                 f"[{self.listener}] {self.origins_key} to let a browser in)",
                            "origin")
+        if self.auth_decides:
+            name = host_name(header("Host") or "")
+            if is_loopback(self.host) and name not in LOOPBACK_NAMES \
+                    and name not in self.allowed_hosts:  # a rebinding page's Host
+                return Refusal(403, f"host {name!r} is not this daemon's address", "host")
+            return None
         if self.token is not None:
             given = header("Authorization") or ""
             if hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):

@@ -44,6 +44,7 @@ from typing import Any
 
 from iii_daemon.core.effects import Close, Emit, HttpCall, HttpReply, Output, Persist
 from iii_daemon.core.http_requests import HttpRequest
+from iii_daemon.core.rbac import Grants
 from iii_daemon.core.router import Router
 from iii_daemon.drivers.hub_events import WATCH_BUFFER, LiveEvents
 from iii_daemon.drivers.hub_http import HttpBridge
@@ -94,12 +95,14 @@ class Hub:
 
     # --- links --------------------------------------------------------------------------
 
-    def attach(self, link: Link, transport: str, process_group: int | None = None) -> int:
+    def attach(self, link: Link, transport: str, process_group: int | None = None,
+               grants: Grants | None = None) -> int:
         self._next_id += 1
         conn_id = self._next_id
         link.conn_id = conn_id
         self.links[conn_id] = link
-        self.deliver(self.router.connect(conn_id, transport, time.time(), process_group))
+        self.deliver(self.router.connect(conn_id, transport, time.time(), process_group,
+                                         grants))
         self.flush()
         return conn_id
 

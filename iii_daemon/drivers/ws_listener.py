@@ -24,6 +24,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from iii_daemon.core.errors import ListenerOff
+from iii_daemon.core.rbac import Grants
 from iii_daemon.drivers.access import AccessPolicy, can_check_peer_uid, is_loopback
 from iii_daemon.drivers.channels import FRAME_LIMIT, Channel, ChannelError, Channels
 from iii_daemon.drivers.hub import Hub
@@ -131,6 +132,27 @@ class WsLink:
             self.hub.receive(self.conn_id, [frame])
 
 
+async def serve_worker(hub: Hub, conn: CountingConnection, max_frame_bytes: int,
+                       transport: str, grants: Grants | None = None) -> None:
+    """One worker's connection, attached to the hub until it closes."""
+    link = WsLink(hub, conn, max_frame_bytes)
+    hub.attach(link, transport, grants=grants)
+    conn.link = link
+    writer = asyncio.create_task(link.sender.run())
+    try:
+        await link.reader()
+    except ConnectionClosed:
+        pass
+    finally:
+        hub.detach(link.conn_id)
+        if not writer.done():
+            link.close()
+            try:
+                await asyncio.wait_for(writer, timeout=2)
+            except (TimeoutError, ConnectionClosed):
+                writer.cancel()
+
+
 async def _discard(conn: ServerConnection) -> None:
     """The official SDK's telemetry socket: read everything, answer nothing."""
     try:
@@ -230,22 +252,7 @@ async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
         if conn.request is not None and conn.request.path.rstrip("/").endswith("/otel"):
             await _discard(conn)
             return
-        link = WsLink(hub, conn, max_frame_bytes)
-        hub.attach(link, "ws")
-        conn.link = link
-        writer = asyncio.create_task(link.sender.run())
-        try:
-            await link.reader()
-        except ConnectionClosed:
-            pass
-        finally:
-            hub.detach(link.conn_id)
-            if not writer.done():
-                link.close()
-                try:
-                    await asyncio.wait_for(writer, timeout=2)
-                except (TimeoutError, ConnectionClosed):
-                    writer.cancel()
+        await serve_worker(hub, conn, max_frame_bytes, "ws")
 
     try:
         return await serve(handler, host, port, compression=None,

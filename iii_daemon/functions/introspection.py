@@ -82,6 +82,11 @@ def list_functions(services: Services, ctx: CallContext) -> Any:
             row["invocation"] = {"url": entry.invocation.url,
                                  "method": entry.invocation.method}
         functions.append(row)
+    grants = ctx.conn.grants if ctx.conn is not None else None
+    if grants is not None:  # an RBAC worker sees what it may call, nothing more
+        own = ctx.conn.functions if ctx.conn is not None else set()
+        functions = [f for f in functions if grants.refusal(
+            f["function_id"], f["metadata"], f["function_id"] in own) is None]
     functions.sort(key=lambda f: f["function_id"])
     return {"functions": functions}
 

@@ -30,6 +30,7 @@ from iii_daemon.lifecycle import data_lock, directories, pidfile
 from iii_sdk.bridge_specs import BridgeSpec
 from iii_sdk.client.addresses import without_password
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
+from iii_sdk.listener_specs import ListenerSpec
 from iii_sdk.worker_specs import WorkerSpec
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class DaemonConfig:
     #: password when not in the URL.
     redis_url: str | None = None
     redis_password: str | None = field(default=None, repr=False)
+    #: Extra worker listeners where an auth function decides (``[[websocket.listeners]]``).
+    ws_listeners: tuple[ListenerSpec, ...] = ()
     #: Another iii engine to connect to (``[bridge]``), and the token it takes.
     bridge: BridgeSpec | None = None
     bridge_token: str | None = field(default=None, repr=False)
@@ -198,6 +201,7 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).
         ws_server = await _start_ws(hub, config, router.info["listeners"], channels)
+        rbac_servers = await _start_rbac(hub, config, router.info["listeners"])
         close_http = await _start_http(hub, config, router.info["listeners"], channels)
         try:
             sock = unix_listener.bind_socket(config.socket_path)
@@ -224,6 +228,8 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
             processes.close()
             if bridge is not None:  # its waiting callers are answered below
                 await bridge.close()
+            for rbac_server in rbac_servers:
+                rbac_server.close()
             server.close()
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
@@ -315,6 +321,32 @@ async def _start_ws(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
     listeners["websocket"] = {"state": "on", "host": config.ws_host, "port": config.ws_port,
                               "url": channels.base_url, "token": bool(config.ws_token)}
     return ws
+
+
+async def _start_rbac(hub: Hub, config: DaemonConfig, listeners: dict[str, Any]
+                      ) -> list[WsServer]:
+    """The RBAC worker listeners (``[[websocket.listeners]]``); one that cannot run is
+    off, and ``status`` says why."""
+    if not config.ws_listeners:
+        return []
+    from iii_daemon.drivers.rbac_listener import Doorkeeper, start_rbac_server
+
+    doorkeeper = Doorkeeper(hub)
+    servers = []
+    for spec in config.ws_listeners:
+        name = f"rbac {spec.host}:{spec.port}"
+        try:
+            servers.append(await start_rbac_server(hub, doorkeeper, spec,
+                                                   config.max_frame_bytes))
+        except ListenerOff as exc:
+            log.warning("RBAC listener off: %s", exc)
+            listeners[name] = {"state": "off", "port": spec.port, "reason": str(exc)}
+            continue
+        log.info("listening on ws://%s:%d (RBAC: %s decides)", spec.host, spec.port,
+                 spec.auth_function_id)
+        listeners[name] = {"state": "on", "host": spec.host, "port": spec.port,
+                           "auth_function_id": spec.auth_function_id}
+    return servers
 
 
 def _info(config: DaemonConfig) -> dict[str, Any]:

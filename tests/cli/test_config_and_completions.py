@@ -24,7 +24,8 @@ def test_config_path_set_show(short_tmp: Path) -> None:
     del env["III_WS_PORT"], env["III_HTTP_PORT"]
     shown = tomllib.loads(run_iii(short_tmp, "config", "show", env=env).stdout)
     assert shown["websocket"] == {"enabled": True, "host": "127.0.0.1", "port": 5000,
-                                  "allowed_origins": [], "allowed_hosts": []}
+                                  "allowed_origins": [], "allowed_hosts": [],
+                                  "listeners": []}
     assert shown["http"]["port"] == 3111
 
 

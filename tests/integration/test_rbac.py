@@ -1,0 +1,237 @@
+"""RBAC worker listeners against a real daemon: an auth function decides per connection
+what a worker may call and register; the official SDK is the worker let in, and a raw
+client tries every route around the rules."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iii_sdk import register_worker
+from tests.helpers import ThreadDaemon, ask, free_port, official_worker, wait_for
+
+CONFIG = """
+[[websocket.listeners]]
+host = "127.0.0.1"
+port = {port}
+[websocket.listeners.rbac]
+auth_function_id = "{auth}"
+expose_functions = ['match("acme::public::*")', 'match("engine::functions::list")',
+                    {{ metadata = {{ public = true }} }}]
+"""
+
+TEAMS: dict[str, dict[str, Any]] = {
+    "ci": {"allowed_functions": ["acme::tools::build"],
+           "forbidden_functions": ["acme::public::secret"],
+           "function_registration_prefix": "ci::", "context": {"team": "ci"},
+           "allowed_trigger_types": ["cron", "queue"]},
+    "readonly": {"allow_function_registration": False},
+}
+
+
+class Acme:
+    """A trusted worker on the Unix socket: the auth function and the functions the
+    RBAC workers may or may not call (each records its calls)."""
+
+    def __init__(self, daemon: Any) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.auth_inputs: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.worker = register_worker(str(daemon.socket_path))
+
+        def auth(data: dict[str, Any]) -> dict[str, Any]:
+            with self.lock:
+                self.auth_inputs.append(data)
+            team = data["headers"].get("x-team", "")
+            if team not in TEAMS:
+                raise PermissionError(f"unknown team {team!r}")
+            return TEAMS[team]
+
+        self.worker.register_function("acme::auth", auth)
+        for function_id in ("acme::public::hello", "acme::public::secret", "acme::private",
+                            "acme::tools::build"):
+            self.worker.register_function(function_id, self._recorder(function_id))
+        self.worker.register_function("acme::meta", self._recorder("acme::meta"),
+                                      metadata={"public": True})
+        self.worker.ping()
+
+    def _recorder(self, function_id: str) -> Any:
+        def handler(data: Any) -> Any:
+            with self.lock:
+                self.calls.append((function_id, data))
+            return {"ran": function_id}
+
+        return handler
+
+    def called(self, function_id: str) -> list[Any]:
+        with self.lock:
+            return [d for f, d in self.calls if f == function_id]
+
+
+@pytest.fixture
+def rbac(short_tmp: Path) -> Iterator[tuple[ThreadDaemon, Acme, int]]:
+    port = free_port()
+    (short_tmp / "config.toml").write_text(CONFIG.format(port=port, auth="acme::auth"))
+    daemon = ThreadDaemon(short_tmp).start()
+    acme = Acme(daemon)
+    yield daemon, acme, port
+    acme.worker.shutdown()
+    daemon.stop()
+
+
+class Raw:
+    """A bare WebSocket client on the RBAC listener: frames in, frames out."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        assert json.loads(self.ws.recv(10))["type"] == "workerregistered"
+
+    @staticmethod
+    @contextlib.contextmanager
+    def on(port: int, team: str) -> Iterator[Raw]:
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{port}", additional_headers={"X-Team": team},
+                     open_timeout=10) as ws:
+            yield Raw(ws)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.ws.send(json.dumps(message))
+
+    def answer(self, **match: Any) -> dict[str, Any]:
+        while True:
+            message: dict[str, Any] = json.loads(self.ws.recv(10))
+            if all(message.get(k) == v for k, v in match.items()):
+                return message
+
+    def call(self, function_id: str, **fields: Any) -> dict[str, Any]:
+        self.send({"type": "invokefunction", "function_id": function_id,
+                   "invocation_id": "c1", "data": {}, **fields})
+        return self.answer(type="invocationresult", invocation_id="c1")
+
+
+def test_the_auth_function_sees_the_handshake_and_its_answer_rules_the_calls(
+        rbac: tuple[ThreadDaemon, Acme, int]) -> None:
+    import iii
+
+    _, acme, port = rbac
+    official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
+    try:
+        assert official.trigger({"function_id": "acme::public::hello", "payload": 1}) == {
+            "ran": "acme::public::hello"}
+        assert official.trigger({"function_id": "acme::tools::build"}) == {
+            "ran": "acme::tools::build"}  # allowed_functions
+        assert official.trigger({"function_id": "acme::meta"}) == {"ran": "acme::meta"}
+        for function_id, rule in (("acme::private", "rbac.expose_functions"),
+                                  ("acme::public::secret", "rbac.forbidden_functions")):
+            with pytest.raises(iii.InvocationError) as refused:
+                official.trigger({"function_id": function_id})
+            assert refused.value.code == "FORBIDDEN"
+            assert function_id in refused.value.message and rule in refused.value.message
+        listed = {f["function_id"] for f in official.trigger(
+            {"function_id": "engine::functions::list"})["functions"]}
+        # What it may call, and nothing else (daemon functions are listed on request).
+        assert listed == {"acme::public::hello", "acme::tools::build", "acme::meta"}
+    finally:
+        official.shutdown()
+    [seen] = [a for a in acme.auth_inputs if a["headers"].get("x-team") == "ci"][:1]
+    assert seen["ip_address"] == "127.0.0.1" and isinstance(seen["query_params"], dict)
+    assert acme.called("acme::private") == acme.called("acme::public::secret") == []
+
+
+def test_a_raising_or_missing_auth_function_refuses_the_connection(
+        rbac: tuple[ThreadDaemon, Acme, int], short_tmp: Path) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    _, _, port = rbac
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{port}", additional_headers={"X-Team": "nobody"},
+                 open_timeout=10) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "refused: acme::auth" in closed.value.rcvd.reason
+    assert "unknown team" in closed.value.rcvd.reason
+    # A listener whose auth function nobody serves lets nobody in.
+    port2 = free_port()
+    (short_tmp / "other").mkdir()
+    (short_tmp / "other" / "config.toml").write_text(
+        CONFIG.format(port=port2, auth="acme::missing"))
+    other = ThreadDaemon(short_tmp / "other").start()
+    try:
+        with connect(f"ws://127.0.0.1:{port2}", open_timeout=10) as ws, \
+                pytest.raises(ConnectionClosed) as closed:
+            ws.recv(10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert "acme::missing" in closed.value.rcvd.reason
+    finally:
+        other.stop()
+
+
+def test_registrations_take_the_prefix_and_the_flags(
+        rbac: tuple[ThreadDaemon, Acme, int]) -> None:
+    daemon, _, port = rbac
+    official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
+    try:
+        official.register_function("step", lambda data: {"step": data})
+        wait_for(lambda: "ci::step" in {f["function_id"] for f in ask(
+            daemon, "engine::functions::list")["functions"]}, message="ci::step")
+        # Callers use the prefixed id; the worker's handler runs under its own name.
+        assert ask(daemon, "ci::step", 5) == {"step": 5}
+        assert official.trigger({"function_id": "step", "payload": 6}) == {"step": 6}
+    finally:
+        official.shutdown()
+    with Raw.on(port, "readonly") as readonly:
+        readonly.send({"type": "registerfunction", "id": "mine"})
+        refused = readonly.answer(type="error")
+        assert refused["code"] == "FORBIDDEN"
+        assert "may not register functions" in refused["message"]
+        readonly.send({"type": "registertriggertype", "id": "webhook", "description": "x"})
+        refused = readonly.answer(type="error", request_type="registertriggertype")
+        assert refused["code"] == "FORBIDDEN"
+        assert "allow_trigger_type_registration" in refused["message"]
+    names = {f["function_id"] for f in ask(daemon, "engine::functions::list")["functions"]}
+    assert "mine" not in names
+
+
+def test_no_route_reaches_a_forbidden_function(rbac: tuple[ThreadDaemon, Acme, int]) -> None:
+    """A direct call, Void, Enqueue, an action, a trigger (target or condition), an
+    observer (source or target): each is refused, and the function never runs."""
+    daemon, acme, port = rbac
+    with Raw.on(port, "ci") as ci:
+        assert ci.call("acme::private")["error"]["code"] == "FORBIDDEN"
+        ci.send({"type": "invokefunction", "function_id": "acme::private", "data": {},
+                 "action": {"type": "void"}})
+        enqueued = ci.call("acme::private", action={"type": "enqueue", "queue": "q"})
+        assert enqueued["error"]["code"] == "FORBIDDEN"
+        acted = ci.call("acme::private", action={"type": "custom"})
+        assert acted["error"]["code"] == "FORBIDDEN"
+        ci.send({"type": "registerfunction", "id": "mine"})  # ci::mine, its own
+        for trigger_id, function_id, config in (
+                ("t1", "acme::private", {"expression": "* * * * * *"}),
+                ("t2", "mine", {"expression": "* * * * * *",
+                                "condition_function_id": "acme::private"})):
+            ci.send({"type": "registertrigger", "id": trigger_id, "trigger_type": "cron",
+                     "function_id": function_id, "config": config})
+            result = ci.answer(type="triggerregistrationresult", id=trigger_id)
+            assert result["error"]["code"] == "FORBIDDEN", result
+        ci.send({"type": "registertrigger", "id": "t3", "trigger_type": "state",
+                 "function_id": "mine", "config": {}})
+        result = ci.answer(type="triggerregistrationresult", id="t3")
+        assert "allowed_trigger_types" in result["error"]["message"]
+        for observer_id, source, target in (("o1", "acme::private", "mine"),
+                                            ("o2", "acme::public::hello", "acme::private")):
+            ci.send({"type": "observe", "id": observer_id, "source": {"function_id": source},
+                     "target": {"function_id": target}})
+            observed = ci.answer(type="observeresult", id=observer_id)
+            assert observed["error"]["code"] == "FORBIDDEN", observed
+        ci.call("acme::public::hello")  # the void call above has long been handled
+    assert acme.called("acme::private") == []
+    registered = ask(daemon, "engine::registered-triggers::list")["registered_triggers"]
+    assert not {"t1", "t2", "t3"} & {t["id"] for t in registered}
