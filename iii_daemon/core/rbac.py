@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from iii_sdk.listener_specs import ListenerSpec
+
 #: Daemon functions every worker may call: an SDK introduces itself with it on connect.
 ALWAYS = frozenset({"engine::workers::register"})
 
@@ -65,6 +67,10 @@ class Grants:
     context: dict[str, Any] = field(default_factory=dict)
     #: The ids it registered, by the prefixed id (calls to it carry its own names).
     own_names: dict[str, str] = field(default_factory=dict)
+    #: Its listener's middleware (runs instead of each call it makes, and decides) and
+    #: registration hooks ("function", "trigger", "trigger_type": function ids).
+    middleware: str | None = None
+    hooks: dict[str, str] = field(default_factory=dict)
 
     def refusal(self, function_id: str, metadata: Any, own: bool) -> str | None:
         """None if it may call ``function_id``; else the rule that says no."""
@@ -81,7 +87,7 @@ class Grants:
         return self.prefix + function_id if self.prefix else function_id
 
 
-def grants_of(result: Any, expose: tuple[Any, ...]) -> Grants:
+def grants_of(result: Any, listener: ListenerSpec) -> Grants:
     """The grants of an ``AuthResult`` (upstream shape), under its listener's rules.
 
     Raises:
@@ -110,8 +116,13 @@ def grants_of(result: Any, expose: tuple[Any, ...]) -> Grants:
         raise AuthRefused("AuthResult.function_registration_prefix must be a string")
     if not isinstance(context, dict):
         raise AuthRefused("AuthResult.context must be an object")
+    hooks = {kind: function_id for kind, function_id in (
+        ("function", listener.on_function_registration_function_id),
+        ("trigger", listener.on_trigger_registration_function_id),
+        ("trigger_type", listener.on_trigger_type_registration_function_id)) if function_id}
     return Grants(
-        expose=tuple(rule_of(entry) for entry in expose),
+        middleware=listener.middleware_function_id, hooks=hooks,
+        expose=tuple(rule_of(entry) for entry in listener.expose_functions),
         allowed=tuple(rule_of(entry) for entry in strings("allowed_functions")),
         forbidden=tuple(rule_of(entry) for entry in strings("forbidden_functions")),
         allowed_trigger_types=None if trigger_types is None

@@ -58,9 +58,8 @@ class Doorkeeper:
         request_id = next(self._ids)
         waiting = self.hub.loop.create_future()
         self._waiting[request_id] = waiting
-        self.hub.deliver(self.hub.router.authenticate(
-            request_id, spec.auth_function_id, auth_input, spec.expose_functions,
-            time.monotonic()))
+        self.hub.deliver(self.hub.router.authenticate(request_id, spec, auth_input,
+                                                      time.monotonic()))
         self.hub.flush()
         try:
             return await asyncio.wait_for(waiting, AUTH_TIMEOUT_S)

@@ -235,3 +235,114 @@ def test_no_route_reaches_a_forbidden_function(rbac: tuple[ThreadDaemon, Acme, i
     assert acme.called("acme::private") == []
     registered = ask(daemon, "engine::registered-triggers::list")["registered_triggers"]
     assert not {"t1", "t2", "t3"} & {t["id"] for t in registered}
+
+
+HOOKED = """
+[[websocket.listeners]]
+host = "127.0.0.1"
+port = {port}
+middleware_function_id = "acme::middleware"
+[websocket.listeners.rbac]
+auth_function_id = "acme::auth"
+on_function_registration_function_id = "acme::on-fn-reg"
+on_trigger_registration_function_id = "acme::on-trigger-reg"
+on_trigger_type_registration_function_id = "acme::on-tt-reg"
+expose_functions = ['match("acme::public::*")']
+"""
+
+
+def test_the_middleware_answers_for_each_call_with_the_auth_context(
+        short_tmp: Path) -> None:
+    port = free_port()
+    (short_tmp / "config.toml").write_text(HOOKED.format(port=port))
+    daemon = ThreadDaemon(short_tmp).start()
+    acme = Acme(daemon)
+    seen: list[dict[str, Any]] = []
+
+    def middleware(data: dict[str, Any]) -> Any:
+        seen.append(data)
+        if data["payload"] == {"deny": True}:
+            return {"denied": True}  # it answers for the call: the function never runs
+        return acme.worker.trigger({"function_id": data["function_id"],
+                                    "payload": data["payload"]})
+
+    acme.worker.register_function("acme::middleware", middleware)
+    acme.worker.ping()
+    official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
+    try:
+        assert official.trigger({"function_id": "acme::public::hello",
+                                 "payload": {"x": 1}}) == {"ran": "acme::public::hello"}
+        assert official.trigger({"function_id": "acme::public::hello",
+                                 "payload": {"deny": True}}) == {"denied": True}
+        import iii
+
+        with pytest.raises(iii.InvocationError) as refused:  # the rules come first
+            official.trigger({"function_id": "acme::private"})
+        assert refused.value.code == "FORBIDDEN"
+    finally:
+        official.shutdown()
+        acme.worker.shutdown()
+        daemon.stop()
+    assert seen[0] == {"function_id": "acme::public::hello", "payload": {"x": 1},
+                       "action": None, "context": {"team": "ci"}, "namespace": "default"}
+    assert acme.called("acme::public::hello") == [{"x": 1}]
+    assert acme.called("acme::private") == []
+
+
+def test_registration_hooks_see_each_registration_and_may_deny_or_rewrite_it(
+        short_tmp: Path) -> None:
+    port = free_port()
+    (short_tmp / "config.toml").write_text(HOOKED.format(port=port))
+    daemon = ThreadDaemon(short_tmp).start()
+    acme = Acme(daemon)
+    inputs: list[dict[str, Any]] = []
+
+    def on_function(data: dict[str, Any]) -> dict[str, Any]:
+        inputs.append(data)
+        if data["function_id"].endswith("bad"):
+            raise PermissionError("no bad functions")
+        return {"description": f"checked for {data['context']['team']}"}
+
+    def on_trigger(data: dict[str, Any]) -> dict[str, Any]:
+        inputs.append(data)
+        if data["trigger_id"] == "nope":
+            raise PermissionError("not this one")
+        return {"config": {**data["config"], "expression": "0 0 * * * *"}}
+
+    acme.worker.register_function("acme::on-fn-reg", on_function)
+    acme.worker.register_function("acme::on-trigger-reg", on_trigger)
+    acme.worker.register_function("acme::on-tt-reg",
+                                  lambda data: {"trigger_type_id": f"ci.{data['trigger_type_id']}"})
+    acme.worker.ping()
+    TEAMS["hooks"] = {"context": {"team": "hooks"}, "allow_trigger_type_registration": True}
+    try:
+        with Raw.on(port, "hooks") as hooks:
+            hooks.send({"type": "registerfunction", "id": "good"})
+            hooks.send({"type": "registerfunction", "id": "bad"})
+            denied = hooks.answer(type="error", request_id="bad")
+            assert denied["code"] == "FORBIDDEN"
+            assert "acme::on-fn-reg denied it" in denied["message"]
+            assert "no bad functions" in denied["message"]
+            hooks.send({"type": "registertrigger", "id": "nope", "trigger_type": "cron",
+                        "function_id": "good", "config": {"expression": "* * * * * *"}})
+            refused = hooks.answer(type="triggerregistrationresult", id="nope")
+            assert "not this one" in refused["error"]["message"]
+            hooks.send({"type": "registertrigger", "id": "hourly", "trigger_type": "cron",
+                        "function_id": "good", "config": {"expression": "* * * * * *"}})
+            assert "error" not in hooks.answer(type="triggerregistrationresult", id="hourly")
+            hooks.send({"type": "registertriggertype", "id": "webhook", "description": "w"})
+            wait_for(lambda: "ci.webhook" in {t["id"] for t in ask(
+                daemon, "engine::triggers::list")["triggers"]}, message="ci.webhook")
+            functions = {f["function_id"]: f for f in ask(
+                daemon, "engine::functions::list")["functions"]}
+            assert functions["good"]["description"] == "checked for hooks"
+            assert "bad" not in functions
+            [hourly] = [t for t in ask(daemon, "engine::registered-triggers::list")[
+                "registered_triggers"] if t["id"] == "hourly"]
+            assert hourly["config"]["expression"] == "0 0 * * * *"  # as the hook rewrote it
+    finally:
+        TEAMS.pop("hooks")
+        acme.worker.shutdown()
+        daemon.stop()
+    assert {"function_id": "good", "description": None, "metadata": None,
+            "namespace": "default", "context": {"team": "hooks"}} in inputs
