@@ -12,10 +12,7 @@ the ratio of the p50s (aim: at most 1.5x).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,23 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from daemons import save, start_daemon, stop  # type: ignore[import-not-found]  # noqa: E402
 from http_trigger import free_port  # type: ignore[import-not-found]  # noqa: E402
-
-
-def _daemon(tmp: Path, name: str, ws_port: int, config: str = "") -> subprocess.Popen[bytes]:
-    sock = tmp / f"{name}.sock"
-    (tmp / f"{name}.toml").write_text(config)
-    env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(tmp / f"{name}.toml"),
-               III_LOG_DIR=str(tmp / "log"))
-    daemon = subprocess.Popen([sys.executable, "-m", "iii_daemon", "--socket", str(sock),
-                               "--data-dir", str(tmp / name), "--ws-port", str(ws_port),
-                               "--http-port", "0", "--log-level", "ERROR"], env=env, cwd=REPO)
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"daemon {name} did not start")
-        time.sleep(0.02)
-    return daemon
 
 
 def _latencies(socket_path: Path, function_id: str, samples: int) -> list[float]:
@@ -68,10 +50,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="iii-bridge-", dir="/tmp") as name:
         tmp = Path(name)
         port = free_port()
-        b = _daemon(tmp, "b", port)
-        a = _daemon(tmp, "a", 0, f'[bridge]\nurl = "ws://127.0.0.1:{port}"\n'
-                                 'forward = [{ local_function = "remote::echo", '
-                                 'remote_function = "b::echo" }]\n')
+        b, _ = start_daemon(tmp, "b", "--ws-port", str(port))
+        a, _ = start_daemon(tmp, "a", config=f'[bridge]\nurl = "ws://127.0.0.1:{port}"\n'
+                                              'forward = [{ local_function = "remote::echo", '
+                                              'remote_function = "b::echo" }]\n')
         worker = register_worker(str(tmp / "b.sock"))
         try:
             worker.register_function("b::echo", lambda data: data)
@@ -80,9 +62,7 @@ def main() -> int:
             bridged = _latencies(tmp / "a.sock", "remote::echo", args.samples)
         finally:
             worker.shutdown()
-            for daemon in (a, b):
-                daemon.terminate()
-                daemon.wait(30)
+            stop(a, b)
 
     def quantiles(values: list[float]) -> tuple[float, float]:
         cuts = statistics.quantiles(values, n=100)
@@ -94,8 +74,7 @@ def main() -> int:
     print(f"b::echo on B directly        p50 {d50} ms, p99 {d99} ms")
     print(f"remote::echo on A (bridged)  p50 {b50} ms, p99 {b99} ms")
     print(f"p50 ratio                    {figures['p50_ratio']}x (aim <= 1.5x)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2))
+    save(figures, args.json)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,28 +31,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from daemons import save, start_daemon  # type: ignore[import-not-found]
 from http_trigger import free_port  # type: ignore[import-not-found]
 from queues import WINDOW  # type: ignore[import-not-found]
 from state_update import throughput, value  # type: ignore[import-not-found]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-def _daemon(tmp: Path, name: str, url: str) -> tuple[subprocess.Popen[bytes], Path]:
-    sock = tmp / f"{name}.sock"
-    env = dict(os.environ, PYTHONPATH=str(REPO), III_CONFIG=str(tmp / "c.toml"),
-               III_LOG_DIR=str(tmp / "log"))
-    daemon = subprocess.Popen([sys.executable, "-m", "iii_daemon", "--socket", str(sock),
-                               "--data-dir", str(tmp / name), "--ws-port", "0",
-                               "--http-port", "0", "--redis-url", url,
-                               "--log-level", "ERROR"], env=env, cwd=REPO)
-    deadline = time.monotonic() + 20
-    while not sock.exists():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the daemon did not start")
-        time.sleep(0.02)
-    return daemon, sock
 
 
 def _wait_for_redis(port: int) -> None:
@@ -175,7 +159,7 @@ def main() -> int:
                                   stdout=subprocess.DEVNULL)
         _wait_for_redis(port)
         url = f"redis://127.0.0.1:{port}/0"
-        daemons = [_daemon(tmp, n, url) for n in ("a", "b")]
+        daemons = [start_daemon(tmp, n, "--redis-url", url) for n in ("a", "b")]
         try:
             through = asyncio.run(throughput(daemons[0][1], args.calls, lambda i: (
                 "state::set", {"scope": "bench", "key": f"k{i % 1000}", "value": value(i)})))
@@ -213,8 +197,7 @@ def main() -> int:
           f"(aim >= 0.5x)")
     print(f"enqueue on A -> worker on B         p50 {figures['cross_daemon_queue_p50_ms']} ms, "
           f"p99 {figures['cross_daemon_queue_p99_ms']} ms (aim p99 <= 10 ms)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2))
+    save(figures, args.json)
     return 0
 
 

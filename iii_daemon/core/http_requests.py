@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,43 @@ def payload(request: HttpRequest, match: Match) -> dict[str, Any]:
         "request_body": request.request_body,
         "response": request.response,
     }
+
+
+#: ``call(function_id, data, then, out)``: a call the daemon makes, ``then(result, error,
+#: out)`` once it ends.
+MiddlewareCall = Callable[[str, Any, Callable[[Any, "p.ErrorBody | None", Output], None],
+                           Output], None]
+
+
+def through_middleware(chain: list[str], request: dict[str, Any], call: MiddlewareCall,
+                       go_on: Callable[[Output], None],
+                       answered: Callable[[Any, p.ErrorBody | None, Output], None],
+                       out: Output) -> None:
+    """Run an http trigger's ``middleware_function_ids`` in order before its function:
+    each gets ``{phase: "request", index, request}`` (the function's payload) and answers
+    null or ``{"continue": true}`` to let the request on, or anything else to answer it
+    itself (the rules of a function's result: ``{status_code, headers?, body?}``). One
+    that fails answers the request as the function failing would."""
+
+    def step(index: int, out: Output) -> None:
+        if index == len(chain):
+            go_on(out)
+            return
+
+        def decided(result: Any, error: p.ErrorBody | None, out: Output) -> None:
+            if error is not None:
+                answered(None, error, out)
+                return
+            value = p.from_raw(result or p.NULL)
+            if value is None or (isinstance(value, dict) and value.get("continue") is True):
+                step(index + 1, out)
+            else:
+                answered(result, None, out)
+
+        call(chain[index], {"phase": "request", "index": index, "request": request},
+             decided, out)
+
+    step(0, out)
 
 
 def timeout_of(match: Match) -> int:

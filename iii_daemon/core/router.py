@@ -273,8 +273,17 @@ class Router(Gatekeeping, Calls, Sessions, Registrations, Watching, Processes, S
                    out: Output) -> None:
             http_requests.reply(request, match, skipped, result, error, out)
 
-        self.triggers.fire(match.binding, http_requests.payload(request, match), self.clock,
-                           out, answer, http_requests.timeout_of(match))
+        payload = http_requests.payload(request, match)
+
+        def fire(out: Output) -> None:
+            self.triggers.fire(match.binding, payload, self.clock, out, answer,
+                               http_requests.timeout_of(match))
+
+        http_requests.through_middleware(
+            list(match.binding.config.get("middleware_function_ids") or ()), payload,
+            lambda function_id, data, then, out: self.call_internal(
+                function_id, p.to_raw(data), then, self.clock, out, source="http middleware"),
+            fire, lambda result, error, out: answer(None, result, error, out), out)
         self._pump_now(out)
         return out
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO
 
 
@@ -51,21 +53,17 @@ def test_the_trust_attacks_run(tmp_path: Path) -> None:
     assert duplicate["tracebacks in the log"] == 0
 
 
-def test_the_redis_benchmark_runs(tmp_path: Path) -> None:
-    """Two daemons on a redis-server of its own: state, triggers and queues across them."""
-    report = tmp_path / "redis.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "redis_shared.py"),
-                           "--calls", "300", "--samples", "20", "--json", str(report)],
-                          capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("script, args, figure", [
+    # Two daemons on a redis-server of its own: state, triggers and queues across them.
+    ("redis_shared.py", ["--calls", "300", "--samples", "20"], "cross_daemon_queue_p99_ms"),
+    ("bridge.py", ["--samples", "100"], "bridged_p50_ms"),
+    ("rbac.py", ["--calls", "200", "--rounds", "1"], "rbac_listener_calls_per_s"),
+])
+def test_the_several_daemon_benchmarks_run(tmp_path: Path, script: str, args: list[str],
+                                           figure: str) -> None:
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args,
+                           "--json", str(report)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    figures = json.loads(report.read_text())
-    assert figures["enqueue_per_s"] > 0 and figures["cross_daemon_queue_p99_ms"] > 0
-
-
-def test_the_bridge_benchmark_runs(tmp_path: Path) -> None:
-    report = tmp_path / "bridge.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bridge.py"),
-                           "--samples", "100", "--json", str(report)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(report.read_text())["bridged_p50_ms"] > 0
+    assert json.loads(report.read_text())[figure] > 0

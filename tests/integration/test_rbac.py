@@ -346,3 +346,121 @@ def test_registration_hooks_see_each_registration_and_may_deny_or_rewrite_it(
         daemon.stop()
     assert {"function_id": "good", "description": None, "metadata": None,
             "namespace": "default", "context": {"team": "hooks"}} in inputs
+
+
+def test_http_middleware_runs_in_order_and_may_answer_the_request(short_tmp: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    daemon = ThreadDaemon(short_tmp, "--http-port", str(port)).start()
+    worker = register_worker(str(daemon.socket_path))
+    seen: list[Any] = []
+    handled: list[Any] = []
+
+    def log_step(data: dict[str, Any]) -> None:
+        seen.append(data)  # null: go on
+
+    def check(data: dict[str, Any]) -> dict[str, Any]:
+        if data["request"]["headers"].get("x-token") != "t0k":
+            return {"status_code": 403, "body": {"error": "no token"}}
+        return {"continue": True}
+
+    try:
+        worker.register_function("mw::log", log_step)
+        worker.register_function("mw::check", check)
+        worker.register_function("api::hello", lambda data: handled.append(data) or "hi")
+        worker.register_trigger({"type": "http", "function_id": "api::hello", "config": {
+            "api_path": "hello", "http_method": "GET",
+            "middleware_function_ids": ["mw::log", "mw::check"]}}).ready(5)
+        url = f"http://127.0.0.1:{port}/hello"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 403
+        assert json.loads(refused.value.read()) == {"error": "no token"}
+        assert handled == []  # the middleware answered: the handler never ran
+        request = urllib.request.Request(url, headers={"X-Token": "t0k"})
+        with urllib.request.urlopen(request, timeout=10) as ok:
+            assert ok.status == 200 and json.loads(ok.read()) == "hi"
+        assert len(handled) == 1 and len(seen) == 2
+        assert seen[0]["phase"] == "request" and seen[0]["index"] == 0
+        assert seen[0]["request"]["method"] == "GET" and seen[0]["request"]["path"] == "hello"
+    finally:
+        worker.shutdown()
+        daemon.stop()
+
+
+def test_the_readme_example_lets_in_whom_the_auth_function_says(short_tmp: Path) -> None:
+    """README "Letting other workers in": its config and examples/auth_worker.py, with
+    the official SDK presenting each token."""
+    import re
+    import subprocess
+    import sys
+
+    import iii
+
+    from tests.helpers import REPO, child_env
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Letting other workers in"):readme.index("## The daemon")]
+    config = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert config is not None
+    port = free_port()
+    (short_tmp / "config.toml").write_text(config.group(1).replace("49135", str(port)))
+    daemon = ThreadDaemon(short_tmp).start()
+    example = subprocess.Popen([sys.executable, str(REPO / "examples" / "auth_worker.py")],
+                               env=child_env(short_tmp), stdout=subprocess.PIPE, text=True)
+    try:
+        assert example.stdout is not None and "acme-auth ready" in example.stdout.readline()
+
+        def with_token(token: str) -> Any:
+            return official_worker(port, token, headers={"Authorization": f"Bearer {token}"})
+
+        ci = with_token("ci-token")
+        try:
+            assert ci.trigger({"function_id": "acme::public::hello"}) == {"hello": "world"}
+            assert ci.trigger({"function_id": "acme::deploy", "payload": 1}) == {
+                "deployed": 1}
+            with pytest.raises(iii.InvocationError) as refused:
+                ci.trigger({"function_id": "engine::managed::list"})
+            assert refused.value.code == "FORBIDDEN"
+        finally:
+            ci.shutdown()
+        partner = with_token("partner-token")
+        try:
+            with pytest.raises(iii.InvocationError) as refused:
+                partner.trigger({"function_id": "acme::deploy"})
+            assert refused.value.code == "FORBIDDEN"
+        finally:
+            partner.shutdown()
+    finally:
+        example.terminate()
+        example.wait(10)
+        daemon.stop()
+
+
+def test_a_bridge_alias_is_one_more_function_the_rules_guard(short_tmp: Path) -> None:
+    """A forward alias of a bridge reaches another engine: from an RBAC listener it is
+    refused unless exposed like any function."""
+    b_port, port = free_port(), free_port()
+    (short_tmp / "b").mkdir()
+    b = ThreadDaemon(short_tmp / "b", "--ws-port", str(b_port)).start()
+    (short_tmp / "config.toml").write_text(CONFIG.format(port=port, auth="acme::auth") + f"""
+[bridge]
+url = "ws://127.0.0.1:{b_port}"
+forward = [{{ local_function = "remote::status", remote_function = "engine::status" }}]
+""")
+    daemon = ThreadDaemon(short_tmp).start()
+    acme = Acme(daemon)
+    try:
+        wait_for(lambda: ask(daemon, "engine::status")["bridge"]["state"] == "up",
+                 message="the bridge")
+        assert ask(daemon, "remote::status")["socket"] == str(b.socket_path)  # trusted: fine
+        with Raw.on(port, "ci") as ci:
+            refused = ci.call("remote::status")
+            assert refused["error"]["code"] == "FORBIDDEN"
+            assert "remote::status" in refused["error"]["message"]
+    finally:
+        acme.worker.shutdown()
+        daemon.stop()
+        b.stop()

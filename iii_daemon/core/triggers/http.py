@@ -81,6 +81,10 @@ class HttpType:
                 return f"config.api_path: {part!r} is not a parameter name (':id')"
             if "?" in part or "#" in part:
                 return "config.api_path must be a path, without a query or fragment"
+        chain = config.get("middleware_function_ids")
+        if chain is not None and (not isinstance(chain, list) or not all(
+                isinstance(f, str) and f for f in chain)):
+            return "config.middleware_function_ids must be a list of function ids"
         timeout = config.get("timeout_ms")
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
                                     or not 0 < timeout <= MAX_TIMEOUT_MS):
