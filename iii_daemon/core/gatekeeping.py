@@ -89,6 +89,10 @@ class Gatekeeping(Calls):
                 self._forbid(conn, "registeractiontype", message.id, refusal, out)
                 return False
             return True
+        if isinstance(message, p.Watch):  # every call's payload: not for these workers
+            self._forbid(conn, "watch", "", "workers on an RBAC listener may not watch the "
+                                            "daemon's events", out)
+            return False
         if isinstance(message, p.Observe):
             for end in (message.source, message.target):
                 end.function_id = self._own(conn, grants, end.function_id)

@@ -4,9 +4,10 @@ What it carries out for the core (``SharedOp`` effects): ``publish`` a message t
 daemon (``PUBLISH iii:pub:TOPIC``); ``once``, the claim that lets one daemon of the
 cluster fire a binding for an event (``SET key NX PX``); and the state and stream
 operations, each change made by a script that also tells every daemon of it
-(``iii:changes``). It listens for both (``PSUBSCRIBE iii:pub:*``, ``SUBSCRIBE
-iii:changes``) and hands what comes to the core. The operations of one loop turn go
-out in one pipeline.
+(``iii:changes``); and the durable queues' operations (``drivers/redis_queues.py``).
+It listens for all of it (``PSUBSCRIBE iii:pub:*``, ``SUBSCRIBE iii:changes
+iii:q-ready iii:q-purged``) and hands what comes to the core. The operations of one loop
+turn go out in one pipeline, one pipeline at a time, so Redis runs them in order.
 
 Redis going away never hangs a call: once it is known to be unreachable, shared
 operations fail at once with ``backend_unavailable`` (the one that finds out waits at
@@ -154,7 +155,7 @@ class RedisShared:
                 await self._client.aclose()
             raise StartupError(f"cannot reach Redis at {self.describe}: {_reason(exc)}"
                                ) from None
-        # Awaited on its own (set and delete go out in pipelines, as EVAL).
+        # Awaited on its own, outside the pipelines (set and delete go in them, by SHA).
         self._swap = self._client.register_script(SWAP_SCRIPT)
         await self._load_scripts()
         await self._warn_without_aof()

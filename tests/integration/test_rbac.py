@@ -231,6 +231,8 @@ def test_no_route_reaches_a_forbidden_function(rbac: tuple[ThreadDaemon, Acme, i
                      "target": {"function_id": target}})
             observed = ci.answer(type="observeresult", id=observer_id)
             assert observed["error"]["code"] == "FORBIDDEN", observed
+        ci.send({"type": "watch"})  # every call's payload would show: refused
+        assert ci.answer(type="error", request_type="watch")["code"] == "FORBIDDEN"
         ci.call("acme::public::hello")  # the void call above has long been handled
     assert acme.called("acme::private") == []
     registered = ask(daemon, "engine::registered-triggers::list")["registered_triggers"]
