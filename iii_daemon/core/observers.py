@@ -308,6 +308,9 @@ class Observers:
             if function_id.startswith("engine::"):
                 raise Refused("FORBIDDEN", f"the daemon's own functions cannot be "
                                            f"observed or targeted ('{function_id}')")
+        if source == target:  # each call of it would call it again
+            raise Refused("SELF_TARGET", f"'{source}' cannot observe itself: its target "
+                                         f"must be another function")
         if msg.source.args not in (None, {}):
             raise Refused("INVALID_ARGS", f"'{source}' is delivered by the daemon (auto): "
                                           "source.args are for owner-delivered functions")
@@ -488,6 +491,9 @@ class Observers:
         envelope: dict[str, Any] = {
             "observer_id": observer.id, "activation_id": activation_id,
             "function_id": function_id, "invocation_id": invocation_id, "status": status,
+            # Every function lives in the one namespace this daemon has (as upstream
+            # names it, for the SDKs that read it).
+            "namespace": "default",
             **document.roots(observer.capture),
             "started_at_ms": int(observed.started_wall * 1000),
             "duration_ms": round(duration_ms, 3),

@@ -83,6 +83,8 @@ def test_on_filters_capture_deliver_and_metadata(core: Core) -> None:
                                       error={"code": "declined", "message": "no"}))
     envelope = activation["data"]
     assert envelope["error"] == {"code": "declined", "message": "no"}
+    assert (envelope["function_id"], envelope["namespace"], envelope["status"]) == (
+        "pay", "default", "error")
     assert "output" not in envelope and "caller" not in envelope
     assert activation["metadata"] == {"team": "pay"}
     observe(core, "o2", source={"deliver": "input", "filters": {
@@ -103,6 +105,7 @@ def test_on_filters_capture_deliver_and_metadata(core: Core) -> None:
     ({"max_fires": 0}, "INVALID_ARGS"),
     ({"max_in_flight": "many"}, "INVALID_ARGS"),
     ({"target": "engine::status"}, "FORBIDDEN"),
+    ({"target": "pay"}, "SELF_TARGET"),  # each call of it would call it again
 ])
 def test_refusals_answer_error_and_keep_nothing(core: Core, fields: dict[str, Any],
                                                 code: str) -> None:
