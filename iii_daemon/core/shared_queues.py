@@ -57,6 +57,8 @@ CLAIM_GRACE_MS = 1_000
 MIN_CLAIM_IDLE_MS = 2_000
 #: A fifo lane's lease: renewed each tick, lost to another daemon when not.
 LEASE_MS = 5_000
+#: A daemon holds at most this many times a lane's concurrency (retries included).
+HOLD_FACTOR = 20
 
 Key = tuple[str, str]
 
@@ -184,8 +186,10 @@ class SharedQueues(Queues):
             self._take(out)
 
     def _take(self, out: Output) -> None:
-        """Ask the backend for messages of each lane wanted, as many as there is room for
-        (twice the concurrency, less what is held and not delayed)."""
+        """Ask the backend for messages of each lane wanted, as many as there is room for:
+        twice the concurrency, less what is ready or in flight here; and all it holds
+        (retries waiting included) at most ``HOLD_FACTOR`` times the concurrency, so a
+        lane whose messages all fail is not drained into one daemon's retries."""
         serves = self.host.serves
         for key in list(self._wanting):
             if key in self._taking:
@@ -195,7 +199,9 @@ class SharedQueues(Queues):
                 del self._wanting[key]
                 continue
             lane = self._local_lane(queue, function_id)
-            room = 2 * lane.policy.concurrency - len(lane.ready) - len(lane.in_flight)
+            busy = len(lane.ready) + len(lane.in_flight)
+            room = min(2 * lane.policy.concurrency - busy,
+                       HOLD_FACTOR * lane.policy.concurrency - busy - len(lane.delayed))
             if room <= 0:
                 continue  # a delivery that ends brings a pump, and this again
             del self._wanting[key]

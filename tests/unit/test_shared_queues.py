@@ -3,15 +3,17 @@ what each step asks of the backend, and what the core does with its answers."""
 
 from __future__ import annotations
 
+import heapq
 import json
 from typing import Any
 
 import pytest
 
 from iii_daemon.core.effects import Emit, Persist, SharedOp
+from iii_daemon.core.queues import Message
 from iii_daemon.core.router import Router
 from iii_daemon.core.shared import SharedOps
-from iii_daemon.core.shared_queues import SharedQueues, lane_key, split_lane
+from iii_daemon.core.shared_queues import HOLD_FACTOR, SharedQueues, lane_key, split_lane
 from iii_sdk import protocol as p
 
 WALL = 1_700_000_000.0
@@ -180,3 +182,18 @@ def test_a_topic_message_is_routed_by_the_backend(cluster: Cluster) -> None:
     [(_, answer)] = cluster.answer(put, 1)
     assert answer.get("result") is None and answer.get("error") is None
     assert answer["invocation_id"] == "e"
+
+
+def test_a_daemon_holds_a_bounded_number_of_retries(cluster: Cluster) -> None:
+    """A lane whose messages all fail is not drained into one daemon's retries: past
+    HOLD_FACTOR times the concurrency held, it takes no more."""
+    lane = cluster.queues._local_lane("jobs", "job")
+    lane.policy = type(lane.policy)(concurrency=1)
+    for n in range(HOLD_FACTOR):  # retries waiting an hour each
+        cluster.queues._place(lane, Message(f"m{n}", "jobs", "job", b"1", 1,
+                                            WALL + 3600, WALL, None, None, entry=f"{n}-0"))
+    cluster.render(cluster.router.shared_queue_announced(LANE, cluster.now))
+    assert [o for o in cluster.ops if o.kind == "queue_take"] == []
+    heapq.heappop(lane.delayed)  # one retry fewer: room for one more
+    cluster.render(cluster.router.shared_queue_announced(LANE, cluster.now))
+    assert cluster.op("queue_take").args["count"] == 1
