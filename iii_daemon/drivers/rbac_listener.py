@@ -36,6 +36,9 @@ log = logging.getLogger("iii_daemon.drivers.rbac_listener")
 
 #: How long the auth function may take before the connection is refused.
 AUTH_TIMEOUT_S = 10.0
+#: Connections waiting for the auth function at once; past that they are refused at
+#: once (a flood of handshakes cannot queue calls without bound).
+MAX_WAITING = 256
 #: Close reasons are at most 123 bytes (RFC 6455).
 MAX_REASON = 120
 
@@ -56,6 +59,9 @@ class Doorkeeper:
 
     async def ask(self, spec: ListenerSpec, auth_input: dict[str, Any]) -> Authenticated:
         request_id = next(self._ids)
+        if len(self._waiting) >= MAX_WAITING:
+            return Authenticated(request_id, None, f"{MAX_WAITING} connections wait for "
+                                                   f"the auth function already")
         waiting = self.hub.loop.create_future()
         self._waiting[request_id] = waiting
         self.hub.deliver(self.hub.router.authenticate(request_id, spec, auth_input,

@@ -466,3 +466,51 @@ forward = [{{ local_function = "remote::status", remote_function = "engine::stat
         acme.worker.shutdown()
         daemon.stop()
         b.stop()
+
+
+def test_a_flood_of_handshakes_cannot_queue_auth_calls_without_bound(short_tmp: Path) -> None:
+    """While MAX_WAITING connections wait for a slow auth function, the next one is
+    refused at once; when the function answers, the waiting ones get its verdict."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from iii_daemon.drivers.rbac_listener import MAX_WAITING
+
+    port = free_port()
+    (short_tmp / "config.toml").write_text(CONFIG.format(port=port, auth="slow::auth"))
+    daemon = ThreadDaemon(short_tmp).start()
+    from iii_sdk import InitOptions
+
+    worker = register_worker(str(daemon.socket_path), InitOptions(max_concurrency=1000))
+    release = threading.Event()
+    worker.register_function("slow::auth", lambda data: release.wait(20) and {})
+    worker.ping()
+
+    async def flood() -> tuple[str, list[int]]:
+        url = f"ws://127.0.0.1:{port}"
+        waiting = [await connect(url, open_timeout=10) for _ in range(MAX_WAITING)]
+        # Every one of them is being authenticated now; one more is too many.
+        extra = await connect(url, open_timeout=10)
+        try:
+            await asyncio.wait_for(extra.recv(), 5)
+            refusal = "not refused"
+        except ConnectionClosed as closed:
+            refusal = closed.rcvd.reason if closed.rcvd else "no close frame"
+        release.set()
+        admitted = []
+        for ws in waiting:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            admitted.append(int(hello["type"] == "workerregistered"))
+            await ws.close()
+        return refusal, admitted
+
+    try:
+        refusal, admitted = asyncio.run(flood())
+    finally:
+        release.set()
+        worker.shutdown()
+        daemon.stop()
+    assert "wait for the auth function already" in refusal
+    assert sum(admitted) == MAX_WAITING  # the slow function let them all in in the end
