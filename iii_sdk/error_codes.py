@@ -33,6 +33,8 @@ class ErrorCode:
     WORKER_STOPPING: Final = "worker_stopping"
     #: (extension) ``engine::triggers::fire`` of an id no trigger has.
     TRIGGER_NOT_FOUND: Final = "trigger_not_found"
+    #: (extension) ``engine::observers::get`` of an id no observer has.
+    OBSERVER_NOT_FOUND: Final = "observer_not_found"
     #: (extension) A trigger fired by hand that its condition (or a firing still running)
     #: skipped; the message says why.
     TRIGGER_SKIPPED: Final = "trigger_skipped"

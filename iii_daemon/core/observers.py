@@ -130,7 +130,10 @@ class Observer:
             "on": self.on, "capture": list(self.capture), "deliver": self.deliver,
             "filters": self.filter.source, "max_in_flight": self.max_in_flight,
             "in_flight": self.in_flight, "backlog": len(self.backlog),
-            "dropped": self.dropped, "looped": self.looped, "worker_id": self.worker_id,
+            # Matches that started no activation, by why (as upstream shapes it).
+            # Nothing expires once it waits: a disposed observer's backlog still runs.
+            "dropped": {"BACKLOG_FULL": self.dropped, "LOOP_GUARD": self.looped},
+            "worker_id": self.worker_id,
             "created": round(self.created, 3),
             "last_fire": None if self.last_fire is None else round(self.last_fire, 3),
             "reason": None if self.reason is None else

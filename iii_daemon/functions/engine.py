@@ -176,6 +176,15 @@ def list_observers(services: Services, ctx: CallContext) -> Any:
     return {"observers": services.observers(function_id)}
 
 
+def get_observer(services: Services, ctx: CallContext) -> Any:
+    """One observer (``{observer_id}``), as ``engine::observers::list`` shows it."""
+    observer_id = field(ctx.data, "observer_id", str)
+    found = [row for row in services.observers(None) if row["id"] == observer_id]
+    if not found:
+        raise CallError(ErrorCode.OBSERVER_NOT_FOUND, f"no observer '{observer_id}'")
+    return found[0]
+
+
 def function_stats(services: Services, ctx: CallContext) -> Any:
     """Calls, errors, p50/p95/p99 and the last minute's rate of each function called
     through the daemon (``{function?}``: one function)."""
@@ -215,6 +224,8 @@ _ENGINE = (
                     list_events),
     BuiltinFunction("engine::observers::list", "lists the observers with state and fires "
                                                "{function_id?}", list_observers),
+    BuiltinFunction("engine::observers::get", "one observer {observer_id}: state, fires, "
+                                              "dropped by reason", get_observer),
     BuiltinFunction("engine::functions::stats", "calls, errors, p50/p95/p99 and rate per "
                                                 "function {function?}", function_stats),
 )

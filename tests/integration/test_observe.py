@@ -254,8 +254,8 @@ def test_the_loop_guard_stops_an_observer_that_calls_its_own_source(
                             {"id": f"{kind}-loop"})
     handle.ready(5)
     call(client, pay, {"amount": 1})
-    wait_for(lambda: (daemon.observer(f"{kind}-loop") or {}).get("looped") == 1,
-             message="the loop guard")
+    wait_for(lambda: (daemon.observer(f"{kind}-loop") or {}).get("dropped", {}).get(
+        "LOOP_GUARD") == 1, message="the loop guard")
     assert len(seen.items) == 8  # MAX_OBSERVE_DEPTH hops, then it stops
     handle.dispose()
 

@@ -220,4 +220,12 @@ def test_what_an_observer_holds_is_bounded(core: Core) -> None:
     for _ in range(7):
         finish(core, large, {})
     row = core.router.observers.by_id["o1"].row()
-    assert row["in_flight"] == 1 and row["backlog"] == 3 and row["dropped"] == 3
+    assert row["in_flight"] == 1 and row["backlog"] == 3
+    assert row["dropped"] == {"BACKLOG_FULL": 3, "LOOP_GUARD": 0}  # by reason
+    # engine::observers::get answers the same row; an unknown id is observer_not_found.
+    [(_, got)] = core.call(CALLER, "engine::observers::get", {"observer_id": "o1"},
+                           invocation_id="g1")
+    assert got["result"]["dropped"] == row["dropped"] and got["result"]["id"] == "o1"
+    [(_, missing)] = core.call(CALLER, "engine::observers::get", {"observer_id": "nope"},
+                               invocation_id="g2")
+    assert missing["error"]["code"] == "observer_not_found"
