@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         RegistrationRefused,
     )
     from iii_sdk.handles import FunctionRef, Trigger, TriggerTypeRef
-    from iii_sdk.invocation_context import InvocationContext
+    from iii_sdk.invocation_context import InvocationContext, current_invocation
     from iii_sdk.observing import ObserverHandle
     from iii_sdk.options import (
         HttpInvocationConfig,
@@ -52,6 +52,7 @@ _WHERE = {
     "ObserveRejection": "iii_sdk.errors",
     "ObserverHandle": "iii_sdk.observing",
     "InvocationContext": "iii_sdk.invocation_context",
+    "current_invocation": "iii_sdk.invocation_context",
     "ProtocolError": "iii_sdk.errors",
     "RegistrationRefused": "iii_sdk.errors",
     "III": "iii_sdk.worker",
@@ -88,6 +89,7 @@ __all__ = [
     "TriggerConfig",
     "TriggerTypeRef",
     "connect",
+    "current_invocation",
     "register_worker",
 ]
 

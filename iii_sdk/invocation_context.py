@@ -38,6 +38,10 @@ def current() -> InvocationContext | None:
     return _current.get()
 
 
+#: As the official SDK names it: ``iii_sdk.current_invocation()`` in any handler.
+current_invocation = current
+
+
 def run_in(context: InvocationContext, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` with ``context`` current (a thread's context is restored after)."""
     token = _current.set(context)

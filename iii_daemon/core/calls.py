@@ -12,7 +12,7 @@ from iii_daemon.core.builtin import Answer, BuiltinFunction, CallContext, run_bu
 from iii_daemon.core.effects import EVENTS, Emit, HttpCall, Output
 from iii_daemon.core.event_log import Finished, error_of, head, preview
 from iii_daemon.core.invocations import Continuation, Invocation
-from iii_daemon.core.observers import depth_of, observed
+from iii_daemon.core.observers import caller_of, depth_of, observed
 from iii_daemon.core.registry import Connection, FunctionEntry
 from iii_daemon.core.router_state import RouterState, make_error, valid_error
 from iii_daemon.core.triggers.base import Clock
@@ -190,6 +190,9 @@ class Calls(Results):
                 observe_depth=None if msg.observe_depth is None
                 else depth_of(msg.observe_depth) or None,
                 activation=msg.activation,
+                # Who called (current_invocation().caller): the worker stamped here,
+                # the function and invocation as its SDK asserts them.
+                caller=None if conn is None else caller_of(conn, msg.caller),
             )))
         if void and caller_id is not None and conn is not None:
             out.append((conn.id, p.InvocationResult(invocation_id=caller_id,

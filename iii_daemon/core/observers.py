@@ -159,11 +159,15 @@ def _choice(value: Any, name: str, choices: Any, default: str) -> str:
 
 def caller_of(conn: Connection, asserted: Any) -> dict[str, Any]:
     """Who made a call: the worker stamped from its connection, the function and
-    invocation the calling SDK asserts (strings only, ``parent`` one level deep)."""
-    caller: dict[str, Any] = {"worker_id": conn.worker_id}
-    name = conn.info.get("name")
-    if isinstance(name, str):
-        caller["worker_name"] = name
+    invocation the calling SDK asserts (strings only, ``parent`` one level deep).
+    A top-level call (nothing asserted) gets the connection's stamp, made once: every
+    routed call carries it, and nothing changes it."""
+    if asserted is None:
+        stamp = conn.caller_stamp
+        if stamp is None:
+            stamp = conn.caller_stamp = _stamp(conn)
+        return stamp
+    caller = _stamp(conn)
     if isinstance(asserted, dict):
         for key in ("function_id", "invocation_id"):
             if isinstance(asserted.get(key), str):
@@ -174,6 +178,14 @@ def caller_of(conn: Connection, asserted: Any) -> dict[str, Any]:
                                 if k in ("worker_id", "worker_name", "function_id",
                                          "invocation_id") and isinstance(v, str)}
     return caller
+
+
+def _stamp(conn: Connection) -> dict[str, Any]:
+    stamp: dict[str, Any] = {"worker_id": conn.worker_id}
+    name = conn.info.get("name")
+    if isinstance(name, str):
+        stamp["worker_name"] = name
+    return stamp
 
 
 def depth_of(value: Any) -> int:

@@ -21,6 +21,8 @@ class Connection:
     connected_at_ms: int = 0
     #: What the worker said about itself through ``engine::workers::register``.
     info: dict[str, Any] = field(default_factory=dict)
+    #: ``caller`` of its top-level calls (worker id and name), made once; None: not yet.
+    caller_stamp: dict[str, Any] | None = None
     functions: set[str] = field(default_factory=set)
     action_types: set[str] = field(default_factory=set)
     #: Daemon invocation ids routed to this connection and not yet answered.

@@ -73,6 +73,7 @@ def register_worker(services: Services, ctx: CallContext) -> Any:
     if ctx.conn is None:
         raise CallError(ErrorCode.BAD_REQUEST, "only a worker can introduce itself")
     ctx.conn.info = ctx.data
+    ctx.conn.caller_stamp = None  # its name may be new
     info = ctx.data
     log.info("worker %r joined over %s (%s %s, pid %s, id %s)", info.get("name"),
              ctx.conn.transport, info.get("runtime", "?"), info.get("version", "?"),

@@ -322,3 +322,22 @@ def test_the_official_example_runs_unchanged_beside_register_trigger(
     finally:
         worker.shutdown()
         run_iii(short_tmp, "daemon", "stop", env=env)
+
+
+def test_a_handler_knows_who_called_it(sdk: tuple[str, Any], daemon: Daemon) -> None:
+    """``current_invocation().caller``: the calling worker (stamped by the daemon) and
+    the function and invocation it called from (asserted by its SDK)."""
+    kind, client = sdk
+    current = iii.current_invocation if kind == "official" else iii_sdk.current_invocation
+    client.register_function(f"{kind}-who::callee",
+                             lambda data: dict(current().caller or {}))
+    caller_side = daemon.client("ours")
+    try:
+        caller_side.register_function(f"{kind}-who::caller", lambda data: caller_side.trigger(
+            {"function_id": f"{kind}-who::callee", "payload": None}))
+        caller_side.ping()
+        seen = caller_side.trigger({"function_id": f"{kind}-who::caller", "payload": None})
+    finally:
+        caller_side.shutdown()
+    assert seen["worker_name"] == "ours" and seen["worker_id"]
+    assert seen["function_id"] == f"{kind}-who::caller" and seen["invocation_id"]
