@@ -42,6 +42,9 @@ class CallContext:
     writes: list[Write] = dataclass_field(default_factory=list)
     #: Run in order once the writes landed, ``(failure, out)``, before the answer.
     then: list[AfterCommit] = dataclass_field(default_factory=list)
+    #: The call's observe hops (``observe_depth``): triggers its writes fire carry them
+    #: on, so an observer loop through state or streams meets the loop guard too.
+    depth: int = 0
 
     def persist(self, write: Write, then: AfterCommit) -> None:
         """Keep ``write``; ``then(failure, out)`` runs when it committed (failure None)

@@ -199,9 +199,9 @@ class Calls(Results):
                                                     function_id=entry.id)))
 
     def _run_builtin(self, conn: Connection | None, builtin: BuiltinFunction, data: Raw,
-                     out: Output, answer: Answer) -> None:
+                     out: Output, answer: Answer, depth: int = 0) -> None:
         run_builtin(self.services, builtin, CallContext(conn, p.from_raw(data), out,
-                                                        self.clock), answer)
+                                                        self.clock, depth=depth), answer)
 
     def _call_builtin(self, conn: Connection, msg: p.InvokeFunction,
                       builtin: BuiltinFunction, void: bool, out: Output) -> None:
@@ -222,7 +222,8 @@ class Calls(Results):
 
         self._run_builtin(conn, builtin, msg.data, out,
                           answer if builtin.id not in self.observers.by_source
-                          else self._observed_builtin(conn, msg, builtin.id, answer))
+                          else self._observed_builtin(conn, msg, builtin.id, answer),
+                          0 if msg.observe_depth is None else depth_of(msg.observe_depth))
 
     def _observed_builtin(self, conn: Connection, msg: p.InvokeFunction, function_id: str,
                           answer: Answer) -> Answer:
@@ -242,23 +243,25 @@ class Calls(Results):
     def call_internal(self, function_id: str, data: Raw, then: Continuation, clock: Clock,
                       out: Output, timeout_ms: int | None = None, source: str = "daemon",
                       tags: dict[str, Any] | None = None,
-                      message: p.InvokeFunction | None = None) -> None:
+                      message: p.InvokeFunction | None = None, depth: int = 0) -> None:
         """A call the daemon makes itself (trigger targets, conditions, deliveries);
         ``then`` gets ``(result, error, out)`` once, whatever happens: answer, error,
         timeout, the worker leaving, or no such function. ``source`` and ``tags`` go
         into its ``invocation.finished`` event; ``message``, when given, is the call as
-        the worker gets it (with metadata, activation, observe_depth)."""
+        the worker gets it (with metadata, activation, observe_depth); ``depth``, the
+        observe hops that led to it (a trigger fired by a write of an activation)."""
         entry = self.registry.functions.get(function_id)
         if entry is not None:
             if message is None:
                 message = p.InvokeFunction(function_id=function_id, data=data,
-                                           timeout_ms=timeout_ms)
+                                           timeout_ms=timeout_ms,
+                                           observe_depth=depth or None)
             self._route(None, message, entry, False, clock.now, out, then, source, tags)
             return
         builtin = self.builtins.get(function_id)
         if builtin is not None:
             self._run_builtin(None, builtin, data, out, lambda result, error, out: then(
-                None if error else p.to_raw(result), error, out))
+                None if error else p.to_raw(result), error, out), depth)
             return
         missing = make_error(ErrorCode.FUNCTION_NOT_FOUND, f"Function '{function_id}' not found")
         self.record("invocation.finished", out, function_id=function_id, invocation_id=None,

@@ -98,6 +98,6 @@ def fire_when_kept(services: Services, ctx: CallContext, type_id: str,
 
     def fire(failure: str | None, out: Output) -> None:
         if failure is None:
-            services.triggers.event(type_id, event, services.clock(), out)
+            services.triggers.event(type_id, event, services.clock(), out, ctx.depth)
 
     ctx.then.append(fire)

@@ -75,7 +75,7 @@ def state_list_groups(services: Services, ctx: CallContext) -> Any:
 def publish(services: Services, ctx: CallContext) -> Any:
     topic = field(ctx.data, "topic", str)
     count = services.triggers.event("subscribe", {"topic": topic, "data": ctx.data.get("data")},
-                                    ctx.clock, ctx.out)
+                                    ctx.clock, ctx.out, ctx.depth)
     return {"subscribers": count}
 
 

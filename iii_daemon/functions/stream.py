@@ -81,23 +81,25 @@ def change_event(wall: float, scope: Scope, item: str, old: Any, new: Any) -> di
     return event(wall, scope, item, kind, new, old_value, new)
 
 
-def _fire_now(services: Services, payload: dict[str, Any], out: Output) -> None:
-    services.triggers.event("stream", payload, services.clock(), out)
+def _fire_now(services: Services, payload: dict[str, Any], out: Output,
+              depth: int = 0) -> None:
+    services.triggers.event("stream", payload, services.clock(), out, depth)
 
 
-def _forward(services: Services, function_id: str, data: Any,
+def _forward(services: Services, function_id: str, ctx: CallContext,
              fired: Callable[[Any], dict[str, Any]] | None = None) -> Later:
-    """Have ``function_id`` (a worker's backend) answer; on success ``fired(result)``
-    is the ``stream`` event to fire, if any."""
+    """Have ``function_id`` (a worker's backend) answer ``ctx``'s call; on success
+    ``fired(result)`` is the ``stream`` event to fire, if any (with the call's observe
+    hops)."""
 
     def start(answer: Answer, out: Output) -> None:
         def done(result: Any, error: p.ErrorBody | None, out: Output) -> None:
             if error is None and fired is not None:
-                _fire_now(services, fired(result), out)
+                _fire_now(services, fired(result), out, ctx.depth)
             answer(result, error, out)
 
         assert services.call is not None
-        services.call(function_id, data, done, out)
+        services.call(function_id, ctx.data, done, out)
 
     return Later(start)
 
@@ -114,7 +116,7 @@ def stream_get(services: Services, ctx: CallContext) -> Any:
     scope, item = _item(ctx)
     backend = _backend(services, "get", scope[0])
     if backend is not None:
-        return _forward(services, backend, ctx.data)
+        return _forward(services, backend, ctx)
     if services.shared_streams is not None:
         return shared_state.stream_get(services.shared_streams, scope, item)
     return kept_values.read(_space(services), scope, item)
@@ -135,7 +137,7 @@ def _write(services: Services, ctx: CallContext, op: str, new: Any) -> Any:
     wall = ctx.clock.wall
     backend = _backend(services, op, scope[0])
     if backend is not None:
-        return _forward(services, backend, ctx.data, lambda result: change_event(
+        return _forward(services, backend, ctx, lambda result: change_event(
             wall, scope, item, _result_values(result)[0], new))
     if services.shared_streams is not None:
         return shared_state.stream_delete(services.shared_streams, scope, item) if new is MISSING \
@@ -160,7 +162,7 @@ def stream_update(services: Services, ctx: CallContext) -> Any:
             old, new = _result_values(result)
             return change_event(wall, scope, item, old, or_none(new))
 
-        return _forward(services, backend, ctx.data, fired)
+        return _forward(services, backend, ctx, fired)
     get, put = _backend(services, "get", name), _backend(services, "set", name)
     if get is not None and put is not None:
         return _update_through(services, get, put, scope, item, parse_ops(ops), wall)
@@ -217,7 +219,7 @@ def stream_list(services: Services, ctx: CallContext) -> Any:
     scope = _scope(ctx)
     backend = _backend(services, "list", scope[0])
     if backend is not None:
-        return _forward(services, backend, ctx.data)
+        return _forward(services, backend, ctx)
     if services.shared_streams is not None:
         return shared_state.stream_list(services.shared_streams, scope)
     return kept_values.values(_space(services), scope)
@@ -227,7 +229,7 @@ def stream_list_groups(services: Services, ctx: CallContext) -> Any:
     name = _name(ctx)
     backend = _backend(services, "list_groups", name)
     if backend is not None:
-        return _forward(services, backend, ctx.data)
+        return _forward(services, backend, ctx)
     if services.shared_streams is not None:
         return shared_state.stream_list_groups(services.shared_streams, name)
     return [group for stream, group in services.streams.scopes() if stream == name]
@@ -252,7 +254,7 @@ def stream_send(services: Services, ctx: CallContext) -> Any:
         raise CallError(ErrorCode.BAD_REQUEST, "'id' must be a string")
     payload = event(ctx.clock.wall, scope, target, "event", ctx.data.get("data"))
     payload["event"] = {"type": "event", "event": {"type": kind, "data": ctx.data.get("data")}}
-    services.triggers.event("stream", payload, ctx.clock, ctx.out)
+    services.triggers.event("stream", payload, ctx.clock, ctx.out, ctx.depth)
     return None
 
 

@@ -229,3 +229,25 @@ def test_what_an_observer_holds_is_bounded(core: Core) -> None:
     [(_, missing)] = core.call(CALLER, "engine::observers::get", {"observer_id": "nope"},
                                invocation_id="g2")
     assert missing["error"]["code"] == "observer_not_found"
+
+
+def test_a_trigger_fired_by_a_write_carries_the_writers_observe_depth(core: Core) -> None:
+    """An activation's handler writes state; the state trigger it fires calls ``pay``
+    with the same observe_depth, so an observer loop through state meets the guard."""
+    core.send(WORKER, {"type": "registertrigger", "id": "on-s", "trigger_type": "state",
+                       "function_id": "pay", "config": {"scope": "s"}})
+    for depth, via in ((3, "state::set"), (0, "state::set"), (2, "publish")):
+        if via == "publish":
+            core.send(WORKER, {"type": "registertrigger", "id": "on-t",
+                               "trigger_type": "subscribe", "function_id": "pay",
+                               "config": {"topic": "t"}})
+            data: dict[str, Any] = {"topic": "t", "data": 1}
+        else:
+            data = {"scope": "s", "key": "k", "value": depth}
+        out = core.call(CALLER, via, data, invocation_id=f"w{depth}",
+                        **({"observe_depth": depth} if depth else {}))
+        out += core.land()
+        [fired] = [m for c, m in out if c == WORKER and m.get("type") == "invokefunction"]
+        assert fired["function_id"] == "pay" and fired.get("observe_depth") == (depth or None)
+        core.send(WORKER, {"type": "invocationresult",
+                           "invocation_id": fired["invocation_id"], "result": None})

@@ -56,7 +56,7 @@ class TriggerHost(Protocol):
 
     def call_internal(self, function_id: str, data: Any, then: Any, clock: Clock,
                       out: Output, timeout_ms: int | None = None, source: str = "daemon",
-                      tags: dict[str, Any] | None = None) -> None: ...
+                      tags: dict[str, Any] | None = None, *, depth: int = 0) -> None: ...
 
 
 class TriggerType(Protocol):

@@ -90,7 +90,7 @@ class TriggerManager:
         self.bindings: dict[str, Binding] = {}
         #: Firings an event asked for beyond ``FIRINGS_PER_TURN``: fired on the next turns
         #: (10 000 state triggers on one scope must not hold every caller for 80 ms).
-        self._reacting: collections.deque[tuple[Binding, Any]] = collections.deque()
+        self._reacting: collections.deque[tuple[Binding, Any, int]] = collections.deque()
         #: Daemon-owned bindings added or removed whose store writes have not landed.
         self.unsettled: Unsettled[str] = Unsettled(self._restore)
         #: When several daemons share a backend: ``claim(binding, event_id, fire, out)``
@@ -284,14 +284,15 @@ class TriggerManager:
 
     def fire(self, binding: Binding, payload: Any, clock: Clock, out: Output,
              answer: Answered | None = None, timeout_ms: int | None = None,
-             manual: bool = False, skip_condition: bool = False) -> None:
+             manual: bool = False, skip_condition: bool = False, depth: int = 0) -> None:
         """Run the binding's function like a void call, after its condition if it has one.
 
         A binding whose earlier firings still run (as many as its type allows) skips
         with reason ``still_running``: a silent target never piles up calls. With
         ``answer`` (http, a firing by hand), whoever fired it is told how it ended.
         ``manual``: fired by hand (``engine::triggers::fire``), recorded with source
-        ``manual``; ``skip_condition`` runs the function without asking its condition.
+        ``manual``; ``skip_condition`` runs the function without asking its condition;
+        ``depth``: the observe hops of the write that fired it (its calls carry them).
         """
         kind = self.types.get(binding.trigger_type)
         if kind is not None and binding.running >= kind.max_running:
@@ -302,7 +303,7 @@ class TriggerManager:
         source = "manual" if manual else f"trigger:{binding.trigger_type}"
         condition = binding.config.get("condition_function_id")
         if condition is None or skip_condition:
-            self._run(binding, data, clock, out, answer, timeout_ms, source)
+            self._run(binding, data, clock, out, answer, timeout_ms, source, depth)
             return
 
         def decide(result: Raw | None, error: p.ErrorBody | None, out: Output) -> None:
@@ -315,13 +316,15 @@ class TriggerManager:
                 self._skip(binding, f"condition '{condition}' returned "
                                     f"{bytes(result or p.NULL).decode()}", out, answer)
             else:
-                self._run(binding, data, self.host.clock, out, answer, timeout_ms, source)
+                self._run(binding, data, self.host.clock, out, answer, timeout_ms, source,
+                          depth)
 
         self.host.call_internal(condition, data, decide, clock, out, CONDITION_TIMEOUT_MS,
-                                source, {"condition_of": binding.id})
+                                source, {"condition_of": binding.id}, depth=depth)
 
     def _run(self, binding: Binding, data: Raw, clock: Clock, out: Output,
-             answer: Answered | None, timeout_ms: int | None, source: str) -> None:
+             answer: Answered | None, timeout_ms: int | None, source: str,
+             depth: int = 0) -> None:
         # A scheduled or reactive firing's event says no more than it needs.
         by_hand = {"source": source} if source == "manual" else {}
         self.host.record("trigger.fired", out, trigger_id=binding.id,
@@ -336,7 +339,7 @@ class TriggerManager:
 
         # The router records the invocation (source and trigger id with it).
         self.host.call_internal(binding.function_id, data, finished, clock, out, timeout_ms,
-                                source, {"trigger_id": binding.id})
+                                source, {"trigger_id": binding.id}, depth=depth)
 
     def _skip(self, binding: Binding, reason: str, out: Output,
               answer: Answered | None = None) -> None:
@@ -379,11 +382,13 @@ class TriggerManager:
 
         return fire
 
-    def event(self, type_id: str, event: dict[str, Any], clock: Clock, out: Output) -> int:
+    def event(self, type_id: str, event: dict[str, Any], clock: Clock, out: Output,
+              depth: int = 0) -> int:
         """Something happened that built-in type ``type_id`` reacts to (a state change,
-        a publish): fire the bindings it picks; return how many."""
+        a publish): fire the bindings it picks; return how many. ``depth``: the observe
+        hops of the call that made it happen."""
         matched = self._reactive[type_id].matching(event)
-        self._reacting.extend(matched)
+        self._reacting.extend((binding, payload, depth) for binding, payload in matched)
         self._react(clock, out, FIRINGS_PER_TURN)
         return len(matched)
 
@@ -392,9 +397,9 @@ class TriggerManager:
         many more this turn may fire."""
         reacting = self._reacting
         while reacting and limit > 0:
-            binding, payload = reacting.popleft()
+            binding, payload, depth = reacting.popleft()
             if self.bindings.get(binding.id) is binding:  # not removed meanwhile
-                self.fire(binding, payload, clock, out)
+                self.fire(binding, payload, clock, out, depth=depth)
             limit -= 1
         return limit
 
