@@ -23,6 +23,10 @@ from iii_sdk.names import id_problem
 from iii_sdk.protocol import NULL
 
 
+#: The source of the calls of RBAC listeners' auth functions (core/gatekeeping.py).
+AUTH_SOURCE = "auth"
+
+
 class Results(RouterState):
     """How a routed call ends: its result, error or timeout goes to whoever waits."""
 
@@ -163,7 +167,9 @@ class Calls(Results):
             source=source,
             action="void" if void else "sync",
             worker_id=worker.worker_id,
-            payload=head(msg.data),
+            # An auth function's input is a handshake's headers, credentials with them:
+            # never kept for events, watchers or the TUI.
+            payload=b"" if source == AUTH_SOURCE else head(msg.data),
             tags=tags,
             observed=None if entry.id not in self.observers.by_source
             else observed(msg, conn, source, now + self._wall_offset),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iii_daemon.core.calls import Calls
+from iii_daemon.core.calls import AUTH_SOURCE, Calls
 from iii_daemon.core.effects import EVENTS, Authenticated, Output
 from iii_daemon.core.rbac import ALWAYS, AuthRefused, Grants, grants_of
 from iii_daemon.core.registry import Connection
@@ -50,7 +50,7 @@ class Gatekeeping(Calls):
             out.append((EVENTS, Authenticated(request_id, grants, None)))
 
         self.call_internal(function_id, p.to_raw(auth_input), decided, self.clock, out,
-                           source="auth")
+                           source=AUTH_SOURCE)
         return out
 
     def _admitted(self, conn: Connection, grants: Grants, message: p.Message,

@@ -120,7 +120,7 @@ def test_the_auth_function_sees_the_handshake_and_its_answer_rules_the_calls(
         rbac: tuple[ThreadDaemon, Acme, int]) -> None:
     import iii
 
-    _, acme, port = rbac
+    daemon, acme, port = rbac
     official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
     try:
         assert official.trigger({"function_id": "acme::public::hello", "payload": 1}) == {
@@ -143,6 +143,10 @@ def test_the_auth_function_sees_the_handshake_and_its_answer_rules_the_calls(
     [seen] = [a for a in acme.auth_inputs if a["headers"].get("x-team") == "ci"][:1]
     assert seen["ip_address"] == "127.0.0.1" and isinstance(seen["query_params"], dict)
     assert acme.called("acme::private") == acme.called("acme::public::secret") == []
+    # The handshake's headers (credentials among them) are kept nowhere: not in events.
+    auth_events = [e for e in ask(daemon, "engine::events::list")["events"]
+                   if e.get("function_id") == "acme::auth"]
+    assert auth_events and not any("x-team" in json.dumps(e) for e in auth_events)
 
 
 def test_a_raising_or_missing_auth_function_refuses_the_connection(
