@@ -22,7 +22,6 @@ from iii_sdk.limits import MAX_TIMEOUT_MS
 from iii_sdk.names import id_problem
 from iii_sdk.protocol import NULL
 
-
 #: The source of the calls of RBAC listeners' auth functions (core/gatekeeping.py).
 AUTH_SOURCE = "auth"
 
