@@ -9,6 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 
+#: How often the waiting main thread wakes, so that pending signals are handled.
+SIGNAL_CHECK_S = 0.2
+
+
 def serve_until_stopped(stopped: threading.Event, shutdown: Callable[[], None],
                         ready: Callable[[], object] | None = None) -> None:
     """Wait until ``stopped`` is set (SIGTERM sets it) or Ctrl-C, then ``shutdown()``.
@@ -29,7 +33,11 @@ def serve_until_stopped(stopped: threading.Event, shutdown: Callable[[], None],
         try:
             if ready is not None:
                 ready()
-            stopped.wait()
+            # Not one endless wait: a signal the kernel hands to another thread only
+            # runs its handler when the main thread next runs Python code, and a main
+            # thread blocked for good never would (seen: Ctrl-C ignored under load).
+            while not stopped.wait(SIGNAL_CHECK_S):
+                pass
         except KeyboardInterrupt:
             interrupted = True
     finally:
