@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-
 #: How often the waiting main thread wakes, so that pending signals are handled.
 SIGNAL_CHECK_S = 0.2
 
