@@ -151,8 +151,11 @@ async def _serve_with_store(config: DaemonConfig, store: Store, stop: asyncio.Ev
     shared = None
     if config.redis_url:
         shared = SharedOps(without_password(config.redis_url))
+        in_redis = [space for space, backend in (("state", config.state_backend),
+                                                 ("streams", config.streams_backend))
+                    if backend == "redis"]
         info["backend"] = {"kind": "redis", "url": shared.describe, "state": "connecting",
-                           "shares": ["pub/sub", "state", "streams", "queues", "cron"]}
+                           "shares": ["pub/sub", *in_redis, "queues", "cron"]}
     router = Router(info=info, history=config.history_events,
                     call_timeout_ms=config.call_timeout_ms, queues=config.queues,
                     paced_queues=True, channels=channels,

@@ -296,3 +296,31 @@ def test_rediss_urls_speak_tls(short_tmp: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_state_may_stay_local_beside_redis_and_a_backend_must_exist(
+        short_tmp: Path, redis_server: RedisServer) -> None:
+    """``[state] backend = "local"``: this daemon's state stays its own while the rest is
+    shared; a backend named without its connection is a config error at start."""
+    for name in "ab":
+        (short_tmp / name).mkdir()
+    (short_tmp / "a" / "config.toml").write_text('[state]\nbackend = "local"\n')
+    a = ThreadDaemon(short_tmp / "a", "--redis-url", redis_server.url).start()
+    b = ThreadDaemon(short_tmp / "b", "--redis-url", redis_server.url).start()
+    try:
+        with connect(str(a.socket_path)) as client:
+            client.trigger({"function_id": "state::set",
+                            "payload": {"scope": "s", "key": "k", "value": 1}})
+            shares = client.trigger({"function_id": "engine::status"})["backend"]["shares"]
+        assert shares == ["pub/sub", "streams", "queues", "cron"]
+        with connect(str(b.socket_path)) as client:
+            assert client.trigger({"function_id": "state::get",
+                                   "payload": {"scope": "s", "key": "k"}}) is None
+    finally:
+        a.stop()
+        b.stop()
+    for config, wanted in (('[state]\nbackend = "redis"\n', "no Redis URL is set"),
+                           ('[streams]\nbackend = "bridge"\n', "there is no [bridge] url")):
+        (short_tmp / "config.toml").write_text(config)
+        refused = run_iii(short_tmp, "daemon", "start")
+        assert refused.returncode == 1 and wanted in refused.stderr, refused.stderr
