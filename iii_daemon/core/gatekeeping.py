@@ -153,6 +153,7 @@ class Gatekeeping(Calls):
 
     def _trigger_refused(self, conn: Connection, msg: p.RegisterTrigger, refusal: str,
                          out: Output) -> None:
+        self._refused(conn, "trigger", msg.id, refusal, out)
         out.append((conn.id, p.TriggerRegistrationResult(
             id=msg.id, trigger_type=msg.trigger_type, function_id=msg.function_id,
             error=make_error(ErrorCode.FORBIDDEN, refusal))))
@@ -215,9 +216,16 @@ class Gatekeeping(Calls):
 
     def _forbid(self, conn: Connection, request_type: str, request_id: str, reason: str,
                 out: Output) -> None:
+        what = _REFUSED_AS.get(request_type)
+        if what is not None:  # logged and told to watchers, as every refused registration
+            self._refused(conn, what, request_id, reason, out)
         out.append((conn.id, p.Error(code=ErrorCode.FORBIDDEN, message=reason,
                                      request_type=request_type, request_id=request_id)))
 
+
+#: A refused registration's kind, as ``registration.refused`` events name it.
+_REFUSED_AS = {"registerfunction": "function", "registertriggertype": "trigger type",
+               "registeractiontype": "action type"}
 
 #: Each registration's request type, and the router's handler it goes on to.
 _REGISTER: dict[type, tuple[str, str]] = {

@@ -202,6 +202,10 @@ def test_registrations_take_the_prefix_and_the_flags(
         assert "allow_trigger_type_registration" in refused["message"]
     names = {f["function_id"] for f in ask(daemon, "engine::functions::list")["functions"]}
     assert "mine" not in names
+    refusals = [e for e in ask(daemon, "engine::events::list")["events"]
+                if e.get("event") == "registration.refused"]  # as every refusal is told
+    assert {(e["what"], e["id"]) for e in refusals} >= {("function", "mine"),
+                                                       ("trigger type", "webhook")}
 
 
 def test_no_route_reaches_a_forbidden_function(rbac: tuple[ThreadDaemon, Acme, int]) -> None:
