@@ -91,9 +91,11 @@ return old
 """
 
 
-#: The scripts sent by their SHA1 (EVALSHA), loaded at start and when Redis forgot them.
-_SHAS = {text: hashlib.sha1(text.encode()).hexdigest()
-         for text in (SET_SCRIPT, DELETE_SCRIPT, *redis_queues.SCRIPTS.values())}
+#: The state scripts sent by their SHA1 (EVALSHA); the queues' are ``redis_queues.SHAS``.
+SET_SHA = hashlib.sha1(SET_SCRIPT.encode()).hexdigest()
+DELETE_SHA = hashlib.sha1(DELETE_SCRIPT.encode()).hexdigest()
+#: Every script sent by its SHA1: loaded at start, and again when Redis forgot them.
+_SCRIPTS = (SET_SCRIPT, DELETE_SCRIPT, *redis_queues.SCRIPTS.values())
 
 
 class Change(msgspec.Struct):
@@ -291,8 +293,10 @@ class RedisShared:
         return again
 
     async def _load_scripts(self) -> None:
-        for text in _SHAS:
-            await self._client.script_load(text)
+        pipe = self._client.pipeline(transaction=False)  # one round trip for all
+        for text in _SCRIPTS:
+            pipe.script_load(text)
+        await pipe.execute()
 
     async def _run_update(self, op: SharedOp) -> None:
         result: Any = None
@@ -343,11 +347,11 @@ class RedisShared:
         # By their hash: a Redis that forgot them (restarted) answers NOSCRIPT, and the
         # batch loads them and sends those operations again.
         if what == "set":
-            pipe.evalsha(_SHAS[SET_SCRIPT], len(keys), *keys, key, _json(args["value"]),
+            pipe.evalsha(SET_SHA, len(keys), *keys, key, _json(args["value"]),
                          *about)
             return _old
         if what == "delete":
-            pipe.evalsha(_SHAS[DELETE_SCRIPT], len(keys), *keys, key, "", *about)
+            pipe.evalsha(DELETE_SHA, len(keys), *keys, key, "", *about)
             return _old
         raise ValueError(f"unknown operation {op.kind!r}")
 
