@@ -456,6 +456,11 @@ def ask(daemon: Any, function_id: str, data: Any = None) -> Any:
         return client.trigger({"function_id": function_id, "payload": data})
 
 
+def dead_letters(daemon: Any, queue: str) -> list[Any]:
+    """``iii queue dlq QUEUE``'s rows, from the daemon's function."""
+    return list(ask(daemon, "engine::queues::dlq", {"queue": queue})["dead_letters"])
+
+
 def succeeds(socket_path: Path, function_id: str, data: Any = None) -> bool:
     """A call of ``function_id`` at ``socket_path`` is answered without an error (for
     polling: the CLI's own exit codes are checked where they are the point)."""

@@ -24,6 +24,7 @@ from tests.helpers import (
     RedisServer,
     ThreadDaemon,
     ask,
+    dead_letters,
     run_iii,
     wait_for,
 )
@@ -101,10 +102,6 @@ def worker(queued: DaemonProcess) -> Iterator[tuple[III, Seen]]:
 @pytest.fixture
 def backend_worker(on_backend: Any) -> Iterator[tuple[III, Seen]]:
     yield from serving(on_backend)
-
-
-def dead_letters(daemon: Any, queue: str) -> list[Any]:
-    return list(ask(daemon, "engine::queues::dlq", {"queue": queue})["dead_letters"])
 
 
 def iii_json(daemon: DaemonProcess, *args: str) -> Any:

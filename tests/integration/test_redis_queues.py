@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from iii_sdk import III, TriggerAction, connect, register_worker
-from tests.helpers import DaemonProcess, RedisServer, ThreadDaemon, ask, run_iii, wait_for
+from tests.helpers import (
+    DaemonProcess,
+    RedisServer,
+    ThreadDaemon,
+    ask,
+    dead_letters,
+    run_iii,
+    wait_for,
+)
 
 
 class Worker:
@@ -53,10 +61,6 @@ def daemons(tmp: Path, server: RedisServer, names: str, config: str = "") -> lis
 def queues(daemon: Any) -> list[dict[str, Any]]:
     """``iii queue list``'s rows, from the daemon's function."""
     return list(ask(daemon, "engine::queues::list")["queues"])
-
-
-def dead_letters(daemon: Any, queue: str) -> list[dict[str, Any]]:
-    return list(ask(daemon, "engine::queues::dlq", {"queue": queue})["dead_letters"])
 
 
 def test_a_message_enqueued_anywhere_is_delivered_once_among_the_daemons_serving_it(
