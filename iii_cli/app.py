@@ -23,6 +23,7 @@ from iii_cli.common import (
     HttpPortOption,
     QuietOption,
     SocketOption,
+    StreamsPortOption,
     UrlOption,
     WsPortOption,
     call_function,
@@ -369,6 +370,7 @@ def daemon_start(
     data_dir: DataDirOption = None,
     ws_port: WsPortOption = None,
     http_port: HttpPortOption = None,
+    streams_port: StreamsPortOption = None,
     socket: SocketOption = None,
     redis_url: Annotated[str | None, typer.Option(
         "--redis-url", help="Share pub/sub with other daemons through this Redis "
@@ -380,7 +382,8 @@ def daemon_start(
     socket_path = socket_of(socket)
     if redis_url:  # through the environment: a password in it stays out of `ps`
         os.environ["III_REDIS_URL"] = redis_url
-    options = dc.StartOptions(data_dir=data_dir, ws_port=ws_port, http_port=http_port)
+    options = dc.StartOptions(data_dir=data_dir, ws_port=ws_port, http_port=http_port,
+                              streams_port=streams_port)
     if foreground:
         # The same rule as `python -m iii_daemon`, which this becomes: it cannot run here.
         if dc.running_pid(socket_path) is not None and dc.answers(socket_path):
@@ -415,6 +418,7 @@ def daemon_restart(
     data_dir: DataDirOption = None,
     ws_port: WsPortOption = None,
     http_port: HttpPortOption = None,
+    streams_port: StreamsPortOption = None,
     socket: SocketOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -422,7 +426,8 @@ def daemon_restart(
     socket_path = socket_of(socket)
     try:
         dc.stop_daemon(socket_path)
-        pid, _ = dc.start_daemon(socket_path, dc.StartOptions(data_dir, ws_port, http_port))
+        pid, _ = dc.start_daemon(socket_path, dc.StartOptions(data_dir, ws_port, http_port,
+                                                              streams_port))
     except dc.DaemonError as exc:
         fail(ec.FUNCTION_ERROR, str(exc))
     say(f"iii daemon restarted (pid {pid}) on {socket_path}", quiet)
@@ -478,7 +483,16 @@ def _status_text(info: dict[str, Any]) -> str:
         f"{_count(info['triggers'], 'trigger')}, "
         f"{_count(info['pending_invocations'], 'call')} in flight, "
         f"{_count(info.get('queued_messages', 0), 'queued message')}"
-        f"{_of_them_dead(info.get('dead_letters', 0))}")
+        f"{_of_them_dead(info.get('dead_letters', 0))}"
+        f"{_stream_clients_text(info)}")
+
+
+def _stream_clients_text(info: dict[str, Any]) -> str:
+    """The stream socket's clients, when it listens."""
+    if (info.get("listeners") or {}).get("streams", {}).get("state") != "on":
+        return ""
+    return f", {_count(info.get('stream_clients', 0), 'stream client')} " \
+           f"({_count(info.get('stream_subscriptions', 0), 'subscription')})"
 
 
 def _backend_text(backend: dict[str, Any]) -> str:

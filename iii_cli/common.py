@@ -44,6 +44,8 @@ DataDirOption = Annotated[str | None, typer.Option("--data-dir", envvar="III_DAT
                                                    help="Daemon data directory.")]
 WsPortOption = Annotated[int | None, typer.Option("--ws-port", help="WebSocket port, 0: off.")]
 HttpPortOption = Annotated[int | None, typer.Option("--http-port", help="HTTP port, 0: off.")]
+StreamsPortOption = Annotated[int | None, typer.Option(
+    "--streams-port", help="Stream socket port (browsers join streams; 3112 upstream), 0: off.")]
 FormatOption = Annotated[ListFormat | None, typer.Option(
     "-o", "--output", parser=one_of(ListFormat), metavar="table|json|jsonl",
     help="table (default on a terminal), json (default when piped) or jsonl.")]

@@ -96,6 +96,7 @@ class StartOptions:
     data_dir: str | None = None
     ws_port: int | None = None
     http_port: int | None = None
+    streams_port: int | None = None
 
 
 def daemon_command(socket_path: Path, options: StartOptions) -> list[str]:
@@ -106,6 +107,8 @@ def daemon_command(socket_path: Path, options: StartOptions) -> list[str]:
         command += ["--ws-port", str(options.ws_port)]
     if options.http_port is not None:
         command += ["--http-port", str(options.http_port)]
+    if options.streams_port is not None:
+        command += ["--streams-port", str(options.streams_port)]
     return command
 
 

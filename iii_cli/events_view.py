@@ -19,7 +19,8 @@ _STATUS = {"invocation.started": "run", "trigger.fired": "fire", "trigger.skippe
            "worker.joined": "join", "worker.left": "left", "registration.refused": "refused",
            "queue.retry": "retry", "queue.dead_letter": "dead", "missed": "missed",
            "observer.changed": "obs", "observer.skipped": "skip",
-           "managed.started": "start"}
+           "managed.started": "start", "stream.joined": "join", "stream.left": "left",
+           "stream.refused": "refused"}
 _COLOURS = {"ok": "32", "error": "31", "skip": "33", "retry": "33", "dead": "31",
             "refused": "31", "missed": "35", "fire": "36", "run": "2"}
 
@@ -63,6 +64,11 @@ def detail_of(event: dict[str, Any]) -> str:
         return f"{event.get('queue')} attempt {event.get('attempt')}"
     if kind == "queue.dead_letter":
         return f"{event.get('queue')} after {event.get('attempts')} attempts"
+    if kind in ("stream.joined", "stream.left", "stream.refused"):
+        item = f"/{event.get('id')}" if event.get("id") is not None else ""
+        why = f": {event.get('reason')}" if kind == "stream.refused" else ""
+        return f"{event.get('stream_name')}/{event.get('group_id')}{item} " \
+               f"{event.get('subscription_id')} from {event.get('client')}{why}"
     if kind == "missed":
         return f"{event.get('count')} events dropped: this watcher was too slow"
     if kind == "managed.started":

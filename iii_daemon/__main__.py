@@ -17,6 +17,8 @@ from iii_daemon.core.queues import policy_problem
 from iii_daemon.lifecycle.serve import DaemonConfig, run
 from iii_sdk import bridge_specs, config, listener_specs
 from iii_sdk.bridge_specs import BridgeSpec
+from iii_sdk.client.addresses import is_loopback
+from iii_sdk.listener_specs import StreamSocketSpec
 from iii_sdk.paths import resolve_data_dir, resolve_socket_path
 from iii_sdk.worker_specs import spec_of
 
@@ -48,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=_port,
                         help="HTTP trigger port, 0 for none (default: $III_HTTP_PORT, else "
                              "config [http] port)")
+    parser.add_argument("--streams-port", type=_port,
+                        help="stream socket port, where browsers join streams (3112 "
+                             "upstream), 0 for none (default: $III_STREAMS_PORT, else "
+                             "config [streams] port, else off)")
     parser.add_argument("--redis-url",
                         help="share pub/sub with other daemons through this Redis "
                              "(redis://HOST:PORT/DB, rediss:// for TLS; default: "
@@ -105,6 +111,7 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         ws_port = pick(args.ws_port, "websocket.port") \
             if values["websocket"]["enabled"] else 0
         http_port = pick(args.http_port, "http.port") if values["http"]["enabled"] else 0
+        streams_port = pick(args.streams_port, "streams.port")
     except config.ConfigError as exc:
         raise ConfigProblem(f"config error: {exc}") from None
     try:
@@ -152,7 +159,31 @@ def daemon_config(args: argparse.Namespace) -> DaemonConfig:
         state_backend=state_backend,
         streams_backend=streams_backend,
         worker_log_dir=_worker_log_dir(args.log_file),
+        stream_socket=_stream_socket(streams_port, settings),
     )
+
+
+def _stream_socket(port: int, settings: config.Config) -> StreamSocketSpec | None:
+    """The stream socket, when it has a port.
+
+    Raises:
+        ConfigProblem: it would listen off this machine with no auth function to decide
+            who joins (every listener off loopback needs a door).
+    """
+    if not port:
+        return None
+    host = str(settings.get("streams.host"))
+    auth = settings.get("streams.auth_function_id")
+    if auth is None and not is_loopback(host):
+        raise ConfigProblem(f"config error: {settings.path}: [streams] host {host} is not "
+                            f"loopback; set [streams] auth_function_id to decide who joins")
+    return StreamSocketSpec(
+        port=port, host=host, auth_function_id=auth,
+        allowed_origins=tuple(settings.get("streams.allowed_origins")),
+        allowed_hosts=tuple(settings.get("streams.allowed_hosts")),
+        max_subscriptions=int(settings.get("streams.max_subscriptions")),
+        max_clients=int(settings.get("streams.max_clients")),
+        client_buffer_bytes=int(settings.get("streams.client_buffer_bytes")))
 
 
 def _bridge(table: dict[str, Any] | None, path: Path) -> tuple[BridgeSpec | None, str | None]:

@@ -46,7 +46,11 @@ DEFAULTS: dict[str, Any] = {
     #: Where state and streams live: unset follows the daemon (Redis when it has one,
     #: else its own store); "local", "redis" or "bridge" (the bridged engine's).
     "state": {"backend": None},
-    "streams": {"backend": None},
+    #: ``port``: the stream socket, where browsers and other clients join streams
+    #: (upstream's 3112); 0, the default, leaves it off.
+    "streams": {"backend": None, "port": 0, "host": "127.0.0.1", "auth_function_id": None,
+                "allowed_origins": [], "allowed_hosts": [], "max_subscriptions": 256,
+                "max_clients": 10_000, "client_buffer_bytes": 4 * 1024 * 1024},
 }
 
 #: The range of each whole-number key (both ends included). A port of 0 turns its
@@ -58,6 +62,10 @@ RANGES: dict[str, tuple[int, int]] = {
     "http.port": (0, 65535),
     "http.max_body_bytes": (1, 2**31 - 1),
     "history.events": (1, 10_000_000),
+    "streams.port": (0, 65535),
+    "streams.max_subscriptions": (1, 100_000),
+    "streams.max_clients": (1, 1_000_000),
+    "streams.client_buffer_bytes": (64 * 1024, 2**31 - 1),
 }
 #: ``[queues.NAME]`` keys with a smaller range than 0..2^31-1 or a fixed set of values.
 QUEUE_RANGES: dict[str, tuple[int, int]] = {"concurrency": (1, 100_000),
@@ -69,10 +77,12 @@ CHOICES: dict[str, tuple[str, ...]] = {"state.backend": ("local", "redis", "brid
                                        "streams.backend": ("local", "redis", "bridge")}
 #: String keys that may not be empty when set.
 NON_EMPTY = frozenset({"socket", "websocket.host", "websocket.token", "http.host",
-                       "http.token", "redis.url", "redis.password_env"})
+                       "http.token", "redis.url", "redis.password_env", "streams.host",
+                       "streams.auth_function_id"})
 #: Environment variables that override a key (cli.md: flag > environment > file).
 ENV_OVERRIDES: dict[str, str] = {"socket": "III_SOCKET", "websocket.port": "III_WS_PORT",
-                                 "http.port": "III_HTTP_PORT", "redis.url": "III_REDIS_URL"}
+                                 "http.port": "III_HTTP_PORT", "redis.url": "III_REDIS_URL",
+                                 "streams.port": "III_STREAMS_PORT"}
 
 #: Settings of one ``[queues.NAME]`` table.
 QUEUE_KEYS: dict[str, type] = {

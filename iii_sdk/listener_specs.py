@@ -1,6 +1,7 @@
 """Extra worker listeners as the config file holds them (``[[websocket.listeners]]``, keys
 as the upstream worker manager names them): a port where an auth function decides, per
 connection, what the worker may call and register (RBAC). One rule for their shape.
+And the stream socket's settings (``[streams]``), checked as every plain key is.
 """
 
 from __future__ import annotations
@@ -27,6 +28,20 @@ class ListenerSpec:
     on_function_registration_function_id: str | None = None
     on_trigger_registration_function_id: str | None = None
     on_trigger_type_registration_function_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSocketSpec:
+    """``[streams]``: where the stream socket listens and who may join."""
+
+    port: int
+    host: str = "127.0.0.1"
+    auth_function_id: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_subscriptions: int = 256
+    max_clients: int = 10_000
+    client_buffer_bytes: int = 4 * 1024 * 1024
 
 
 def listeners_problem(entries: Any) -> str | None:

@@ -61,6 +61,7 @@ def child_env(tmp: Path) -> dict[str, str]:
     # with --ws-port (a flag beats the environment).
     env["III_WS_PORT"] = "0"
     env["III_HTTP_PORT"] = "0"
+    env["III_STREAMS_PORT"] = "0"
     env.pop("III_URL", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -445,6 +446,18 @@ def state_round_trip(a: Any, b: Any) -> None:
         "scope": "orders", "key": "o1", "ops": [{"type": "increment", "path": "n", "by": 1}]}})
     assert a.trigger({"function_id": "state::list",
                       "payload": {"scope": "orders"}}) == [{"n": 2}]
+
+
+def handshake(port: int, headers: dict[str, str] | None = None,
+              host: str | None = None) -> int:
+    """The HTTP status of a WebSocket handshake (101 = accepted)."""
+    lines = ["GET / HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
+             "Upgrade: websocket", "Connection: Upgrade",
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return int(sock.recv(4096).split(b"\r\n", 1)[0].split()[1])
 
 
 def ask(daemon: Any, function_id: str, data: Any = None) -> Any:

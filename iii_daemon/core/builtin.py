@@ -98,6 +98,8 @@ class Services:
     #: Call a function the daemon's way (for :class:`Later` outcomes):
     #: ``call(function_id, data, then, out)``, ``then(result, error, out)`` once.
     call: Callable[[str, Any, Answer, Output], None] | None = None
+    #: Stream-socket clients and their subscriptions, counted (engine::status).
+    stream_clients: Callable[[], tuple[int, int]] = lambda: (0, 0)
     #: Observers as ``engine::observers::list`` rows (``rows(function_id or None)``).
     observers: Callable[[str | None], list[dict[str, Any]]] = lambda _function_id: []
     #: The managed workers (None: this daemon runs none, e.g. a test's router).

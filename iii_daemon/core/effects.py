@@ -94,12 +94,22 @@ class LogNote:
 
 @dataclass(slots=True)
 class Authenticated:
-    """Driver command: the auth function of an RBAC listener decided about a connection
-    (``Router.authenticate(request_id, ...)``): its grants, or why it is refused."""
+    """Driver command: a listener's auth function decided about a connection
+    (``Router.authenticate(request_id, ...)``): what it is granted (an RBAC worker's
+    grants, a stream client's context), or why it is refused."""
 
     request_id: int
-    grants: Any
+    verdict: Any
     refusal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPush:
+    """Driver command: send each frame (JSON text) to its stream-socket client, in
+    order (core/stream_joining.py): ``(client id, frame)`` pairs, one command for a
+    change however many clients it reaches."""
+
+    frames: list[tuple[int, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,4 +149,4 @@ EVENTS = 0
 
 #: ``(connection id, message or command)`` pairs, in the order they must happen.
 Output = list[tuple[int, "p.Message | Close | Emit | Persist | HttpReply | HttpCall | Spawn | Kill "
-                         "| LogNote | SharedOp | Authenticated"]]
+                         "| LogNote | SharedOp | Authenticated | StreamPush"]]

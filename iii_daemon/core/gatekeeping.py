@@ -13,29 +13,30 @@ it); its middleware runs instead of each call the worker makes, with the auth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from iii_daemon.core.calls import AUTH_SOURCE, Calls
 from iii_daemon.core.effects import EVENTS, Authenticated, Output
-from iii_daemon.core.rbac import ALWAYS, AuthRefused, Grants, grants_of
+from iii_daemon.core.rbac import ALWAYS, AuthRefused, Grants
 from iii_daemon.core.registry import Connection
 from iii_daemon.core.router_state import make_error
 from iii_sdk import protocol as p
 from iii_sdk.error_codes import ErrorCode
-from iii_sdk.listener_specs import ListenerSpec
 
 Registration = p.RegisterFunction | p.RegisterTrigger | p.RegisterTriggerType
 
 
 class Gatekeeping(Calls):
-    def authenticate(self, request_id: int, listener: ListenerSpec,
-                     auth_input: dict[str, Any], now: float) -> Output:
-        """Call the listener's auth function with ``auth_input`` (the upstream
-        ``AuthInput``); the driver gets :class:`Authenticated` with the grants, or why
-        the connection is refused (the function raised, is missing, answered nonsense)."""
+    def authenticate(self, request_id: int, function_id: str, auth_input: dict[str, Any],
+                     judge: Callable[[Any], Any], now: float) -> Output:
+        """Call the auth function ``function_id`` with ``auth_input`` (the upstream
+        ``AuthInput``); the driver gets :class:`Authenticated` with what ``judge`` makes of
+        its answer (an RBAC listener's grants, a stream client's context), or why the
+        connection is refused: the function raised, is missing, or ``judge`` raised
+        :class:`AuthRefused` (an answer of the wrong shape)."""
         out: Output = []
         self._now = now
-        function_id = listener.auth_function_id
 
         def decided(result: Any, error: p.ErrorBody | None, out: Output) -> None:
             if error is not None:
@@ -43,11 +44,11 @@ class Gatekeeping(Calls):
                                                   f"{function_id}: {error.message}")))
                 return
             try:
-                grants = grants_of(p.from_raw(result or p.NULL), listener)
+                verdict = judge(p.from_raw(result or p.NULL))
             except AuthRefused as exc:
                 out.append((EVENTS, Authenticated(request_id, None, f"{function_id}: {exc}")))
                 return
-            out.append((EVENTS, Authenticated(request_id, grants, None)))
+            out.append((EVENTS, Authenticated(request_id, verdict, None)))
 
         self.call_internal(function_id, p.to_raw(auth_input), decided, self.clock, out,
                            source=AUTH_SOURCE)

@@ -33,6 +33,8 @@ from iii_daemon.core.shared_events import SharedEvents
 from iii_daemon.core.shared_queues import SharedQueues
 from iii_daemon.core.state_table import StateTable
 from iii_daemon.core.stats import Stats
+from iii_daemon.core.stream_clients import StreamClients
+from iii_daemon.core.stream_joining import StreamJoining
 from iii_daemon.core.supervision import Supervisor
 from iii_daemon.core.triggers.http import HttpType, Match
 from iii_daemon.core.triggers.manager import TriggerManager
@@ -46,7 +48,8 @@ from iii_sdk.error_codes import ErrorCode
 _Handler = Callable[["Router", Connection, Any, float, Output], None]
 
 
-class Router(Gatekeeping, Calls, Sessions, Registrations, Watching, Processes, SharedEvents):
+class Router(Gatekeeping, StreamJoining, Calls, Sessions, Registrations, Watching, Processes,
+             SharedEvents):
     """Registry, routing and invocation tracking for every connection: the state and the
     entry points; the handlers of each message family live in their own modules."""
 
@@ -79,6 +82,9 @@ class Router(Gatekeeping, Calls, Sessions, Registrations, Watching, Processes, S
         self.state: StateTable[str] = StateTable()
         self.streams: StateTable[tuple[str, str]] = StateTable()
         self.triggers = TriggerManager(self)
+        #: Stream-socket clients and what they joined; they hear every stream event.
+        self.stream_clients = StreamClients()
+        self.triggers.listeners["stream"] = self._stream_heard
         #: Durable queues (config ``[queues.NAME]`` tables by name).
         self.queues = Queues(self, queues, call_timeout_ms) if shared is None else \
             SharedQueues(self, shared, queues, call_timeout_ms)
@@ -120,6 +126,8 @@ class Router(Gatekeeping, Calls, Sessions, Registrations, Watching, Processes, S
                                  stats=self.stats, watching=self.watchers.__len__,
                                  call=self._call_for_builtin,
                                  observers=self.observers.rows,
+                                 stream_clients=lambda: (len(self.stream_clients),
+                                                         self.stream_clients.subscriptions()),
                                  supervisor=self.supervisor, shared=shared,
                                  shared_state=shared if state_backend == "redis" else None,
                                  shared_streams=shared if streams_backend == "redis" else None)

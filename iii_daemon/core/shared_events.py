@@ -75,6 +75,7 @@ class SharedEvents(RouterState):
         except (KeyError, TypeError):  # not shaped as a change event
             log.warning("ignored a change from the bridge without its fields: %.200r", event)
             return out
+        self.triggers.tell(type_id, event, out)
         for binding, payload in matching:
             self.triggers.fire_later(binding, payload)(out)
         return out
@@ -108,6 +109,7 @@ class SharedEvents(RouterState):
                         now: float) -> Output:
         out: Output = []
         self._now = now
+        self.triggers.tell(type_id, event, out)
         kind = cast(Reactive, self.triggers.types[type_id])
         for binding, payload in kind.matching(event):
             self.claim(binding, event_id, self.triggers.fire_later(binding, payload), out)

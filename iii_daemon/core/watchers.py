@@ -25,14 +25,15 @@ from iii_daemon.core.event_log import frame as frame_of
 DEFAULT_REPLAY = 100
 #: Events that are failures for ``errors: true`` (besides those with an ``error``).
 FAILURES = frozenset({"trigger.skipped", "registration.refused", "queue.retry",
-                      "queue.dead_letter"})
+                      "queue.dead_letter", "stream.refused"})
 
 
 #: Every event the daemon records (a watcher's kinds name these or a prefix of them).
 EVENT_KINDS = ("invocation.started", "invocation.finished", "trigger.fired",
                "trigger.skipped", "worker.joined", "worker.left", "registration",
                "registration.refused", "observer.changed", "observer.skipped", "queue.retry",
-               "queue.dead_letter", "managed.started", "managed.exited")
+               "queue.dead_letter", "managed.started", "managed.exited", "stream.joined",
+               "stream.left", "stream.refused")
 #: The kinds a watcher may ask for: the events and their families.
 KNOWN_KINDS = frozenset(EVENT_KINDS) | {kind.split(".")[0] for kind in EVENT_KINDS}
 

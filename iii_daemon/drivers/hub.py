@@ -91,7 +91,10 @@ class Hub:
         self.live = LiveEvents(self, watch_buffer)
         #: Who carries out the other driver commands, by type (``Spawn``: the managed
         #: workers' processes, ``SharedOp``: the shared backend), as the daemon set up.
-        self.commands: dict[type, Callable[[Any], None]] = {}
+        self.commands: dict[type, Callable[[Any], int | None]] = {}
+        #: Called at each flush, before the connections' output goes out (the stream
+        #: socket writes what a turn made for each client at once).
+        self.flushers: list[Callable[[], None]] = []
 
     # --- links --------------------------------------------------------------------------
 
@@ -277,8 +280,7 @@ class Hub:
     def _put(self, conn_id: int, message: object) -> int:
         """Carry out one effect now; return the bytes of output it added."""
         if not isinstance(message, p.Message):  # a command, not a frame (the rarer)
-            self._command(conn_id, message)
-            return 0
+            return self._command(conn_id, message)
         if conn_id not in self.links:
             return 0  # gone already; whatever was meant for it is moot
         buf = self._out.get(conn_id)
@@ -294,7 +296,9 @@ class Hub:
             return 0
         return len(buf) - size
 
-    def _command(self, conn_id: int, message: object) -> None:
+    def _command(self, conn_id: int, message: object) -> int:
+        """Carry out a command; return the bytes of output it queued (which count
+        against the budget of the connection whose frames made it)."""
         if isinstance(message, Emit):
             if message.to is None:
                 self.live.add(message)
@@ -313,7 +317,8 @@ class Hub:
         else:
             command = self.commands.get(type(message))
             if command is not None:  # managed workers' processes, the shared backend
-                command(message)
+                return command(message) or 0
+        return 0
 
     def unsent(self, conn_id: int) -> int | None:
         """What a connection holds unsent (its transport's and ours), None if gone."""
@@ -326,6 +331,8 @@ class Hub:
         self._out.setdefault(conn_id, bytearray()).extend(data)
 
     def flush(self) -> None:
+        for flusher in self.flushers:
+            flusher()
         if self._out:
             for conn_id in list(self._out):
                 self._flush_one(conn_id)

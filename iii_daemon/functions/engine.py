@@ -52,6 +52,7 @@ def list_actions(services: Services, ctx: CallContext) -> Any:
 def status(services: Services, ctx: CallContext) -> Any:
     """The daemon's facts and counts (``iii daemon status``)."""
     registry = services.registry
+    clients, subscriptions = services.stream_clients()
     return {
         **services.info,
         "connections": len(registry.connections),
@@ -63,6 +64,8 @@ def status(services: Services, ctx: CallContext) -> Any:
         "queued_messages": services.queues.count(),
         "dead_letters": services.queues.dead_count(),
         "watchers": services.watching(),
+        "stream_clients": clients,
+        "stream_subscriptions": subscriptions,
     }
 
 

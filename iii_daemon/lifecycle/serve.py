@@ -22,6 +22,7 @@ from iii_daemon.core.shared import SharedOps
 from iii_daemon.drivers import unix_listener
 from iii_daemon.drivers.access import AccessPolicy
 from iii_daemon.drivers.channels import Channels
+from iii_daemon.drivers.doorkeeper import Doorkeeper
 from iii_daemon.drivers.hub import Hub
 from iii_daemon.drivers.processes import Processes
 from iii_daemon.drivers.store import Store
@@ -30,7 +31,7 @@ from iii_daemon.lifecycle import data_lock, directories, pidfile
 from iii_sdk.bridge_specs import BridgeSpec
 from iii_sdk.client.addresses import without_password
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
-from iii_sdk.listener_specs import ListenerSpec
+from iii_sdk.listener_specs import ListenerSpec, StreamSocketSpec
 from iii_sdk.worker_specs import WorkerSpec
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class DaemonConfig:
     #: backend``): "local", "redis" or "bridge".
     state_backend: str = "local"
     streams_backend: str = "local"
+    #: The stream socket (``[streams] port``), where clients join streams; None: off.
+    stream_socket: StreamSocketSpec | None = None
 
     @property
     def parked_limit(self) -> int:
@@ -204,7 +207,12 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
         # The Unix socket comes up last: once it answers, every listener is ready (the
         # CLI and tests take an answering socket to mean a ready daemon).
         ws_server = await _start_ws(hub, config, router.info["listeners"], channels)
-        rbac_servers = await _start_rbac(hub, config, router.info["listeners"])
+        doorkeeper = Doorkeeper(hub)
+        extra_servers = await _start_rbac(hub, doorkeeper, config, router.info["listeners"])
+        stream_server = await _start_stream_socket(hub, doorkeeper, config,
+                                                   router.info["listeners"])
+        if stream_server is not None:
+            extra_servers.append(stream_server)
         close_http = await _start_http(hub, config, router.info["listeners"], channels)
         try:
             sock = unix_listener.bind_socket(config.socket_path)
@@ -231,8 +239,8 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
             processes.close()
             if bridge is not None:  # its waiting callers are answered below
                 await bridge.close()
-            for rbac_server in rbac_servers:
-                rbac_server.close()
+            for extra_server in extra_servers:
+                extra_server.close()
             server.close()
             # Every waiting caller, on any transport, gets its answer first (writes
             # queued by then are committed).
@@ -326,15 +334,36 @@ async def _start_ws(hub: Hub, config: DaemonConfig, listeners: dict[str, Any],
     return ws
 
 
-async def _start_rbac(hub: Hub, config: DaemonConfig, listeners: dict[str, Any]
-                      ) -> list[WsServer]:
+async def _start_stream_socket(hub: Hub, doorkeeper: Doorkeeper, config: DaemonConfig,
+                               listeners: dict[str, Any]) -> WsServer | None:
+    """The stream socket (``[streams] port``); when it cannot run, the daemon still
+    serves everything else and ``status`` says why."""
+    spec = config.stream_socket
+    if spec is None:
+        return None
+    from iii_daemon.drivers.stream_socket import StreamSocket
+
+    try:
+        server = await StreamSocket(hub, doorkeeper, spec).start()
+    except ListenerOff as exc:
+        log.warning("stream socket off: %s", exc)
+        listeners["streams"] = {"state": "off", "port": spec.port, "reason": str(exc)}
+        return None
+    log.info("stream socket on ws://%s:%d", _url_host(spec.host), spec.port)
+    listeners["streams"] = {"state": "on", "host": spec.host, "port": spec.port,
+                            "url": f"ws://{_url_host(spec.host)}:{spec.port}",
+                            "auth_function_id": spec.auth_function_id}
+    return server
+
+
+async def _start_rbac(hub: Hub, doorkeeper: Doorkeeper, config: DaemonConfig,
+                      listeners: dict[str, Any]) -> list[WsServer]:
     """The RBAC worker listeners (``[[websocket.listeners]]``); one that cannot run is
     off, and ``status`` says why."""
     if not config.ws_listeners:
         return []
-    from iii_daemon.drivers.rbac_listener import Doorkeeper, start_rbac_server
+    from iii_daemon.drivers.rbac_listener import start_rbac_server
 
-    doorkeeper = Doorkeeper(hub)
     servers = []
     for spec in config.ws_listeners:
         name = f"rbac {spec.host}:{spec.port}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from tests.helpers import (
     REPO,
     DaemonProcess,
     ThreadDaemon,
+    ask,
     child_env,
     free_port,
     wait_for,
@@ -352,3 +354,74 @@ def test_the_bridges_block_runs_as_shown(short_tmp: Path) -> None:
             subprocess.run([IIIBIN, "daemon", "stop"], env={
                 **env, "III_SOCKET": str(short_tmp / "bridge" / f"{name}.sock")},
                 capture_output=True, timeout=30)
+
+
+def html_block(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {heading}\n")
+    section = text[start:text.find("\n## ", start + 1)]
+    [block] = re.findall(r"```html\n(.*?)```", section, re.S)
+    return block
+
+
+def dark_pixels(png: bytes) -> int:
+    """How many pixels of a screenshot are not near white (text drawn on the page)."""
+    import io
+
+    from PIL import Image
+
+    return sum(Image.open(io.BytesIO(png)).convert("L").histogram()[:128])
+
+
+def test_the_live_streams_page_works_as_written(short_tmp: Path) -> None:
+    """README "Live streams in a browser": its page, in headless Chromium, served from an
+    allowed origin, joins the stream and shows each of the section's commands as they
+    run (only the stream socket's port is the test's own); screenshots show the text."""
+    import http.server
+    import threading
+
+    from tests.browser import Chromium
+
+    site = short_tmp / "site"
+    site.mkdir()
+    streams_port, page_port = free_port(), free_port()
+    page = html_block("Live streams in a browser")
+    assert page.count("ws://127.0.0.1:3112") == 1 and len(page.splitlines()) <= 11
+    (site / "live.html").write_text(page.replace("3112", str(streams_port)))
+    origin = f"http://127.0.0.1:{page_port}"
+    (short_tmp / "config.toml").write_text(f'[streams]\nallowed_origins = ["{origin}"]\n')
+    daemon = ThreadDaemon(short_tmp, "--streams-port", str(streams_port)).start()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(site), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", page_port), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = child_env(short_tmp)
+    browser = Chromium()
+    try:
+        browser.open(f"{origin}/live.html")
+        wait_for(lambda: ask(daemon, "engine::status")["stream_subscriptions"] == 1,
+                 timeout=30, message="the page to join")
+        blank = dark_pixels(browser.screenshot())
+        commands = section_commands("Live streams in a browser")
+        shows = ["Buy milk", "Buy oat milk", ""]
+        assert len(commands) == len(shows)
+        shots = []
+        for (command, _proc), text in zip(run_each(commands, env), shows, strict=True):
+            wait_for(lambda text=text: browser.text().strip() == text,
+                     message=f"the page to show {text!r} after {command}")
+            shot = browser.screenshot()
+            if os.environ.get("III_SCREENSHOTS"):  # to look at them
+                Path(os.environ["III_SCREENSHOTS"], f"live-{len(shots)}.png").write_bytes(shot)
+            shots.append(dark_pixels(shot))
+        # Text drawn after each change, none once the item is deleted.
+        assert shots[0] > 50 and shots[1] > shots[0] and shots[2] == blank == 0, shots
+    finally:
+        browser.close()
+        server.shutdown()
+        daemon.stop()

@@ -58,6 +58,9 @@ def test_the_trust_attacks_run(tmp_path: Path) -> None:
     ("redis_shared.py", ["--calls", "300", "--samples", "20"], "cross_daemon_queue_p99_ms"),
     ("bridge.py", ["--samples", "100"], "bridged_p50_ms"),
     ("rbac.py", ["--calls", "200", "--rounds", "1"], "rbac_listener_calls_per_s"),
+    # Clients of the stream socket in a process of their own.
+    ("stream_socket.py", ["--clients", "20", "--rounds", "5", "--calls", "200"],
+     "fan_out_last_client_p99_ms"),
 ])
 def test_the_several_daemon_benchmarks_run(tmp_path: Path, script: str, args: list[str],
                                            figure: str) -> None:

@@ -484,7 +484,7 @@ def test_a_flood_of_handshakes_cannot_queue_auth_calls_without_bound(short_tmp: 
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    from iii_daemon.drivers.rbac_listener import MAX_WAITING
+    from iii_daemon.drivers.doorkeeper import MAX_WAITING
 
     port = free_port()
     (short_tmp / "config.toml").write_text(CONFIG.format(port=port, auth="slow::auth"))
@@ -520,5 +520,5 @@ def test_a_flood_of_handshakes_cannot_queue_auth_calls_without_bound(short_tmp: 
         release.set()
         worker.shutdown()
         daemon.stop()
-    assert "wait for the auth function already" in refusal
+    assert "wait for an auth function already" in refusal
     assert sum(admitted) == MAX_WAITING  # the slow function let them all in in the end

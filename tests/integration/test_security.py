@@ -29,24 +29,13 @@ from tests.helpers import (
     RawClient,
     child_env,
     free_port,
+    handshake,
     run_iii,
     wait_for,
 )
 
 ROOT = os.geteuid() == 0
 NOBODY = 65534
-
-
-def handshake(port: int, headers: dict[str, str] | None = None,
-              host: str | None = None) -> int:
-    """The HTTP status of a WebSocket handshake (101 = accepted)."""
-    lines = ["GET / HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
-             "Upgrade: websocket", "Connection: Upgrade",
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        return int(sock.recv(4096).split(b"\r\n", 1)[0].split()[1])
 
 
 def ws_daemon(tmp: Path, config: str = "", *extra: str) -> tuple[DaemonProcess, int]:

@@ -453,3 +453,34 @@ def test_the_workers_view_shows_managed_workers_and_R_restarts_one(short_tmp: Pa
     finally:
         client.shutdown()
         daemon.stop()
+
+
+def test_the_log_shows_stream_clients_joining_and_leaving(short_tmp: Path) -> None:
+    from websockets.sync.client import connect as ws_connect
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    daemon = ThreadDaemon(short_tmp, "--streams-port", str(port)).start()
+
+    def rows(app: IIIApp) -> list[list[str]]:
+        table = app.screen_stack[0].query_one("#log")
+        return [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)]
+                for i in range(table.row_count)]
+
+    def join_and_leave() -> None:
+        with ws_connect(f"ws://127.0.0.1:{port}") as ws:
+            ws.send(json.dumps({"type": "join", "data": {
+                "subscriptionId": "s1", "streamName": "todo", "groupId": "inbox"}}))
+            assert json.loads(ws.recv(10))["event"]["type"] == "sync"
+
+    async def scenario(app: IIIApp, pilot: Any) -> None:
+        await asyncio.to_thread(join_and_leave)
+        await until(pilot, lambda: [r[1] for r in rows(app) if "todo/inbox" in r[-1]]
+                    == ["join", "left"], "the join and the leave in the log")
+        assert any("s1 from 127.0.0.1:" in r[-1] for r in rows(app))
+
+    try:
+        run(daemon, scenario, size=(120, 24))
+    finally:
+        daemon.stop()

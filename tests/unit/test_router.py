@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from iii_daemon.core.effects import EVENTS, Close, Emit, HttpReply, Persist
+from iii_daemon.core.effects import EVENTS, Close, Emit, HttpReply, Persist, StreamPush
 from iii_daemon.core.router import Router
 from iii_sdk import protocol as p
 from iii_sdk.errors import ProtocolError
@@ -71,6 +71,9 @@ class Core:
                 rendered.append((conn_id, message))
             elif isinstance(message, Close):
                 rendered.append((conn_id, "CLOSE"))
+            elif isinstance(message, StreamPush):  # frames for a stream-socket client
+                for client_id, frame in message.frames:
+                    rendered.append((conn_id, ("push", client_id, [json.loads(frame)])))
             else:
                 rendered.append((conn_id, json.loads(p.encode(message))))
         return rendered

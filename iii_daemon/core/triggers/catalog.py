@@ -15,6 +15,8 @@ BUILTIN = {
     "queue": "iii_daemon.core.triggers.queue:QueueType",
     "http": "iii_daemon.core.triggers.http:HttpType",
     "stream": "iii_daemon.core.triggers.stream:StreamType",
+    "stream:join": "iii_daemon.core.triggers.stream_presence:StreamJoinType",
+    "stream:leave": "iii_daemon.core.triggers.stream_presence:StreamLeaveType",
 }
 
 #: Built-in types announced by the design and not built yet: no worker may take their

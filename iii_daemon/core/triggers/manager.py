@@ -98,6 +98,9 @@ class TriggerManager:
         #: tick fires once in the cluster). None: every firing is this daemon's.
         self.claim: Callable[[Binding, str, Callable[[Output], None], Output], None] | None \
             = None
+        #: Who else hears every event of a type, bound or not (the stream socket's
+        #: clients hear ``stream`` events), by type id.
+        self.listeners: dict[str, Callable[[dict[str, Any], Output], None]] = {}
 
     # --- registration -------------------------------------------------------------------
 
@@ -387,10 +390,18 @@ class TriggerManager:
         """Something happened that built-in type ``type_id`` reacts to (a state change,
         a publish): fire the bindings it picks; return how many. ``depth``: the observe
         hops of the call that made it happen."""
+        self.tell(type_id, event, out)
         matched = self._reactive[type_id].matching(event)
         self._reacting.extend((binding, payload, depth) for binding, payload in matched)
         self._react(clock, out, FIRINGS_PER_TURN)
         return len(matched)
+
+    def tell(self, type_id: str, event: dict[str, Any], out: Output) -> None:
+        """Hand ``event`` to whoever listens to ``type_id`` events besides bindings (once
+        per daemon: a change through a shared backend is told on every daemon)."""
+        listener = self.listeners.get(type_id)
+        if listener is not None:
+            listener(event, out)
 
     def _react(self, clock: Clock, out: Output, limit: int) -> int:
         """Fire up to ``limit`` of the firings events asked for, oldest first; return how
