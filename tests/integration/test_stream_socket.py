@@ -324,3 +324,27 @@ def test_iii_watch_shows_joins_and_leaves(short_tmp: Path) -> None:
         watch.send_signal(signal.SIGINT)
         watch.wait(10)
         daemon.stop()
+
+
+def test_a_change_on_another_daemon_reaches_the_clients_through_redis(
+        short_tmp: Path, redis_server: Any) -> None:
+    """Two daemons share streams through Redis: a client of B's stream socket joins, and
+    a write on A reaches it once (each daemon tells its own clients)."""
+    port = free_port()
+    a = ThreadDaemon(short_tmp / "a", "--redis-url", redis_server.url).start()
+    b = ThreadDaemon(short_tmp / "b", "--redis-url", redis_server.url,
+                     "--streams-port", str(port)).start()
+    try:
+        ask(a, "stream::set", {"stream_name": "todo", "group_id": "inbox", "item_id": "a",
+                               "data": 1})
+        with client(port) as ws:
+            join(ws, "s", "todo", "inbox")
+            assert frame(ws)["event"] == {"type": "sync", "data": [1]}  # read from Redis
+            ask(a, "stream::set", {"stream_name": "todo", "group_id": "inbox",
+                                   "item_id": "b", "data": 2})
+            change = frame(ws)
+            assert (change["id"], change["event"]) == ("b", {"type": "create", "data": 2})
+            assert no_frame(ws)  # once, not once per daemon
+    finally:
+        b.stop()
+        a.stop()
