@@ -63,6 +63,9 @@ class RegisterFunction(Message, tag="registerfunction"):
     #: An HTTP-invoked function: ``{url, method?, timeout_ms?, headers?, auth?}``; the
     #: daemon calls the URL itself.
     invocation: Any = None
+    #: How its observers are delivered (observe.v1): ``{delivery?: "auto"|"owner",
+    #: args_format?: JSON Schema of the observers' args, allow?: false}``.
+    observe: Any = None
 
 
 class UnregisterFunction(Message, tag="unregisterfunction"):
@@ -196,6 +199,33 @@ class Reattach(Message, tag="reattach"):
     reattach_token: str | None = None
 
 
+class ObserverAck(Message, tag="observerack"):
+    """(observe.v1) The owner of a function accepts an observer of it (``revision`` of
+    its ``observeradded`` or ``functionregistered``), or refuses it with ``error``."""
+
+    function_id: str
+    id: str
+    revision: int = 0
+    namespace: str | None = None
+    error: Any = None
+
+
+class InvocationsObserved(Message, tag="invocationsobserved"):
+    """(observe.v1) What an owner hands its observers: calls of its functions it ran
+    in-process (local dispatch) and ``obs.emit`` events, each naming the observers it
+    ``matched``; the daemon activates their targets."""
+
+    items: list[Any] = []
+
+
+class LocalInvocationStats(Message, tag="localinvocationstats"):
+    """(observe.v1) Counts of the calls a worker ran in-process since its last report."""
+
+    window_ms: int = 0
+    functions: list[Any] = []
+    dropped_reports: list[Any] = []
+
+
 # --- daemon -> worker -------------------------------------------------------------------
 
 
@@ -222,6 +252,47 @@ class ObserverStateChanged(Message, tag="observerstatechanged"):
     state: str
     reason: ErrorBody | None = None
     fires: int = 0
+
+
+class ObserverInfo(Struct, omit_defaults=False, kw_only=True):
+    """An observer as the owner of its source function sees it (never its metadata,
+    policy or worker)."""
+
+    id: str
+    args: Any
+    filters: Any
+    target: str
+    capture: list[str]
+    on: str
+
+
+class FunctionRegistered(Message, tag="functionregistered"):
+    """(observe.v1) A function of this connection is registered: the observers it has
+    now, and whether its owner may call it in-process (local dispatch)."""
+
+    id: str
+    #: Always sent: every function lives in this daemon's one namespace.
+    namespace: str
+    revision: int = 0
+    local_dispatch: bool = False
+    observers: list[ObserverInfo] = []
+
+
+class ObserverAdded(Message, tag="observeradded"):
+    """(observe.v1) An observer of one of this connection's functions; its owner
+    answers ``observerack``."""
+
+    function_id: str
+    namespace: str
+    revision: int
+    observer: ObserverInfo
+
+
+class ObserverRemoved(Message, tag="observerremoved"):
+    function_id: str
+    namespace: str
+    revision: int
+    id: str
 
 
 class RegistrationRejected(Message, tag="registrationrejected"):
@@ -270,9 +341,15 @@ AnyMessage = Union[  # noqa: UP007 - msgspec needs a real Union object here
     Reattach,
     Observe,
     Unobserve,
+    ObserverAck,
+    InvocationsObserved,
+    LocalInvocationStats,
     WorkerRegistered,
     ObserveResult,
     ObserverStateChanged,
+    FunctionRegistered,
+    ObserverAdded,
+    ObserverRemoved,
     RegistrationRejected,
     Event,
     Error,

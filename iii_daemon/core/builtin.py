@@ -98,6 +98,9 @@ class Services:
     #: Call a function the daemon's way (for :class:`Later` outcomes):
     #: ``call(function_id, data, then, out)``, ``then(result, error, out)`` once.
     call: Callable[[str, Any, Answer, Output], None] | None = None
+    #: A worker told its features (``engine::workers::register``): the owner side of
+    #: observe.v1 starts for it (``observe_declared(conn, out)``).
+    observe_declared: Callable[[Connection, Output], None] = lambda _conn, _out: None
     #: Stream-socket clients and their subscriptions, counted (engine::status).
     stream_clients: Callable[[], tuple[int, int]] = lambda: (0, 0)
     #: Observers as ``engine::observers::list`` rows (``rows(function_id or None)``).

@@ -106,6 +106,8 @@ class Calls(Results):
     def _on_invoke(self, conn: Connection, msg: p.InvokeFunction, now: float,
                    out: Output) -> None:
         caller_id = msg.invocation_id
+        if msg.activation is not None and not self.observer_owners.owner_call(conn, msg, out):
+            return  # an owner's obs.call it may not make (answered)
         if msg.timeout_ms is not None and not 0 < msg.timeout_ms <= MAX_TIMEOUT_MS:
             self._reject(conn, msg, ErrorCode.BAD_REQUEST,
                          f"timeout_ms must be a whole number from 1 to {MAX_TIMEOUT_MS}, "

@@ -121,6 +121,13 @@ class Observer:
     #: Starting activations from the backlog now (a target that answers at once
     #: must not recurse through the whole backlog).
     pumping: bool = False
+    #: ``source.args`` (owner-delivered functions: what the owner keys its events by).
+    args: dict[str, Any] = field(default_factory=dict)
+    #: The source's owner accepted it (``observerack``; owner delivery waits for it).
+    acked: bool = False
+    #: Its source was last seen delivered by its owner (it waits for one while none
+    #: serves it).
+    via_owner: bool = False
 
     def row(self) -> dict[str, Any]:
         """The observer as ``engine::observers::list`` shows it."""
@@ -232,6 +239,34 @@ class _Document:
         return _MISSING
 
 
+class _Reported:
+    """The filter's document of a call or event its owner reported: the parts it sent
+    (what its observers capture), already decoded."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
+
+    def roots(self, wanted: Any) -> dict[str, Any]:
+        item = self.item
+        return {root: item[root] for root in wanted if root in item and root in CAPTURES}
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What an activation's envelope says of the call (or event) behind it."""
+
+    function_id: str
+    invocation_id: str
+    status: str
+    duration_ms: float
+    started_wall: float
+    depth: int
+    #: How the call came: cli, sdk, trigger:TYPE, queue:NAME; ``local`` (reported).
+    source: str
+
+
 _MISSING: Any = object()
 _UNREAD: Any = object()
 
@@ -261,6 +296,21 @@ class ObserverHost(Protocol):
                  metadata: Raw, depth: int, then: Continuation, out: Output) -> None: ...
 
 
+class SourceSide(Protocol):
+    """What the observers need from the owners of their sources (observe.v1; see
+    core/observer_owners.py)."""
+
+    def source_problem(self, source: str, args: Any) -> Refused | None: ...
+
+    def owner_delivered(self, function_id: str) -> bool: ...
+
+    def ready(self, observer: Observer) -> bool: ...
+
+    def added(self, observer: Observer, out: Output) -> None: ...
+
+    def removed(self, observer: Observer, out: Output) -> None: ...
+
+
 class Observers:
     """Every observer, by id, by source function and by target."""
 
@@ -273,6 +323,8 @@ class Observers:
         self._per_owner: collections.Counter[int] = collections.Counter()
         self._expiries: list[tuple[float, str]] = []
         self._activations = 0
+        #: The owner side (core/observer_owners.py), which sets itself here.
+        self.owners: SourceSide | None = None
 
     def rows(self, function_id: str | None = None) -> list[dict[str, Any]]:
         """The observers (of source ``function_id``), by id."""
@@ -311,9 +363,11 @@ class Observers:
         self._per_owner[conn.id] += 1
         if observer.expires_at is not None:
             heapq.heappush(self._expiries, (observer.expires_at, observer.id))
-        observer.state = "active" if self._router.serves(observer.target) else "pending"
+        observer.state = "active" if self._ready(observer) else "pending"
         self._answer(conn.id, observer.id, observer.state, out)
         self._event(observer, out)
+        if self.owners is not None:
+            self.owners.added(observer, out)
 
     def _parse(self, conn: Connection, msg: p.Observe, definition: bytes) -> Observer:
         source, target = msg.source.function_id, msg.target.function_id
@@ -326,9 +380,10 @@ class Observers:
         if source == target:  # each call of it would call it again
             raise Refused("SELF_TARGET", f"'{source}' cannot observe itself: its target "
                                          f"must be another function")
-        if msg.source.args not in (None, {}):
-            raise Refused("INVALID_ARGS", f"'{source}' is delivered by the daemon (auto): "
-                                          "source.args are for owner-delivered functions")
+        refusal = None if self.owners is None else \
+            self.owners.source_problem(source, msg.source.args)
+        if refusal is not None:
+            raise refusal
         if len(definition) > MAX_OBSERVE_BYTES:
             raise Refused("INVALID_ARGS", f"an observe message (metadata included) is at "
                                           f"most {MAX_OBSERVE_BYTES} bytes")
@@ -361,7 +416,9 @@ class Observers:
             expires_at=None if expires_ms is None else router.clock.now + expires_ms / 1000,
             max_in_flight=_whole(msg.max_in_flight, "max_in_flight", DEFAULT_MAX_IN_FLIGHT,
                                  MAX_IN_FLIGHT) or DEFAULT_MAX_IN_FLIGHT,
-            definition=definition, created=router.clock.wall)
+            definition=definition, created=router.clock.wall,
+            args=msg.source.args if isinstance(msg.source.args, dict) else {},
+            via_owner=self.owners is not None and self.owners.owner_delivered(source))
 
     def unobserve(self, conn: Connection, observer_id: str, out: Output) -> None:
         observer = self.by_id.get(observer_id)
@@ -395,10 +452,18 @@ class Observers:
             reason=None if reason is None else {"code": reason.code,
                                                 "message": reason.message})
 
-    def dispose(self, observer: Observer, code: str, message: str, out: Output) -> None:
+    def refuse(self, observer: Observer, code: str, message: str, out: Output) -> None:
+        """Its source refuses it after all (its owner, or a registration it does not
+        fit): state ``error``, removed."""
+        self.dispose(observer, code, message, out, state="error")
+
+    def dispose(self, observer: Observer, code: str, message: str, out: Output,
+                state: str = "disposed") -> None:
         """Remove it; activations already started or waiting still run."""
         if self.by_id.get(observer.id) is not observer:
             return
+        if self.owners is not None:
+            self.owners.removed(observer, out)
         del self.by_id[observer.id]
         for table, key in ((self.by_source, observer.source),
                            (self._by_target, observer.target)):
@@ -410,7 +475,7 @@ class Observers:
         self._per_owner[observer.owner] -= 1
         if not self._per_owner[observer.owner]:
             del self._per_owner[observer.owner]
-        self._change(observer, "disposed", out, p.ErrorBody(code=code, message=message))
+        self._change(observer, state, out, p.ErrorBody(code=code, message=message))
 
     def connection_closed(self, conn_id: int, out: Output) -> None:
         if conn_id not in self._per_owner:
@@ -434,15 +499,34 @@ class Observers:
         """Functions were registered or went away: observers of those targets follow."""
         if not self._by_target:
             return
-        serves = self._router.serves
         for function_id in function_ids:
             for observer in list(self._by_target.get(function_id, ())):
-                if serves(function_id):
-                    self._change(observer, "active", out)
-                    self._pump(observer, out)
-                elif observer.state == "active":
-                    self._change(observer, "suspended", out, p.ErrorBody(
-                        code="TARGET_GONE", message=f"'{function_id}' is not served now"))
+                self.refresh(observer, out)
+
+    def refresh_source(self, function_id: str, out: Output) -> None:
+        """Its source was registered or went away: its observers follow."""
+        for observer in list(self.by_source.get(function_id, ())):
+            self.refresh(observer, out)
+
+    def _ready(self, observer: Observer) -> bool:
+        return self._router.serves(observer.target) and (
+            self.owners is None or self.owners.ready(observer))
+
+    def refresh(self, observer: Observer, out: Output) -> None:
+        """Active when its target is served and its source lets it (an owner-delivered
+        one: once its owner acked it); else it waits."""
+        if observer.state in ("error", "disposed"):
+            return
+        if self._ready(observer):
+            self._change(observer, "active", out)
+            self._pump(observer, out)
+        elif not self._router.serves(observer.target):
+            if observer.state == "active":
+                self._change(observer, "suspended", out, p.ErrorBody(
+                    code="TARGET_GONE", message=f"'{observer.target}' is not served now"))
+        elif observer.state == "active":
+            self._change(observer, "pending", out, p.ErrorBody(
+                code="OWNER_PENDING", message=f"'{observer.source}' waits for its owner"))
 
     def next_expiry(self) -> float | None:
         return self._expiries[0][0] if self._expiries else None
@@ -459,7 +543,10 @@ class Observers:
     def finished(self, function_id: str, invocation_id: str, observed: Observed,
                  result: Any, error: p.ErrorBody | None, duration_ms: float,
                  out: Output) -> None:
-        """A call of an observed function ended: activate each observer it matches."""
+        """A call of an observed function ended: activate each observer it matches (its
+        owner hands an owner-delivered function's events over itself)."""
+        if self.owners is not None and self.owners.owner_delivered(function_id):
+            return
         document = _Document(observed, result, error)
         status = "success" if error is None else "error"
         for observer in list(self.by_source.get(function_id, ())):
@@ -468,51 +555,73 @@ class Observers:
             if not observer.filter.match_all and not observer.filter.matches(
                     document.roots(observer.filter.roots)):
                 continue
-            if observed.depth >= MAX_OBSERVE_DEPTH:
-                observer.looped += 1
-                self._router.record("observer.skipped", out, id=observer.id,
-                                    function_id=function_id, target=observer.target,
-                                    reason=f"observe_depth {observed.depth} reached the "
-                                           f"limit ({MAX_OBSERVE_DEPTH}): a loop?")
-                continue
-            self._activations += 1
-            activation_id = f"{observer.id}:{self._activations}"
-            payload = p.to_raw(self._payload(observer, document, status, function_id,
-                                             invocation_id, activation_id, duration_ms))
-            observer.fires += 1
-            observer.last_fire = self._router.clock.wall
-            if observer.in_flight < observer.max_in_flight:
-                self._start(observer, activation_id, payload, observed.depth + 1, out)
-            elif len(observer.backlog) < MAX_BACKLOG and \
-                    observer.backlog_bytes + len(payload) <= MAX_BACKLOG_BYTES:
-                observer.backlog.append((activation_id, payload, observed.depth + 1))
-                observer.backlog_bytes += len(payload)
-            else:
-                observer.dropped += 1
-                self._router.record("observer.skipped", out, id=observer.id,
-                                    function_id=function_id, target=observer.target,
-                                    reason=f"{len(observer.backlog)} activations already "
-                                           "wait (the backlog is full)")
-            if observer.max_fires is not None and observer.fires >= observer.max_fires:
-                self.dispose(observer, "MAX_FIRES",
-                             f"fired {observer.fires} times (max_fires)", out)
+            self._fire(observer, document, _Call(function_id, invocation_id, status,
+                                                 duration_ms, observed.started_wall,
+                                                 observed.depth, observed.source), out)
 
-    def _payload(self, observer: Observer, document: _Document, status: str,
-                 function_id: str, invocation_id: str, activation_id: str,
-                 duration_ms: float) -> Any:
+    def fire_reported(self, observer: Observer, item: dict[str, Any], out: Output) -> None:
+        """An item of ``invocationsobserved`` its owner says ``observer`` matched: a call
+        it ran in-process, or an ``obs.emit`` event (its ``input``)."""
+        status = "error" if item.get("status") == "error" else "success"
+        started, duration = item.get("started_at_ms"), item.get("duration_ms")
+        invocation_id = item.get("invocation_id")
+        self._fire(observer, _Reported(item), _Call(
+            observer.source, invocation_id if isinstance(invocation_id, str) else "",
+            status, float(duration) if isinstance(duration, int | float) else 0.0,
+            started / 1000 if isinstance(started, int | float) else
+            self._router.clock.wall, depth_of(item.get("observe_depth")), "local"), out)
+
+    def next_activation(self, observer: Observer, out: Output) -> str:
+        """Count a fire of ``observer`` (its owner calls the target itself, ``obs.call``)
+        and name the activation."""
+        self._activations += 1
+        observer.fires += 1
+        observer.last_fire = self._router.clock.wall
+        if observer.max_fires is not None and observer.fires >= observer.max_fires:
+            self.dispose(observer, "MAX_FIRES", f"fired {observer.fires} times (max_fires)",
+                         out)
+        return f"{observer.id}:{self._activations}"
+
+    def _fire(self, observer: Observer, document: _Document | _Reported, call: _Call,
+              out: Output) -> None:
+        if call.depth >= MAX_OBSERVE_DEPTH:
+            observer.looped += 1
+            self._router.record("observer.skipped", out, id=observer.id,
+                                function_id=call.function_id, target=observer.target,
+                                reason=f"observe_depth {call.depth} reached the "
+                                       f"limit ({MAX_OBSERVE_DEPTH}): a loop?")
+            return
+        activation_id = f"{observer.id}:{self._activations + 1}"
+        payload = p.to_raw(self._payload(observer, document, call, activation_id))
+        if observer.in_flight < observer.max_in_flight:
+            self._start(observer, activation_id, payload, call.depth + 1, out)
+        elif len(observer.backlog) < MAX_BACKLOG and \
+                observer.backlog_bytes + len(payload) <= MAX_BACKLOG_BYTES:
+            observer.backlog.append((activation_id, payload, call.depth + 1))
+            observer.backlog_bytes += len(payload)
+        else:
+            observer.dropped += 1
+            self._router.record("observer.skipped", out, id=observer.id,
+                                function_id=call.function_id, target=observer.target,
+                                reason=f"{len(observer.backlog)} activations already "
+                                       "wait (the backlog is full)")
+        self.next_activation(observer, out)
+
+    def _payload(self, observer: Observer, document: _Document | _Reported, call: _Call,
+                 activation_id: str) -> Any:
         if observer.deliver != "envelope":
             return document.roots((observer.deliver,)).get(observer.deliver)
-        observed = document.observed
         envelope: dict[str, Any] = {
             "observer_id": observer.id, "activation_id": activation_id,
-            "function_id": function_id, "invocation_id": invocation_id, "status": status,
+            "function_id": call.function_id, "invocation_id": call.invocation_id,
+            "status": call.status,
             # Every function lives in the one namespace this daemon has (as upstream
             # names it, for the SDKs that read it).
             "namespace": "default",
             **document.roots(observer.capture),
-            "started_at_ms": int(observed.started_wall * 1000),
-            "duration_ms": round(duration_ms, 3),
-            "source": observed.source,  # extension: cli, sdk, trigger:TYPE, queue:NAME
+            "started_at_ms": int(call.started_wall * 1000),
+            "duration_ms": round(call.duration_ms, 3),
+            "source": call.source,  # extension: cli, sdk, trigger:TYPE, queue:NAME, local
         }
         return envelope
 

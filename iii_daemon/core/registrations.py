@@ -6,6 +6,7 @@ from __future__ import annotations
 from iii_daemon.core import http_functions
 from iii_daemon.core.effects import Output
 from iii_daemon.core.errors import TriggerError
+from iii_daemon.core.observer_owners import descriptor_of
 from iii_daemon.core.registry import ActionType, Connection, FunctionEntry
 from iii_daemon.core.router_state import (
     RESERVED_ACTIONS,
@@ -39,6 +40,14 @@ class Registrations(RouterState):
         else:
             existing = self.registry.functions.get(function_id)
             if existing is None or existing.owner == conn.id:
+                try:
+                    descriptor = descriptor_of(msg.observe)
+                except ValueError as exc:
+                    self._refused(conn, "function", function_id, str(exc), out)
+                    out.append((conn.id, p.Error(
+                        code=ErrorCode.BAD_REQUEST, message=str(exc),
+                        request_type="registerfunction", request_id=function_id)))
+                    return
                 invocation = None
                 if msg.invocation is not None:
                     try:
@@ -54,15 +63,17 @@ class Registrations(RouterState):
                         log.info("function %r of worker %s is called at %s, a loopback "
                                  "or private address", function_id, worker_name(conn),
                                  invocation.url)
-                self.registry.add_function(FunctionEntry(
+                entry = FunctionEntry(
                     id=function_id, owner=conn.id, description=msg.description,
                     request_format=msg.request_format, response_format=msg.response_format,
-                    metadata=msg.metadata, invocation=invocation,
-                ))
+                    metadata=msg.metadata, invocation=invocation, observe=descriptor,
+                    revision=existing.revision if existing is not None else 0)
+                self.registry.add_function(entry)
                 self.queues.function_added(function_id)
                 self.record("registration", out, what="function", id=function_id,
                             function_id=function_id, worker_id=conn.worker_id)
                 self.observers.targets_changed((function_id,), out)
+                self.observer_owners.registered(conn, entry, out)
                 return
             owner = self.registry.connections[existing.owner].worker_id
         message = (f"function '{function_id}' is reserved by the daemon" if owner is None
@@ -76,6 +87,7 @@ class Registrations(RouterState):
                                 now: float, out: Output) -> None:
         if self.registry.remove_function(conn, msg.id):
             self.observers.targets_changed((msg.id,), out)
+            self.observer_owners.source_gone(msg.id, out)
 
     def _on_register_action_type(self, conn: Connection, msg: p.RegisterActionType,
                                  now: float, out: Output) -> None:

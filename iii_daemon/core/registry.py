@@ -34,6 +34,11 @@ class Connection:
     #: What it may do, when it came in through an RBAC listener (core/rbac.py); None:
     #: anything (the Unix socket, the main WebSocket listener).
     grants: Grants | None = None
+    #: It declared ``observe.v1`` (``engine::workers::register`` features): it gets
+    #: ``functionregistered`` and the observers of its functions, and acks them.
+    observe_v1: bool = False
+    #: It declared ``local-dispatch.v1``: it may run its own functions in-process.
+    local_dispatch: bool = False
 
     @property
     def is_worker(self) -> bool:
@@ -51,6 +56,11 @@ class FunctionEntry:
     metadata: Any = None
     #: An HTTP-invoked function's ``http_functions.Invocation`` (the daemon calls it).
     invocation: Any = None
+    #: How its observers are delivered (``core/observer_owners.Descriptor``); None:
+    #: by the daemon, with no args (auto).
+    observe: Any = None
+    #: Bumped with each change of its observer set told to its owner (observe.v1).
+    revision: int = 0
 
 
 @dataclass(slots=True, eq=False)

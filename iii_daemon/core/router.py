@@ -21,6 +21,7 @@ from iii_daemon.core.event_log import EventLog
 from iii_daemon.core.gatekeeping import Gatekeeping
 from iii_daemon.core.http_requests import HttpRequest
 from iii_daemon.core.invocations import InvocationTable
+from iii_daemon.core.observer_owners import ObserverOwners
 from iii_daemon.core.observers import Observers
 from iii_daemon.core.processes import Processes
 from iii_daemon.core.queues import Queues
@@ -110,6 +111,8 @@ class Router(Gatekeeping, StreamJoining, Calls, Sessions, Registrations, Watchin
         self._watching_starts = 0
         #: Calls, errors, durations and rate of every function called through here.
         self.stats = Stats()
+        #: What the owners of observed functions are told and may do (observe.v1).
+        self.observer_owners = ObserverOwners(self.registry, self.observers, self.stats)
         #: Managed workers: the processes the daemon runs for the user.
         self.supervisor = Supervisor()
         #: The backend several daemons share (pub/sub through Redis), if any.
@@ -126,6 +129,8 @@ class Router(Gatekeeping, StreamJoining, Calls, Sessions, Registrations, Watchin
                                  stats=self.stats, watching=self.watchers.__len__,
                                  call=self._call_for_builtin,
                                  observers=self.observers.rows,
+                                 observe_declared=lambda conn, out:
+                                 self.observer_owners.declared(conn, out),
                                  stream_clients=lambda: (len(self.stream_clients),
                                                          self.stream_clients.subscriptions()),
                                  supervisor=self.supervisor, shared=shared,
@@ -312,4 +317,7 @@ _HANDLERS: dict[type, _Handler] = {
     p.Watch: Router._on_watch,
     p.Observe: Router._on_observe,
     p.Unobserve: Router._on_unobserve,
+    p.ObserverAck: Router._on_observer_ack,
+    p.InvocationsObserved: Router._on_invocations_observed,
+    p.LocalInvocationStats: Router._on_local_invocation_stats,
 }

@@ -5,7 +5,7 @@ trigger manager, queues and observers ask of their host."""
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from iii_daemon.core.builtin import BuiltinFunction, Services
 from iii_daemon.core.effects import EVENTS, Emit, Output
@@ -24,13 +24,16 @@ from iii_daemon.core.triggers.queue import QueueType
 from iii_daemon.core.watchers import Watcher
 from iii_sdk import protocol as p
 
+if TYPE_CHECKING:
+    from iii_daemon.core.observer_owners import ObserverOwners
+
 log = logging.getLogger("iii_daemon.core.router")
 
 RESERVED_PREFIX = "engine::"
 RESERVED_ACTIONS = frozenset({"void", "enqueue"})
-#: What ``workerregistered`` tells the SDKs this daemon supports. Not
-#: ``local-dispatch.v1``: every call is routed here, and the SDKs must keep sending them.
-FEATURES = ["observe.v1"]
+#: What ``workerregistered`` tells the SDKs this daemon supports: observers, and
+#: workers that run their own functions in-process (core/observer_owners.py).
+FEATURES = ["observe.v1", "local-dispatch.v1"]
 
 
 def make_error(code: str, message: str) -> p.ErrorBody:
@@ -65,6 +68,7 @@ class RouterState:
     queues: Queues
     http_allowed_env: frozenset[str]
     observers: Observers
+    observer_owners: ObserverOwners
     paced_queues: bool
     calls_routed: int
     events: EventLog

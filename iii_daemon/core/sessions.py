@@ -75,6 +75,8 @@ class Sessions(Results):
         self.observers.connection_closed(conn_id, out)
         if conn.functions:
             self.observers.targets_changed(conn.functions, out)
+            for function_id in conn.functions:  # an owner-delivered source went
+                self.observer_owners.source_gone(function_id, out)
         self._pump_now(out)
         return out
 

@@ -45,16 +45,17 @@ class FunctionStats:
     #: The last failure as it came (made into {code, message} when described).
     last_error: Any = None
 
-    def add(self, duration_ms: float, failed: bool, now: float) -> None:
-        self.calls += 1
+    def add(self, duration_ms: float, failed: bool, now: float, count: int = 1) -> None:
+        """``count`` calls of ``duration_ms`` each, all failed or none."""
+        self.calls += count
         if failed:
-            self.errors += 1
-        self.histogram[bucket_of(duration_ms)] += 1
+            self.errors += count
+        self.histogram[bucket_of(duration_ms)] += count
         second = int(now)
         slot = second % WINDOW_S
         if self.seconds[slot] != second:
             self.seconds[slot], self.counts[slot] = second, 0
-        self.counts[slot] += 1
+        self.counts[slot] += count
 
     def percentile_ms(self, fraction: float) -> float | None:
         if not self.calls:
@@ -97,6 +98,17 @@ class Stats:
         stats.add(duration_ms, error is not None, now)
         if error is not None:
             stats.last_error = error
+
+    def add_local(self, function_id: str, count: int, errors: int, duration_ms_sum: float,
+                  now: float) -> None:
+        """Calls a worker ran in-process (local dispatch), as it reported them: counted
+        with the others, each at their mean duration."""
+        stats = self.functions.get(function_id)
+        if stats is None:
+            stats = self.functions[function_id] = FunctionStats()
+        mean = duration_ms_sum / count
+        stats.add(mean, False, now, count - errors)
+        stats.add(mean, True, now, errors)
 
     def describe(self, now: float) -> list[dict[str, Any]]:
         return [stats.describe(function_id, now)

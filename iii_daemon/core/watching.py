@@ -22,6 +22,18 @@ class Watching(RouterState):
                       out: Output) -> None:
         self.observers.unobserve(conn, msg.id, out)
 
+    def _on_observer_ack(self, conn: Connection, msg: p.ObserverAck, now: float,
+                         out: Output) -> None:
+        self.observer_owners.acked(conn, msg, out)
+
+    def _on_invocations_observed(self, conn: Connection, msg: p.InvocationsObserved,
+                                 now: float, out: Output) -> None:
+        self.observer_owners.reported(conn, msg, out)
+
+    def _on_local_invocation_stats(self, conn: Connection, msg: p.LocalInvocationStats,
+                                   now: float, out: Output) -> None:
+        self.observer_owners.local_stats(conn, msg, now)
+
     def _on_watch(self, conn: Connection, msg: p.Watch, now: float, out: Output) -> None:
         """Stream events to this connection: the recent ones that match first."""
         try:

@@ -84,6 +84,7 @@ def register_worker(services: Services, ctx: CallContext) -> Any:
     services.record("worker.joined", ctx.out, worker_id=ctx.conn.worker_id,
                     name=info.get("name"), runtime=info.get("runtime"), pid=info.get("pid"),
                     transport=ctx.conn.transport)
+    services.observe_declared(ctx.conn, ctx.out)
     return None
 
 

@@ -425,3 +425,24 @@ def test_the_live_streams_page_works_as_written(short_tmp: Path) -> None:
         browser.close()
         server.shutdown()
         daemon.stop()
+
+
+def test_the_owner_delivery_example_runs_as_written(short_tmp: Path) -> None:
+    """README "Observers": the owner-delivered function, its observer with args, an
+    emitted event and a call, with the official SDK (the WebSocket port made the
+    test's own)."""
+    port = free_port()
+    daemon = ThreadDaemon(short_tmp, "--ws-port", str(port)).start()
+    script = python_block('delivery="owner"').replace("49134", str(port)) + \
+        "\nimport time\ntime.sleep(0.5)\nofficial.shutdown()\n"
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], env=child_env(short_tmp),
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        # The event goes out within a few ms; the call at once: either may print first.
+        lines = proc.stdout.splitlines()
+        assert "{'price': 11}" in lines and len(lines) == 2
+        [envelope] = [line for line in lines if line != "{'price': 11}"]
+        assert "'input': {'price': 10}" in envelope and "'observer_id'" in envelope
+    finally:
+        daemon.stop()

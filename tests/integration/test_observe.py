@@ -341,3 +341,142 @@ def test_a_handler_knows_who_called_it(sdk: tuple[str, Any], daemon: Daemon) -> 
         caller_side.shutdown()
     assert seen["worker_name"] == "ours" and seen["worker_id"]
     assert seen["function_id"] == f"{kind}-who::caller" and seen["invocation_id"]
+
+
+# --- the owner side: owner delivery and local dispatch (the official SDK on both ends) ---
+
+
+TICKS_ARGS = {"type": "object", "required": ["symbol"],
+              "properties": {"symbol": {"type": "string"}}}
+
+
+class Owner:
+    """An official-SDK worker that serves ``feed::ticks``, delivered by its owner: its
+    hooks keep each observer (by its args' symbol) and see it go."""
+
+    def __init__(self, daemon: Daemon, prefix: str) -> None:
+        self.worker = daemon.client("official")
+        self.function_id = f"{prefix}feed::ticks"
+        self.added: dict[str, Any] = {}
+        self.removed: list[str] = []
+
+        def added(observer: Any) -> None:
+            if observer.args["symbol"] == "EVIL":
+                raise iii.ObserveRejection("NO_SUCH_SYMBOL", "EVIL is not listed")
+            self.added[observer.args["symbol"]] = observer
+
+        def removed(observer: Any) -> None:
+            self.removed.append(observer.args["symbol"])
+
+        self.worker.register_function(self.function_id, lambda data: None, observe=iii.ObserveHooks(
+            delivery="owner", args_format=TICKS_ARGS, on_observer_added=added,
+            on_observer_removed=removed))
+
+
+def test_owner_delivery_takes_args_and_the_owner_emits_and_calls(daemon: Daemon) -> None:
+    owner = Owner(daemon, "od-")
+    watcher = daemon.client("official")
+    seen = Seen()
+
+    def on_tick(data: Any, metadata: Any = None) -> Any:
+        seen.handler(data, metadata)
+        return {"took": data}
+
+    try:
+        watcher.register_function("od-app::on_tick", on_tick)
+        handle = watcher.observe({"function_id": owner.function_id,
+                                  "args": {"symbol": "ACME"}}, "od-app::on_tick",
+                                 {"id": "od-acme", "metadata": {"desk": 7}})
+        handle.ready(5)  # active once the owner's hook took it
+        acme = wait_for(lambda: owner.added.get("ACME"), message="the owner's hook")
+        assert acme.target == "od-app::on_tick"
+
+        # Events the owner emits reach the target as envelopes; nothing else does.
+        assert acme.emit({"price": 10}) is True
+        [envelope] = seen.wait(1)
+        assert {k: envelope[k] for k in ("observer_id", "function_id", "status",
+                                          "namespace", "input")} == {
+            "observer_id": "od-acme", "function_id": owner.function_id,
+            "status": "success", "namespace": "default", "input": {"price": 10}}
+        assert seen.metadata[0] == {"desk": 7}
+        owner.worker.trigger({"function_id": owner.function_id, "payload": {"x": 1}})
+        # obs.call: the target gets the payload itself, and its answer comes back.
+        assert acme.call({"price": 11}) == {"took": {"price": 11}}
+        assert seen.wait(2)[1] == {"price": 11}
+        row = daemon.observer("od-acme")
+        assert row is not None and row["fires"] == 2 and row["state"] == "active"
+
+        # args are checked against args_format; the owner's hook may refuse.
+        for args, code in (({"symbol": 5}, "INVALID_ARGS"), ({}, None),
+                           ({"symbol": "EVIL"}, "NO_SUCH_SYMBOL")):
+            refused = watcher.observe({"function_id": owner.function_id, "args": args},
+                                      "od-app::on_tick")
+            with pytest.raises(iii.ObserveRejection) as raised:
+                refused.ready(5)
+            assert code is None or raised.value.code == code, raised.value
+        handle.dispose()
+        wait_for(lambda: owner.removed == ["ACME"], message="the owner's removal hook")
+        with pytest.raises(iii.InvocationError) as stopped:
+            acme.call({"price": 12})
+        assert stopped.value.code == "OBSERVER_NOT_ACTIVE"
+        assert len(seen.items) == 2
+    finally:
+        watcher.shutdown()
+        owner.worker.shutdown()
+
+
+def test_an_owner_that_leaves_takes_its_observers_back_to_pending(daemon: Daemon) -> None:
+    owner = Owner(daemon, "ol-")
+    watcher = daemon.client("official")
+    try:
+        watcher.register_function("ol-app::on_tick", lambda data: None)
+        handle = watcher.observe({"function_id": owner.function_id,
+                                  "args": {"symbol": "ACME"}}, "ol-app::on_tick",
+                                 {"id": "ol-acme"})
+        handle.ready(5)
+        owner.worker.shutdown()
+        wait_for(lambda: (daemon.observer("ol-acme") or {}).get("state") == "pending",
+                 message="pending without its owner")
+        again = Owner(daemon, "ol-")  # a new owner takes it in, and it is active again
+        wait_for(lambda: again.added.get("ACME"), message="the new owner's hook")
+        wait_for(lambda: (daemon.observer("ol-acme") or {}).get("state") == "active",
+                 message="active with its new owner")
+        again.worker.shutdown()
+    finally:
+        watcher.shutdown()
+
+
+def test_local_dispatch_runs_in_process_and_still_reports_to_observers(
+        daemon: Daemon) -> None:
+    """A worker calls its own function without a round trip (``functionregistered
+    {local_dispatch: true}``); the daemon never sees that call, yet its observer fires
+    from the worker's report."""
+    worker = daemon.client("official")
+    watcher = daemon.client("official")
+    seen = Seen()
+
+    def twice(data: dict[str, Any]) -> Any:
+        return worker.trigger({"function_id": "ld-math::add",
+                               "payload": {"a": data["n"], "b": data["n"]}})
+
+    try:
+        worker.register_function("ld-math::add", lambda d: {"sum": d["a"] + d["b"]})
+        worker.register_function("ld-math::twice", twice)
+        watcher.register_function("ld-app::audit", seen.handler)
+        handle = watcher.observe({"function_id": "ld-math::add"}, "ld-app::audit",
+                                 {"id": "ld-audit"})
+        handle.ready(5)
+        with iii_sdk.connect(str(daemon.process.socket_path)) as client:
+            assert client.trigger({"function_id": "ld-math::twice",
+                                   "payload": {"n": 4}}) == {"sum": 8}
+            [envelope] = seen.wait(1)
+            assert (envelope["input"], envelope["output"], envelope["source"]) == \
+                ({"a": 4, "b": 4}, {"sum": 8}, "local")
+            assert envelope["caller"]["function_id"] == "ld-math::twice"
+            finished = client.trigger({"function_id": "engine::events::list", "payload": {
+                "event": "invocation.finished", "limit": 10_000}})["events"]
+            called = [e["function_id"] for e in finished]
+            assert "ld-math::twice" in called and "ld-math::add" not in called
+    finally:
+        watcher.shutdown()
+        worker.shutdown()

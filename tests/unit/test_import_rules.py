@@ -163,3 +163,33 @@ def test_only_the_tui_imports_textual() -> None:
                                "print(any(m.startswith('textual') for m in sys.modules))"],
         capture_output=True, text=True, cwd=REPO, check=True)
     assert loaded.stdout.strip() == "False"
+
+
+def _code_lines(source: list[str], node: ast.ClassDef) -> int:
+    """Lines of code in a class: not blank, not comments, not docstrings."""
+    docstrings: set[int] = set()
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                and inner.body and isinstance(inner.body[0], ast.Expr) \
+                and isinstance(inner.body[0].value, ast.Constant) \
+                and isinstance(inner.body[0].value.value, str):
+            first = inner.body[0]
+            docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return sum(1 for number in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+               if number not in docstrings and source[number - 1].strip()
+               and not source[number - 1].strip().startswith("#"))
+
+
+def test_no_class_has_over_300_lines_of_code() -> None:
+    """Small classes with one job (issue 25): none over 300 lines of code in the three
+    packages (docstrings, comments and blank lines do not count)."""
+    too_big = []
+    for package in ("iii_daemon", "iii_sdk", "iii_cli"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            text = path.read_text()
+            lines = text.splitlines()
+            for node in ast.walk(ast.parse(text, str(path))):
+                if isinstance(node, ast.ClassDef) and _code_lines(lines, node) > 300:
+                    too_big.append(f"{path.relative_to(REPO)}:{node.name} "
+                                   f"({_code_lines(lines, node)})")
+    assert not too_big, too_big

@@ -112,7 +112,7 @@ def result(invocation_id: str, **fields: Any) -> dict[str, Any]:
 def test_each_connection_gets_its_own_worker_id_and_token(core: Core) -> None:
     assert core.hello[1]["worker_id"] != core.hello[2]["worker_id"]
     assert core.hello[1]["reattach_token"] != core.hello[2]["reattach_token"]
-    assert core.hello[1]["features"] == ["observe.v1"]  # not local-dispatch.v1
+    assert core.hello[1]["features"] == ["observe.v1", "local-dispatch.v1"]
 
 
 def test_ping_pong(core: Core) -> None:
