@@ -386,7 +386,7 @@ def test_the_live_streams_page_works_as_written(short_tmp: Path) -> None:
     site.mkdir()
     streams_port, page_port = free_port(), free_port()
     page = html_block("Live streams in a browser")
-    assert page.count("ws://127.0.0.1:3112") == 1 and len(page.splitlines()) <= 11
+    assert page.count("ws://127.0.0.1:3112") == 1 and len(page.splitlines()) == 10
     (site / "live.html").write_text(page.replace("3112", str(streams_port)))
     origin = f"http://127.0.0.1:{page_port}"
     (short_tmp / "config.toml").write_text(f'[streams]\nallowed_origins = ["{origin}"]\n')
