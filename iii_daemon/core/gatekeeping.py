@@ -114,6 +114,14 @@ class Gatekeeping(Calls):
             self._reject(conn, call, ErrorCode.FORBIDDEN, refusal, out)
             return False
         middleware = grants.middleware
+        if middleware is not None and call.activation is not None:
+            # An owner's obs.call is routed to the observer's target as is: it cannot
+            # pass the middleware, so behind one it is not made (obs.emit is).
+            self._reject(conn, call, ErrorCode.FORBIDDEN, f"obs.call is not available to "
+                                                          f"workers behind a middleware "
+                                                          f"({middleware}); use obs.emit",
+                         out)
+            return False
         if middleware is not None and call.function_id not in ALWAYS:
             # The middleware answers for the call (upstream MiddlewareFunctionInput); to
             # let it through it makes the call itself, from a worker of its own.

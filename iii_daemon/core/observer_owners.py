@@ -177,29 +177,29 @@ class ObserverOwners:
     def confirm(self, entry: FunctionEntry, conn: Connection, out: Output) -> None:
         entry.revision += 1
         out.append((conn.id, p.FunctionRegistered(
-            id=entry.id, namespace=NAMESPACE, revision=entry.revision,
+            id=_own_name(conn, entry.id), namespace=NAMESPACE, revision=entry.revision,
             local_dispatch=conn.local_dispatch,
             observers=[info(o) for o in self.observers.by_source.get(entry.id, ())])))
 
     def added(self, observer: Observer, out: Output) -> None:
-        self._tell(observer, out, lambda entry: p.ObserverAdded(
-            function_id=entry.id, namespace=NAMESPACE, revision=entry.revision,
+        self._tell(observer, out, lambda entry, name: p.ObserverAdded(
+            function_id=name, namespace=NAMESPACE, revision=entry.revision,
             observer=info(observer)))
 
     def removed(self, observer: Observer, out: Output) -> None:
-        self._tell(observer, out, lambda entry: p.ObserverRemoved(
-            function_id=entry.id, namespace=NAMESPACE, revision=entry.revision,
+        self._tell(observer, out, lambda entry, name: p.ObserverRemoved(
+            function_id=name, namespace=NAMESPACE, revision=entry.revision,
             id=observer.id))
 
     def _tell(self, observer: Observer, out: Output,
-              message: Callable[[FunctionEntry], p.Message]) -> None:
+              message: Callable[[FunctionEntry, str], p.Message]) -> None:
         """A change of the observer set of ``observer``'s source, to its owner (one
         revision more), when the owner speaks observe.v1."""
         owned = self._owner(observer.source)
         if owned is not None:
             entry, conn = owned
             entry.revision += 1
-            out.append((conn.id, message(entry)))
+            out.append((conn.id, message(entry, _own_name(conn, entry.id))))
 
     def source_problem(self, source: str, args: Any) -> Refused | None:
         """Why an observer of ``source`` with ``args`` cannot be taken now, or None (a
@@ -239,7 +239,7 @@ class ObserverOwners:
 
     def acked(self, conn: Connection, msg: p.ObserverAck, out: Output) -> None:
         observer = self._own_observer(conn, msg.id)
-        if observer is None or observer.source != msg.function_id:
+        if observer is None or observer.source != _registered(conn, msg.function_id):
             return  # removed meanwhile, or not this connection's to ack
         if msg.error is not None:
             error = p.error_body(msg.error, "OBSERVE_REJECTED")
@@ -256,6 +256,8 @@ class ObserverOwners:
             if not isinstance(item, dict) or not isinstance(item.get("matched"), list):
                 continue
             function_id = item.get("function_id")
+            if isinstance(function_id, str):
+                function_id = _registered(conn, function_id)
             for observer_id in item["matched"]:
                 observer = self._own_observer(conn, observer_id)
                 if observer is not None and observer.source == function_id \
@@ -264,14 +266,16 @@ class ObserverOwners:
 
     def local_stats(self, conn: Connection, msg: p.LocalInvocationStats, now: float) -> None:
         for row in msg.functions:
-            if not isinstance(row, dict) or row.get("function_id") not in conn.functions:
+            name = row.get("function_id") if isinstance(row, dict) else None
+            if not isinstance(name, str) or _registered(conn, name) not in conn.functions:
                 continue
             count, errors = row.get("count"), row.get("errors", 0)
             total = row.get("duration_ms_sum", 0.0)
             if isinstance(count, int) and isinstance(errors, int) and 0 <= errors <= count \
                     and count > 0 and isinstance(total, int | float) and math.isfinite(total) \
                     and total >= 0:
-                self.stats.add_local(row["function_id"], count, errors, float(total), now)
+                self.stats.add_local(_registered(conn, name), count, errors, float(total),
+                                     now)
 
     def owner_call(self, conn: Connection, msg: p.InvokeFunction, out: Output) -> bool:
         """An ``obs.call``: ``msg`` becomes the activation of the observer's target (True:
@@ -301,3 +305,18 @@ class ObserverOwners:
         msg.metadata = observer.metadata
         msg.observe_depth = depth_of(msg.observe_depth) + 1
         return True
+
+
+def _own_name(conn: Connection, function_id: str) -> str:
+    """A function as its worker named it (an RBAC listener may have prefixed it)."""
+    grants = conn.grants
+    return function_id if grants is None else grants.own_names.get(function_id, function_id)
+
+
+def _registered(conn: Connection, name: str) -> str:
+    """A function its worker names ``name``, as the daemon knows it."""
+    grants = conn.grants
+    if grants is None:
+        return name
+    prefixed = grants.registered_as(name)
+    return prefixed if prefixed in conn.functions else name

@@ -289,6 +289,19 @@ def test_the_middleware_answers_for_each_call_with_the_auth_context(
         with pytest.raises(iii.InvocationError) as refused:  # the rules come first
             official.trigger({"function_id": "acme::private"})
         assert refused.value.code == "FORBIDDEN"
+        # An owner's obs.call could not pass the middleware: behind one it is refused.
+        kept: list[Any] = []
+        acme.worker.register_function("acme::on-fn-reg", lambda data: {})  # let it in
+        acme.worker.ping()
+        official.register_function("ticks", lambda data: None, observe=iii.ObserveHooks(
+            delivery="owner", on_observer_added=kept.append))
+        wait_for(lambda: "ci::ticks" in {f["function_id"] for f in ask(
+            daemon, "engine::functions::list")["functions"]}, message="ci::ticks")
+        acme.worker.observe({"function_id": "ci::ticks"}, "acme::public::hello").ready(5)
+        [observer] = wait_for(lambda: list(kept), message="the owner's hook")
+        with pytest.raises(iii.InvocationError) as no_call:
+            observer.call({"price": 1})
+        assert no_call.value.code == "FORBIDDEN" and "obs.emit" in no_call.value.message
     finally:
         official.shutdown()
         acme.worker.shutdown()
@@ -522,3 +535,31 @@ def test_a_flood_of_handshakes_cannot_queue_auth_calls_without_bound(short_tmp: 
         daemon.stop()
     assert "wait for an auth function already" in refusal
     assert sum(admitted) == MAX_WAITING  # the slow function let them all in in the end
+
+
+def test_an_owner_behind_a_prefix_takes_its_observers_under_its_own_names(
+        rbac: tuple[ThreadDaemon, Acme, int]) -> None:
+    """An official-SDK worker on the RBAC listener serves an owner-delivered function:
+    observers name its prefixed id, the worker hears them under its own name, acks
+    them, and its events reach their targets; no local dispatch behind the listener."""
+    import iii
+
+    _, acme, port = rbac
+    official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
+    kept: list[Any] = []
+    seen: list[Any] = []
+    try:
+        official.register_function("ticks", lambda data: None, observe=iii.ObserveHooks(
+            delivery="owner", on_observer_added=kept.append))
+        acme.worker.register_function("acme::on_tick", seen.append)
+        handle = acme.worker.observe({"function_id": "ci::ticks", "args": {"s": 1}},
+                                     "acme::on_tick")
+        handle.ready(5)
+        [observer] = wait_for(lambda: list(kept), message="the owner's hook")
+        assert observer.function_id == "ticks" and observer.args == {"s": 1}
+        assert observer.emit({"price": 3}) is True
+        [envelope] = wait_for(lambda: list(seen), message="the emitted event")
+        assert (envelope["function_id"], envelope["input"]) == ("ci::ticks", {"price": 3})
+        assert official._functions["ticks"].observe.local_dispatch is False
+    finally:
+        official.shutdown()
