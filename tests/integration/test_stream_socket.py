@@ -29,6 +29,7 @@ from tests.helpers import (
     child_env,
     free_port,
     handshake,
+    run_iii,
     wait_for,
 )
 
@@ -130,6 +131,9 @@ def test_join_sync_changes_events_and_leave(short_tmp: Path) -> None:
             assert "'streamName' must be a string" in frame(ws)["error"]["message"]
             status = ask(daemon, "engine::status")
             assert (status["stream_clients"], status["stream_subscriptions"]) == (1, 1)
+            shown = run_iii(short_tmp, "daemon", "status")
+            assert f"streams on ws://127.0.0.1:{port}" in shown.stdout
+            assert "1 stream client (1 subscription)" in shown.stdout
         # Disconnecting leaves what was still joined.
         wait_for(lambda: len(events(daemon, "stream.left")) == 2)
         joined = events(daemon, "stream.joined")

@@ -91,6 +91,18 @@ def test_unregistered_cron_stops_firing(core: Core) -> None:
     assert core.router.next_deadline() is None
 
 
+def test_a_cron_bound_anew_under_its_id_fires_once_a_tick(core: Core) -> None:
+    """Unbound and bound again within a second: the first binding's pending tick is
+    not the new one's (it came up as a second firing of the new binding, skipped as
+    ``still_running``)."""
+    config = {"expression": "* * * * * *"}
+    reg(core, id="c", type="cron", function_id="job", config=config)
+    core.call(2, "engine::unregister_trigger", {"id": "c"}, invocation_id="u")
+    reg(core, id="c", type="cron", function_id="job", config=config)
+    assert len(invocations(core.advance(1.0))) == 1
+    assert events(core, "trigger.skipped") == []
+
+
 def test_many_crons_due_at_once_go_a_share_per_turn_and_all_fire(core: Core) -> None:
     """10 000 crons due in the same second must not hold every caller: a turn fires
     FIRINGS_PER_TURN, the rest stay due (the driver comes back at once)."""

@@ -8,6 +8,7 @@ down or stalled are not replayed.
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 from datetime import UTC, datetime
@@ -95,10 +96,13 @@ class CronType:
     max_running: int = 1
 
     def __init__(self) -> None:
-        #: (due monotonic, sequence, binding id, scheduled wall time)
-        self._heap: list[tuple[float, int, str, float]] = []
+        #: Bindings due at each scheduled wall time, in the order they were scheduled:
+        #: the crons that fire together share one slot (10 000 every-second crons make
+        #: one heap entry a second, not 10 000).
+        self._slots: dict[float, collections.deque[Binding]] = {}
+        #: (due monotonic, scheduled wall time) of each slot.
+        self._heap: list[tuple[float, float]] = []
         self._bound: dict[str, Binding] = {}
-        self._seq = 0
 
     def validate(self, config: dict[str, Any], clock: Clock) -> str | None:
         """Refuse what croniter cannot read *and* what it reads but can never schedule:
@@ -134,28 +138,36 @@ class CronType:
             binding.status, binding.error = ERROR, f"invalid cron expression: {exc}"
             self._bound.pop(binding.id, None)
             return False
-        self._seq += 1
-        heapq.heappush(self._heap, (clock.now + (due_wall - clock.wall), self._seq,
-                                    binding.id, due_wall))
+        slot = self._slots.get(due_wall)
+        if slot is None:
+            slot = self._slots[due_wall] = collections.deque()
+            heapq.heappush(self._heap, (clock.now + (due_wall - clock.wall), due_wall))
+        slot.append(binding)
         return True
 
     def next_due(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0][2] not in self._bound:
-            heapq.heappop(heap)
+        heap, slots = self._heap, self._slots
+        while heap and not slots.get(heap[0][1]):  # emptied: its bindings went
+            slots.pop(heapq.heappop(heap)[1], None)
         return heap[0][0] if heap else None
 
     def pop_due(self, clock: Clock, limit: int) -> list[tuple[Binding, Any]]:
         """The bindings due now with their payloads, ``limit`` at most; each is
         scheduled again."""
         fired: list[tuple[Binding, Any]] = []
-        heap = self._heap
+        heap, slots, bound = self._heap, self._slots, self._bound
         while heap and heap[0][0] <= clock.now and len(fired) < limit:
-            _, _seq, binding_id, scheduled = heapq.heappop(heap)
-            binding = self._bound.get(binding_id)
-            if binding is None:
-                continue
-            fired.append((binding, cron_payload(binding.id, scheduled, clock.wall)))
-            # From the later of the schedule and now: a stall skips ticks, never bunches them.
-            self._schedule(binding, clock, max(scheduled, clock.wall))
+            scheduled = heap[0][1]
+            slot = slots.get(scheduled)
+            while slot and len(fired) < limit:
+                binding = slot.popleft()
+                if bound.get(binding.id) is not binding:
+                    continue  # unbound (or bound anew) since it was scheduled
+                fired.append((binding, cron_payload(binding.id, scheduled, clock.wall)))
+                # From the later of the schedule and now: a stall skips ticks, never
+                # bunches them.
+                self._schedule(binding, clock, max(scheduled, clock.wall))
+            if not slot:
+                heapq.heappop(heap)
+                slots.pop(scheduled, None)
         return fired
