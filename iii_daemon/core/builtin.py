@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
+
 from iii_daemon.core.effects import EVENTS, Persist
 from iii_daemon.core.errors import CallError
 from iii_sdk import protocol as p
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class CallContext:
+class CallContext(msgspec.Struct):
+    """One call of a daemon function (a struct: one is made for every call)."""
+
     #: Who called: None when the daemon called it itself (e.g. as a trigger condition).
     conn: Connection | None
     data: Any
@@ -39,9 +42,9 @@ class CallContext:
     out: Output
     clock: Clock
     #: What the call asked the store to keep: its answer waits until they committed.
-    writes: list[Write] = dataclass_field(default_factory=list)
+    writes: list[Write] = msgspec.field(default_factory=list)
     #: Run in order once the writes landed, ``(failure, out)``, before the answer.
-    then: list[AfterCommit] = dataclass_field(default_factory=list)
+    then: list[AfterCommit] = msgspec.field(default_factory=list)
     #: The call's observe hops (``observe_depth``): triggers its writes fire carry them
     #: on, so an observer loop through state or streams meets the loop guard too.
     depth: int = 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -86,10 +85,10 @@ class _Succeeded(msgspec.Struct):
 _encode_succeeded = msgspec.json.Encoder().encode
 
 
-@dataclass(slots=True, eq=False)
-class Finished:
+class Finished(msgspec.Struct, eq=False):
     """An ``invocation.finished`` event, not yet made into a dict. Watchers read the
-    keys they filter on (``event``, ``seq``, ``function_id``, ``error``) without one."""
+    keys they filter on (``event``, ``seq``, ``function_id``, ``error``) without one.
+    (A struct: one is made for every call.)"""
 
     seq: int
     wall: float

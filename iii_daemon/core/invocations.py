@@ -6,16 +6,19 @@ import collections
 import heapq
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 #: What the daemon does with the answer to a call it made itself: ``(result, error, out)``
 #: with ``error`` an ``ErrorBody`` or None.
 Continuation = Callable[[Any, Any, Any], None]
 
 
-@dataclass(slots=True, eq=False)
-class Invocation:
+class Invocation(msgspec.Struct, eq=False):
+    """One routed call (a struct: made for every call, it costs a fifth of a dataclass
+    with these many fields to build)."""
+
     #: The id the daemon chose and sent to the serving worker.
     id: str
     function_id: str

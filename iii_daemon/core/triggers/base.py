@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import msgspec
+
 if TYPE_CHECKING:
     from iii_daemon.core.effects import Output
 
@@ -16,9 +18,9 @@ ERROR = "error"        # the provider refused it, or a stored row could not be l
 ENDED = "ended"        # its schedule has no more times (a cron with a last year)
 
 
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """The router's time: monotonic ``now`` for deadlines, ``wall`` (UTC epoch) for cron."""
+class Clock(msgspec.Struct, frozen=True):
+    """The router's time: monotonic ``now`` for deadlines, ``wall`` (UTC epoch) for cron.
+    (A struct: the core makes one whenever it reads the time.)"""
 
     now: float
     wall: float
