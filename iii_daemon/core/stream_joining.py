@@ -85,8 +85,8 @@ class StreamJoining(Calls):
             return out
         try:
             message = _decode(frame)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            _push(client.id, [error("not a JSON object")], out)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            _push(client.id, [error("not a JSON object")], out)  # nested too deep, too
             return out
         kind = message.get("type") if isinstance(message, dict) else None
         data = message.get("data") if isinstance(message, dict) else None

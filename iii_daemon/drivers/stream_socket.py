@@ -17,6 +17,7 @@ written without waiting (the transport holds what the client has not read yet), 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -147,9 +148,10 @@ class StreamSocket:
             return True, verdict.verdict
         log.warning("stream socket refused %s: %s", peer_name(conn.remote_address),
                     verdict.refusal)
-        await conn.send(unauthorized(), text=True)
-        await conn.close(CloseCode.POLICY_VIOLATION, f"refused: {verdict.refusal}"
-                         .encode()[:MAX_REASON].decode(errors="ignore"))
+        with contextlib.suppress(ConnectionClosed):  # it may be gone already
+            await conn.send(unauthorized(), text=True)
+            await conn.close(CloseCode.POLICY_VIOLATION, f"refused: {verdict.refusal}"
+                             .encode()[:MAX_REASON].decode(errors="ignore"))
         return False, None
 
     async def _serve(self, conn: ServerConnection) -> None:

@@ -352,3 +352,23 @@ def test_a_change_on_another_daemon_reaches_the_clients_through_redis(
     finally:
         b.stop()
         a.stop()
+
+
+def test_past_max_clients_a_client_is_told_to_come_back_later(short_tmp: Path) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    daemon, port = start(short_tmp, "max_clients = 1\n")
+    try:
+        with client(port) as first:
+            join(first, "s", "a", "b")
+            assert frame(first)["event"]["type"] == "sync"
+            with client(port) as second, pytest.raises(ConnectionClosed) as closed:
+                second.recv(10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            assert "max_clients" in closed.value.rcvd.reason
+        wait_for(lambda: ask(daemon, "engine::status")["stream_clients"] == 0)
+        with client(port) as again:  # the first went: room again
+            join(again, "s", "a", "b")
+            assert frame(again)["event"]["type"] == "sync"
+    finally:
+        daemon.stop()

@@ -145,6 +145,8 @@ def test_changes_during_a_sync_wait_behind_it() -> None:
 def test_bad_frames_and_joins_are_answered_and_bounded(core: Core) -> None:
     core.router.stream_clients.max_subscriptions = 1
     assert pushed(said(core, "{"))[0]["error"]["message"] == "not a JSON object"
+    nested = "[" * 30_000 + "]" * 30_000  # fits the 64 KiB frame; too deep to decode
+    assert pushed(said(core, nested))[0]["error"]["message"] == "not a JSON object"
     assert "join" in pushed(said(core, {"type": "subscribe"}))[0]["error"]["message"]
     join(core, "one")
     [again] = pushed(join(core, "one", group="x"))
