@@ -414,6 +414,13 @@ def test_owner_delivery_takes_args_and_the_owner_emits_and_calls(daemon: Daemon)
             with pytest.raises(iii.ObserveRejection) as raised:
                 refused.ready(5)
             assert code is None or raised.value.code == code, raised.value
+        # A function the daemon delivers (auto) takes no args.
+        owner.worker.register_function("od-feed::plain", lambda data: None)
+        auto = watcher.observe({"function_id": "od-feed::plain", "args": {"symbol": "A"}},
+                               "od-app::on_tick")
+        with pytest.raises(iii.ObserveRejection) as raised:
+            auto.ready(5)
+        assert raised.value.code == "INVALID_ARGS"
         handle.dispose()
         wait_for(lambda: owner.removed == ["ACME"], message="the owner's removal hook")
         with pytest.raises(iii.InvocationError) as stopped:
