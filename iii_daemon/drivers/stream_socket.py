@@ -53,11 +53,10 @@ MAX_REASON = 120
 
 
 class ClientLink:
-    """One client's way out. Frames are framed by websockets' sans-I/O protocol and
-    written at once, behind what the transport holds: a fan-out to 1 000 clients makes
-    no task and no coroutine per client, and a turn's frames for a client go out in one
-    write (measured: a writer task per client held ``stream::set`` to 295/s with 100
-    subscribers, against 5 900/s with none)."""
+    """One client's way out. Frames are written at once, behind what the transport
+    holds: a fan-out to 1 000 clients makes no task and no coroutine per client, and a
+    turn's frames for a client go out in one write (measured: a writer task per client
+    held ``stream::set`` to 295/s with 100 subscribers, against 5 900/s with none)."""
 
     def __init__(self, conn: ServerConnection, limit: int) -> None:
         self.conn = conn
@@ -69,15 +68,30 @@ class ClientLink:
     def push(self, frames: list[bytes]) -> bool:
         """Send ``frames`` as text messages; False when the client holds over its limit
         unsent already (it is not reading)."""
-        protocol = self.conn.protocol
-        if protocol.state is not State.OPEN:
+        if self.conn.protocol.state is not State.OPEN:
             return True  # closing: the reader says it left
         if self.unsent() > self.limit:
             return False
+        chunks: list[bytes] = []
         for frame in frames:
-            protocol.send_text(frame)
-        self.conn.transport.writelines(protocol.data_to_send())
+            chunks.append(text_header(len(frame)))
+            chunks.append(frame)
+        self.conn.transport.writelines(chunks)
         return True
+
+
+def text_header(size: int) -> bytes:
+    """The header of a whole, unmasked text message of ``size`` bytes (RFC 6455 5.2),
+    as websockets' own framing writes it (a test compares them). Made here because a
+    fan-out frames each change once per client: 0.15 us a frame against the library's
+    1.06 us (send_text and data_to_send), about 40 % of the daemon's fan-out time.
+    Safe beside the library's own frames (pings, close): whole frames never interleave,
+    nothing is compressed, and the connection's state is checked first."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big")
+    return b"\x81\x7f" + size.to_bytes(8, "big")
 
 
 class StreamSocket:

@@ -167,3 +167,19 @@ def test_bad_frames_and_joins_are_answered_and_bounded(core: Core) -> None:
 def test_a_join_must_name_what_it_joins(data: Any) -> None:
     with pytest.raises(CallError):
         parse_join(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_the_socket_frames_text_as_websockets_does(size: int) -> None:
+    """The stream socket frames its messages itself (drivers/stream_socket.py): byte for
+    byte what websockets' own server protocol writes."""
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    from iii_daemon.drivers.stream_socket import text_header
+
+    protocol = ServerProtocol()
+    protocol.state = State.OPEN
+    payload = b"x" * size
+    protocol.send_text(payload)
+    assert b"".join(protocol.data_to_send()) == text_header(size) + payload
