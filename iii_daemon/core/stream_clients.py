@@ -185,13 +185,13 @@ class StreamClients:
         if not subscribed:
             return []
         item_id = event["id"]
-        body = stream_frame(event["streamName"], event["groupId"], item_id,
-                            event["timestamp"], event["event"])
+        rest = stream_frame(event["streamName"], event["groupId"], item_id,
+                            event.get("timestamp"), event.get("event"))[1:]
         frames: list[tuple[int, bytes]] = []
         for subscription in subscribed.values():
             if subscription.item_id is not None and subscription.item_id != item_id:
                 continue
-            frame = subscription.prefix + body[1:]
+            frame = subscription.prefix + rest  # one body, each subscription's id first
             if subscription.waiting is not None:
                 subscription.waiting.append(frame)
             else:
