@@ -78,8 +78,8 @@ def parse_join(data: Any) -> tuple[str, str, str, str | None]:
     return subscription, stream_name, group_id, item_id
 
 
-def stream_frame(stream_name: str, group_id: str, item_id: str | None, timestamp: int,
-                 event: Any) -> bytes:
+def stream_frame(stream_name: str, group_id: str, item_id: str | None,
+                 timestamp: int | None, event: Any) -> bytes:
     """A frame's body (without a subscription), JSON."""
     return _encode({"type": "stream", "timestamp": timestamp, "streamName": stream_name,
                     "groupId": group_id, "id": item_id, "event": event})
