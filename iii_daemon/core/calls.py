@@ -188,8 +188,7 @@ class Calls(Results):
                                          min(timeout, timeout_ms))))
         else:
             # A worker whose ids got a prefix gets calls by the names it registered.
-            named = entry.id if worker.grants is None \
-                else worker.grants.own_names.get(entry.id, entry.id)
+            named = entry.id if worker.grants is None else worker.grants.own_name(entry.id)
             out.append((entry.owner, p.InvokeFunction(
                 function_id=named, data=msg.data, invocation_id=inv_id,
                 metadata=msg.metadata, traceparent=msg.traceparent, baggage=msg.baggage,

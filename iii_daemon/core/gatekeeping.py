@@ -212,8 +212,7 @@ class Gatekeeping(Calls):
     def _own(self, conn: Connection, grants: Grants, function_id: str) -> str:
         """``function_id`` as the daemon knows it: a name the worker registered becomes
         its prefixed id."""
-        prefixed = grants.registered_as(function_id)
-        return prefixed if prefixed in conn.functions else function_id
+        return grants.daemon_id(function_id, conn.functions)
 
     def _refusal(self, conn: Connection, grants: Grants, function_id: str) -> str | None:
         entry = self.registry.functions.get(function_id)

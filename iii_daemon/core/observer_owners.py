@@ -309,14 +309,9 @@ class ObserverOwners:
 
 def _own_name(conn: Connection, function_id: str) -> str:
     """A function as its worker named it (an RBAC listener may have prefixed it)."""
-    grants = conn.grants
-    return function_id if grants is None else grants.own_names.get(function_id, function_id)
+    return function_id if conn.grants is None else conn.grants.own_name(function_id)
 
 
 def _registered(conn: Connection, name: str) -> str:
     """A function its worker names ``name``, as the daemon knows it."""
-    grants = conn.grants
-    if grants is None:
-        return name
-    prefixed = grants.registered_as(name)
-    return prefixed if prefixed in conn.functions else name
+    return name if conn.grants is None else conn.grants.daemon_id(name, conn.functions)

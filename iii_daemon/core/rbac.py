@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,16 @@ class Grants:
     def registered_as(self, function_id: str) -> str:
         """The id a function it registers as ``function_id`` gets."""
         return self.prefix + function_id if self.prefix else function_id
+
+    def own_name(self, function_id: str) -> str:
+        """The name the worker registered ``function_id`` under (without the prefix)."""
+        return self.own_names.get(function_id, function_id)
+
+    def daemon_id(self, name: str, functions: Collection[str]) -> str:
+        """``name`` as the daemon knows it: a name the worker registered (one of
+        ``functions``, its connection's) becomes its prefixed id."""
+        prefixed = self.registered_as(name)
+        return prefixed if prefixed in functions else name
 
 
 def grants_of(result: Any, listener: ListenerSpec) -> Grants:
