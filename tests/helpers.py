@@ -469,6 +469,13 @@ def ask(daemon: Any, function_id: str, data: Any = None) -> Any:
         return client.trigger({"function_id": function_id, "payload": data})
 
 
+def wait_served(daemon: Any, function_id: str) -> None:
+    """Wait until ``daemon`` lists ``function_id`` (registered on another connection,
+    whose frames may not have arrived yet)."""
+    wait_for(lambda: function_id in {f["function_id"] for f in ask(
+        daemon, "engine::functions::list")["functions"]}, message=f"{function_id} served")
+
+
 def dead_letters(daemon: Any, queue: str) -> list[Any]:
     """``iii queue dlq QUEUE``'s rows, from the daemon's function."""
     return list(ask(daemon, "engine::queues::dlq", {"queue": queue})["dead_letters"])

@@ -24,6 +24,7 @@ from tests.helpers import (
     official_worker,
     run_iii,
     wait_for,
+    wait_served,
 )
 
 KINDS = ["official", "ours"]
@@ -331,6 +332,7 @@ def test_a_handler_knows_who_called_it(sdk: tuple[str, Any], daemon: Daemon) -> 
     current = iii.current_invocation if kind == "official" else iii_sdk.current_invocation
     client.register_function(f"{kind}-who::callee",
                              lambda data: dict(current().caller or {}))
+    wait_served(daemon.process, f"{kind}-who::callee")
     caller_side = daemon.client("ours")
     try:
         caller_side.register_function(f"{kind}-who::caller", lambda data: caller_side.trigger(
@@ -416,6 +418,7 @@ def test_owner_delivery_takes_args_and_the_owner_emits_and_calls(daemon: Daemon)
             assert code is None or raised.value.code == code, raised.value
         # A function the daemon delivers (auto) takes no args.
         owner.worker.register_function("od-feed::plain", lambda data: None)
+        wait_served(daemon.process, "od-feed::plain")
         auto = watcher.observe({"function_id": "od-feed::plain", "args": {"symbol": "A"}},
                                "od-app::on_tick")
         with pytest.raises(iii.ObserveRejection) as raised:

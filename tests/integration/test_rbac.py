@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from iii_sdk import register_worker
-from tests.helpers import ThreadDaemon, ask, free_port, official_worker, wait_for
+from tests.helpers import ThreadDaemon, ask, free_port, official_worker, wait_for, wait_served
 
 CONFIG = """
 [[websocket.listeners]]
@@ -184,8 +184,7 @@ def test_registrations_take_the_prefix_and_the_flags(
     official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
     try:
         official.register_function("step", lambda data: {"step": data})
-        wait_for(lambda: "ci::step" in {f["function_id"] for f in ask(
-            daemon, "engine::functions::list")["functions"]}, message="ci::step")
+        wait_served(daemon, "ci::step")
         # Callers use the prefixed id; the worker's handler runs under its own name.
         assert ask(daemon, "ci::step", 5) == {"step": 5}
         assert official.trigger({"function_id": "step", "payload": 6}) == {"step": 6}
@@ -295,8 +294,7 @@ def test_the_middleware_answers_for_each_call_with_the_auth_context(
         acme.worker.ping()
         official.register_function("ticks", lambda data: None, observe=iii.ObserveHooks(
             delivery="owner", on_observer_added=kept.append))
-        wait_for(lambda: "ci::ticks" in {f["function_id"] for f in ask(
-            daemon, "engine::functions::list")["functions"]}, message="ci::ticks")
+        wait_served(daemon, "ci::ticks")
         acme.worker.observe({"function_id": "ci::ticks"}, "acme::public::hello").ready(5)
         [observer] = wait_for(lambda: list(kept), message="the owner's hook")
         with pytest.raises(iii.InvocationError) as no_call:
@@ -544,7 +542,7 @@ def test_an_owner_behind_a_prefix_takes_its_observers_under_its_own_names(
     them, and its events reach their targets; no local dispatch behind the listener."""
     import iii
 
-    _, acme, port = rbac
+    daemon, acme, port = rbac
     official = official_worker(port, "ci-job", headers={"X-Team": "ci"})
     kept: list[Any] = []
     seen: list[Any] = []
@@ -552,6 +550,7 @@ def test_an_owner_behind_a_prefix_takes_its_observers_under_its_own_names(
         official.register_function("ticks", lambda data: None, observe=iii.ObserveHooks(
             delivery="owner", on_observer_added=kept.append))
         acme.worker.register_function("acme::on_tick", seen.append)
+        wait_served(daemon, "ci::ticks")
         handle = acme.worker.observe({"function_id": "ci::ticks", "args": {"s": 1}},
                                      "acme::on_tick")
         handle.ready(5)
