@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from iii_sdk.client import addresses
@@ -90,6 +91,12 @@ def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
 
 def can_check_peer_uid() -> bool:
     return _PROC_TCP[socket.AF_INET].exists()
+
+
+def peer_name(peer: Any) -> str:
+    """A TCP peer as logs name it: ``host:port``."""
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 \
+        else "a client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +228,7 @@ class RefusalLog:
             return
         self._last[refusal.kind] = now
         more = self._suppressed.pop(refusal.kind, 0)
-        log.warning("%s listener refused %s: %s%s", self.listener,
-                    f"{peer[0]}:{peer[1]}" if peer else "a client", refusal.reason,
+        log.warning("%s listener refused %s: %s%s", self.listener, peer_name(peer),
+                    refusal.reason,
                     f" ({more} more refusals of this kind since the last line)" if more
                     else "")

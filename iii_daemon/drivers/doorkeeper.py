@@ -23,6 +23,8 @@ AUTH_TIMEOUT_S = 10.0
 #: Connections waiting for an auth function at once; past that they are refused at
 #: once (a flood of handshakes cannot queue calls without bound).
 MAX_WAITING = 256
+#: Close reasons are at most 123 bytes (RFC 6455).
+MAX_REASON = 120
 
 
 class Doorkeeper:
@@ -77,6 +79,7 @@ def peer_host(peer: Any) -> str:
     return peer[0] if isinstance(peer, tuple) and peer else ""
 
 
-def peer_name(peer: Any) -> str:
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 \
-        else "a client"
+def close_reason(text: str) -> str:
+    """``text`` cut to what a close frame carries (RFC 6455: 123 bytes), whole
+    characters only."""
+    return text.encode()[:MAX_REASON].decode(errors="ignore")

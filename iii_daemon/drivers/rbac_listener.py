@@ -22,24 +22,21 @@ from websockets.http11 import Request, Response
 
 from iii_daemon.core.errors import ListenerOff
 from iii_daemon.core.rbac import grants_of
-from iii_daemon.drivers.access import AccessPolicy
+from iii_daemon.drivers.access import AccessPolicy, peer_name
 from iii_daemon.drivers.doorkeeper import (
     Doorkeeper,
+    close_reason,
     handshake_headers,
     peer_host,
-    peer_name,
     query_params,
 )
-from iii_daemon.drivers.ws_listener import CountingConnection, serve_worker
+from iii_daemon.drivers.ws_listener import CountingConnection, refuse_handshake, serve_worker
 
 if TYPE_CHECKING:
     from iii_daemon.drivers.hub import Hub
     from iii_sdk.listener_specs import ListenerSpec
 
 log = logging.getLogger("iii_daemon.drivers.rbac_listener")
-
-#: Close reasons are at most 123 bytes (RFC 6455).
-MAX_REASON = 120
 
 
 async def start_rbac_server(hub: Hub, doorkeeper: Doorkeeper, spec: ListenerSpec,
@@ -52,13 +49,7 @@ async def start_rbac_server(hub: Hub, doorkeeper: Doorkeeper, spec: ListenerSpec
     policy = AccessPolicy("websocket.listeners", spec.host, auth_decides=True)
 
     def check(conn: ServerConnection, request: Request) -> Response | None:
-        refusal = policy.check(request.headers.get_all, conn.remote_address,
-                               conn.local_address)
-        if refusal is not None:
-            from http import HTTPStatus
-
-            return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
-        return None
+        return refuse_handshake(policy, conn, request)
 
     async def handler(conn: ServerConnection) -> None:
         assert isinstance(conn, CountingConnection) and conn.request is not None
@@ -66,11 +57,10 @@ async def start_rbac_server(hub: Hub, doorkeeper: Doorkeeper, spec: ListenerSpec
                                        auth_input(conn.request, conn.remote_address),
                                        functools.partial(grants_of, listener=spec))
         if verdict.refusal is not None:
-            reason = f"refused: {verdict.refusal}"
             log.warning("RBAC listener %s:%s refused %s: %s", spec.host, spec.port,
                         peer_name(conn.remote_address), verdict.refusal)
-            await conn.close(CloseCode.POLICY_VIOLATION, reason.encode()[:MAX_REASON]
-                             .decode(errors="ignore"))
+            await conn.close(CloseCode.POLICY_VIOLATION,
+                             close_reason(f"refused: {verdict.refusal}"))
             return
         await serve_worker(hub, conn, max_frame_bytes, "ws-rbac", verdict.verdict)
 

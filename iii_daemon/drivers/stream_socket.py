@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import logging
 import time
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -34,8 +33,14 @@ from iii_daemon.core.effects import StreamPush
 from iii_daemon.core.errors import ListenerOff
 from iii_daemon.core.stream_clients import unauthorized
 from iii_daemon.core.stream_joining import stream_context
-from iii_daemon.drivers.access import AccessPolicy
-from iii_daemon.drivers.doorkeeper import Doorkeeper, handshake_headers, peer_name, query_params
+from iii_daemon.drivers.access import AccessPolicy, peer_name
+from iii_daemon.drivers.doorkeeper import (
+    Doorkeeper,
+    close_reason,
+    handshake_headers,
+    query_params,
+)
+from iii_daemon.drivers.ws_listener import refuse_handshake
 
 if TYPE_CHECKING:
     from iii_daemon.drivers.hub import Hub
@@ -48,8 +53,6 @@ _protocol_log.setLevel(logging.WARNING)
 
 #: Largest frame a client may send.
 MAX_CLIENT_FRAME = 64 * 1024
-#: Close reasons are at most 123 bytes (RFC 6455).
-MAX_REASON = 120
 
 
 class ClientLink:
@@ -141,11 +144,7 @@ class StreamSocket:
                 link.conn.transport.abort()
 
     def _check(self, conn: ServerConnection, request: Request) -> Response | None:
-        refusal = self.policy.check(request.headers.get_all, conn.remote_address,
-                                    conn.local_address)
-        if refusal is None:
-            return None
-        return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
+        return refuse_handshake(self.policy, conn, request)
 
     async def _context(self, conn: ServerConnection) -> tuple[bool, Any]:
         """``(let in, context)``: what the auth function, if any, says of ``conn``."""
@@ -164,8 +163,8 @@ class StreamSocket:
                     verdict.refusal)
         with contextlib.suppress(ConnectionClosed):  # it may be gone already
             await conn.send(unauthorized(), text=True)
-            await conn.close(CloseCode.POLICY_VIOLATION, f"refused: {verdict.refusal}"
-                             .encode()[:MAX_REASON].decode(errors="ignore"))
+            await conn.close(CloseCode.POLICY_VIOLATION,
+                             close_reason(f"refused: {verdict.refusal}"))
         return False, None
 
     async def _serve(self, conn: ServerConnection) -> None:

@@ -208,6 +208,17 @@ async def _close_when_gone(conn: ServerConnection, channel: Channel) -> None:
     channel.close()
 
 
+def refuse_handshake(policy: AccessPolicy, conn: ServerConnection,
+                     request: Request) -> Response | None:
+    """The HTTP answer refusing a handshake ``policy`` does not let in (403, 401, 400
+    with why), or None: it may go on. Every WebSocket listener asks this first."""
+    refusal = policy.check(request.headers.get_all, conn.remote_address,
+                           conn.local_address)
+    if refusal is None:
+        return None
+    return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
+
+
 async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
                           max_frame_bytes: int, channels: Channels | None = None) -> Server:
     """Start listening on ``policy.host``.
@@ -224,10 +235,9 @@ async def start_ws_server(hub: Hub, policy: AccessPolicy, port: int,
                     "[websocket] token to keep other local users out")
 
     def check(conn: ServerConnection, request: Request) -> Response | None:
-        refusal = policy.check(request.headers.get_all, conn.remote_address,
-                               conn.local_address)
-        if refusal is not None:
-            return conn.respond(HTTPStatus(refusal.status), refusal.reason + "\n")
+        refused = refuse_handshake(policy, conn, request)
+        if refused is not None:
+            return refused
         wanted = channel_request(request.path)
         if wanted is not None:
             try:
