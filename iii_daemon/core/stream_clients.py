@@ -37,6 +37,8 @@ class Subscription:
     prefix: bytes
     #: Frames held until the sync is sent; None once it was.
     waiting: list[bytes] | None = field(default_factory=list)
+    #: Their bytes (bounded: see ``StreamClients.max_waiting_bytes``).
+    waiting_bytes: int = 0
 
     def event(self) -> dict[str, Any]:
         """Its facts for ``stream:join`` / ``stream:leave`` and events (upstream names)."""
@@ -107,6 +109,10 @@ def error(message: str, subscription_id: str | None = None) -> bytes:
 
 class StreamClients:
     """Every stream-socket client and its subscriptions, indexed by what they joined."""
+
+    #: Bytes of changes a subscription holds while its sync is read (a slow backend, a
+    #: flood of changes); past them the join fails rather than hold more.
+    max_waiting_bytes = 4 * 1024 * 1024
 
     def __init__(self, max_subscriptions: int = 256) -> None:
         self.max_subscriptions = max_subscriptions
@@ -188,12 +194,21 @@ class StreamClients:
         rest = stream_frame(event["streamName"], event["groupId"], item_id,
                             event.get("timestamp"), event.get("event"))[1:]
         frames: list[tuple[int, bytes]] = []
+        overflowed: list[Subscription] = []
         for subscription in subscribed.values():
             if subscription.item_id is not None and subscription.item_id != item_id:
                 continue
             frame = subscription.prefix + rest  # one body, each subscription's id first
-            if subscription.waiting is not None:
-                subscription.waiting.append(frame)
-            else:
+            if subscription.waiting is None:
                 frames.append((subscription.client, frame))
+            elif subscription.waiting_bytes + len(frame) > self.max_waiting_bytes:
+                overflowed.append(subscription)
+            else:
+                subscription.waiting.append(frame)
+                subscription.waiting_bytes += len(frame)
+        for subscription in overflowed:  # its sync, when it comes, finds it gone
+            self.leave(self.clients[subscription.client], subscription.id)
+            frames.append((subscription.client, error(
+                f"cannot join: {subscription.waiting_bytes} bytes of changes came while "
+                f"its sync was read", subscription.id)))
         return frames

@@ -142,6 +142,20 @@ def test_changes_during_a_sync_wait_behind_it() -> None:
     assert [c for c, _ in clients.changed(change)] == [1]  # now straight out
 
 
+def test_changes_held_behind_a_slow_sync_are_bounded() -> None:
+    clients = StreamClients()
+    clients.max_waiting_bytes = 1000
+    client = clients.open(1, None, "peer")
+    subscription = clients.join(client, "s", "todo", "inbox", None)
+    change = {"streamName": "todo", "groupId": "inbox", "id": "a", "timestamp": 5,
+              "event": {"type": "create", "data": "x" * 300}}
+    assert clients.changed(change) == clients.changed(change) == []  # held
+    [(to, refusal)] = clients.changed(change)  # one more would pass the bound
+    assert to == 1 and json.loads(refusal)["subscriptionId"] == "s"
+    assert "came while its sync was read" in json.loads(refusal)["error"]["message"]
+    assert not clients.is_current(subscription) and clients.changed(change) == []
+
+
 def test_bad_frames_and_joins_are_answered_and_bounded(core: Core) -> None:
     core.router.stream_clients.max_subscriptions = 1
     assert pushed(said(core, "{"))[0]["error"]["message"] == "not a JSON object"
