@@ -2,11 +2,16 @@
 
     python benchmarks/cli_batch.py [--calls 10000] [--rounds 5]
 
-Starts a daemon and the example worker on a temp socket, then times, alternating:
-the whole ``iii trigger math::add --void --batch FILE`` process (start to exit, every
+Starts a daemon and the benchmark worker on a temp socket, then times, alternating:
+the whole ``iii trigger bench::tally --void --batch FILE`` process (start to exit, every
 hand-off acknowledged and printed), and the SDK in one process making the same void calls
 and then one sync call (answered after every void was routed: frames on one connection
 are handled in order), timed from its first call. Target (targets.md): batch <= 2 x SDK.
+
+``bench::tally`` is an async handler that counts its calls, so every call of both columns
+runs (checked after each), where a sync handler's ``max_concurrency`` would refuse most of
+a burst ``worker_busy``: then the faster column would also be the one whose worker did
+less.
 """
 
 from __future__ import annotations
@@ -31,12 +36,24 @@ worker.ping()
 count = int(sys.argv[2])
 started = time.perf_counter()
 for n in range(count):
-    worker.trigger({"function_id": "math::add", "payload": {"a": n, "b": 1},
+    worker.trigger({"function_id": "bench::tally", "payload": {"a": n, "b": 1},
                     "action": TriggerAction.Void()})
 worker.trigger({"function_id": "engine::status"})
 print(time.perf_counter() - started)
 worker.shutdown()
 """
+
+
+def wait_for_tally(script: Path, env: dict[str, str], count: int) -> int:
+    """The calls bench::tally ran, once it reaches ``count`` (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        done = subprocess.run([str(script), "trigger", "bench::total"], env=env,
+                              capture_output=True, text=True, check=True)
+        ran = int(done.stdout)
+        if ran >= count or time.monotonic() > deadline:
+            return ran
+        time.sleep(0.05)
 
 
 def main() -> int:
@@ -59,13 +76,14 @@ def main() -> int:
             deadline = time.monotonic() + 10
             while not Path(sock).exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            worker = subprocess.Popen([sys.executable, str(REPO / "examples" / "math_worker.py")],
+            worker = subprocess.Popen([sys.executable, str(REPO / "benchmarks" /
+                                                        "bench_worker.py"), sock],
                                       env=env, stdout=subprocess.PIPE, text=True)
             assert worker.stdout is not None and "ready" in worker.stdout.readline()
             batch, sdk = [], []
             for _ in range(args.rounds):
                 started = time.perf_counter()
-                done = subprocess.run([str(script), "trigger", "math::add", "--void",
+                done = subprocess.run([str(script), "trigger", "bench::tally", "--void",
                                        "--batch", str(lines)], env=env, capture_output=True,
                                       text=True, check=True)
                 batch.append(time.perf_counter() - started)
@@ -74,6 +92,8 @@ def main() -> int:
                                       str(args.calls)], env=env, capture_output=True,
                                      text=True, check=True)
                 sdk.append(float(out.stdout.strip()))
+                ran = wait_for_tally(script, env, 2 * args.calls * len(sdk))
+                assert ran == 2 * args.calls * len(sdk), f"{ran} calls ran"
         finally:
             for proc in (worker, daemon):
                 if proc is not None:

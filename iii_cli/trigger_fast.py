@@ -378,8 +378,4 @@ def main(argv: list[str]) -> int:
     try:
         return run(argv)
     except KeyboardInterrupt:
-        return ec.INTERRUPTED
-    except BrokenPipeError:
-        # Whoever read our output went away (`iii trigger f | head -0`): not our failure.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return ec.OK
+        return ec.INTERRUPTED  # a failure to write our output: iii_cli.main

@@ -271,8 +271,9 @@ def modules_loaded(tmp: Path, argv: list[str], env: dict[str, str] | None = None
         "import atexit, json, sys\n"
         "atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))\n"
         f"sys.argv = {['iii', *argv]!r}\n"
-        "from iii_cli.main import main\n"
-        "main()\n"
+        "import iii_cli.main\n"
+        "iii_cli.main.leave = sys.exit  # the fast paths skip atexit otherwise\n"
+        "iii_cli.main.main()\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env or child_env(tmp), cwd=REPO)

@@ -5,17 +5,48 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from iii_sdk import III
-from tests.helpers import IIIBIN, REPO, DaemonProcess, ThreadDaemon, child_env, run_iii, wait_for
+from tests.helpers import (
+    IIIBIN,
+    DaemonProcess,
+    ThreadDaemon,
+    child_env,
+    modules_loaded,
+    run_iii,
+    wait_for,
+)
 
 
 def test_sync_result_compact_when_piped(daemon: DaemonProcess, math_worker: Any) -> None:
     proc = run_iii(daemon.tmp, "trigger", "math::add", "a=2", "b=3")
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, '{"sum":5}\n', "")
+
+
+def test_output_that_cannot_be_written(daemon: DaemonProcess, math_worker: Any) -> None:
+    """A full disk is one line and exit 1, never silence; a reader that went away
+    (`| head -1`) is nobody's failure. The fast paths exit without the interpreter's
+    teardown, so their last output is flushed by hand: this proves it is."""
+    env = child_env(daemon.tmp)
+    for args in (["trigger", "math::add", "a=2", "b=3"], ["list", "functions"],
+                 ["trigger", "math::add", "--batch", "-"]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([IIIBIN, *args], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, env=env, input='{"a": 1, "b": 2}\n')
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr == "iii: cannot write the output: No space left on device\n"
+    calls = daemon.tmp / "calls.jsonl"
+    calls.write_text("".join(f'{{"a": {n}, "b": 1}}\n' for n in range(20_000)))
+    reader = subprocess.Popen([IIIBIN, "trigger", "math::add", "--batch", str(calls)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.readline().startswith(b'{"line":1,')
+    reader.stdout.close()  # the reader goes away with the rest unread
+    err = reader.stderr.read()
+    reader.wait(60)
+    assert (reader.returncode, err) == (0, b"")
 
 
 def test_pretty_output_on_request(daemon: DaemonProcess, math_worker: Any) -> None:
@@ -217,17 +248,8 @@ def test_socket_flag_beats_the_environment(daemon: DaemonProcess, math_worker: A
 
 def test_the_trigger_path_imports_no_typer_asyncio_or_daemon(daemon: DaemonProcess,
                                                               math_worker: Any) -> None:
-    code = (
-        "import atexit, json, sys\n"
-        "atexit.register(lambda: sys.stderr.write(json.dumps(sorted(sys.modules))))\n"
-        "sys.argv = ['iii', 'trigger', 'math::add', 'a=1', 'b=2']\n"
-        "from iii_cli.main import main\n"
-        "main()\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=child_env(daemon.tmp), cwd=REPO)
-    assert proc.returncode == 0 and json.loads(proc.stdout) == {"sum": 3}
-    loaded = {name.split(".")[0] for name in json.loads(proc.stderr)}
+    loaded = modules_loaded(daemon.tmp, ["trigger", "math::add", "a=1", "b=2"])
+    assert "iii_cli" in loaded
     assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "msgspec",
                           "websockets"}
 
