@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,7 +37,8 @@ class Chromium:
         self.proc = subprocess.Popen(
             [chromium_path(), *FLAGS, f"--user-data-dir={self._profile.name}",
              "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # its helpers are in its group: stopped with it
         active = Path(self._profile.name) / "DevToolsActivePort"
         wait_for(lambda: active.exists() and len(active.read_text().split()) == 2,
                  timeout=30, message="chromium to listen")
@@ -84,10 +87,22 @@ class Chromium:
         try:
             self._stack.close()
         finally:
-            self.proc.terminate()
+            # The whole group: a helper that outlives the browser still writes into the
+            # profile, and removing the profile under it fails ("Directory not empty").
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal_group(signal.SIGKILL)
                 self.proc.wait(10)
+            wait_for(lambda: not self._signal_group(0), timeout=10,
+                     message="chromium's helpers to exit")
             self._profile.cleanup()
+
+    def _signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the browser's process group; False: nothing is left in it."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True

@@ -18,8 +18,11 @@ sys.dont_write_bytecode = False
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What collection loaded (Textual, the official SDK, hypothesis) lives until the end:
-    move it out of the collector's way, so the garbage collections of the run are short."""
+    move it out of the collector's way, so the garbage collections of the run are short;
+    and space young collections out as the daemon's own process does
+    (iii_daemon.lifecycle.collector), which the in-process daemons of tests do not."""
     gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -27,7 +27,7 @@ from iii_daemon.drivers.hub import Hub
 from iii_daemon.drivers.processes import Processes
 from iii_daemon.drivers.store import Store
 from iii_daemon.drivers.store_writer import StoreWriter
-from iii_daemon.lifecycle import data_lock, directories, pidfile
+from iii_daemon.lifecycle import collector, data_lock, directories, pidfile
 from iii_sdk.bridge_specs import BridgeSpec
 from iii_sdk.client.addresses import without_password
 from iii_sdk.limits import DEFAULT_MAX_FRAME_BYTES
@@ -201,6 +201,7 @@ async def _serve_with_hub(config: DaemonConfig, store: Store, stop: asyncio.Even
     try:
         hub.deliver(router.start(time.monotonic(), time.time(), stored))
         hub.flush()
+        del stored  # restored into the router: the rows themselves can go
         if bridge is not None:  # before any listener: its names are its own from the start
             bridge.start()
             await bridge.first_try()
@@ -426,4 +427,6 @@ async def _serve_until_signalled(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop)
+    # The collector is the process's: set only where the daemon owns it, never in a
+    # process that embeds it (tests, iii_sdk.testing), whose later garbage it would freeze.
+    await serve(config, stop, collector.settle)
