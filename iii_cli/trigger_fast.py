@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from iii_cli import exit_codes as ec
 from iii_cli.json_input import UsageError, check, loads, loads_or_text
 from iii_cli.style import error_prefix, json_printable, printable
-from iii_cli.trigger_options import BY_NAME, USAGE, help_text
+from iii_cli.trigger_options import BY_NAME, IN_FLIGHT, USAGE, VOID_IN_FLIGHT, help_text
 from iii_sdk.client.addresses import BadAddress, parse_url
 from iii_sdk.client.blocking import Calls, connect, unreachable_message
 from iii_sdk.errors import Lost, Refused, Timeout, Unreachable
@@ -41,7 +41,8 @@ class Args:
         self.help = False
         #: ``--batch``: where the lines come from ("-": stdin), None without it.
         self.batch: str | None = None
-        self.max_in_flight = 64
+        #: ``--max-in-flight``; None: the default for the batch's kind of calls.
+        self.max_in_flight: int | None = None
 
 
 def parse(argv: list[str]) -> Args:
@@ -98,6 +99,9 @@ def parse(argv: list[str]) -> Args:
                              "cannot be given too")
         if args.function_id is not None:
             check(args.function_id, "the function id")
+        if args.max_in_flight is None:
+            void = args.action is not None and args.action.get("type") == "void"
+            args.max_in_flight = VOID_IN_FLIGHT if void else IN_FLIGHT
         return args
     if not args.function_id:
         raise UsageError("missing the function id")
@@ -314,7 +318,7 @@ def _run_batch(target: str, args: Args) -> int:
     try:
         with source, _connect(target, args) as conn, bar:
             return Batch(conn, source, sys.stdout, args.function_id, args.action,
-                         args.timeout_ms, args.max_in_flight, bar).run()
+                         args.timeout_ms, args.max_in_flight or IN_FLIGHT, bar).run()
     except Unreachable as exc:
         fail(ec.UNREACHABLE, unreachable_message(exc, args.socket))
 

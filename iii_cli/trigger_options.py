@@ -20,6 +20,14 @@ class Option:
         self.help = help
 
 
+#: ``--batch`` lines sent and not yet printed, by default: as many as a worker runs at
+#: once by default (its ``max_concurrency``), so that sync calls are not refused busy.
+IN_FLIGHT = 64
+#: The same with ``--void``: a void is answered when the daemon hands it on, so the window
+#: bounds only the daemon's backlog, never the worker's; a larger one lets the daemon take
+#: larger reads (measured: 10 000 voids 257 ms at 64, 197 ms at 256, 220 ms at 512).
+VOID_IN_FLIGHT = 256
+
 OPTIONS = (
     Option(("--json",), "PAYLOAD",
            "Payload: a JSON object, @file, or - for stdin; k=v pairs win over it."),
@@ -34,7 +42,7 @@ OPTIONS = (
            "\"void\", \"enqueue\", \"timeout_ms\"}, or with FN each line is its payload. "
            "Pipelined; prints {\"line\": n, \"result\"|\"error\": ...} per line, in order."),
     Option(("--max-in-flight",), "N", "With --batch: lines sent and not yet printed, at most "
-                                      "(default 64)."),
+                                      f"(default {IN_FLIGHT}; {VOID_IN_FLIGHT} with --void)."),
     Option(("-o", "--output"), "json|pretty",
            "pretty (default on a terminal) or compact json (default when piped)."),
     Option(("--socket",), "PATH",

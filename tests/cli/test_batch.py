@@ -112,3 +112,40 @@ def test_large_lines_are_held_to_the_bytes_bound_and_all_answered(daemon: Daemon
         assert proc.returncode == 0, proc.stderr
         got = answers(proc.stdout)
         assert [a["result"]["data"]["n"] for a in got] == list(range(6)), window
+
+
+def test_the_window_defaults_to_what_a_worker_runs_at_once_and_wider_for_voids() -> None:
+    """Sync calls: 64 (a worker's default max_concurrency: more would be refused busy);
+    voids are answered at hand-off, so their window only bounds the daemon's backlog."""
+    from iii_cli.trigger_fast import parse
+    from iii_sdk.options import DEFAULT_MAX_CONCURRENCY
+
+    assert parse(["fn", "--batch"]).max_in_flight == DEFAULT_MAX_CONCURRENCY == 64
+    assert parse(["--batch", "--enqueue", "q"]).max_in_flight == 64
+    assert parse(["fn", "--void", "--batch"]).max_in_flight == 256
+    assert parse(["fn", "--void", "--batch", "--max-in-flight", "8"]).max_in_flight == 8
+
+
+def test_a_sync_batch_never_runs_more_than_the_window_at_once(daemon: DaemonProcess,
+                                                               sdk_worker: III) -> None:
+    """Through the real CLI: with the default window, a slow function has at most 64 of
+    the batch's calls running at once (a worker's default max_concurrency: one more would
+    be refused busy), pipelined well past one, and all 200 are answered."""
+    import asyncio
+
+    running = [0, 0]  # now, most at once
+
+    async def slow(data: Any) -> Any:
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+        await asyncio.sleep(0.02)
+        running[0] -= 1
+        return data
+
+    sdk_worker.register_function("slow", slow)
+    sdk_worker.ping()
+    text = "".join(json.dumps({"n": n}) + "\n" for n in range(200))
+    proc = run_iii(daemon.tmp, "trigger", "slow", "--batch", stdin=text)
+    assert proc.returncode == 0, proc.stderr
+    assert [a["result"]["n"] for a in answers(proc.stdout)] == list(range(200))
+    assert 32 <= running[1] <= 64, running
