@@ -214,6 +214,27 @@ def test_without_a_store_writes_fail_and_say_so(loop: asyncio.AbstractEventLoop)
                                "message": "this daemon has no store"}
 
 
+def test_a_slow_burst_gives_others_a_turn_after_its_time_budget(
+        loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames costly to handle yield long before FRAMES_PER_TURN: once the turn has taken
+    TURN_BUDGET_S (checked every 32 frames), another connection goes first."""
+    from iii_daemon.drivers import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "TURN_BUDGET_S", 0.0)  # every frame "slow"
+    writer = HeldWriter()
+    hub = Hub(Router(), loop, write_limit=10**9, writer=writer)
+    burst, other = FakeLink(), FakeLink()
+    hub.attach(burst, "unix")
+    hub.attach(other, "unix")
+    hub.receive(burst.conn_id, [state_set(f"s{i}", "k") for i in range(100)])
+    assert burst.paused and len(writer.queued) == 32  # one check's worth, then a turn
+    hub.receive(other.conn_id, [b'{"type":"ping"}'])
+    assert other.messages()[-1]["type"] == "pong"
+    for _ in range(20):
+        run_pending(loop)
+    assert not burst.paused and len(writer.queued) == 100
+
+
 def test_a_long_burst_gives_others_a_turn(loop: asyncio.AbstractEventLoop) -> None:
     """Frames that make little output (writes, voids) still yield after FRAMES_PER_TURN:
     another connection's ping is answered before the burst is done."""
