@@ -379,7 +379,8 @@ def _autostart() -> bool:
 
 
 def main(argv: list[str]) -> int:
+    # A failure to write our output (a reader gone, a full disk) is iii_cli.main's to tell.
     try:
         return run(argv)
     except KeyboardInterrupt:
-        return ec.INTERRUPTED  # a failure to write our output: iii_cli.main
+        return ec.INTERRUPTED
