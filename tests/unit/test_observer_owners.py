@@ -25,8 +25,7 @@ def declare(core: Core, conn: int, features: list[str]) -> list[tuple[int, Any]]
 @pytest.fixture
 def core() -> Core:
     c = Core()
-    for conn in (OWNER, CALLER, OBSERVER):
-        c.connect(conn)
+    c.connect(OWNER, CALLER, OBSERVER)
     c.register(OBSERVER, "alert")
     return c
 

@@ -16,8 +16,7 @@ WORKER, CALLER, OBSERVER = 1, 2, 3
 @pytest.fixture
 def core() -> Core:
     c = Core()
-    for conn in (WORKER, CALLER, OBSERVER):
-        c.connect(conn)
+    c.connect(WORKER, CALLER, OBSERVER)
     c.register(WORKER, "pay")
     return c
 

@@ -23,10 +23,11 @@ class Core:
         self.now = 100.0
         self.hello: dict[int, dict[str, Any]] = {}
 
-    def connect(self, conn_id: int) -> None:
-        out = self._render(self.router.connect(conn_id, "unix", 1_700_000_000.0))
-        assert out == [(conn_id, out[0][1])] and out[0][1]["type"] == "workerregistered"
-        self.hello[conn_id] = out[0][1]
+    def connect(self, *conn_ids: int) -> None:
+        for conn_id in conn_ids:
+            out = self._render(self.router.connect(conn_id, "unix", 1_700_000_000.0))
+            assert out == [(conn_id, out[0][1])] and out[0][1]["type"] == "workerregistered"
+            self.hello[conn_id] = out[0][1]
 
     def send(self, conn_id: int, message: dict[str, Any] | bytes) -> list[tuple[int, Any]]:
         frame = message if isinstance(message, bytes) else json.dumps(message).encode()
