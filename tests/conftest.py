@@ -21,8 +21,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     move it out of the collector's way, so the garbage collections of the run are short;
     and space young collections out as the daemon's own process does
     (iii_daemon.lifecycle.collector), which the in-process daemons of tests do not."""
+    from iii_daemon.lifecycle.collector import YOUNG_THRESHOLD
+
     gc.freeze()
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def pytest_configure(config: pytest.Config) -> None:
