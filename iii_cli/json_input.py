@@ -12,6 +12,7 @@ Imports only ``json``, ``math`` and ``re``: the ``iii trigger`` fast path uses i
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import re
 from typing import Any
@@ -75,6 +76,40 @@ def loads(text: str | bytes, what: str) -> Any:
         # was not in the text came from a \u escape, never from a byte of an argument.
         check(value, what, escapes_only=encodes)
     return value
+
+
+#: The C scanner behind ``json.loads``, called directly: a small line costs ~0.3 µs
+#: instead of ~1.3 µs, which is most of the work of a ``--batch`` line.
+_scan = json.scanner.make_scanner(
+    json.JSONDecoder(parse_constant=_constant, parse_float=_float))
+#: What JSON calls whitespace (``str.strip()`` would take more, such as U+00A0).
+_JSON_SPACE = " \t\n\r"
+
+
+def loads_line(raw: bytes, number: int) -> tuple[Any, str]:
+    """Line ``number`` of ``--batch`` input: its value, and its JSON text, fit to send
+    as it is.
+
+    The same rules as :func:`loads`, taken at C speed for a line that plainly keeps
+    them (UTF-8, one value, no ``\\u`` escape of a surrogate, few brackets); any other
+    line goes through :func:`loads` itself, which finds what is wrong.
+
+    Raises:
+        UsageError: as :func:`loads`.
+    """
+    try:
+        text = raw.decode("utf-8").strip(_JSON_SPACE)
+        value, end = _scan(text, 0)
+        escaped = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
+        # A text shorter than the nesting limit cannot nest past it.
+        deep = len(text) > MAX_NESTING and _may_break_rules(text, True)
+        plain = end == len(text) and not escaped and not deep
+    except (UnicodeDecodeError, StopIteration, ValueError, _NotANumber, RecursionError):
+        plain = False
+    if not plain:
+        value = loads(raw, f"line {number}")
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return value, text
 
 
 def _encodes(text: str) -> bool:

@@ -248,10 +248,14 @@ def test_socket_flag_beats_the_environment(daemon: DaemonProcess, math_worker: A
 
 def test_the_trigger_path_imports_no_typer_asyncio_or_daemon(daemon: DaemonProcess,
                                                               math_worker: Any) -> None:
-    loaded = modules_loaded(daemon.tmp, ["trigger", "math::add", "a=1", "b=2"])
-    assert "iii_cli" in loaded
-    assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "msgspec",
-                          "websockets"}
+    lines = daemon.tmp / "calls.jsonl"
+    lines.write_text('{"a": 1, "b": 2}\n')
+    for argv in (["trigger", "math::add", "a=1", "b=2"],
+                 ["trigger", "math::add", "--batch", str(lines)]):
+        loaded = modules_loaded(daemon.tmp, argv)
+        assert "iii_cli" in loaded
+        assert not loaded & {"typer", "click", "asyncio", "textual", "iii_daemon", "msgspec",
+                              "websockets"}, argv
 
 
 def test_help_comes_from_the_one_option_table(short_tmp: Path) -> None:

@@ -10,8 +10,10 @@ import unicodedata
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from iii_cli.json_input import MAX_NESTING, UsageError, loads, loads_or_text
+from iii_cli.json_input import MAX_NESTING, UsageError, loads, loads_line, loads_or_text
 from iii_cli.output import table
 from iii_cli.style import unambiguous
 from iii_daemon.drivers.access import AccessPolicy
@@ -56,6 +58,45 @@ def test_large_payloads_are_checked_in_the_text_and_walked_only_when_needed() ->
     with pytest.raises(UsageError, match="lone surrogate"):
         loads(json.dumps({"n": [[1]] * 1000, "s": "a"}).replace('"a"', '"\\udc80"'), "x")
     assert loads('"\\ud83d\\ude00"', "--json") == "\U0001f600"  # a pair is fine
+
+
+def _verdict(read: Any) -> tuple[str, Any]:
+    try:
+        return "value", read()
+    except UsageError as exc:
+        return "refused", str(exc)
+
+
+# Lines made of JSON's own pieces, so that most are near-JSON rather than noise.
+_PIECES = st.sampled_from(['{', '}', '[', ']', '"a"', '"\\ud800"', '"\\u00e9"', ':', ',',
+                           '1', '-0.5', '1e999', 'NaN', 'null', ' ', '\t', '\xa0', 'é'])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.lists(_PIECES, max_size=12).map("".join).map(str.encode),
+                 st.binary(max_size=16)))
+def test_a_batch_line_is_read_by_the_same_rules_as_any_json_typed(line: bytes) -> None:
+    fast = _verdict(lambda: loads_line(line + b"\n", 7))
+    assert fast[0] == _verdict(lambda: loads(line + b"\n", "line 7"))[0]
+    if fast[0] == "value":
+        value, text = fast[1]
+        assert json.loads(text) == value == loads(line, "x")
+    else:
+        assert fast[1] == _verdict(lambda: loads(line + b"\n", "line 7"))[1]
+
+
+@pytest.mark.parametrize("line", [
+    "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1), '"\\udc80"', "1 2", "NaN", "\xa01",
+])
+def test_a_batch_line_the_wire_cannot_carry_is_refused(line: str) -> None:
+    with pytest.raises(UsageError, match="^line 3"):
+        loads_line(line.encode(), 3)
+
+
+def test_a_batch_line_is_sent_as_it_was_written_when_it_may_be() -> None:
+    assert loads_line(b' {"a": [1, 2]}\r\n', 1) == ({"a": [1, 2]}, '{"a": [1, 2]}')
+    # What only the full rules take is sent as they read it.
+    assert loads_line(b"\xef\xbb\xbf[1]\n", 1) == ([1], "[1]")  # a UTF-8 BOM
 
 
 def test_pair_values_are_json_else_text_but_never_a_number_json_lacks() -> None:
