@@ -153,7 +153,6 @@ class Calls(Results):
         worker = self.registry.connections[entry.owner]
         waits = conn is not None and caller_id is not None and not void
         # Every tracked call ends: its own timeout_ms, else the daemon's default.
-        default = msg.timeout_ms is None
         timeout_ms = self.call_timeout_ms if msg.timeout_ms is None else msg.timeout_ms
         invocations.add(Invocation(
             id=inv_id,
@@ -174,7 +173,7 @@ class Calls(Results):
             tags=tags,
             observed=None if entry.id not in self.observers.by_source
             else observed(msg, conn, source, now + self._wall_offset),
-        ), in_order=default)
+        ))
         worker.serving.add(inv_id)
         if self._watching_starts:
             self.record("invocation.started", out, function_id=entry.id,

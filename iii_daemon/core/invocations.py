@@ -47,20 +47,25 @@ class Invocation(msgspec.Struct, eq=False):
 class InvocationTable:
     """Pending invocations by daemon id, with their deadlines.
 
-    Explicit deadlines (``timeout_ms``) sit in a heap; deadlines from the daemon's default
-    call timeout all lie the same distance ahead of the call, so they arrive in order
-    and a FIFO holds them for the price of an append. Both delete lazily.
+    Calls with the same ``timeout_ms`` end in the order they started (the clock only goes
+    forward), so each such lane is a FIFO whose entries cost an append and a pop: the
+    daemon's default timeout, and the one a client sends with every call (the CLI does).
+    A deadline out of its lane's order, or beyond ``MAX_LANES`` timeouts in use at once,
+    sits in a heap. Both delete lazily.
     """
 
     # Rebuild the heap when dead entries outnumber live ones by this factor, so a
     # high call rate with long timeouts does not keep every finished call's entry.
     _COMPACT_FACTOR = 2
     _COMPACT_MIN = 1024
+    #: Timeouts with a lane of their own at once; a lane goes when it empties, so a
+    #: client sending a new timeout each call only sends its calls to the heap.
+    MAX_LANES = 8
 
     def __init__(self) -> None:
         self._pending: dict[str, Invocation] = {}
         self._deadlines: list[tuple[float, str]] = []
-        self._in_order: collections.deque[tuple[float, str]] = collections.deque()
+        self._lanes: dict[int | None, collections.deque[tuple[float, str]]] = {}
         # Ids look like UUIDs (SDKs may expect that) but cost a counter increment:
         # a random prefix per daemon run and a 48-bit sequence.
         self._prefix = str(uuid.uuid4())[:24]
@@ -76,20 +81,24 @@ class InvocationTable:
         self._seq += 1
         return f"{self._prefix}{self._seq:012x}"
 
-    def add(self, invocation: Invocation, in_order: bool = False) -> None:
-        """Track ``invocation``; ``in_order``: its deadline is not before any deadline
-        added in order so far (the default call timeout)."""
+    def add(self, invocation: Invocation) -> None:
+        """Track ``invocation`` until it is popped or its deadline passes."""
         self._pending[invocation.id] = invocation
-        if invocation.deadline is None:
+        deadline = invocation.deadline
+        if deadline is None:
             return
         limit = self._COMPACT_MIN + self._COMPACT_FACTOR * len(self._pending)
-        if in_order:
-            self._in_order.append((invocation.deadline, invocation.id))
-            if len(self._in_order) > limit:
-                self._in_order = collections.deque(
-                    d for d in self._in_order if d[1] in self._pending)
+        lanes = self._lanes
+        lane = lanes.get(invocation.timeout_ms)
+        if lane is None and len(lanes) < self.MAX_LANES:
+            lane = lanes[invocation.timeout_ms] = collections.deque()
+        if lane is not None and (not lane or lane[-1][0] <= deadline):
+            lane.append((deadline, invocation.id))
+            if len(lane) > limit:
+                lanes[invocation.timeout_ms] = collections.deque(
+                    d for d in lane if d[1] in self._pending)
             return
-        heapq.heappush(self._deadlines, (invocation.deadline, invocation.id))
+        heapq.heappush(self._deadlines, (deadline, invocation.id))
         if len(self._deadlines) > limit:
             self._compact()
 
@@ -100,14 +109,17 @@ class InvocationTable:
         return self._pending.pop(invocation_id, None)
 
     def pop_expired(self, now: float) -> list[Invocation]:
-        """Remove and return the invocations whose deadline is at or before ``now``."""
+        """Remove and return the invocations whose deadline is at or before ``now``,
+        earliest first."""
         expired: list[Invocation] = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             self._expire(heapq.heappop(heap)[1], now, expired)
-        in_order = self._in_order
-        while in_order and in_order[0][0] <= now:
-            self._expire(in_order.popleft()[1], now, expired)
+        for lane in self._lanes.values():
+            while lane and lane[0][0] <= now:
+                self._expire(lane.popleft()[1], now, expired)
+        if len(self._lanes) > 1 or heap:
+            expired.sort(key=lambda invocation: invocation.deadline or 0.0)
         return expired
 
     def _expire(self, invocation_id: str, now: float, expired: list[Invocation]) -> None:
@@ -123,19 +135,25 @@ class InvocationTable:
         pending = self._pending
         while heap and heap[0][1] not in pending:
             heapq.heappop(heap)
-        in_order = self._in_order
-        while in_order and in_order[0][1] not in pending:
-            in_order.popleft()
-        if not in_order:
-            return heap[0][0] if heap else None
-        return min(heap[0][0], in_order[0][0]) if heap else in_order[0][0]
+        earliest = heap[0][0] if heap else None
+        emptied = False
+        for lane in self._lanes.values():
+            while lane and lane[0][1] not in pending:
+                lane.popleft()
+            if not lane:
+                emptied = True
+            elif earliest is None or lane[0][0] < earliest:
+                earliest = lane[0][0]
+        if emptied:
+            self._lanes = {timeout: lane for timeout, lane in self._lanes.items() if lane}
+        return earliest
 
     def drain(self) -> list[Invocation]:
         """Remove and return every pending invocation (daemon shutdown)."""
         pending = list(self._pending.values())
         self._pending.clear()
         self._deadlines.clear()
-        self._in_order.clear()
+        self._lanes.clear()
         return pending
 
     def _compact(self) -> None:

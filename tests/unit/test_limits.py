@@ -93,31 +93,44 @@ def test_a_sync_call_without_timeout_gets_timeout_at_the_default_deadline(core: 
     assert "60000 ms" in answer["error"]["message"]
 
 
-def test_default_deadlines_do_not_keep_answered_calls() -> None:
+def _track(table: InvocationTable, name: str, deadline: float, timeout_ms: int) -> None:
+    table.add(Invocation(id=name, function_id="f", worker=1, caller=None,
+                         caller_invocation_id=None, started=deadline - timeout_ms / 1000,
+                         timeout_ms=timeout_ms, deadline=deadline))
+
+
+def test_a_timeout_lane_does_not_keep_answered_calls() -> None:
     table = InvocationTable()
     for i in range(10_000):
-        table.add(Invocation(id=str(i), function_id="f", worker=1, caller=None,
-                             caller_invocation_id=None, started=i, deadline=i + 300.0),
-                  in_order=True)
+        _track(table, str(i), i + 300.0, 300_000)
         table.pop(str(i))
-    assert len(table._in_order) <= InvocationTable._COMPACT_MIN + 2
+    assert sum(map(len, table._lanes.values())) <= InvocationTable._COMPACT_MIN + 2
     assert table.next_deadline() is None
+    assert table._lanes == {}  # an emptied lane goes
 
 
-def test_both_kinds_of_deadline_expire_in_time_order() -> None:
+def test_deadlines_of_every_timeout_expire_in_time_order() -> None:
     table = InvocationTable()
-
-    def add(name: str, deadline: float, in_order: bool) -> None:
-        table.add(Invocation(id=name, function_id="f", worker=1, caller=None,
-                             caller_invocation_id=None, started=0.0, deadline=deadline),
-                  in_order=in_order)
-
-    add("default-1", 5.0, True)
-    add("explicit", 3.0, False)
-    add("default-2", 6.0, True)
+    _track(table, "default-1", 5.0, 300_000)
+    _track(table, "explicit", 3.0, 1_000)
+    _track(table, "default-2", 6.0, 300_000)
+    _track(table, "out-of-order", 4.0, 300_000)  # a clock step back: to the heap
     assert table.next_deadline() == 3.0
-    assert [i.id for i in table.pop_expired(5.5)] == ["explicit", "default-1"]
+    assert [i.id for i in table.pop_expired(5.5)] == ["explicit", "out-of-order",
+                                                       "default-1"]
     assert table.next_deadline() == 6.0
+
+
+def test_more_timeouts_than_lanes_still_expire_each_call_on_time() -> None:
+    table = InvocationTable()
+    count = 3 * InvocationTable.MAX_LANES
+    for n in range(count):  # each its own timeout: most go to the heap
+        _track(table, f"c{n}", 100.0 - n, 1_000 + n)
+    assert len(table._lanes) == InvocationTable.MAX_LANES
+    assert table.next_deadline() == 100.0 - (count - 1)
+    expired = table.pop_expired(100.0)
+    assert [i.id for i in expired] == [f"c{n}" for n in reversed(range(count))]
+    assert table.next_deadline() is None and table._lanes == {}
 
 
 # --- triggers ---------------------------------------------------------------------------------
