@@ -143,6 +143,26 @@ def test_a_change_that_many_state_triggers_watch_fires_a_share_per_turn(core: Co
     assert core.router.next_deadline() is None or core.router.next_deadline() > core.now
 
 
+def test_firings_of_changes_in_a_row_keep_the_order_of_the_changes(core: Core) -> None:
+    """Each change's firings wait behind the ones of the change before it, whatever the
+    turn they fall in."""
+    from iii_daemon.core.triggers.manager import FIRINGS_PER_TURN
+
+    count = FIRINGS_PER_TURN + 20
+    for i in range(count):
+        core.send(1, {"type": "registertrigger", "id": f"s{i}", "trigger_type": "state",
+                      "function_id": "job", "config": {"scope": "big"}})
+    fired = []
+    for value in (1, 2, 3):
+        fired += invocations(core.call(2, "state::set", {"scope": "big", "key": "k",
+                                                         "value": value},
+                                       invocation_id=f"set{value}"))
+    while core.router.next_deadline() is not None and core.router.next_deadline() <= core.now:
+        fired += invocations(core.advance(0.0))
+    values = [m["data"]["new_value"] for m in fired]
+    assert values == [1] * count + [2] * count + [3] * count
+
+
 # --- state ------------------------------------------------------------------------------
 
 
